@@ -1,0 +1,60 @@
+"""Where clipgeo keeps its data, and the small settings every stage shares.
+
+One setting moves everything: ``CLIPGEO_HOME`` (default ``./clipgeo-data`` under the
+working directory). The data home holds the DuckDB catalog, the LanceDB folder,
+generated datasets, checkpoints and reports.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+HOME_ENV = "CLIPGEO_HOME"
+DEFAULT_HOME = "clipgeo-data"
+
+# Bumped whenever a measurement's definition or a table's meaning changes, so stored
+# results can say which code produced them and stale analyses can be found.
+ANALYSIS_VERSION = "1"
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SQL_DIR = Path(os.environ.get("CLIPGEO_SQL_DIR", REPO_ROOT / "sql"))
+
+
+@dataclass(frozen=True)
+class DataHome:
+    """The folder layout of one data home."""
+
+    root: Path
+
+    @classmethod
+    def resolve(cls, root: str | os.PathLike[str] | None = None) -> "DataHome":
+        """The data home at ``root``, else ``$CLIPGEO_HOME``, else ``./clipgeo-data``."""
+        chosen = root if root is not None else os.environ.get(HOME_ENV) or DEFAULT_HOME
+        return cls(Path(chosen).expanduser().resolve())
+
+    @property
+    def catalog(self) -> Path:
+        return self.root / "catalog.duckdb"
+
+    @property
+    def lance(self) -> Path:
+        return self.root / "lance"
+
+    @property
+    def datasets(self) -> Path:
+        return self.root / "datasets"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    def ensure(self) -> "DataHome":
+        for p in (self.root, self.lance, self.datasets, self.checkpoints, self.reports):
+            p.mkdir(parents=True, exist_ok=True)
+        return self

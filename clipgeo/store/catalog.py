@@ -1,0 +1,216 @@
+"""The DuckDB catalog: connection, migrations from ``sql/``, and row writers.
+
+DuckDB allows one writing process per file. clipgeo never holds a connection longer
+than one unit of work: :func:`session` opens the file, runs the work, commits and
+closes, and retries with exponential backoff while another process holds the lock.
+Two flows writing into one data home therefore take turns instead of failing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from clipgeo.config import SQL_DIR, DataHome
+
+log = logging.getLogger(__name__)
+
+LOCK_WAIT_SECONDS = 300.0
+
+
+class CatalogError(RuntimeError):
+    """The catalog could not be opened or migrated."""
+
+
+def execute(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[tuple]:
+    """Run one statement and fetch its result to the end (DuckDB 2 requires a finished
+    result before the next relation on the same connection)."""
+    return con.execute(sql, params if params is not None else []).fetchall()
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    msg = str(exc).lower()
+    return "lock" in msg and ("conflicting" in msg or "could not set" in msg)
+
+
+def _open(path: Path, read_only: bool, wait_seconds: float) -> duckdb.DuckDBPyConnection:
+    deadline = time.monotonic() + wait_seconds
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as exc:  # IOException on a held lock
+            if not _is_lock_error(exc) or time.monotonic() > deadline:
+                if _is_lock_error(exc):
+                    raise CatalogError(
+                        f"{path} stayed locked by another process for {wait_seconds:.0f} s; "
+                        "is a flow stuck? (see `clipgeo runs`)"
+                    ) from exc
+                raise
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 2.0)
+
+
+@contextlib.contextmanager
+def session(
+    home: DataHome, *, read_only: bool = False, wait_seconds: float = LOCK_WAIT_SECONDS
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short-lived connection to the home's catalog (migrated when writable)."""
+    if read_only and not home.catalog.exists():
+        raise CatalogError(
+            f"no catalog at {home.catalog}: run the pipeline first (`make run`) "
+            "or point CLIPGEO_HOME at an existing data home"
+        )
+    if not read_only:
+        home.ensure()
+    con = _open(home.catalog, read_only, wait_seconds)
+    try:
+        if not read_only:
+            migrate(con)
+        yield con
+    finally:
+        con.close()
+
+
+def schema_files(sql_dir: Path = SQL_DIR) -> list[Path]:
+    files = sorted((sql_dir / "schema").glob("[0-9][0-9][0-9]_*.sql"))
+    if not files:
+        raise CatalogError(f"no migrations found under {sql_dir / 'schema'}")
+    return files
+
+
+def migrate(con: duckdb.DuckDBPyConnection, sql_dir: Path = SQL_DIR) -> list[str]:
+    """Apply the versioned DDL in ``sql/schema`` not yet applied, then (re)create views.
+
+    Each migration runs in its own transaction and is recorded in ``schema_migrations``.
+    Returns the names of the migrations applied now.
+    """
+    execute(con, 
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP DEFAULT current_timestamp)"
+    )
+    done = {v for (v,) in execute(con, "SELECT version FROM schema_migrations")}
+    applied = []
+    for f in schema_files(sql_dir):
+        version = int(f.name[:3])
+        if version in done:
+            continue
+        execute(con, "BEGIN TRANSACTION")
+        try:
+            execute(con, f.read_text())
+            execute(con, "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, f.name])
+            execute(con, "COMMIT")
+        except Exception as exc:
+            execute(con, "ROLLBACK")
+            raise CatalogError(f"migration {f} failed: {exc}") from exc
+        applied.append(f.name)
+    create_views(con, sql_dir)  # cheap; keeps views in step with the code
+    return applied
+
+
+def create_views(con: duckdb.DuckDBPyConnection, sql_dir: Path = SQL_DIR) -> None:
+    """(Re)create every view in ``sql/views``, in file-name order (prefix NN_ orders them)."""
+    for f in sorted((sql_dir / "views").glob("*.sql")):
+        execute(con, f.read_text())
+
+
+def run_sql_file(
+    con: duckdb.DuckDBPyConnection, name: str, params: Mapping[str, Any] | None = None, sql_dir: Path = SQL_DIR
+) -> None:
+    """Execute ``sql/<name>`` with named ``$params``."""
+    path = sql_dir / name
+    execute(con, path.read_text(), dict(params or {}))
+
+
+def _as_arrow(rows: pl.DataFrame | pa.Table | Sequence[Mapping[str, Any]]) -> pa.Table:
+    if isinstance(rows, pa.Table):
+        return rows
+    if isinstance(rows, pl.DataFrame):
+        return rows.to_arrow()
+    return pa.Table.from_pylist([dict(r) for r in rows])
+
+
+def insert(con: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame | pa.Table | Sequence[Mapping[str, Any]]) -> int:
+    """Insert rows by column name (columns not given take their defaults)."""
+    data = _as_arrow(rows)
+    if data.num_rows == 0:
+        return 0
+    cols = ", ".join(f'"{c}"' for c in data.column_names)
+    con.register("_clipgeo_rows", data)
+    try:
+        execute(con, f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _clipgeo_rows")
+    finally:
+        con.unregister("_clipgeo_rows")
+    return data.num_rows
+
+
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """BEGIN ... COMMIT, or ROLLBACK on any error: all of the block's writes or none."""
+    execute(con, "BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        execute(con, "ROLLBACK")
+        raise
+    execute(con, "COMMIT")
+
+
+def delete_insert(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    where: Mapping[str, Any],
+    rows: pl.DataFrame | pa.Table | Sequence[Mapping[str, Any]],
+) -> int:
+    """Delete the rows matching ``where`` (equality per column), insert ``rows``.
+
+    Runs inside the caller's transaction; use :func:`replace_where` for a standalone one.
+    """
+    cond = " AND ".join(f'"{k}" = ?' for k in where)
+    execute(con, f"DELETE FROM {table} WHERE {cond}", list(where.values()))
+    return insert(con, table, rows)
+
+
+def replace_where(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    where: Mapping[str, Any],
+    rows: pl.DataFrame | pa.Table | Sequence[Mapping[str, Any]],
+) -> int:
+    """Replace the rows matching ``where`` by ``rows``, atomically."""
+    with transaction(con):
+        return delete_insert(con, table, where, rows)
+
+
+def upsert(con: duckdb.DuckDBPyConnection, table: str, key: Sequence[str], row: Mapping[str, Any]) -> None:
+    """Insert one row, or replace the row with the same key."""
+    replace_where(con, table, {k: row[k] for k in key}, [_jsonify(row)])
+
+
+def _jsonify(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (json.dumps(v, sort_keys=True, default=str) if isinstance(v, (dict, list)) else v) for k, v in row.items()}
+
+
+def query(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pl.DataFrame:
+    """Run a query and return a Polars frame."""
+    rel = con.sql(sql, params=params) if params else con.sql(sql)
+    return pl.from_arrow(rel.to_arrow_table())  # type: ignore[return-value]
+
+
+def update_run(con: duckdb.DuckDBPyConnection, run_id: str, **fields: Any) -> None:
+    """Set columns of one run (and its ``updated_at``)."""
+    sets = ", ".join(f'"{k}" = ?' for k in fields)
+    execute(con, 
+        f"UPDATE runs SET {sets}, updated_at = current_timestamp WHERE run_id = ?",
+        [*fields.values(), run_id],
+    )

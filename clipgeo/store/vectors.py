@@ -1,0 +1,173 @@
+"""LanceDB vector store: one Lance table per run, raw and L2-normalised float32 vectors.
+
+Layout of table ``vectors_<run_id>`` (one row per image and one per caption):
+
+====================  =====================================================
+``run_id``            the run (repeated, so unions across runs keep it)
+``modality``          ``image`` or ``text``
+``item_id``           image_id for images, sample_id (caption id) for texts
+``image_id``          the image the row belongs to (its own id for images)
+``vector``            raw vector, ``FixedSizeList<float32>[d]`` (before normalisation)
+``vector_norm``       ``vector / ‖vector‖``
+====================  =====================================================
+
+A whole run is written in one Lance commit (``mode="overwrite"``), so a crash leaves
+either the previous version or the complete new one, never half a run. Query it from
+DuckDB with ``ds = table.to_lance()`` then ``duckdb.sql("select ... from ds")``.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LANCEDB_LOG", "error")  # lance warns on every new dataset otherwise
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+
+from clipgeo.config import DataHome
+
+
+def table_name(run_id: str) -> str:
+    """The LanceDB table holding a run's vectors."""
+    return f"vectors_{run_id}"
+
+
+def connect(home: DataHome) -> lancedb.DBConnection:
+    home.lance.mkdir(parents=True, exist_ok=True)
+    return lancedb.connect(str(home.lance))
+
+
+def _fixed_list(mat: np.ndarray) -> pa.FixedSizeListArray:
+    mat = np.ascontiguousarray(mat, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(mat.reshape(-1)), mat.shape[1])
+
+
+def l2_normalize(mat: np.ndarray) -> np.ndarray:
+    """``x / ‖x‖`` row-wise (rows of zero norm stay zero)."""
+    norms = np.linalg.norm(mat, axis=1, keepdims=True)
+    return (mat / np.where(norms == 0, 1, norms)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class RunVectors:
+    """A run's vectors in a fixed order: images by ``image_ids``, captions by ``sample_ids``."""
+
+    run_id: str
+    image_ids: np.ndarray        # (n_img,) str
+    images: np.ndarray           # (n_img, d) float32 raw
+    sample_ids: np.ndarray       # (n_txt,) str
+    text_image_ids: np.ndarray   # (n_txt,) str, the image of each caption
+    texts: np.ndarray            # (n_txt, d) float32 raw
+    normalized_only: bool = False
+
+    @property
+    def text_image_index(self) -> np.ndarray:
+        """Row in ``images`` of each caption's image (-1 when the image has no vector)."""
+        pos = {iid: i for i, iid in enumerate(self.image_ids.tolist())}
+        return np.array([pos.get(i, -1) for i in self.text_image_ids.tolist()], dtype=np.int64)
+
+    def first_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One (image, caption) pair per image: its first caption in ``sample_ids`` order.
+
+        Returns ``(image_rows, text_rows, image_ids)`` of the images that have a caption.
+        """
+        idx = self.text_image_index
+        seen: dict[int, int] = {}
+        for t, i in enumerate(idx.tolist()):
+            if i >= 0 and i not in seen:
+                seen[i] = t
+        img_rows = np.array(sorted(seen), dtype=np.int64)
+        txt_rows = np.array([seen[i] for i in img_rows.tolist()], dtype=np.int64)
+        return img_rows, txt_rows, self.image_ids[img_rows]
+
+
+def write_run(
+    home: DataHome,
+    run_id: str,
+    *,
+    image_ids: Sequence[str],
+    images: np.ndarray,
+    sample_ids: Sequence[str],
+    text_image_ids: Sequence[str],
+    texts: np.ndarray,
+) -> int:
+    """Write (replace) all vectors of a run in one commit. Returns the row count."""
+    if images.shape[0] != len(image_ids) or texts.shape[0] != len(sample_ids) or len(sample_ids) != len(text_image_ids):
+        raise ValueError(
+            f"run {run_id}: ids and vectors disagree: {len(image_ids)} image ids for {images.shape[0]} image vectors, "
+            f"{len(sample_ids)} sample ids / {len(text_image_ids)} caption image ids for {texts.shape[0]} text vectors"
+        )
+    if images.ndim != 2 or texts.ndim != 2 or images.shape[1] != texts.shape[1]:
+        raise ValueError(f"run {run_id}: image vectors {images.shape} and text vectors {texts.shape} differ in dimension")
+    for name, mat in (("image", images), ("text", texts)):
+        if not np.isfinite(mat).all():
+            raise ValueError(f"run {run_id}: {name} vectors contain NaN or infinite values; the model output is broken")
+    both = np.concatenate([images, texts]).astype(np.float32)
+    n_img, n_txt = images.shape[0], texts.shape[0]
+    table = pa.table(
+        {
+            "run_id": pa.array([run_id] * (n_img + n_txt)),
+            "modality": pa.array(["image"] * n_img + ["text"] * n_txt),
+            "item_id": pa.array([str(x) for x in image_ids] + [str(x) for x in sample_ids]),
+            "image_id": pa.array([str(x) for x in image_ids] + [str(x) for x in text_image_ids]),
+            "vector": _fixed_list(both),
+            "vector_norm": _fixed_list(l2_normalize(both)),
+        }
+    )
+    connect(home).create_table(table_name(run_id), data=table, mode="overwrite")
+    return table.num_rows
+
+
+def count_rows(home: DataHome, run_id: str) -> dict[str, int]:
+    """Rows per modality of a run's table ({} when the table does not exist)."""
+    db = connect(home)
+    name = table_name(run_id)
+    if name not in db.table_names():
+        return {}
+    t = db.open_table(name).to_arrow().select(["modality"])
+    mods = t.column("modality").to_pylist()
+    return {m: mods.count(m) for m in sorted(set(mods))}
+
+
+def _matrix(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    d = arr.type.list_size
+    return arr.flatten().to_numpy(zero_copy_only=False).reshape(-1, d).astype(np.float32, copy=False)
+
+
+def read_run(home: DataHome, run_id: str, *, normalized: bool = False) -> RunVectors:
+    """Read a run's vectors (raw by default), images ordered by image_id, captions by sample_id."""
+    db = connect(home)
+    name = table_name(run_id)
+    if name not in db.table_names():
+        raise KeyError(f"run {run_id} has no vectors in {home.lance} (table {name}); embed it first")
+    col = "vector_norm" if normalized else "vector"
+    t = db.open_table(name).to_arrow().select(["modality", "item_id", "image_id", col])
+    mods = np.array(t.column("modality").to_pylist())
+    item = np.array(t.column("item_id").to_pylist())
+    img_of = np.array(t.column("image_id").to_pylist())
+    mat = _matrix(t.column(col))
+    ii = np.where(mods == "image")[0]
+    tt = np.where(mods == "text")[0]
+    ii = ii[np.argsort(item[ii], kind="stable")]
+    tt = tt[np.argsort(item[tt], kind="stable")]
+    return RunVectors(
+        run_id=run_id,
+        image_ids=item[ii],
+        images=mat[ii],
+        sample_ids=item[tt],
+        text_image_ids=img_of[tt],
+        texts=mat[tt],
+        normalized_only=normalized,
+    )
+
+
+def drop_run(home: DataHome, run_id: str) -> None:
+    db = connect(home)
+    if table_name(run_id) in db.table_names():
+        db.drop_table(table_name(run_id))

@@ -1,0 +1,195 @@
+"""Write the HTML reports from the catalog: one per run, one comparing the runs given.
+
+Reports read stored tables (through the views in ``sql/``) and never recompute metrics;
+deleting the report folder and running this again gives the same files apart from the
+generation timestamp. A section whose table has no rows for a run says so instead of
+failing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+
+from clipgeo.config import ANALYSIS_VERSION, DataHome
+from clipgeo.store import catalog
+from dashboards import charts
+from dashboards.page import Page, Section
+
+RECALL_CURVE_KS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _load(con, run_ids: list[str]) -> dict[str, pl.DataFrame]:
+    q = lambda sql: catalog.query(con, sql, [run_ids])  # noqa: E731
+    where = "WHERE list_contains(?, run_id)"
+    labels = f"(SELECT run_id, label FROM runs {where})"
+    ks = ", ".join(f"({k})" for k in RECALL_CURVE_KS)
+    return {
+        "runs": q(f"SELECT * FROM v_runs {where} ORDER BY label"),
+        "compare": q(f"SELECT * FROM v_compare {where} ORDER BY label"),
+        "retrieval": q(f"SELECT r.*, l.label FROM retrieval r JOIN {labels} l USING (run_id) ORDER BY run_id, direction, k"),
+        "curve": q(
+            f"SELECT r.run_id, l.label, r.direction, ks.k, avg((r.rank < ks.k)::DOUBLE) AS recall"
+            f" FROM retrieval_ranks r JOIN {labels} l USING (run_id) CROSS JOIN (VALUES {ks}) ks(k)"
+            f" GROUP BY ALL ORDER BY r.run_id, r.direction, ks.k"
+        ),
+        "gap": q(f"SELECT g.*, l.label FROM modality_gap g JOIN {labels} l USING (run_id) ORDER BY l.label"),
+        "sep": q(f"SELECT s.*, l.label FROM separability s JOIN {labels} l USING (run_id) ORDER BY l.label, vectors, features"),
+        "pca": q(f"SELECT p.*, l.label FROM pca_points p JOIN {labels} l USING (run_id) ORDER BY run_id, modality, item_id"),
+    }
+
+
+def _provenance(run: dict) -> list[tuple[str, str]]:
+    return [
+        ("run", f"{run['run_id']} ({run['status']})"),
+        ("model", f"{run['model_name']} — {run['model_id']}"),
+        ("checkpoint", f"{run['pretrained'] or '-'} (sha256 {run['checkpoint_sha256'] or 'n/a'})"),
+        ("training objective", f"{run['objective'] or 'unknown'}{' + Hopfield' if run['hopfield'] else ''}"),
+        ("dataset", f"{run['dataset_id']} ({run['dataset_source']}, {run['n_images']} images, {run['n_texts']} captions)"),
+        ("vectors", "L2-normalised only (imported)" if run["vectors_normalized"] else "raw (pre-normalisation) and normalised"),
+        ("analysis", f"version {run['analysis_version']}, measured {run['analyzed_at']}"),
+    ]
+
+
+def _missing(df: pl.DataFrame, what: str) -> str | None:
+    return None if df.height else f"no {what} rows stored for this run (the measure step failed or was skipped)"
+
+
+def _headline(row: dict) -> str:
+    return (
+        f"text→image R@1 {row['t2i_r1']:.1%}, image→text R@1 {row['i2t_r1']:.1%}, gap {row['gap']:.3f}, "
+        f"separability {row['separability_accuracy']:.1%}"
+        if row.get("t2i_r1") is not None and row.get("gap") is not None and row.get("separability_accuracy") is not None
+        else "headline figures incomplete"
+    )
+
+
+def run_page(data: dict[str, pl.DataFrame], run_id: str) -> Page:
+    f = {k: v.filter(pl.col("run_id") == run_id) for k, v in data.items()}
+    run = f["runs"].to_dicts()[0]
+    label = run["label"]
+    page = Page(title=f"clipgeo report — {label}", provenance=_provenance(run) + [("generated", _now())])
+    ret = f["retrieval"]
+    chance = {(d, k): c for d, k, c in ret.select("direction", "k", "chance").iter_rows()}
+    page.add(Section(
+        "Cross-modal retrieval (Table II)",
+        f"Exact retrieval on normalised vectors of {label}. Text→image: a caption's own image in the top k; "
+        f"image→text: any caption of the image in the top k (CLIP_benchmark). Black ticks: chance. "
+        + (f"Measured R@1: text→image {ret.filter((pl.col('direction')=='text_to_image') & (pl.col('k')==1))['recall'][0]:.1%} "
+           f"(chance {chance[('text_to_image', 1)]:.2%})." if ret.height else ""),
+        chart=charts.retrieval_bars(ret) if ret.height else None,
+        missing=_missing(ret, "retrieval"),
+    ))
+    curve = f["curve"]
+    page.add(Section(
+        "Recall@k curve",
+        f"recall@k for k = 1…{RECALL_CURVE_KS[-1]} from the stored per-query ranks of {label}.",
+        chart=charts.recall_curve(curve) if curve.height else None,
+        missing=_missing(curve, "retrieval rank"),
+    ))
+    gap = f["gap"]
+    page.add(Section(
+        "Modality gap (Liang et al.)",
+        f"gap = ‖mean(x̂_I) − mean(x̂_T)‖ on normalised vectors of {label}; gap_raw the same on raw vectors; "
+        "paired distance = mean ‖x̂_I − x̂_T‖ over image–caption pairs."
+        + (f" Measured gap {gap['gap'][0]:.3f}." if gap.height else ""),
+        table=gap.drop("run_id", "label").to_dicts() if gap.height else None,
+        missing=_missing(gap, "modality-gap"),
+    ))
+    sep = f["sep"]
+    full = sep.filter((pl.col("vectors") == "normalized") & (pl.col("features") == "full"))
+    page.add(Section(
+        "Modality separability (Table I)",
+        f"Soft-margin linear SVM (C = 1) separating image from text vectors of {label}, image = positive class, "
+        "held-out 30% of image–caption pairs; full vectors and their top-2 principal components."
+        + (f" Held-out accuracy on normalised vectors: {full['accuracy'][0]:.1%}." if full.height else ""),
+        chart=charts.separability_bars(sep) if sep.height else None,
+        table=sep.select("vectors", "features", "accuracy", "precision", "recall", "n_train", "n_test").to_dicts() if sep.height else None,
+        missing=_missing(sep, "separability"),
+    ))
+    pca = f["pca"]
+    page.add(Section(
+        "Top-2 principal components (Fig. 2)",
+        f"Normalised image and caption vectors of {label} projected on the two leading principal components of "
+        f"both modalities together ({pca.height} points stored, at most 2000 per modality). Click the legend to isolate a modality.",
+        chart=charts.pca_scatter(pca) if pca.height else None,
+        missing=_missing(pca, "PCA"),
+    ))
+    return page
+
+
+def compare_page(data: dict[str, pl.DataFrame], run_ids: list[str]) -> Page:
+    runs = data["runs"]
+    datasets = sorted(set(runs["dataset_id"].to_list()))
+    page = Page(
+        title=f"clipgeo comparison — {len(run_ids)} runs",
+        provenance=[("runs", "; ".join(f"{r['run_id']}: {r['label']} (ckpt sha256 {(r['checkpoint_sha256'] or 'n/a')[:12]})" for r in runs.to_dicts())),
+                    ("datasets", ", ".join(datasets)), ("analysis version", ANALYSIS_VERSION), ("generated", _now())],
+    )
+    cmp = data["compare"].select(
+        "run_id", "label", "n_images", "n_texts", "t2i_r1", "t2i_r5", "i2t_r1", "i2t_r5", "gap", "gap_raw",
+        "mean_paired_cos", "separability_accuracy", "separability_pca2_accuracy",
+    )
+    page.add(Section(
+        "Headline figures",
+        "One row per run, from the view v_compare: "
+        + "; ".join(f"{r['label']}: {_headline(r)}" for r in cmp.to_dicts()),
+        table=cmp.to_dicts(),
+    ))
+    page.add(Section(
+        "Cross-modal retrieval, side by side",
+        "recall@k per direction with chance ticks; shared y scale.",
+        chart=charts.retrieval_bars(data["retrieval"], column="label") if data["retrieval"].height else None,
+        missing=_missing(data["retrieval"], "retrieval"),
+    ))
+    page.add(Section(
+        "Recall@k curves",
+        "Cumulative recall from stored per-query ranks; colour = run, dash = direction.",
+        chart=charts.recall_curve(data["curve"], color="label") if data["curve"].height else None,
+        missing=_missing(data["curve"], "retrieval rank"),
+    ))
+    page.add(Section(
+        "Modality separability, side by side",
+        "Held-out linear-SVM scores per run; shared y scale.",
+        chart=charts.separability_bars(data["sep"], column="label") if data["sep"].height else None,
+        missing=_missing(data["sep"], "separability"),
+    ))
+    page.add(Section(
+        "Top-2 principal components, side by side",
+        "Each run's normalised vectors on its own two leading principal components.",
+        chart=charts.pca_scatter(data["pca"], column="label") if data["pca"].height else None,
+        missing=_missing(data["pca"], "PCA"),
+    ))
+    return page
+
+
+def _write(path: Path, text: str) -> Path:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def write_reports(home: DataHome, run_ids: list[str]) -> list[Path]:
+    """Write ``reports/run-<id>.html`` for each run and, for 2+ runs, ``reports/compare-<hash>.html``."""
+    if not run_ids:
+        return []
+    with catalog.session(home, read_only=True) as con:
+        data = _load(con, run_ids)
+    found = set(data["runs"]["run_id"].to_list())
+    unknown = [r for r in run_ids if r not in found]
+    if unknown:
+        raise KeyError(f"runs not in the catalog {home.catalog}: {', '.join(unknown)} (see `clipgeo runs`)")
+    home.reports.mkdir(parents=True, exist_ok=True)
+    paths = [_write(home.reports / f"run-{r}.html", run_page(data, r).render()) for r in run_ids]
+    if len(run_ids) > 1:
+        digest = hashlib.sha1("|".join(sorted(run_ids)).encode()).hexdigest()[:8]
+        paths.append(_write(home.reports / f"compare-{digest}.html", compare_page(data, run_ids).render()))
+    return paths

@@ -1,0 +1,131 @@
+"""The ``clipgeo`` command.
+
+    clipgeo run [--home DIR] [--n-train N] [--n-val N] [--steps N] [--model NAME=PRETRAINED] ...
+    clipgeo sql "SELECT * FROM v_compare" [--home DIR] [--format table|csv|json]
+    clipgeo runs [--home DIR]
+    clipgeo report [--home DIR] [--run RUN_ID ...]
+
+``sql`` opens the catalog read-only; every run's LanceDB vectors table is visible to the
+query under its own name (``vectors_<run_id>``), so vectors can be queried with SQL too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+import flows  # noqa: F401  (Prefect environment defaults)
+from clipgeo.config import DataHome
+
+
+def _add_home(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--home", default=None, help="data home (default: $CLIPGEO_HOME or ./clipgeo-data)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="clipgeo", description="Measure the geometry of CLIP-like embedding spaces.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    run = sub.add_parser("run", help="run the main pipeline (offline default: shapes + two tiny models)")
+    _add_home(run)
+    run.add_argument("--n-train", type=int, default=4000, help="shapes images to train the tiny models on")
+    run.add_argument("--n-val", type=int, default=1000, help="held-out shapes images that are embedded and measured")
+    run.add_argument("--captions-per-image", type=int, default=3)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--steps", type=int, default=400, help="training steps per tiny model")
+    run.add_argument("--objective", action="append", choices=["infonce", "infoloob"],
+                     help="tiny models to train (repeatable; default both)")
+    run.add_argument("--model", action="append", default=[], metavar="NAME=PRETRAINED",
+                     help="also embed an open_clip model: NAME=TAG or NAME=/path/checkpoint.pt (repeatable)")
+    run.add_argument("--force-embed", action="store_true", help="re-embed even if vectors are stored")
+    run.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    run.add_argument("--no-report", action="store_true")
+
+    sql = sub.add_parser("sql", help="run a read-only SQL query on the catalog (and vectors)")
+    _add_home(sql)
+    sql.add_argument("query")
+    sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    sql.add_argument("--max-rows", type=int, default=100, help="rows shown in table format")
+
+    runs = sub.add_parser("runs", help="list runs with their status and provenance")
+    _add_home(runs)
+
+    rep = sub.add_parser("report", help="(re)write the HTML reports from the catalog")
+    _add_home(rep)
+    rep.add_argument("--run", action="append", default=None, help="run ids (default: all measured runs)")
+    return ap
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flows.pipeline import pipeline
+
+    pipeline(
+        home=args.home,
+        n_train=args.n_train,
+        n_val=args.n_val,
+        captions_per_image=args.captions_per_image,
+        seed=args.seed,
+        objectives=args.objective or ["infonce", "infoloob"],
+        train_steps=args.steps,
+        models=args.model,
+        force_embed=args.force_embed,
+        device=args.device,
+        make_report=not args.no_report,
+    )
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from clipgeo.store.query import read_only_query
+
+    df = read_only_query(DataHome.resolve(args.home), args.query)
+    if args.format == "csv":
+        sys.stdout.write(df.write_csv())
+    elif args.format == "json":
+        sys.stdout.write(json.dumps(df.to_dicts(), default=str, indent=1) + "\n")
+    else:
+        with pl.Config(tbl_rows=args.max_rows, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=200):
+            print(df)
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    args.query = (
+        "SELECT run_id, status, label, n_images, n_texts, device, analysis_version, updated_at, error"
+        " FROM v_runs ORDER BY updated_at"
+    )
+    args.format, args.max_rows = "table", 1000
+    return cmd_sql(args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from dashboards.build import write_reports
+    from clipgeo.store import catalog
+
+    home = DataHome.resolve(args.home)
+    run_ids = args.run
+    if not run_ids:
+        with catalog.session(home, read_only=True) as con:
+            run_ids = [r for (r,) in catalog.execute(con, "SELECT run_id FROM runs WHERE status = 'measured' ORDER BY label")]
+    for p in write_reports(home, run_ids):
+        print(p)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"run": cmd_run, "sql": cmd_sql, "runs": cmd_runs, "report": cmd_report}[args.cmd](args)
+    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        if args.cmd == "run":
+            raise
+        print(f"clipgeo {args.cmd}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

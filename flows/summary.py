@@ -1,0 +1,81 @@
+"""The one-screen summary printed at the end of the main job (and published as a Prefect
+artifact): where things are, row counts, and the headline figures of each run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from clipgeo.config import DataHome
+from clipgeo.store import catalog
+
+TABLES = ("datasets", "samples", "models", "runs", "rejects", "retrieval_ranks", "retrieval",
+          "modality_gap", "separability", "pca_points", "run_summary")
+
+
+@dataclass
+class Summary:
+    home: str
+    catalog: str
+    lance: str
+    reports: list[str]
+    seconds: float
+    table_rows: dict[str, int] = field(default_factory=dict)
+    runs: list[dict] = field(default_factory=list)
+
+
+def collect_summary(home: DataHome, run_ids: list[str], reports: list[str], *, seconds: float) -> Summary:
+    with catalog.session(home) as con:
+        rows = {t: catalog.execute(con, f"SELECT count(*) FROM {t}")[0][0] for t in TABLES}
+        runs = catalog.query(
+            con,
+            "SELECT run_id, label, objective, n_images, n_texts, t2i_r1, t2i_r5, i2t_r1, i2t_r5, gap,"
+            " separability_accuracy, separability_pca2_accuracy FROM v_compare"
+            " WHERE list_contains(?, run_id) ORDER BY label",
+            [run_ids],
+        ).to_dicts()
+    return Summary(str(home.root), str(home.catalog), str(home.lance), reports, seconds, rows, runs)
+
+
+def _f(x: float | None, pct: bool = False) -> str:
+    if x is None:
+        return "-"
+    return f"{100 * x:5.1f}%" if pct else f"{x:.3f}"
+
+
+def format_summary(s: Summary) -> str:
+    lines = [
+        "",
+        "=" * 78,
+        f"clipgeo: done in {s.seconds:.0f} s",
+        f"  data home : {s.home}",
+        f"  catalog   : {s.catalog}   (query: clipgeo sql \"select * from v_compare\")",
+        f"  vectors   : {s.lance}",
+    ]
+    for r in s.reports:
+        lines.append(f"  report    : {r}")
+    lines.append("  rows      : " + ", ".join(f"{t} {n}" for t, n in s.table_rows.items()))
+    lines.append("")
+    lines.append(f"  {'run':<14}{'model':<34}{'imgs':>6}{'caps':>6}{'T→I R@1':>9}{'I→T R@1':>9}{'gap':>7}{'sep':>8}")
+    for r in s.runs:
+        model = r["label"].split(" on ")[0]
+        lines.append(
+            f"  {r['run_id']:<14}{model[:33]:<34}{r['n_images'] or 0:>6}{r['n_texts'] or 0:>6}"
+            f"{_f(r['t2i_r1'], True):>9}{_f(r['i2t_r1'], True):>9}{_f(r['gap']):>7}{_f(r['separability_accuracy'], True):>8}"
+        )
+    if s.runs:
+        lines.append(f"  dataset: {s.runs[0]['label'].split(' on ', 1)[-1]}  (R@1 = recall@1; chance = 1/imgs)")
+    lines.append("=" * 78)
+    return "\n".join(lines)
+
+
+def summary_markdown(s: Summary) -> str:
+    out = [f"# clipgeo run summary\n\nData home `{s.home}`; finished in {s.seconds:.0f} s.\n"]
+    out.append("| run | model on dataset | images | captions | T→I R@1 | T→I R@5 | I→T R@1 | gap | separability |")
+    out.append("|---|---|---|---|---|---|---|---|---|")
+    for r in s.runs:
+        out.append(
+            f"| `{r['run_id']}` | {r['label']} | {r['n_images']} | {r['n_texts']} | {_f(r['t2i_r1'], True)} |"
+            f" {_f(r['t2i_r5'], True)} | {_f(r['i2t_r1'], True)} | {_f(r['gap'])} | {_f(r['separability_accuracy'], True)} |"
+        )
+    out.append("\nReports:\n" + "\n".join(f"- `{p}`" for p in s.reports))
+    return "\n".join(out)
