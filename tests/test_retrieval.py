@@ -1,0 +1,186 @@
+"""Retrieval ranks and recall@k against hand-computed answers and simple references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clipgeo.retrieval import (
+    image_to_text_ranks,
+    recall_at_k,
+    retrieval_metrics,
+    retrieval_ranks,
+    text_to_image_ranks,
+)
+
+# Cosine table: caption c (rows) x image i (columns), captions' images G.
+# Images are basis vectors e_0..e_3; caption c = Σ_i COS[c, i] e_i + sqrt(1 − Σ COS²) e_{4+c}, so
+# cos(caption c, image i) is exactly COS[c, i].
+COS = np.array(
+    [
+        [0.9, 0.1, 0.2, 0.0],  # image 0: own 0.9 is the best          -> t2i rank 0
+        [0.9, 0.3, 0.3, 0.1],  # image 1: 0.9 above, 0.3 tied (image 2) -> t2i rank 1
+        [0.1, 0.2, 0.3, 0.7],  # image 2: 0.7 above                    -> t2i rank 1
+        [0.4, 0.4, 0.4, 0.4],  # image 3: four-way tie                 -> t2i rank 0
+        [0.1, 0.7, 0.2, 0.05],  # image 0: 0.7 and 0.2 above           -> t2i rank 2
+        [0.0, 0.5, 0.0, 0.0],  # image 1: best                         -> t2i rank 0
+    ]
+)
+G = np.array([0, 1, 2, 3, 0, 1])
+T2I = np.array([0, 1, 1, 0, 2, 0])
+# image 0: best own 0.9; caption 1 ties at 0.9 (not counted)                -> 0
+# image 1: best own 0.5 (caption 5); caption 4 scores 0.7                    -> 1
+# image 2: own 0.3; caption 3 scores 0.4, caption 1 ties at 0.3             -> 1
+# image 3: own 0.4; caption 2 scores 0.7                                     -> 1
+I2T = np.array([0, 1, 1, 1])
+
+
+def _constructed(rotate: bool = False, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    n_img, n_txt = COS.shape[1], COS.shape[0]
+    d = n_img + n_txt
+    img = np.eye(n_img, d)
+    txt = np.zeros((n_txt, d))
+    txt[:, :n_img] = COS
+    txt[np.arange(n_txt), n_img + np.arange(n_txt)] = np.sqrt(np.clip(1 - (COS**2).sum(1), 0, None))
+    if rotate:  # a random rotation and random positive scales leave every cosine unchanged
+        rng = np.random.default_rng(seed)
+        q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+        img = (img @ q) * rng.uniform(0.5, 3.0, (n_img, 1))
+        txt = (txt @ q) * rng.uniform(0.5, 3.0, (n_txt, 1))
+    return img, txt
+
+
+@pytest.mark.parametrize("rotate", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_known_ranks_with_ties_and_multiple_captions(rotate, dtype):
+    img, txt = _constructed(rotate)
+    assert np.array_equal(text_to_image_ranks(img, txt, G, dtype=dtype), T2I)
+    assert np.array_equal(image_to_text_ranks(img, txt, G, dtype=dtype), I2T)
+
+
+def test_known_recall_values():
+    img, txt = _constructed(rotate=True)
+    m = retrieval_metrics(img, txt, G, ks=(1, 2, 5))
+    assert m["text_to_image_recall@1"] == pytest.approx(3 / 6)
+    assert m["text_to_image_recall@2"] == pytest.approx(5 / 6)
+    assert m["text_to_image_recall@5"] == 1.0
+    assert m["image_to_text_recall@1"] == pytest.approx(1 / 4)
+    assert m["image_to_text_recall@2"] == 1.0
+    assert m["text_to_image_mean_rank"] == pytest.approx(T2I.mean())
+    assert m["image_to_text_mean_rank"] == pytest.approx(I2T.mean())
+    assert m["n_images"] == 4 and m["n_texts"] == 6
+
+
+def test_recall_at_k_plain():
+    assert recall_at_k(np.array([0, 1, 4, 9, 10]), ks=(1, 5, 10)) == {
+        "recall@1": 0.2,
+        "recall@5": 0.6,
+        "recall@10": 0.8,
+    }
+    with pytest.raises(ValueError, match="positive integer"):
+        recall_at_k(np.array([0, 1]), ks=(0,))
+    with pytest.raises(ValueError, match="non-negative"):
+        recall_at_k(np.array([-1, 1]))
+
+
+def test_perfect_retrieval_identity_pairs():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((50, 16))
+    t2i, i2t = retrieval_ranks(x, 2.0 * x)  # same directions, identity pairing by default
+    assert not t2i.any() and not i2t.any()
+
+
+def test_exact_duplicates_are_ties_in_favour():
+    rng = np.random.default_rng(2)
+    base = rng.standard_normal((10, 32))
+    img = np.vstack([base, base])  # image j and j+10 identical
+    txt = base + 0.01 * rng.standard_normal(base.shape)
+    idx = np.arange(10) + 10  # caption j describes the *second* copy
+    assert not text_to_image_ranks(img.astype(np.float32), txt.astype(np.float32), idx).any()
+    # images 0..9 have no caption: fine as distractors for text->image, an error for image->text
+    with pytest.raises(ValueError, match="no caption"):
+        image_to_text_ranks(img, txt, idx)
+
+
+def _reference(img, txt, idx, k):
+    """CLIP_benchmark-style: full score matrix, top-k by argsort, hit if the positive is inside."""
+    imgn = img / np.linalg.norm(img, axis=1, keepdims=True)
+    txtn = txt / np.linalg.norm(txt, axis=1, keepdims=True)
+    s = txtn @ imgn.T  # (n_txt, n_img)
+    pos = np.zeros_like(s, dtype=bool)
+    pos[np.arange(len(idx)), idx] = True
+    top_t2i = np.argsort(-s, axis=1)[:, :k]
+    t2i_hit = np.take_along_axis(pos, top_t2i, axis=1).any(axis=1)
+    top_i2t = np.argsort(-s.T, axis=1)[:, :k]
+    i2t_hit = np.take_along_axis(pos.T, top_i2t, axis=1).any(axis=1)
+    return t2i_hit.mean(), i2t_hit.mean()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blocked_matches_full_matrix_reference(dtype):
+    rng = np.random.default_rng(3)
+    n_img, per = 37, 3
+    img = rng.standard_normal((n_img, 8))
+    idx = np.repeat(np.arange(n_img), per)
+    rng.shuffle(idx)
+    txt = img[idx] + 1.2 * rng.standard_normal((idx.size, 8))
+    # odd block sizes so that query and gallery blocks split everywhere
+    m = retrieval_metrics(img, txt, idx, ks=(1, 5, 10), dtype=dtype, query_block=7, gallery_block=5)
+    for k in (1, 5, 10):
+        ref_t2i, ref_i2t = _reference(img, txt, idx, k)
+        assert m[f"text_to_image_recall@{k}"] == pytest.approx(ref_t2i)
+        assert m[f"image_to_text_recall@{k}"] == pytest.approx(ref_i2t)
+    assert 0 < m["text_to_image_recall@1"] < 1  # non-trivial case
+
+
+def test_random_vectors_recall_is_chance():
+    # Independent Gaussian vectors: each caption's own image is uniformly placed among n_img,
+    # so E[recall@k] = k / n_img and E[rank] = (n_img − 1) / 2. Tolerances are 5 binomial /
+    # sample-mean standard deviations over the 2000 queries (seeded, so deterministic).
+    rng = np.random.default_rng(4)
+    n_img, per, d = 400, 5, 64
+    img = rng.standard_normal((n_img, d))
+    txt = rng.standard_normal((n_img * per, d))
+    idx = np.repeat(np.arange(n_img), per)
+    m = retrieval_metrics(img, txt, idx, ks=(1, 5, 10))
+    n_q = n_img * per
+    for k in (1, 5, 10):
+        p = k / n_img
+        assert abs(m[f"text_to_image_recall@{k}"] - p) < 5 * np.sqrt(p * (1 - p) / n_q)
+    sd_rank = n_img / np.sqrt(12) / np.sqrt(n_q)
+    assert abs(m["text_to_image_mean_rank"] - (n_img - 1) / 2) < 5 * sd_rank
+    # image -> text: best of 5 own captions among 1995 others: E[rank] = 1995 / 6;
+    # sd of one rank = 1995 * sqrt(5 / (36 * 7)), over 400 images.
+    n_other = n_img * per - per
+    sd = n_other * np.sqrt(per / ((per + 1) ** 2 * (per + 2))) / np.sqrt(n_img)
+    assert abs(m["image_to_text_mean_rank"] - n_other / (per + 1)) < 5 * sd
+    p = 1 / n_img  # i2t recall@1 = 5 own among 2000 captions
+    assert abs(m["image_to_text_recall@1"] - per / n_q) < 5 * np.sqrt(p / n_img)
+
+
+def test_bad_inputs():
+    img, txt = _constructed()
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        bad = txt.copy()
+        bad[2, 1] = np.nan
+        retrieval_ranks(img, bad, G)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        bad = img.copy()
+        bad[0, 0] = np.inf
+        retrieval_ranks(bad, txt, G)
+    with pytest.raises(ValueError, match="mismatched dimensions"):
+        retrieval_ranks(img[:, :5], txt, G)
+    with pytest.raises(ValueError, match="at least 2 vectors"):
+        retrieval_ranks(img[:1], txt, np.zeros(6, dtype=int))
+    with pytest.raises(ValueError, match="no caption"):
+        retrieval_ranks(img, txt, np.array([0, 1, 2, 2, 0, 1]))
+    with pytest.raises(ValueError, match="txt_image_index"):
+        retrieval_ranks(img, txt, np.array([0, 1, 2, 3, 0, 4]))
+    with pytest.raises(ValueError, match="txt_image_index"):
+        retrieval_ranks(img, txt, G[:5])
+    with pytest.raises(ValueError, match="txt_image_index is required"):
+        retrieval_ranks(img, txt)
+    with pytest.raises(ValueError, match="zero vector"):
+        bad = txt.copy()
+        bad[3] = 0
+        retrieval_ranks(img, bad, G)
