@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force-embed", action="store_true", help="re-embed even if vectors are stored")
     run.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     run.add_argument("--no-report", action="store_true")
+    run.add_argument("--cluster-address", default=None, help="Dask scheduler address (tcp://host:8786) to embed on")
 
     sql = sub.add_parser("sql", help="run a read-only SQL query on the catalog (and vectors)")
     _add_home(sql)
@@ -73,6 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         force_embed=args.force_embed,
         device=args.device,
         make_report=not args.no_report,
+        cluster_address=args.cluster_address,
     )
     return 0
 

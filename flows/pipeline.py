@@ -21,9 +21,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from clipgeo.config import DataHome
-from clipgeo.stages.embedding import ModelRef, embed_run
+from clipgeo.stages.embedding import ModelRef
 from clipgeo.stages.ingest import ingest_shapes, load_samples
 from clipgeo.stages.measure import measure_run
+from flows.embed import embed_flow, task_runner_for
 from flows.summary import collect_summary, format_summary, summary_markdown
 
 Objective = Literal["infonce", "infoloob"]
@@ -56,17 +57,6 @@ def train_model(home: str, dataset_id: str, objective: str, hopfield: bool, step
     else:
         log.info("%s model trained in %.0f s, final loss %.4f -> %s", objective, res.seconds, res.final_loss, res.checkpoint)
     return str(res.checkpoint)
-
-
-@task(name="embed", cache_policy=NO_CACHE)
-def embed(home: str, model_name: str, pretrained: str | None, dataset_id: str, force: bool, device: str | None) -> str:
-    """Embed a dataset with a model into LanceDB (skipped when already done); returns the run id."""
-    res = embed_run(DataHome.resolve(home), ModelRef(model_name, pretrained), dataset_id, force=force, device=device)
-    get_run_logger().info(
-        "run %s: %s %d images + %d captions (%.1f s)",
-        res.run_id, "reused" if res.cached else "embedded", res.n_images, res.n_texts, res.seconds,
-    )
-    return res.run_id
 
 
 @task(name="measure", cache_policy=NO_CACHE)
@@ -105,6 +95,7 @@ def pipeline(
     force_embed: bool = False,
     device: str | None = None,
     make_report: bool = True,
+    cluster_address: str | None = None,
 ) -> dict:
     """The whole pipeline on the ``shapes`` default.
 
@@ -117,6 +108,7 @@ def pipeline(
         force_embed: re-embed even when a run's vectors are already stored.
         device: ``cuda`` / ``cpu`` (default: CUDA when present).
         make_report: write the HTML reports.
+        cluster_address: a Dask scheduler address to embed on (default: this machine).
     """
     t0 = time.perf_counter()
     h = DataHome.resolve(home).ensure()
@@ -128,8 +120,9 @@ def pipeline(
         refs.append(ModelRef("clipgeo-tiny-vit", ckpt))
     refs += [parse_model(m) for m in models]
     run_ids = []
+    embed = embed_flow.with_options(task_runner=task_runner_for(cluster_address))
     for ref in refs:
-        run_id = embed(home_s, ref.model_name, ref.pretrained, splits["val"], force_embed, device)
+        run_id = embed(ref.model_name, splits["val"], ref.pretrained, home=home_s, force=force_embed, device=device)
         measure(home_s, run_id)
         run_ids.append(run_id)
     paths = report(home_s, run_ids) if make_report else []

@@ -3,6 +3,13 @@
 A run's id is a hash of what determines its vectors (model identity incl. checkpoint
 hash, dataset id, embedding code version), so re-running the same job finds its run
 already embedded and skips it; ``force=True`` re-embeds.
+
+The work is split into shards (a fixed number of images with all their captions). Each
+shard is embedded independently and written atomically to ``<home>/staging/<run_id>/``;
+a shard already there is not embedded again, so an interrupted run resumes where it
+stopped. When every shard is present, :func:`commit_run` streams them into the run's
+LanceDB table in one commit and only then marks the run ``embedded``: a crash at any
+point leaves either no table or a complete one, never a half-written run.
 """
 
 from __future__ import annotations
@@ -10,13 +17,21 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
 
 
 import clipgeo
 from clipgeo.config import DataHome
+from clipgeo.sources.base import Sample
 from clipgeo.stages.ingest import load_samples
 from clipgeo.store import catalog, vectors
 
@@ -37,17 +52,6 @@ class ModelRef:
         if self.pretrained and (("/" in self.pretrained) or self.pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))):
             return Path(self.pretrained).expanduser().resolve()
         return None
-
-
-@dataclass(frozen=True)
-class EmbedResult:
-    run_id: str
-    model_id: str
-    dataset_id: str
-    cached: bool
-    n_images: int
-    n_texts: int
-    seconds: float
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -94,100 +98,220 @@ def _label(ref: ModelRef, meta: dict, dataset_id: str) -> str:
     return f"{ref.model_name} ({ref.pretrained or 'random init'}) on {dataset_id}"
 
 
-def embed_run(
-    home: DataHome,
-    ref: ModelRef,
-    dataset_id: str,
-    *,
-    force: bool = False,
-    device: str | None = None,
-    image_batch_size: int = 256,
-    text_batch_size: int = 1024,
-    progress: bool = True,
-) -> EmbedResult:
-    """Embed every image and caption of ``dataset_id`` with ``ref``; skip when already done."""
-    from clipgeo.embed import embed_images, embed_texts  # torch/open_clip only when needed
-    from clipgeo.models.loader import load_model
+DEFAULT_SHARD_IMAGES = 2048
 
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    image_ids: tuple[str, ...]
+    image_refs: tuple[str, ...]
+    sample_ids: tuple[str, ...]
+    text_image_ids: tuple[str, ...]
+    captions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What embedding a dataset with a model involves; ``cached`` when it is already done."""
+
+    run_id: str
+    model_id: str
+    dataset_id: str
+    ref: ModelRef
+    cached: bool
+    n_images: int
+    n_texts: int
+    shards: list[Shard] = field(default_factory=list)
+    embed_seconds: float = 0.0
+
+
+def plan_shards(samples: Sequence[Sample], shard_images: int = DEFAULT_SHARD_IMAGES) -> list[Shard]:
+    """Split samples into shards of ``shard_images`` images (sorted by image id) with all their captions."""
+    if shard_images < 1:
+        raise ValueError(f"shard_images must be >= 1, got {shard_images}")
+    by_image: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_image.setdefault(s.image_id, []).append(s)
+    image_ids = sorted(by_image)
+    shards = []
+    for k, start in enumerate(range(0, len(image_ids), shard_images)):
+        ids = image_ids[start : start + shard_images]
+        caps = [s for i in ids for s in by_image[i]]
+        shards.append(
+            Shard(
+                index=k,
+                image_ids=tuple(ids),
+                image_refs=tuple(by_image[i][0].image_ref for i in ids),
+                sample_ids=tuple(s.sample_id for s in caps),
+                text_image_ids=tuple(s.image_id for s in caps),
+                captions=tuple(s.caption for s in caps),
+            )
+        )
+    return shards
+
+
+def staging_dir(home: DataHome, run_id: str) -> Path:
+    return home.root / "staging" / run_id
+
+
+def shard_file(home: DataHome, run_id: str, index: int) -> Path:
+    return staging_dir(home, run_id) / f"shard-{index:05d}.npz"
+
+
+def prepare_run(home: DataHome, ref: ModelRef, dataset_id: str, *, force: bool = False,
+                shard_images: int = DEFAULT_SHARD_IMAGES) -> RunPlan:
+    """Register the model and the run, and plan the shards still to embed.
+
+    Returns a plan with ``cached=True`` (and no shards) when the run's vectors are already
+    committed with the expected counts and ``force`` is false.
+    """
     model_id, sha, meta = model_identity(ref)
     run_id = run_id_for(model_id, dataset_id)
     samples = load_samples(home, dataset_id)
-    images: dict[str, str] = {}
-    for s in samples:
-        images.setdefault(s.image_id, s.image_ref)
-    image_ids = sorted(images)
-
+    n_images = len({s.image_id for s in samples})
     with catalog.session(home) as con:
         found = catalog.execute(con, "SELECT status, n_images, n_texts, embed_seconds FROM runs WHERE run_id = ?", [run_id])
     row = found[0] if found else None
     if row and not force and row[0] in ("embedded", "measured"):
         counts = vectors.count_rows(home, run_id)
-        if counts.get("image") == len(image_ids) == row[1] and counts.get("text") == len(samples) == row[2]:
+        if counts.get("image") == row[1] and counts.get("text") == row[2] and row[2] is not None:
             log.info("run %s already embedded (%d images, %d captions): skipped", run_id, row[1], row[2])
-            return EmbedResult(run_id, model_id, dataset_id, True, row[1], row[2], row[3] or 0.0)
-
-    lm = load_model(ref.model_name, ref.pretrained, device=device)
+            return RunPlan(run_id, model_id, dataset_id, ref, True, row[1], row[2], [], row[3] or 0.0)
+    if force:
+        shutil.rmtree(staging_dir(home, run_id), ignore_errors=True)
     spec = meta.get("spec") or {}
     with catalog.session(home) as con, catalog.transaction(con):
-        catalog.delete_insert(
-            con,
-            "models",
-            {"model_id": model_id},
-            [
-                {
-                    "model_id": model_id,
-                    "model_name": ref.model_name,
-                    "pretrained": ref.pretrained,
-                    "checkpoint_sha256": sha,
-                    "objective": spec.get("objective"),
-                    "hopfield": spec.get("hopfield"),
-                    "logit_scale": float(lm.logit_scale),
-                    "embed_dim": int(lm.embed_dim),
-                    "train_meta": json.dumps(meta, sort_keys=True, default=str) if meta else None,
-                }
-            ],
-        )
-        catalog.delete_insert(
-            con,
-            "runs",
-            {"run_id": run_id},
-            [
-                {
-                    "run_id": run_id,
-                    "model_id": model_id,
-                    "dataset_id": dataset_id,
-                    "label": _label(ref, meta, dataset_id),
-                    "status": "embedding",
-                    "vectors_table": vectors.table_name(run_id),
-                    "vectors_normalized": False,
-                    "device": lm.device,
-                    "code_version": clipgeo.__version__,
-                }
-            ],
-        )
+        catalog.delete_insert(con, "models", {"model_id": model_id}, [{
+            "model_id": model_id,
+            "model_name": ref.model_name,
+            "pretrained": ref.pretrained,
+            "checkpoint_sha256": sha,
+            "objective": spec.get("objective"),
+            "hopfield": spec.get("hopfield"),
+            "logit_scale": meta.get("logit_scale"),
+            "embed_dim": meta.get("embed_dim"),
+            "train_meta": json.dumps(meta, sort_keys=True, default=str) if meta else None,
+        }])
+        catalog.delete_insert(con, "runs", {"run_id": run_id}, [{
+            "run_id": run_id,
+            "model_id": model_id,
+            "dataset_id": dataset_id,
+            "label": _label(ref, meta, dataset_id),
+            "status": "embedding",
+            "vectors_table": vectors.table_name(run_id),
+            "vectors_normalized": False,
+            "code_version": clipgeo.__version__,
+        }])
+    return RunPlan(run_id, model_id, dataset_id, ref, False, n_images, len(samples), plan_shards(samples, shard_images))
+
+
+_MODELS: dict[tuple[str, str | None, str | None], object] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def cached_model(ref: ModelRef, device: str | None = None):
+    """Load a model once per process (shards of a run share it; Dask workers keep theirs)."""
+    from clipgeo.models.loader import load_model
+
+    key = (ref.model_name, ref.pretrained, device)
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = load_model(ref.model_name, ref.pretrained, device=device)
+        return _MODELS[key]
+
+
+def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def embed_shard(home: DataHome, plan: RunPlan, shard: Shard, *, device: str | None = None,
+                image_batch_size: int = 256, text_batch_size: int = 1024, progress: bool = True) -> Path:
+    """Embed one shard (skipped when its staging file exists) and write it atomically."""
+    from clipgeo.embed import embed_images, embed_texts
+
+    path = shard_file(home, plan.run_id, shard.index)
+    if path.exists():
+        return path
+    lm = cached_model(plan.ref, device)
+    img = embed_images(lm, list(shard.image_refs), batch_size=image_batch_size, progress=progress)
+    txt = embed_texts(lm, list(shard.captions), batch_size=text_batch_size, progress=progress)
+    for name, mat in (("image", img), ("text", txt)):
+        if not np.isfinite(mat).all():
+            raise ValueError(f"run {plan.run_id} shard {shard.index}: the model produced NaN/inf {name} vectors")
+    _atomic_savez(
+        path,
+        image_ids=np.array(shard.image_ids, dtype=object).astype(str),
+        images=img,
+        sample_ids=np.array(shard.sample_ids, dtype=object).astype(str),
+        text_image_ids=np.array(shard.text_image_ids, dtype=object).astype(str),
+        texts=txt,
+        meta=np.array(json.dumps({"device": str(lm.device), "logit_scale": float(lm.logit_scale),
+                                  "embed_dim": int(lm.embed_dim)})),
+    )
+    return path
+
+
+def _shard_batches(run_id: str, files: Sequence[Path]) -> Iterator[pa.RecordBatch]:
+    for f in files:
+        with np.load(f, allow_pickle=False) as z:
+            yield from vectors.record_batches(
+                run_id, image_ids=z["image_ids"].tolist(), images=z["images"], sample_ids=z["sample_ids"].tolist(),
+                text_image_ids=z["text_image_ids"].tolist(), texts=z["texts"],
+            )
+
+
+def commit_run(home: DataHome, plan: RunPlan, *, seconds: float | None = None) -> RunPlan:
+    """Stream every staged shard into the run's LanceDB table in one commit; mark it embedded."""
+    files = [shard_file(home, plan.run_id, s.index) for s in plan.shards]
+    missing = [f.name for f in files if not f.exists()]
+    if missing:
+        raise RuntimeError(f"run {plan.run_id}: cannot commit, shards not embedded: {', '.join(missing)}")
+    with np.load(files[0], allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        dim = int(z["images"].shape[1])
+    n = vectors.write_run_batches(home, plan.run_id, dim, _shard_batches(plan.run_id, files))
+    counts = vectors.count_rows(home, plan.run_id)
+    if counts.get("image") != plan.n_images or counts.get("text") != plan.n_texts:
+        raise RuntimeError(f"run {plan.run_id}: committed {counts}, expected {plan.n_images} images and {plan.n_texts} texts")
+    with catalog.session(home) as con, catalog.transaction(con):
+        catalog.update_run(con, plan.run_id, status="embedded", n_images=plan.n_images, n_texts=plan.n_texts,
+                           embed_seconds=seconds, device=meta["device"], error=None)
+        catalog.execute(con, "UPDATE models SET logit_scale = ?, embed_dim = ? WHERE model_id = ?",
+                        [meta["logit_scale"], meta["embed_dim"], plan.model_id])
+    shutil.rmtree(staging_dir(home, plan.run_id), ignore_errors=True)
+    log.info("run %s: committed %d vectors (%d images, %d captions)", plan.run_id, n, plan.n_images, plan.n_texts)
+    return RunPlan(plan.run_id, plan.model_id, plan.dataset_id, plan.ref, False, plan.n_images, plan.n_texts, plan.shards,
+                   seconds or 0.0)
+
+
+def mark_failed(home: DataHome, run_id: str, error: str) -> None:
+    with catalog.session(home) as con:
+        catalog.update_run(con, run_id, status="failed", error=error[:2000])
+
+
+def embed_run(home: DataHome, ref: ModelRef, dataset_id: str, *, force: bool = False, device: str | None = None,
+              shard_images: int = DEFAULT_SHARD_IMAGES, image_batch_size: int = 256, text_batch_size: int = 1024,
+              progress: bool = True) -> RunPlan:
+    """Embed every image and caption of ``dataset_id`` with ``ref`` in-process (no orchestration).
+
+    The flows fan the shards out as tasks instead; this is the same work, one shard after another.
+    """
+    plan = prepare_run(home, ref, dataset_id, force=force, shard_images=shard_images)
+    if plan.cached:
+        return plan
     t0 = time.perf_counter()
     try:
-        img = embed_images(lm, [images[i] for i in image_ids], batch_size=image_batch_size, progress=progress)
-        txt = embed_texts(lm, [s.caption for s in samples], batch_size=text_batch_size, progress=progress)
-        vectors.write_run(
-            home,
-            run_id,
-            image_ids=image_ids,
-            images=img,
-            sample_ids=[s.sample_id for s in samples],
-            text_image_ids=[s.image_id for s in samples],
-            texts=txt,
-        )
+        for shard in plan.shards:
+            embed_shard(home, plan, shard, device=device, image_batch_size=image_batch_size,
+                        text_batch_size=text_batch_size, progress=progress)
+        return commit_run(home, plan, seconds=time.perf_counter() - t0)
     except BaseException as exc:
-        with catalog.session(home) as con:
-            catalog.update_run(con, run_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+        mark_failed(home, plan.run_id, f"{type(exc).__name__}: {exc}")
         raise
-    seconds = time.perf_counter() - t0
-    with catalog.session(home) as con:
-        catalog.update_run(
-            con, run_id, status="embedded", n_images=len(image_ids), n_texts=len(samples), embed_seconds=seconds, error=None
-        )
-    log.info("run %s: embedded %d images and %d captions in %.1f s", run_id, len(image_ids), len(samples), seconds)
-    return EmbedResult(run_id, model_id, dataset_id, False, len(image_ids), len(samples), seconds)
-
-

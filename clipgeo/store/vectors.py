@@ -22,7 +22,7 @@ import os
 
 os.environ.setdefault("LANCEDB_LOG", "error")  # lance warns on every new dataset otherwise
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import lancedb
@@ -86,17 +86,15 @@ class RunVectors:
         return img_rows, txt_rows, self.image_ids[img_rows]
 
 
-def write_run(
-    home: DataHome,
-    run_id: str,
-    *,
-    image_ids: Sequence[str],
-    images: np.ndarray,
-    sample_ids: Sequence[str],
-    text_image_ids: Sequence[str],
-    texts: np.ndarray,
-) -> int:
-    """Write (replace) all vectors of a run in one commit. Returns the row count."""
+def schema(dim: int) -> pa.Schema:
+    """Arrow schema of a run's vectors table for dimension ``dim``."""
+    vec = pa.list_(pa.float32(), dim)
+    return pa.schema([("run_id", pa.string()), ("modality", pa.string()), ("item_id", pa.string()),
+                      ("image_id", pa.string()), ("vector", vec), ("vector_norm", vec)])
+
+
+def _check(run_id: str, image_ids: Sequence[str], images: np.ndarray, sample_ids: Sequence[str],
+           text_image_ids: Sequence[str], texts: np.ndarray) -> None:
     if images.shape[0] != len(image_ids) or texts.shape[0] != len(sample_ids) or len(sample_ids) != len(text_image_ids):
         raise ValueError(
             f"run {run_id}: ids and vectors disagree: {len(image_ids)} image ids for {images.shape[0]} image vectors, "
@@ -107,20 +105,45 @@ def write_run(
     for name, mat in (("image", images), ("text", texts)):
         if not np.isfinite(mat).all():
             raise ValueError(f"run {run_id}: {name} vectors contain NaN or infinite values; the model output is broken")
-    both = np.concatenate([images, texts]).astype(np.float32)
-    n_img, n_txt = images.shape[0], texts.shape[0]
-    table = pa.table(
-        {
-            "run_id": pa.array([run_id] * (n_img + n_txt)),
-            "modality": pa.array(["image"] * n_img + ["text"] * n_txt),
-            "item_id": pa.array([str(x) for x in image_ids] + [str(x) for x in sample_ids]),
-            "image_id": pa.array([str(x) for x in image_ids] + [str(x) for x in text_image_ids]),
-            "vector": _fixed_list(both),
-            "vector_norm": _fixed_list(l2_normalize(both)),
-        }
-    )
-    connect(home).create_table(table_name(run_id), data=table, mode="overwrite")
-    return table.num_rows
+
+
+def record_batches(run_id: str, *, image_ids: Sequence[str], images: np.ndarray, sample_ids: Sequence[str],
+                   text_image_ids: Sequence[str], texts: np.ndarray) -> list[pa.RecordBatch]:
+    """The rows of some images and captions of a run, as record batches of :func:`schema`."""
+    _check(run_id, image_ids, images, sample_ids, text_image_ids, texts)
+    out = []
+    for modality, items, owners, mat in (("image", image_ids, image_ids, images), ("text", sample_ids, text_image_ids, texts)):
+        n = mat.shape[0]
+        if n == 0:
+            continue
+        out.append(pa.RecordBatch.from_arrays(
+            [pa.array([run_id] * n), pa.array([modality] * n), pa.array([str(x) for x in items]),
+             pa.array([str(x) for x in owners]), _fixed_list(mat), _fixed_list(l2_normalize(mat))],
+            schema=schema(mat.shape[1]),
+        ))
+    return out
+
+
+def write_run_batches(home: DataHome, run_id: str, dim: int, batches: Iterable[pa.RecordBatch]) -> int:
+    """Replace a run's table with the streamed ``batches`` in one Lance commit. Returns rows written."""
+    counter = [0]
+
+    def counted() -> Iterator[pa.RecordBatch]:
+        for b in batches:
+            counter[0] += b.num_rows
+            yield b
+
+    reader = pa.RecordBatchReader.from_batches(schema(dim), counted())
+    connect(home).create_table(table_name(run_id), data=reader, mode="overwrite")
+    return counter[0]
+
+
+def write_run(home: DataHome, run_id: str, *, image_ids: Sequence[str], images: np.ndarray, sample_ids: Sequence[str],
+              text_image_ids: Sequence[str], texts: np.ndarray) -> int:
+    """Write (replace) all vectors of a run in one commit. Returns the row count."""
+    batches = record_batches(run_id, image_ids=image_ids, images=images, sample_ids=sample_ids,
+                             text_image_ids=text_image_ids, texts=texts)
+    return write_run_batches(home, run_id, images.shape[1], batches)
 
 
 def count_rows(home: DataHome, run_id: str) -> dict[str, int]:
@@ -129,9 +152,9 @@ def count_rows(home: DataHome, run_id: str) -> dict[str, int]:
     name = table_name(run_id)
     if name not in db.table_names():
         return {}
-    t = db.open_table(name).to_arrow().select(["modality"])
-    mods = t.column("modality").to_pylist()
-    return {m: mods.count(m) for m in sorted(set(mods))}
+    t = db.open_table(name)
+    counts = {m: t.count_rows(f"modality = '{m}'") for m in ("image", "text")}
+    return {m: n for m, n in counts.items() if n}
 
 
 def _matrix(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
