@@ -9,6 +9,7 @@ failing.
 from __future__ import annotations
 
 import hashlib
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -171,7 +172,7 @@ def compare_page(data: dict[str, pl.DataFrame], run_ids: list[str]) -> Page:
 
 
 def _write(path: Path, text: str) -> Path:
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # unique: concurrent flows may write the same report
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
     return path

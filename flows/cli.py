@@ -44,6 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-report", action="store_true")
     run.add_argument("--cluster-address", default=None, help="Dask scheduler address (tcp://host:8786) to embed on")
 
+    emb = sub.add_parser("embed", help="embed one registered dataset with one model (the clipgeo-embed flow)")
+    _add_home(emb)
+    emb.add_argument("--dataset", required=True, help="dataset id (see `clipgeo sql \"select * from datasets\"`)")
+    emb.add_argument("--model", required=True, metavar="NAME[=PRETRAINED]")
+    emb.add_argument("--force", action="store_true")
+    emb.add_argument("--device", default=None)
+    emb.add_argument("--shard-images", type=int, default=None, help="images per shard (default 2048)")
+    emb.add_argument("--cluster-address", default=None)
+
     sql = sub.add_parser("sql", help="run a read-only SQL query on the catalog (and vectors)")
     _add_home(sql)
     sql.add_argument("query")
@@ -76,6 +85,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         make_report=not args.no_report,
         cluster_address=args.cluster_address,
     )
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from flows.embed import embed_flow, task_runner_for
+    from flows.pipeline import parse_model
+
+    ref = parse_model(args.model)
+    kwargs = {"shard_images": args.shard_images} if args.shard_images else {}
+    run_id = embed_flow.with_options(task_runner=task_runner_for(args.cluster_address))(
+        ref.model_name, args.dataset, ref.pretrained, home=args.home, force=args.force, device=args.device, **kwargs
+    )
+    print(run_id)
     return 0
 
 
@@ -121,9 +143,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "sql": cmd_sql, "runs": cmd_runs, "report": cmd_report}[args.cmd](args)
+        return {"run": cmd_run, "embed": cmd_embed, "sql": cmd_sql, "runs": cmd_runs, "report": cmd_report}[args.cmd](args)
     except (KeyError, ValueError, FileNotFoundError, RuntimeError) as exc:
-        if args.cmd == "run":
+        if args.cmd in ("run", "embed"):
             raise
         print(f"clipgeo {args.cmd}: {exc}", file=sys.stderr)
         return 2

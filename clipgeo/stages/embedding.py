@@ -270,13 +270,21 @@ def _shard_batches(run_id: str, files: Sequence[Path]) -> Iterator[pa.RecordBatc
 def commit_run(home: DataHome, plan: RunPlan, *, seconds: float | None = None) -> RunPlan:
     """Stream every staged shard into the run's LanceDB table in one commit; mark it embedded."""
     files = [shard_file(home, plan.run_id, s.index) for s in plan.shards]
-    missing = [f.name for f in files if not f.exists()]
-    if missing:
-        raise RuntimeError(f"run {plan.run_id}: cannot commit, shards not embedded: {', '.join(missing)}")
-    with np.load(files[0], allow_pickle=False) as z:
-        meta = json.loads(str(z["meta"]))
-        dim = int(z["images"].shape[1])
-    n = vectors.write_run_batches(home, plan.run_id, dim, _shard_batches(plan.run_id, files))
+    try:
+        missing = [f.name for f in files if not f.exists()]
+        if missing:
+            raise RuntimeError(f"run {plan.run_id}: cannot commit, shards not embedded: {', '.join(missing)}")
+        with np.load(files[0], allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            dim = int(z["images"].shape[1])
+        n = vectors.write_run_batches(home, plan.run_id, dim, _shard_batches(plan.run_id, files))
+    except (RuntimeError, FileNotFoundError):
+        # Another process embedding the same run may have committed it and cleared the
+        # staging area under us: its table is then complete and ours is not needed.
+        if _committed_elsewhere(home, plan):
+            log.info("run %s was committed by another process meanwhile", plan.run_id)
+            return plan
+        raise
     counts = vectors.count_rows(home, plan.run_id)
     if counts.get("image") != plan.n_images or counts.get("text") != plan.n_texts:
         raise RuntimeError(f"run {plan.run_id}: committed {counts}, expected {plan.n_images} images and {plan.n_texts} texts")
@@ -289,6 +297,15 @@ def commit_run(home: DataHome, plan: RunPlan, *, seconds: float | None = None) -
     log.info("run %s: committed %d vectors (%d images, %d captions)", plan.run_id, n, plan.n_images, plan.n_texts)
     return RunPlan(plan.run_id, plan.model_id, plan.dataset_id, plan.ref, False, plan.n_images, plan.n_texts, plan.shards,
                    seconds or 0.0)
+
+
+def _committed_elsewhere(home: DataHome, plan: RunPlan) -> bool:
+    with catalog.session(home) as con:
+        found = catalog.execute(con, "SELECT status, n_images, n_texts FROM runs WHERE run_id = ?", [plan.run_id])
+    if not found or found[0][0] not in ("embedded", "measured"):
+        return False
+    counts = vectors.count_rows(home, plan.run_id)
+    return counts.get("image") == plan.n_images == found[0][1] and counts.get("text") == plan.n_texts == found[0][2]
 
 
 def mark_failed(home: DataHome, run_id: str, error: str) -> None:

@@ -1,0 +1,182 @@
+"""Operating clipgeo: crash safety, resume, concurrent writers, readers during writes, Dask."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clipgeo.stages.embedding import ModelRef, model_identity, run_id_for, shard_file, staging_dir
+from clipgeo.store import catalog, vectors
+from clipgeo.store.query import read_only_query
+from tests.conftest import make_prepared_home
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "flows.cli"]
+
+
+def _env(tmp_path: Path, name: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "PREFECT_HOME": str(tmp_path / f"prefect-{name}"),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
+def _exactly_once(home, run_id, n_images, n_texts):
+    rv = vectors.read_run(home, run_id)
+    assert len(rv.image_ids) == n_images and len(set(rv.image_ids.tolist())) == n_images
+    assert len(rv.sample_ids) == n_texts and len(set(rv.sample_ids.tolist())) == n_texts
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return make_prepared_home(tmp_path_factory.mktemp("ops") / "home", n_val=120)
+
+
+def test_shard_failure_fails_the_run_naming_the_shard_and_commits_nothing(prepared, prefect_harness, monkeypatch):
+    home, dataset_id, ckpt = prepared
+    from clipgeo.stages import embedding
+    from flows.embed import embed_flow
+
+    real = embedding.embed_shard
+    calls = []
+
+    def flaky(home_, plan, shard, **kw):
+        calls.append(shard.index)
+        if shard.index == 1:
+            raise OSError("disk on fire")
+        return real(home_, plan, shard, **kw)
+
+    monkeypatch.setattr("flows.embed.embed_shard", flaky)
+    with pytest.raises(RuntimeError, match="shard 1"):
+        embed_flow("clipgeo-tiny-vit", dataset_id, ckpt, home=str(home.root), shard_images=50, force=True)
+    assert calls.count(1) == 3  # first try + 2 retries
+    with catalog.session(home, read_only=True) as con:
+        status, error = catalog.execute(con, "SELECT status, error FROM runs WHERE dataset_id = ?", [dataset_id])[0]
+    assert status == "failed" and "shard 1" in error
+    run_id = run_id_for(model_identity(ModelRef("clipgeo-tiny-vit", ckpt))[0], dataset_id)
+    assert vectors.count_rows(home, run_id) == {}  # nothing half-written
+
+
+def test_sigkill_mid_embedding_then_rerun_gives_each_vector_exactly_once(tmp_path):
+    home, dataset_id, ckpt = make_prepared_home(tmp_path / "home", n_val=400)
+    run_id = run_id_for(model_identity(ModelRef("clipgeo-tiny-vit", ckpt))[0], dataset_id)
+    cmd = CLI + ["embed", "--home", str(home.root), "--dataset", dataset_id, "--model", f"clipgeo-tiny-vit={ckpt}",
+                 "--shard-images", "8"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(tmp_path, "a"), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stage = staging_dir(home, run_id)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list(stage.glob("shard-*.npz"))) >= 3:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the embedding finished before it could be killed: make the dataset larger"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    staged = sorted(stage.glob("shard-*.npz"))
+    assert 3 <= len(staged) < 50
+    assert vectors.count_rows(home, run_id) == {}  # killed before the commit: no table at all
+
+    subprocess.run(cmd, cwd=REPO, env=_env(tmp_path, "a"), check=True, timeout=600,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _exactly_once(home, run_id, 400, 1200)
+    with catalog.session(home, read_only=True) as con:
+        assert catalog.execute(con, "SELECT status, n_images, n_texts FROM runs WHERE run_id = ?", [run_id])[0] == (
+            "embedded", 400, 1200)
+    assert not stage.exists()
+
+
+def test_resume_reuses_staged_shards(tmp_path, monkeypatch):
+    home, dataset_id, ckpt = make_prepared_home(tmp_path / "home", n_val=40)
+    from clipgeo.stages import embedding
+
+    ref = ModelRef("clipgeo-tiny-vit", ckpt)
+    plan = embedding.prepare_run(home, ref, dataset_id, shard_images=10)
+    embedding.embed_shard(home, plan, plan.shards[0], progress=False)
+    first = shard_file(home, plan.run_id, 0)
+    mtime = first.stat().st_mtime_ns
+    seen = []
+    import clipgeo.embed
+
+    real = clipgeo.embed.embed_images
+    monkeypatch.setattr("clipgeo.embed.embed_images", lambda lm, refs, **kw: seen.append(len(refs)) or real(lm, refs, **kw))
+    embedding.embed_run(home, ref, dataset_id, shard_images=10, progress=False)
+    assert seen == [10, 10, 10]  # shard 0 was not embedded again
+    _exactly_once(home, plan.run_id, 40, 120)
+    assert mtime and not first.exists()  # staged files are removed after the commit
+
+
+@pytest.mark.slow
+def test_two_pipelines_on_one_home_at_once_and_a_reader(tmp_path):
+    home_dir = tmp_path / "shared-home"
+    args = ["run", "--home", str(home_dir), "--n-train", "96", "--n-val", "40", "--steps", "4", "--seed", "5"]
+    procs = [subprocess.Popen(CLI + args, cwd=REPO, env=_env(tmp_path, n), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for n in ("a", "b")]
+    from clipgeo.config import DataHome
+
+    home = DataHome.resolve(home_dir)
+    answers, errors = [], []
+    stop = threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            if home.catalog.exists():
+                try:
+                    answers.append(read_only_query(home, "SELECT count(*) AS n FROM runs")["n"][0])
+                except Exception as exc:  # any failure to answer is a test failure
+                    if "no catalog" not in str(exc):
+                        errors.append(repr(exc))
+            time.sleep(0.2)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    stop.set()
+    t.join()
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-3000:]
+    assert not errors, errors[:3]
+    assert answers, "the reader never got an answer"
+    with catalog.session(home, read_only=True) as con:
+        q = lambda sql: catalog.execute(con, sql)[0][0]  # noqa: E731
+        assert q("SELECT count(*) FROM runs") == 2
+        assert q("SELECT count(*) FROM samples") == (96 + 40) * 3
+        assert q("SELECT count(*) FROM retrieval") == 12
+        assert q("SELECT count(*) FROM retrieval_ranks") == 2 * (40 + 120)
+        assert q("SELECT count(*) FROM runs WHERE status = 'measured'") == 2
+        run_ids = [r for (r,) in catalog.execute(con, "SELECT run_id FROM runs")]
+    for run_id in run_ids:
+        _exactly_once(home, run_id, 40, 120)
+
+
+@pytest.mark.slow
+def test_dask_runner_gives_the_same_vectors(tmp_path, prefect_harness):
+    from distributed import LocalCluster
+
+    from flows.embed import embed_flow, task_runner_for
+
+    home, dataset_id, ckpt = make_prepared_home(tmp_path / "home", n_val=60)
+    run_id = embed_flow("clipgeo-tiny-vit", dataset_id, ckpt, home=str(home.root), shard_images=16)
+    local = vectors.read_run(home, run_id)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        flow = embed_flow.with_options(task_runner=task_runner_for(cluster.scheduler_address))
+        again = flow("clipgeo-tiny-vit", dataset_id, ckpt, home=str(home.root), shard_images=16, force=True)
+    assert again == run_id
+    dask = vectors.read_run(home, run_id)
+    assert dask.image_ids.tolist() == local.image_ids.tolist()
+    assert dask.sample_ids.tolist() == local.sample_ids.tolist()
+    np.testing.assert_allclose(dask.images, local.images, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dask.texts, local.texts, rtol=1e-5, atol=1e-6)
