@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="tiny models to train (repeatable; default both)")
     run.add_argument("--model", action="append", default=[], metavar="NAME=PRETRAINED",
                      help="also embed an open_clip model: NAME=TAG or NAME=/path/checkpoint.pt (repeatable)")
-    run.add_argument("--force-embed", action="store_true", help="re-embed even if vectors are stored")
+    run.add_argument("--force", action="append", choices=["train", "embed", "measure"], default=[],
+                     help="redo a stage even if its results are stored (repeatable)")
     run.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     run.add_argument("--no-report", action="store_true")
     run.add_argument("--cluster-address", default=None, help="Dask scheduler address (tcp://host:8786) to embed on")
@@ -80,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         objectives=args.objective or ["infonce", "infoloob"],
         train_steps=args.steps,
         models=args.model,
-        force_embed=args.force_embed,
+        force=args.force,
         device=args.device,
         make_report=not args.no_report,
         cluster_address=args.cluster_address,

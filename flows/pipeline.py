@@ -16,61 +16,18 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
 
-from prefect import flow, get_run_logger, task
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 
 from clipgeo.config import DataHome
 from clipgeo.stages.embedding import ModelRef
-from clipgeo.stages.ingest import ingest_shapes, load_samples
-from clipgeo.stages.measure import measure_run
+from flows.caching import analysis_current, checkpoint_present
 from flows.embed import embed_flow, task_runner_for
+from flows.tasks import measure, report, source_shapes, train_model
 from flows.summary import collect_summary, format_summary, summary_markdown
 
 Objective = Literal["infonce", "infoloob"]
-
-
-@task(name="source-shapes", cache_policy=NO_CACHE)
-def source_shapes(home: str, n_train: int, n_val: int, captions_per_image: int, image_size: int, seed: int) -> dict[str, str]:
-    """Generate (or reuse) ``shapes`` and register its splits; returns {split: dataset_id}."""
-    from clipgeo.sources.shapes import ShapesSpec
-
-    spec = ShapesSpec(n_train=n_train, n_val=n_val, captions_per_image=captions_per_image, image_size=image_size, seed=seed)
-    infos = ingest_shapes(DataHome.resolve(home), spec)
-    log = get_run_logger()
-    for split, info in infos.items():
-        log.info("dataset %s has %d images and %d captions", info.dataset_id, info.n_images, info.n_samples)
-    return {split: info.dataset_id for split, info in infos.items()}
-
-
-@task(name="train-tiny-model", cache_policy=NO_CACHE)
-def train_model(home: str, dataset_id: str, objective: str, hopfield: bool, steps: int, seed: int) -> str:
-    """Train (or reuse the cached) tiny model; returns the checkpoint path."""
-    from clipgeo.models.train import TrainSpec, train_tiny
-
-    h = DataHome.resolve(home)
-    spec = TrainSpec(objective=objective, hopfield=hopfield, steps=steps, seed=seed)  # type: ignore[arg-type]
-    res = train_tiny(load_samples(h, dataset_id), spec, h.checkpoints, dataset_id)
-    log = get_run_logger()
-    if res.cached:
-        log.info("%s model cached at %s (final loss %.4f): not retrained", objective, res.checkpoint, res.final_loss)
-    else:
-        log.info("%s model trained in %.0f s, final loss %.4f -> %s", objective, res.seconds, res.final_loss, res.checkpoint)
-    return str(res.checkpoint)
-
-
-@task(name="measure", cache_policy=NO_CACHE)
-def measure(home: str, run_id: str) -> dict[str, int]:
-    """Retrieval, modality gap, separability for one run, into DuckDB."""
-    return measure_run(DataHome.resolve(home), run_id).rows
-
-
-@task(name="report", cache_policy=NO_CACHE)
-def report(home: str, run_ids: list[str]) -> list[str]:
-    """One HTML report per run and one comparing them; returns the file paths."""
-    from dashboards.build import write_reports
-
-    return [str(p) for p in write_reports(DataHome.resolve(home), run_ids)]
+Stage = Literal["train", "embed", "measure"]
 
 
 def parse_model(spec: str) -> ModelRef:
@@ -92,7 +49,7 @@ def pipeline(
     objectives: list[Objective] = ["infonce", "infoloob"],  # noqa: B006 (Prefect shows it in the UI)
     train_steps: int = 400,
     models: list[str] = [],  # noqa: B006
-    force_embed: bool = False,
+    force: list[Stage] = [],  # noqa: B006
     device: str | None = None,
     make_report: bool = True,
     cluster_address: str | None = None,
@@ -105,7 +62,7 @@ def pipeline(
         objectives: tiny models to train on the train split (InfoNCE = CLIP, InfoLOOB = CLOOB).
         train_steps: optimiser steps per tiny model.
         models: extra models to embed, ``NAME=PRETRAINED`` (open_clip tag or checkpoint path).
-        force_embed: re-embed even when a run's vectors are already stored.
+        force: stages to redo even when their results are stored (train, embed, measure).
         device: ``cuda`` / ``cpu`` (default: CUDA when present).
         make_report: write the HTML reports.
         cluster_address: a Dask scheduler address to embed on (default: this machine).
@@ -115,15 +72,22 @@ def pipeline(
     home_s = str(h.root)
     splits = source_shapes(home_s, n_train, n_val, captions_per_image, image_size, seed)
     refs: list[ModelRef] = []
+    train = train_model.with_options(refresh_cache="train" in force)
     for objective in objectives:
-        ckpt = train_model(home_s, splits["train"], objective, False, train_steps, seed)
+        args = (home_s, splits["train"], objective, False, train_steps, seed)
+        ckpt = train(*args, force="train" in force)
+        if not checkpoint_present(ckpt):  # a cached result whose file was removed since
+            ckpt = train.with_options(refresh_cache=True)(*args)
         refs.append(ModelRef("clipgeo-tiny-vit", ckpt))
     refs += [parse_model(m) for m in models]
     run_ids = []
     embed = embed_flow.with_options(task_runner=task_runner_for(cluster_address))
+    meas = measure.with_options(refresh_cache="measure" in force or "embed" in force)
     for ref in refs:
-        run_id = embed(ref.model_name, splits["val"], ref.pretrained, home=home_s, force=force_embed, device=device)
-        measure(home_s, run_id)
+        run_id = embed(ref.model_name, splits["val"], ref.pretrained, home=home_s, force="embed" in force, device=device)
+        meas(home_s, run_id)
+        if not analysis_current(home_s, run_id):  # cached, but the tables were removed since
+            meas.with_options(refresh_cache=True)(home_s, run_id)
         run_ids.append(run_id)
     paths = report(home_s, run_ids) if make_report else []
     summary = collect_summary(h, run_ids, paths, seconds=time.perf_counter() - t0)

@@ -157,6 +157,13 @@ def count_rows(home: DataHome, run_id: str) -> dict[str, int]:
     return {m: n for m, n in counts.items() if n}
 
 
+def table_version(home: DataHome, run_id: str) -> int | None:
+    """The Lance version of a run's table (changes with every commit), None if absent."""
+    db = connect(home)
+    name = table_name(run_id)
+    return db.open_table(name).version if name in db.table_names() else None
+
+
 def _matrix(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     d = arr.type.list_size

@@ -1,0 +1,140 @@
+"""Deployments against a real local Prefect server started by the test itself."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from clipgeo.config import DataHome
+from clipgeo.store import catalog, vectors
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = {"n_train": 96, "n_val": 40, "train_steps": 4, "seed": 7}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _wait(pred, timeout: float, what: str, step: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("prefect-server")
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = dict(os.environ)
+    env.update({"PREFECT_HOME": str(tmp / "prefect-home"), "PREFECT_API_URL": api,
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false",
+                "PYTHONUNBUFFERED": "1"})
+    log = open(tmp / "server.log", "w")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
+                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def healthy():
+        if proc.poll() is not None:
+            raise AssertionError(f"prefect server exited: {(tmp / 'server.log').read_text()[-2000:]}")
+        try:
+            return httpx.get(f"{api}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        _wait(healthy, 240, "the Prefect server's /api/health")
+        yield api, env, tmp
+    finally:
+        _stop(proc)
+        log.close()
+
+
+def _run_deployment(api: str, deployment_id: str, parameters: dict, timeout: float = 600) -> dict:
+    r = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters}, timeout=30)
+    r.raise_for_status()
+    run_id = r.json()["id"]
+
+    def finished():
+        fr = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()
+        return fr if fr["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+    return _wait(finished, timeout, f"flow run {run_id}", step=2)
+
+
+def _task_states(api: str, flow_run_id: str) -> list[tuple[str, str]]:
+    r = httpx.post(f"{api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run_id]}}}, timeout=30)
+    r.raise_for_status()
+    return [(t["name"], t["state"]["name"]) for t in r.json()]
+
+
+@pytest.mark.slow
+def test_served_pipeline_run_and_cached_rerun_from_the_api(server, tmp_path):
+    api, env, tmp = server
+    home = DataHome.resolve(tmp_path / "home")
+    serve_log = open(tmp_path / "serve.log", "w")
+    serve = subprocess.Popen([sys.executable, "-m", "flows.serve", "--home", str(home.root)], cwd=REPO, env=env,
+                             stdout=serve_log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def deployment():
+            r = httpx.get(f"{api}/deployments/name/clipgeo-pipeline/offline-default", timeout=5)
+            return r.json() if r.status_code == 200 else None
+
+        dep = _wait(deployment, 240, "the served deployment to register")
+        expected = {"offline-default", "embed", "analyse", "nightly-reanalysis", "weekly-comparison"}
+
+        def all_registered():
+            names = {d["name"] for d in httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()}
+            return expected <= names
+
+        _wait(all_registered, 60, f"all deployments {sorted(expected)}")
+        scheduled = httpx.get(f"{api}/deployments/name/clipgeo-analyse/nightly-reanalysis", timeout=5).json()
+        assert scheduled["schedules"] and scheduled["schedules"][0]["schedule"]["cron"] == "0 3 * * *"
+
+        first = _run_deployment(api, dep["id"], SMALL)
+        assert first["state"]["type"] == "COMPLETED", (tmp_path / "serve.log").read_text()[-3000:]
+        with catalog.session(home, read_only=True) as con:
+            counts1 = {t: catalog.execute(con, f"SELECT count(*) FROM {t}")[0][0]
+                       for t in ("runs", "samples", "retrieval", "retrieval_ranks", "separability", "modality_gap")}
+            run_ids = [r for (r,) in catalog.execute(con, "SELECT run_id FROM runs WHERE status = 'measured'")]
+        assert counts1["runs"] == 2 and len(run_ids) == 2
+        for run_id in run_ids:
+            assert vectors.count_rows(home, run_id) == {"image": 40, "text": 120}
+
+        second = _run_deployment(api, dep["id"], SMALL)  # a re-run, as from the UI
+        assert second["state"]["type"] == "COMPLETED"
+        states = _task_states(api, second["id"])
+        assert [s for n, s in states if n.startswith("train-tiny-model")] == ["Cached", "Cached"], states
+        assert [s for n, s in states if n.startswith("measure")] == ["Cached", "Cached"], states
+        with catalog.session(home, read_only=True) as con:
+            counts2 = {t: catalog.execute(con, f"SELECT count(*) FROM {t}")[0][0] for t in counts1}
+        assert counts2 == counts1  # no duplicates
+        assert second["total_run_time"] < first["total_run_time"]
+    finally:
+        _stop(serve)
+        serve_log.close()
