@@ -2,8 +2,11 @@
 
     clipgeo run [--home DIR] [--n-train N] [--n-val N] [--steps N] [--model NAME=PRETRAINED] ...
     clipgeo sql "SELECT * FROM v_compare" [--home DIR] [--format table|csv|json]
+    clipgeo embed --dataset ID --model NAME[=PRETRAINED] [--shard-images N] [--cluster-address tcp://...]
+    clipgeo analyse [--run RUN_ID ...] [--stale-only] [--force]
     clipgeo runs [--home DIR]
     clipgeo report [--home DIR] [--run RUN_ID ...]
+    clipgeo serve [--home DIR]          (deployments for the Prefect server at PREFECT_API_URL)
 
 ``sql`` opens the catalog read-only; every run's LanceDB vectors table is visible to the
 query under its own name (``vectors_<run_id>``), so vectors can be queried with SQL too.
@@ -62,6 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     runs = sub.add_parser("runs", help="list runs with their status and provenance")
     _add_home(runs)
+
+    srv = sub.add_parser("serve", help="serve every deployment to the Prefect server at PREFECT_API_URL")
+    _add_home(srv)
+    srv.add_argument("--limit", type=int, default=None, help="max concurrent flow runs")
+
+    ana = sub.add_parser("analyse", help="re-measure stored runs (the clipgeo-analyse flow)")
+    _add_home(ana)
+    ana.add_argument("--run", action="append", default=None, help="run ids (default: all embedded runs)")
+    ana.add_argument("--stale-only", action="store_true", help="only runs analysed by an older code version")
+    ana.add_argument("--force", action="store_true", help="ignore cached results")
 
     rep = sub.add_parser("report", help="(re)write the HTML reports from the catalog")
     _add_home(rep)
@@ -127,6 +140,21 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return cmd_sql(args)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from flows.serve import main as serve_main
+
+    serve_main(args.home, args.limit)
+    return 0
+
+
+def cmd_analyse(args: argparse.Namespace) -> int:
+    from flows.analyse import analyse_flow
+
+    for run_id in analyse_flow(args.run, home=args.home, stale_only=args.stale_only, force=args.force):
+        print(run_id)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from dashboards.build import write_reports
     from clipgeo.store import catalog
@@ -144,7 +172,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "embed": cmd_embed, "sql": cmd_sql, "runs": cmd_runs, "report": cmd_report}[args.cmd](args)
+        return {"run": cmd_run, "embed": cmd_embed, "sql": cmd_sql, "runs": cmd_runs, "report": cmd_report,
+                "serve": cmd_serve, "analyse": cmd_analyse}[args.cmd](args)
     except (KeyError, ValueError, FileNotFoundError, RuntimeError) as exc:
         if args.cmd in ("run", "embed"):
             raise
