@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from clipgeo.sources.base import Sample, SourceError
+from clipgeo.sources.base import Reject, Sample, SourceError, SourceRead, check_caption, dedupe_samples
 
-__all__ = ["read_coco_captions"]
+__all__ = ["read_coco", "read_coco_captions"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,17 +96,90 @@ def read_coco_captions(
     Returns:
         Samples ordered by image id, then annotation id. Several samples share one
         ``image_id``; ``sample_id`` is ``str(annotation id)``. Captions are stripped
-        of surrounding whitespace. Empty captions, duplicate annotation ids and
-        annotations whose image is not listed are skipped, with one warning per kind
-        logged through :mod:`logging`. Images without any caption yield no sample.
+        of surrounding whitespace. Empty captions, captions that cannot be stored as
+        UTF-8 (lone surrogates), duplicate annotation ids and annotations whose image
+        is not listed are skipped, with one warning per kind logged through
+        :mod:`logging`. Images without any caption yield no sample. Use
+        :func:`read_coco` to get the skipped items as :class:`Reject` records.
 
     Raises:
         SourceError: The file is missing, is not valid JSON, lacks a required key or
             holds a malformed entry, ``image_dir`` is not a folder, or
             ``limit_images`` is negative.
     """
-    annotations = Path(annotations)
-    image_dir = Path(image_dir)
+    read = _read_coco(Path(annotations), Path(image_dir), limit_images=limit_images, split=None)
+    n_empty = n_bad = n_duplicate = n_orphan = 0
+    for r in read.rejects:
+        if r.reason == "empty caption":
+            n_empty += 1
+        elif r.reason == "duplicate sample id":
+            n_duplicate += 1
+        elif r.reason == _ORPHAN:
+            n_orphan += 1
+        else:
+            n_bad += 1
+    if n_empty:
+        logger.warning("%s: skipped %d empty caption(s)", annotations, n_empty)
+    if n_bad:
+        logger.warning("%s: skipped %d caption(s) that are not valid UTF-8", annotations, n_bad)
+    if n_duplicate:
+        logger.warning("%s: skipped %d annotation(s) with a duplicate id", annotations, n_duplicate)
+    if n_orphan:
+        logger.warning(
+            "%s: skipped %d annotation(s) whose image_id is not in 'images'", annotations, n_orphan
+        )
+    return read.samples
+
+
+def read_coco(
+    annotations: Path,
+    image_dir: Path,
+    *,
+    karpathy_split_file: Path | None = None,
+    split: str | None = None,
+    limit_images: int | None = None,
+) -> SourceRead:
+    """Like :func:`read_coco_captions`, with the refused annotations and an optional Karpathy split.
+
+    Args:
+        annotations, image_dir, limit_images: as in :func:`read_coco_captions`
+            (``limit_images`` applies after the split filter).
+        karpathy_split_file: ``dataset_coco.json`` of Karpathy's splits. With it, only the
+            images of ``split`` are kept: an image is in the split when its COCO id is a
+            ``cocoid`` of the split, or its file base name a ``filename`` of it. (The
+            Karpathy test/val splits are val2014 images: pair ``split="test"`` with
+            ``captions_val2014.json`` + ``val2014/``.)
+        split: ``"train"``, ``"val"``, ``"test"``, ``"restval"`` or a ``+``-joined
+            combination (``"train+restval"``). Required with ``karpathy_split_file``.
+
+    Returns:
+        :class:`SourceRead` whose samples are exactly what :func:`read_coco_captions` would
+        return for the kept images, and whose rejects are, one per annotation:
+        ``("caption", "empty caption")``, ``("caption", "caption not valid UTF-8 ...")``,
+        ``("read", "duplicate sample id")`` (a repeated annotation id: the first is kept) and
+        ``("read", "image_id not in images")``; ``item_ref`` is ``<annotations>#annotations[i]``.
+
+    Raises:
+        SourceError: as :func:`read_coco_captions`; also for a missing / malformed split
+            file, an unknown split, or ``split`` without ``karpathy_split_file`` (and vice versa).
+    """
+    if (karpathy_split_file is None) != (split is None):
+        raise SourceError(
+            "karpathy_split_file and split go together: pass both (e.g. dataset_coco.json and "
+            f"split='test') or neither; got karpathy_split_file={karpathy_split_file!r}, split={split!r}"
+        )
+    keep = None
+    if karpathy_split_file is not None:
+        from clipgeo.sources.karpathy import karpathy_split_ids
+
+        keep = karpathy_split_ids(Path(karpathy_split_file), split)
+    return _read_coco(Path(annotations), Path(image_dir), limit_images=limit_images, split=keep)
+
+
+_ORPHAN = "image_id not in images"
+
+
+def _read_coco(annotations: Path, image_dir: Path, *, limit_images: int | None, split) -> SourceRead:
     if limit_images is not None and (
         isinstance(limit_images, bool) or not isinstance(limit_images, int) or limit_images < 0
     ):
@@ -136,6 +209,7 @@ def read_coco_captions(
 
     # image id -> resolved path of the image file
     file_of: dict[int | str, str] = {}
+    in_split: set[int | str] = set()
     for i, img in enumerate(images):
         where = f"images[{i}]"
         image_id = _check_id(_get(img, "id", path=annotations, where=where),
@@ -154,11 +228,19 @@ def read_coco_captions(
                 f"file names ({previous} and {ref}). Fix the 'images' list."
             )
         file_of[image_id] = ref
+        if split is not None and (image_id, file_name) in split:
+            in_split.add(image_id)
+    if split is not None and not in_split:
+        raise SourceError(
+            f"{annotations}: none of its {len(file_of)} images is in the Karpathy split "
+            f"{split.split!r} ({len(split)} images). Pair the split with the right captions file "
+            "(the Karpathy val/test images are in captions_val2014.json)."
+        )
 
     # image id -> [(annotation id, caption)]
     captions: dict[int | str, list[tuple[int | str, str]]] = {}
     seen_ann_ids: set[int | str] = set()
-    n_empty = n_duplicate = n_orphan = 0
+    rejects: list[Reject] = []
     for i, ann in enumerate(anns):
         where = f"annotations[{i}]"
         ann_id = _check_id(_get(ann, "id", path=annotations, where=where),
@@ -170,27 +252,21 @@ def read_coco_captions(
             raise SourceError(
                 f"{annotations}: {where}['caption'] must be a string, got {caption!r}."
             )
+        if split is not None and image_id not in in_split:
+            continue
+        ref = f"{annotations}#{where}"
         if ann_id in seen_ann_ids:
-            n_duplicate += 1
+            rejects.append(Reject(ref, "read", "duplicate sample id", str(ann_id)))
             continue
         seen_ann_ids.add(ann_id)
-        caption = caption.strip()
-        if not caption:
-            n_empty += 1
+        caption, reason = check_caption(caption)
+        if reason:
+            rejects.append(Reject(ref, "caption", reason, str(ann_id)))
             continue
         if image_id not in file_of:
-            n_orphan += 1
+            rejects.append(Reject(ref, "read", _ORPHAN, str(ann_id)))
             continue
         captions.setdefault(image_id, []).append((ann_id, caption))
-
-    if n_empty:
-        logger.warning("%s: skipped %d empty caption(s)", annotations, n_empty)
-    if n_duplicate:
-        logger.warning("%s: skipped %d annotation(s) with a duplicate id", annotations, n_duplicate)
-    if n_orphan:
-        logger.warning(
-            "%s: skipped %d annotation(s) whose image_id is not in 'images'", annotations, n_orphan
-        )
 
     image_ids = sorted(captions, key=_id_sort_key)
     if limit_images is not None:
@@ -203,4 +279,6 @@ def read_coco_captions(
             samples.append(
                 Sample(sample_id=str(ann_id), image_id=str(image_id), image_ref=ref, caption=caption)
             )
-    return samples
+    # int 3 and str "3" are different COCO ids but the same sample_id string: keep the first.
+    samples = dedupe_samples(samples, rejects)
+    return SourceRead(samples, rejects)
