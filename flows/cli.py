@@ -57,6 +57,20 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument("--shard-images", type=int, default=None, help="images per shard (default 2048)")
     emb.add_argument("--cluster-address", default=None)
 
+    ds = sub.add_parser("dataset", help="your own data: ingest a source, embed with each --model, measure, report")
+    _add_home(ds)
+    ds.add_argument("source", choices=["coco", "folder", "webdataset", "embeddings"])
+    ds.add_argument("path", help="coco: captions_*.json; folder: captions file; webdataset: tar pattern; embeddings: folder")
+    ds.add_argument("--image-dir", default=None, help="coco/folder: the folder holding the images")
+    ds.add_argument("--model", action="append", default=[], metavar="NAME=PRETRAINED")
+    ds.add_argument("--karpathy", default=None, help="coco: Karpathy split file (dataset_coco.json)")
+    ds.add_argument("--split", default=None, help="coco with --karpathy: train, val, test, restval or a+b")
+    ds.add_argument("--name", default=None, help="a name for the dataset id")
+    ds.add_argument("--limit-images", type=int, default=None)
+    ds.add_argument("--force", action="append", choices=["embed", "measure"], default=[])
+    ds.add_argument("--device", default=None)
+    ds.add_argument("--cluster-address", default=None)
+
     sql = sub.add_parser("sql", help="run a read-only SQL query on the catalog (and vectors)")
     _add_home(sql)
     sql.add_argument("query")
@@ -112,6 +126,17 @@ def cmd_embed(args: argparse.Namespace) -> int:
         ref.model_name, args.dataset, ref.pretrained, home=args.home, force=args.force, device=args.device, **kwargs
     )
     print(run_id)
+    return 0
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from flows.dataset import dataset_pipeline
+
+    dataset_pipeline(
+        args.source, args.path, image_dir=args.image_dir, models=args.model, karpathy_split_file=args.karpathy,
+        split=args.split, name=args.name, limit_images=args.limit_images, home=args.home, force=args.force,
+        device=args.device, cluster_address=args.cluster_address,
+    )
     return 0
 
 
@@ -172,10 +197,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "embed": cmd_embed, "sql": cmd_sql, "runs": cmd_runs, "report": cmd_report,
+        return {"run": cmd_run, "embed": cmd_embed, "dataset": cmd_dataset, "sql": cmd_sql, "runs": cmd_runs, "report": cmd_report,
                 "serve": cmd_serve, "analyse": cmd_analyse}[args.cmd](args)
     except (KeyError, ValueError, FileNotFoundError, RuntimeError) as exc:
-        if args.cmd in ("run", "embed"):
+        if args.cmd in ("run", "embed", "dataset"):
             raise
         print(f"clipgeo {args.cmd}: {exc}", file=sys.stderr)
         return 2

@@ -233,27 +233,39 @@ def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
 
 def embed_shard(home: DataHome, plan: RunPlan, shard: Shard, *, device: str | None = None,
                 image_batch_size: int = 256, text_batch_size: int = 1024, progress: bool = True) -> Path:
-    """Embed one shard (skipped when its staging file exists) and write it atomically."""
-    from clipgeo.embed import embed_images, embed_texts
+    """Embed one shard (skipped when its staging file exists) and write it atomically.
+
+    An image that cannot be used (missing, truncated, not an image, too large, ...) is left
+    out together with its captions; each becomes a reject row written at commit time.
+    """
+    from clipgeo.embed import embed_image_refs, embed_texts
 
     path = shard_file(home, plan.run_id, shard.index)
     if path.exists():
         return path
     lm = cached_model(plan.ref, device)
-    img = embed_images(lm, list(shard.image_refs), batch_size=image_batch_size, progress=progress)
-    txt = embed_texts(lm, list(shard.captions), batch_size=text_batch_size, progress=progress)
+    img, ok, failures = embed_image_refs(lm, list(shard.image_refs), batch_size=image_batch_size, progress=progress)
+    rejects = [{"item_ref": shard.image_refs[i], "stage": stage, "reason": reason, "sample_id": None,
+                "image_id": shard.image_ids[i]} for i, stage, reason in failures]
+    bad_images = {shard.image_ids[i] for i, _, _ in failures}
+    keep_txt = [k for k, iid in enumerate(shard.text_image_ids) if iid not in bad_images]
+    rejects += [{"item_ref": shard.image_refs[shard.image_ids.index(shard.text_image_ids[k])], "stage": "embed",
+                 "reason": "caption's image was rejected", "sample_id": shard.sample_ids[k],
+                 "image_id": shard.text_image_ids[k]}
+                for k in range(len(shard.sample_ids)) if shard.text_image_ids[k] in bad_images]
+    txt = embed_texts(lm, [shard.captions[k] for k in keep_txt], batch_size=text_batch_size, progress=progress)
     for name, mat in (("image", img), ("text", txt)):
         if not np.isfinite(mat).all():
             raise ValueError(f"run {plan.run_id} shard {shard.index}: the model produced NaN/inf {name} vectors")
     _atomic_savez(
         path,
-        image_ids=np.array(shard.image_ids, dtype=object).astype(str),
+        image_ids=np.array([i for i, good in zip(shard.image_ids, ok) if good], dtype=str).reshape(-1),
         images=img,
-        sample_ids=np.array(shard.sample_ids, dtype=object).astype(str),
-        text_image_ids=np.array(shard.text_image_ids, dtype=object).astype(str),
+        sample_ids=np.array([shard.sample_ids[k] for k in keep_txt], dtype=str).reshape(-1),
+        text_image_ids=np.array([shard.text_image_ids[k] for k in keep_txt], dtype=str).reshape(-1),
         texts=txt,
         meta=np.array(json.dumps({"device": str(lm.device), "logit_scale": float(lm.logit_scale),
-                                  "embed_dim": int(lm.embed_dim)})),
+                                  "embed_dim": int(lm.embed_dim), "rejects": rejects})),
     )
     return path
 
@@ -274,9 +286,15 @@ def commit_run(home: DataHome, plan: RunPlan, *, seconds: float | None = None) -
         missing = [f.name for f in files if not f.exists()]
         if missing:
             raise RuntimeError(f"run {plan.run_id}: cannot commit, shards not embedded: {', '.join(missing)}")
-        with np.load(files[0], allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            dim = int(z["images"].shape[1])
+        n_images = n_texts = 0
+        rejects: list[dict] = []
+        for f in files:
+            with np.load(f, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                dim = int(z["images"].shape[1])
+                n_images += z["image_ids"].shape[0]
+                n_texts += z["sample_ids"].shape[0]
+                rejects += meta.pop("rejects", [])
         n = vectors.write_run_batches(home, plan.run_id, dim, _shard_batches(plan.run_id, files))
     except (RuntimeError, FileNotFoundError):
         # Another process embedding the same run may have committed it and cleared the
@@ -286,16 +304,20 @@ def commit_run(home: DataHome, plan: RunPlan, *, seconds: float | None = None) -
             return plan
         raise
     counts = vectors.count_rows(home, plan.run_id)
-    if counts.get("image") != plan.n_images or counts.get("text") != plan.n_texts:
-        raise RuntimeError(f"run {plan.run_id}: committed {counts}, expected {plan.n_images} images and {plan.n_texts} texts")
+    if counts.get("image", 0) != n_images or counts.get("text", 0) != n_texts:
+        raise RuntimeError(f"run {plan.run_id}: committed {counts}, expected {n_images} images and {n_texts} texts")
+    reject_rows = [{"dataset_id": plan.dataset_id, "run_id": plan.run_id, "item_ref": r["item_ref"], "stage": r["stage"],
+                    "reason": r["reason"], "sample_id": r["sample_id"] or r["image_id"]} for r in rejects]
     with catalog.session(home) as con, catalog.transaction(con):
-        catalog.update_run(con, plan.run_id, status="embedded", n_images=plan.n_images, n_texts=plan.n_texts,
+        catalog.update_run(con, plan.run_id, status="embedded", n_images=n_images, n_texts=n_texts,
                            embed_seconds=seconds, device=meta["device"], error=None)
+        catalog.delete_insert(con, "rejects", {"run_id": plan.run_id}, reject_rows)
         catalog.execute(con, "UPDATE models SET logit_scale = ?, embed_dim = ? WHERE model_id = ?",
                         [meta["logit_scale"], meta["embed_dim"], plan.model_id])
     shutil.rmtree(staging_dir(home, plan.run_id), ignore_errors=True)
-    log.info("run %s: committed %d vectors (%d images, %d captions)", plan.run_id, n, plan.n_images, plan.n_texts)
-    return RunPlan(plan.run_id, plan.model_id, plan.dataset_id, plan.ref, False, plan.n_images, plan.n_texts, plan.shards,
+    log.info("run %s: committed %d vectors (%d images, %d captions; %d rejects)", plan.run_id, n, n_images, n_texts,
+             len(reject_rows))
+    return RunPlan(plan.run_id, plan.model_id, plan.dataset_id, plan.ref, False, n_images, n_texts, plan.shards,
                    seconds or 0.0)
 
 
@@ -305,7 +327,7 @@ def _committed_elsewhere(home: DataHome, plan: RunPlan) -> bool:
     if not found or found[0][0] not in ("embedded", "measured"):
         return False
     counts = vectors.count_rows(home, plan.run_id)
-    return counts.get("image") == plan.n_images == found[0][1] and counts.get("text") == plan.n_texts == found[0][2]
+    return counts.get("image") == found[0][1] and counts.get("text") == found[0][2]
 
 
 def mark_failed(home: DataHome, run_id: str, error: str) -> None:

@@ -1,6 +1,13 @@
 """Measure stage: read a run's vectors from LanceDB, compute the metric tables, write them
 to DuckDB (one transaction per run, replacing that run's earlier rows).
 
+Measurements are grouped in *sections* (:data:`SECTIONS`), each filling a few tables. A
+section that does not apply (a raw-vector metric on imported normalised vectors) is
+``skipped`` with its reason; one that raises is ``failed`` with the error; the others
+still land. ``measure_sections`` records the outcome of each, and a failed or skipped
+section's tables hold no rows for the run (never stale ones), so reports can say what is
+missing and why.
+
 Transforms: recall@k is derived from per-query ranks in SQL
 (``sql/transforms/retrieval_recall.sql``); the per-run headline table ``run_summary`` is
 built in Polars (:func:`build_run_summary`).
@@ -9,8 +16,13 @@ built in Polars (:func:`build_run_summary`).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -26,10 +38,59 @@ log = logging.getLogger(__name__)
 PCA_POINTS_PER_MODALITY = 2000
 
 
+class Skip(Exception):
+    """Raised by a section that does not apply to a run; the message says why."""
+
+
+@dataclass
+class RunData:
+    """What every section receives: a run's vectors and the derived arrays they share."""
+
+    run_id: str
+    dataset_id: str
+    rv: vectors.RunVectors
+    normalized_only: bool
+    logit_scale: float | None
+    seed: int = 0
+
+    @cached_property
+    def img_n(self) -> np.ndarray:
+        return vectors.l2_normalize(self.rv.images)
+
+    @cached_property
+    def txt_n(self) -> np.ndarray:
+        return vectors.l2_normalize(self.rv.texts)
+
+    @cached_property
+    def idx(self) -> np.ndarray:
+        return self.rv.text_image_index
+
+    @cached_property
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each image with its first caption: row indices (image rows, text rows)."""
+        pi, pt, _ = self.rv.first_pairs()
+        return pi, pt
+
+    def require_raw(self, what: str) -> None:
+        if self.normalized_only:
+            raise Skip(f"{what} needs raw (pre-normalisation) vectors; this run only has L2-normalised ones")
+
+
+Rows = Any  # polars DataFrame, pyarrow Table or a list of dicts
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    tables: tuple[str, ...]
+    fn: Callable[[RunData], Mapping[str, Rows]]
+
+
 @dataclass(frozen=True)
 class MeasureResult:
     run_id: str
     rows: dict[str, int]  # table -> rows written for this run
+    sections: dict[str, str] = field(default_factory=dict)  # section -> ok | skipped | failed
 
 
 def _separability_rows(run_id: str, dataset_id: str, img: np.ndarray, txt: np.ndarray, kind: str, seed: int) -> list[dict]:
@@ -110,62 +171,129 @@ def build_run_summary(con, run_id: str) -> pl.DataFrame:
     return out
 
 
-def measure_run(home: DataHome, run_id: str, *, seed: int = 0) -> MeasureResult:
-    """Compute retrieval, modality gap, separability and PCA points for one run and store them."""
-    with catalog.session(home) as con:
-        found = catalog.execute(con, "SELECT dataset_id, status, vectors_normalized FROM runs WHERE run_id = ?", [run_id])
-    if not found:
-        raise KeyError(f"run {run_id} is not in the catalog {home.catalog}")
-    dataset_id, status, normalized_only = found[0]
-    if status not in ("embedded", "measured"):
-        raise RuntimeError(f"run {run_id} is {status!r}, not embedded: embed it before measuring")
-    rv = vectors.read_run(home, run_id, normalized=bool(normalized_only))
-    idx = rv.text_image_index
-    if (idx < 0).any():
-        raise RuntimeError(f"run {run_id}: {int((idx < 0).sum())} captions have no image vector")
-    img_n, txt_n = vectors.l2_normalize(rv.images), vectors.l2_normalize(rv.texts)
+def _retrieval(d: RunData) -> dict[str, Rows]:
+    t2i, i2t = retrieval_ranks(d.img_n, d.txt_n, d.idx)
+    ranks = pl.concat([
+        pl.DataFrame({"run_id": d.run_id, "direction": "text_to_image", "query_id": d.rv.sample_ids.tolist(),
+                      "rank": t2i.astype(np.int32)}),
+        pl.DataFrame({"run_id": d.run_id, "direction": "image_to_text", "query_id": d.rv.image_ids.tolist(),
+                      "rank": i2t.astype(np.int32)}),
+    ])
+    return {"retrieval_ranks": ranks}
 
-    t2i, i2t = retrieval_ranks(img_n, txt_n, idx)
-    ranks = pl.concat(
-        [
-            pl.DataFrame({"run_id": run_id, "direction": "text_to_image", "query_id": rv.sample_ids.tolist(), "rank": t2i.astype(np.int32)}),
-            pl.DataFrame({"run_id": run_id, "direction": "image_to_text", "query_id": rv.image_ids.tolist(), "rank": i2t.astype(np.int32)}),
-        ]
-    )
 
-    # Pairs: each image with its first caption (balanced classes, pair-aware split).
-    pi, pt, _ = rv.first_pairs()
-    g = modality_gap(rv.images, rv.texts, txt_image_index=idx)
-    gap_row = {
-        "run_id": run_id,
+def _gap(d: RunData) -> dict[str, Rows]:
+    g = modality_gap(d.rv.images, d.rv.texts, txt_image_index=d.idx)
+    return {"modality_gap": [{
+        "run_id": d.run_id,
         "gap": g["gap"],
-        "gap_raw": None if normalized_only else g["gap_raw"],
+        "gap_raw": None if d.normalized_only else g["gap_raw"],
         "paired_distance": g.get("paired_distance"),
         "mean_paired_cos": g.get("mean_paired_cos"),
         "mean_unpaired_cos": g.get("mean_unpaired_cos"),
-        "n_pairs": int(len(idx)),
-    }
-    sep_rows = _separability_rows(run_id, dataset_id, img_n[pi], txt_n[pt], "normalized", seed)
-    if not normalized_only:
-        sep_rows += _separability_rows(run_id, dataset_id, rv.images[pi], rv.texts[pt], "raw", seed)
-    pca = _pca_rows(run_id, rv, img_n, txt_n, seed)
+        "n_pairs": int(len(d.idx)),
+    }]}
+
+
+def _separability(d: RunData) -> dict[str, Rows]:
+    pi, pt = d.pairs
+    rows = _separability_rows(d.run_id, d.dataset_id, d.img_n[pi], d.txt_n[pt], "normalized", d.seed)
+    if not d.normalized_only:
+        rows += _separability_rows(d.run_id, d.dataset_id, d.rv.images[pi], d.rv.texts[pt], "raw", d.seed)
+    return {"separability": rows}
+
+
+def _pca(d: RunData) -> dict[str, Rows]:
+    return {"pca_points": _pca_rows(d.run_id, d.rv, d.img_n, d.txt_n, d.seed)}
+
+
+CORE_SECTIONS = [
+    Section("retrieval", ("retrieval_ranks", "retrieval"), _retrieval),
+    Section("modality_gap", ("modality_gap",), _gap),
+    Section("separability", ("separability",), _separability),
+    Section("pca", ("pca_points",), _pca),
+]
+
+
+def all_sections() -> list[Section]:
+    """Every section, in the order they run (the suites register theirs in their modules)."""
+    out = list(CORE_SECTIONS)
+    for mod in ("clipgeo.stages.measure_geometry", "clipgeo.stages.measure_topology"):
+        try:
+            module = __import__(mod, fromlist=["SECTIONS"])
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+            continue
+        out += module.SECTIONS
+    return out
+
+
+def _run_section(sec: Section, data: RunData) -> tuple[str, str | None, dict[str, Rows], float]:
+    t0 = time.perf_counter()
+    try:
+        out = dict(sec.fn(data))
+        status, message = "ok", None
+    except Skip as exc:
+        out, status, message = {}, "skipped", str(exc)
+    except Exception as exc:  # a failing section must not take the others down
+        log.warning("run %s: section %s failed: %s", data.run_id, sec.name, exc)
+        tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        out, status, message = {}, "failed", tb[:2000]
+    unknown = set(out) - set(sec.tables)
+    if unknown:
+        raise RuntimeError(f"section {sec.name} returned rows for undeclared tables {sorted(unknown)}")
+    return status, message, out, time.perf_counter() - t0
+
+
+def measure_run(home: DataHome, run_id: str, *, seed: int = 0, sections: Sequence[str] | None = None) -> MeasureResult:
+    """Compute every section (or those named) for one run and store them in one transaction."""
+    with catalog.session(home) as con:
+        found = catalog.execute(
+            con,
+            "SELECT r.dataset_id, r.status, r.vectors_normalized, m.logit_scale FROM runs r"
+            " LEFT JOIN models m USING (model_id) WHERE run_id = ?",
+            [run_id],
+        )
+    if not found:
+        raise KeyError(f"run {run_id} is not in the catalog {home.catalog}")
+    dataset_id, status, normalized_only, logit_scale = found[0]
+    if status not in ("embedded", "measured"):
+        raise RuntimeError(f"run {run_id} is {status!r}, not embedded: embed it before measuring")
+    rv = vectors.read_run(home, run_id, normalized=bool(normalized_only))
+    if (rv.text_image_index < 0).any():
+        raise RuntimeError(f"run {run_id}: {int((rv.text_image_index < 0).sum())} captions have no image vector")
+    data = RunData(run_id, dataset_id, rv, bool(normalized_only), logit_scale, seed)
+    chosen = all_sections()
+    if sections is not None:
+        known = {s.name for s in chosen}
+        bad = sorted(set(sections) - known)
+        if bad:
+            raise ValueError(f"unknown sections {bad}; known: {sorted(known)}")
+        chosen = [s for s in chosen if s.name in sections]
+    results = [(sec, *_run_section(sec, data)) for sec in chosen]
 
     where = {"run_id": run_id}
+    written: dict[str, int] = {}
     with catalog.session(home) as con, catalog.transaction(con):
-        written = {
-            "retrieval_ranks": catalog.delete_insert(con, "retrieval_ranks", where, ranks),
-            "modality_gap": catalog.delete_insert(con, "modality_gap", where, [gap_row]),
-            "separability": catalog.delete_insert(con, "separability", where, sep_rows),
-            "pca_points": catalog.delete_insert(con, "pca_points", where, pca),
-        }
-        catalog.execute(con, "DELETE FROM retrieval WHERE run_id = ?", [run_id])
-        catalog.run_sql_file(con, "transforms/retrieval_recall.sql", {"run_id": run_id})
-        written["retrieval"] = catalog.execute(con, "SELECT count(*) FROM retrieval WHERE run_id = ?", [run_id])[0][0]
+        for sec, status_, message, out, seconds in results:
+            for table in sec.tables:
+                written[table] = catalog.delete_insert(con, table, where, out.get(table, []))
+            catalog.delete_insert(con, "measure_sections", {"run_id": run_id, "section": sec.name}, [{
+                "run_id": run_id, "section": sec.name, "status": status_, "message": message, "seconds": seconds,
+                "tables": ",".join(sec.tables), "analysis_version": ANALYSIS_VERSION,
+            }])
+            if sec.name == "retrieval" and status_ == "ok":
+                catalog.execute(con, "DELETE FROM retrieval WHERE run_id = ?", [run_id])
+                catalog.run_sql_file(con, "transforms/retrieval_recall.sql", {"run_id": run_id})
+                written["retrieval"] = catalog.execute(con, "SELECT count(*) FROM retrieval WHERE run_id = ?", [run_id])[0][0]
         written["run_summary"] = catalog.delete_insert(con, "run_summary", where, build_run_summary(con, run_id))
-        catalog.execute(con, 
+        catalog.execute(
+            con,
             "UPDATE runs SET status = 'measured', analysis_version = ?, analyzed_at = current_timestamp,"
             " updated_at = current_timestamp WHERE run_id = ?",
             [ANALYSIS_VERSION, run_id],
         )
-    log.info("run %s measured: %s", run_id, written)
-    return MeasureResult(run_id, written)
+    statuses = {sec.name: st for sec, st, *_ in results}
+    log.info("run %s measured: %s", run_id, statuses)
+    return MeasureResult(run_id, written, statuses)
