@@ -128,6 +128,12 @@ def check_index(index: np.ndarray, n_txt: int, n_img: int, name: str = "txt_imag
     return idx
 
 
+def row_norms(x: np.ndarray) -> np.ndarray:
+    """Euclidean norm of each row, ``sqrt(Σ_j x_ij²)`` (an einsum: no ``x*x`` temporary, and
+    several times faster than ``np.linalg.norm(x, axis=1)``)."""
+    return np.sqrt(np.einsum("ij,ij->i", x, x))
+
+
 def normalize_rows(x: np.ndarray, name: str, dtype: type = np.float64) -> np.ndarray:
     """Return ``x / ||x||`` row-wise as a new array of ``dtype`` (norms computed in float64).
 
@@ -136,7 +142,7 @@ def normalize_rows(x: np.ndarray, name: str, dtype: type = np.float64) -> np.nda
     out = np.empty(x.shape, dtype=dtype)
     for sl in row_blocks(x.shape[0]):
         blk = np.asarray(x[sl], dtype=np.float64)
-        norms = np.linalg.norm(blk, axis=1)
+        norms = row_norms(blk)
         if np.any(norms == 0):
             bad = sl.start + int(np.flatnonzero(norms == 0)[0])
             raise ValueError(f"{name}: row {bad} is a zero vector and cannot be L2-normalised")

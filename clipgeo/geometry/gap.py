@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clipgeo.geometry._checks import check_index, check_modalities, row_blocks
+from clipgeo.geometry._checks import check_index, check_modalities, row_blocks, row_norms
 
 __all__ = ["modality_gap"]
 
@@ -25,11 +25,11 @@ def _sums(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     s_unit = np.zeros(d)
     for sl in row_blocks(x.shape[0]):
         blk = np.asarray(x[sl], dtype=np.float64)
-        norms = np.linalg.norm(blk, axis=1)
+        norms = row_norms(blk)
         if np.any(norms == 0):
             raise ValueError(f"row {sl.start + int(np.flatnonzero(norms == 0)[0])} is a zero vector")
         s_raw += blk.sum(axis=0)
-        s_unit += (blk / norms[:, None]).sum(axis=0)
+        s_unit += (1.0 / norms) @ blk
     return s_raw, s_unit
 
 
@@ -85,9 +85,7 @@ def modality_gap(
     for sl in row_blocks(n_t):
         a = np.asarray(img[idx[sl]], dtype=np.float64)
         b = np.asarray(txt[sl], dtype=np.float64)
-        a = a / np.linalg.norm(a, axis=1, keepdims=True)  # never in place: b may be a view
-        b = b / np.linalg.norm(b, axis=1, keepdims=True)
-        cos = np.einsum("ij,ij->i", a, b)
+        cos = np.einsum("ij,ij->i", a, b) / (row_norms(a) * row_norms(b))
         cos_sum += cos.sum()
         # ||â − b̂|| = sqrt(2 − 2 cos), clipped against rounding below 0
         dist_sum += np.sqrt(np.clip(2.0 - 2.0 * cos, 0.0, None)).sum()

@@ -1,0 +1,691 @@
+"""The Double-Ellipsoid geometry of CLIP (Levi & Gilboa, ICML 2025), on raw vectors.
+
+Notation, per modality m ∈ {image, text}: raw vectors ``x_1..x_N ∈ R^d``, mean ``μ_m``,
+population covariance ``Σ_m = (1/N) Σ_i (x_i − μ_m)(x_i − μ_m)ᵀ`` with eigenpairs
+``λ_1 ≥ … ≥ λ_d ≥ 0``, ``v_1..v_d`` (unit columns; each sign chosen so that its largest-magnitude
+coordinate is positive).
+
+* **P1 separate subspaces** (:func:`subspace_comparison`): principal angles between the image and
+  text top-k principal subspaces ``span(v_1..v_k)``; the share of one modality's variance inside
+  the other's subspace, ``tr(U_Iᵀ Σ_T U_I) / tr(Σ_T)``. (Linear separability: see
+  :mod:`clipgeo.geometry.separability`.)
+* **P2 thin shell** (:func:`shell_summary`): the distribution of ``r_i = ||x_i − μ_m||``.
+* **P3 ellipsoid** (:func:`spectrum_summary`): semi-axes ``√λ_k``, anisotropy
+  ``√λ_1 / median_k √λ_k``, effective rank ``exp(−Σ_k p_k ln p_k)``, ``p_k = λ_k / Σλ``; the
+  spread (std/mean) of Mahalanobis radii ``||Λ^{-1/2} Vᵀ (x_i − μ_m)||`` next to that of the
+  Euclidean radii (a perfect ellipsoid shell has constant Mahalanobis radius).
+* **P4 tilt** (:func:`tilt_table`, :func:`principal_axis_angle`): ``max_j |v_k[j]|`` per principal
+  axis (1 = aligned with a coordinate axis, ``1/√d`` = fully tilted); the angle between the
+  modalities' first principal axes, ``arccos |v_1^I · v_1^T|`` (axes are unsigned).
+* **P5 off-centre** (:func:`off_centre`): ``||μ_m||``, ``||μ_m|| / mean_i ||x_i||``,
+  ``||μ_m|| / √λ_1``, ``cos(μ_I, μ_T)``.
+
+Streaming: every statistic comes from two passes over chunks of rows. Pass 1
+(:class:`MomentAccumulator`) accumulates, in float64, the count, mean and centred scatter
+``Σ (x − μ)(x − μ)ᵀ`` (chunk-wise means merged with Chan et al.'s update, which avoids the
+cancellation of ``Σxxᵀ/N − μμᵀ``), ``Σ ||x||`` and ``Σ x̂``. Pass 2 (:func:`per_sample_statistics`)
+computes per-vector radii, Mahalanobis radii, conformity and ``cos(x, μ)``. Memory is
+``O(d² + block·d)`` plus O(N) per-sample scalars; no N×N matrix is ever formed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+from scipy.linalg import subspace_angles
+
+from clipgeo.geometry._checks import ChunkSource, check_finite, iter_chunks, row_norms
+from clipgeo.geometry.conformity import (
+    QUANTILES,
+    conformity_divergence,
+    conformity_fit,
+    conformity_from_unit_sum,
+    conformity_summary,
+    extreme_samples,
+)
+
+__all__ = [
+    "DoubleEllipsoidResult",
+    "MomentAccumulator",
+    "Moments",
+    "PerSample",
+    "cos_between_means",
+    "double_ellipsoid_suite",
+    "eigen_table",
+    "histogram_table",
+    "moments",
+    "off_centre",
+    "per_sample_statistics",
+    "principal_axis_angle",
+    "sample_ellipsoid_shell",
+    "shell_summary",
+    "spectrum_summary",
+    "subspace_comparison",
+    "tilt_table",
+]
+
+#: A vector set counts as already L2-normalised when every norm is within this of 1.
+NORMALIZED_TOL = 1e-3
+
+
+# --------------------------------------------------------------------------- pass 1: moments
+
+
+@dataclass(frozen=True)
+class Moments:
+    """First and second moments of one modality (output of :class:`MomentAccumulator`).
+
+    ``cov`` is the population covariance (divisor N). ``eigenvalues`` are descending and clipped
+    at 0; ``eigenvectors[:, k]`` is the k-th principal axis with its largest-magnitude
+    coordinate positive. ``unit_sum = Σ x̂`` (for conformity), ``mean_length = mean ||x||``.
+    """
+
+    name: str
+    n: int
+    d: int
+    mean: np.ndarray
+    cov: np.ndarray
+    mean_length: float
+    min_length: float
+    max_length: float
+    unit_sum: np.ndarray
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray
+
+    @property
+    def semi_axes(self) -> np.ndarray:
+        """``√λ_k``, descending."""
+        return np.sqrt(self.eigenvalues)
+
+    @property
+    def is_normalized(self) -> bool:
+        """True when every input vector already had unit norm (e.g. imported normalised
+        embeddings): raw-vector analyses are then *not* what the model produced before
+        normalisation, and tables should say so."""
+        return bool(abs(self.min_length - 1) <= NORMALIZED_TOL and abs(self.max_length - 1) <= NORMALIZED_TOL)
+
+
+class MomentAccumulator:
+    """Streaming float64 moments of one modality: feed chunks, then :meth:`finalize`.
+
+    >>> acc = MomentAccumulator("image")
+    >>> for chunk in chunks: acc.update(chunk)        # doctest: +SKIP
+    >>> mom = acc.finalize()                          # doctest: +SKIP
+
+    Per chunk ``B`` (converted to float64): ``n_B``, ``m_B = mean(B)``,
+    ``M2_B = (B − m_B)ᵀ(B − m_B)``, merged into the running ``(n, μ, M2)`` by
+    ``δ = m_B − μ``, ``μ += δ n_B/(n + n_B)``, ``M2 += M2_B + δδᵀ n n_B/(n + n_B)``; also
+    ``Σ||x||``, ``min/max ||x||`` and ``Σ x̂``. Accumulators of disjoint parts can be
+    :meth:`merge`-d (e.g. one per shard).
+    """
+
+    def __init__(self, name: str = "x", d: int | None = None) -> None:
+        self.name = name
+        self.d = d
+        self.n = 0
+        self._mean: np.ndarray | None = None
+        self._m2: np.ndarray | None = None
+        self._unit_sum: np.ndarray | None = None
+        self._length_sum = 0.0
+        self._min_length = np.inf
+        self._max_length = 0.0
+
+    def _init(self, d: int) -> None:
+        self.d = d
+        self._mean = np.zeros(d)
+        self._m2 = np.zeros((d, d))
+        self._unit_sum = np.zeros(d)
+
+    def update(self, chunk: np.ndarray) -> "MomentAccumulator":
+        """Add the rows of one 2-D chunk (validated: finite, non-zero rows, matching d)."""
+        b = np.asarray(chunk)
+        if b.ndim != 2:
+            raise ValueError(f"{self.name}: chunk must be 2-D, got shape {b.shape}")
+        if b.shape[0] == 0:
+            return self
+        if self.d is not None and b.shape[1] != self.d:
+            raise ValueError(f"{self.name}: chunk has dimension {b.shape[1]}, expected {self.d}")
+        b = np.asarray(b, dtype=np.float64)
+        check_finite(b, self.name, row_offset=self.n)
+        return self._add(b)
+
+    def _add(self, b: np.ndarray) -> "MomentAccumulator":
+        """Add a validated float64 chunk."""
+        if self._mean is None:
+            self._init(b.shape[1])
+        lengths = row_norms(b)
+        if np.any(lengths == 0):
+            raise ValueError(
+                f"{self.name}: row {self.n + int(np.flatnonzero(lengths == 0)[0])} is a zero vector"
+            )
+        nb = b.shape[0]
+        mb = b.mean(axis=0)
+        c = b - mb
+        self._merge(nb, mb, c.T @ c)
+        self._unit_sum += (1.0 / lengths) @ b  # Σ x / ||x||
+        self._length_sum += float(lengths.sum())
+        self._min_length = min(self._min_length, float(lengths.min()))
+        self._max_length = max(self._max_length, float(lengths.max()))
+        return self
+
+    def _merge(self, nb: int, mb: np.ndarray, m2b: np.ndarray) -> None:
+        n = self.n + nb
+        delta = mb - self._mean
+        self._m2 += m2b + np.outer(delta, delta) * (self.n * nb / n)
+        self._mean += delta * (nb / n)
+        self.n = n
+
+    def update_from(self, source: ChunkSource) -> "MomentAccumulator":
+        """Add every chunk of ``source`` (an array or a chunk source)."""
+        for _, chunk in iter_chunks(source, self.name, d=self.d):
+            self._add(chunk)  # iter_chunks already validated and converted it
+        return self
+
+    def merge(self, other: "MomentAccumulator") -> "MomentAccumulator":
+        """Fold another accumulator (over disjoint rows of the same modality) into this one."""
+        if other.n == 0:
+            return self
+        if self._mean is None:
+            self._init(other.d)
+        elif other.d != self.d:
+            raise ValueError(f"{self.name}: cannot merge dimension {other.d} into {self.d}")
+        self._merge(other.n, other._mean, other._m2)
+        self._unit_sum += other._unit_sum
+        self._length_sum += other._length_sum
+        self._min_length = min(self._min_length, other._min_length)
+        self._max_length = max(self._max_length, other._max_length)
+        return self
+
+    def finalize(self) -> Moments:
+        """Mean, covariance (divisor N) and its eigen-decomposition. Needs at least 2 vectors."""
+        if self.n < 2:
+            raise ValueError(f"{self.name}: a modality needs at least 2 vectors, got {self.n}")
+        cov = self._m2 / self.n
+        cov = 0.5 * (cov + cov.T)
+        evals, evecs = np.linalg.eigh(cov)
+        evals, evecs = np.clip(evals[::-1], 0.0, None), evecs[:, ::-1]
+        pivot = np.argmax(np.abs(evecs), axis=0)
+        evecs = evecs * np.sign(evecs[pivot, np.arange(evecs.shape[1])])
+        return Moments(
+            name=self.name,
+            n=self.n,
+            d=int(self.d),
+            mean=self._mean.copy(),
+            cov=cov,
+            mean_length=self._length_sum / self.n,
+            min_length=self._min_length,
+            max_length=self._max_length,
+            unit_sum=self._unit_sum.copy(),
+            eigenvalues=evals,
+            eigenvectors=evecs,
+        )
+
+
+def moments(source: ChunkSource, name: str = "x") -> Moments:
+    """One pass over ``source`` with a :class:`MomentAccumulator`; returns its :class:`Moments`."""
+    return MomentAccumulator(name).update_from(source).finalize()
+
+
+# ----------------------------------------------------------------------- pass 2: per sample
+
+
+@dataclass(frozen=True)
+class PerSample:
+    """Per-vector statistics of one modality, row-aligned with its input.
+
+    ``radius = ||x − μ||``; ``mahalanobis = ||Λ_+^{-1/2} V_+ᵀ (x − μ)||`` over the ``rank``
+    eigen-directions with ``λ_k > rtol · λ_1`` (a pseudo-inverse); ``conformity`` =
+    ``(x̂ · Σ x̂ − 1)/(N − 1)``; ``cos_to_mean = cos(x, μ)``; ``length = ||x||``.
+    """
+
+    radius: np.ndarray
+    mahalanobis: np.ndarray
+    conformity: np.ndarray
+    cos_to_mean: np.ndarray
+    length: np.ndarray
+    rank: int
+
+
+def per_sample_statistics(
+    source: ChunkSource,
+    mom: Moments,
+    *,
+    rtol: float = 1e-10,
+    projection_dtype: type = np.float32,
+) -> PerSample:
+    """Second pass over ``source`` (the same rows that produced ``mom``). See :class:`PerSample`.
+
+    Everything is computed in float64 except the whitening product ``(x − μ) Λ^{-1/2} V`` for
+    the Mahalanobis radius, done in ``projection_dtype`` (float32 by default: it is the one
+    O(N·d²) product of this pass and float32 halves it; the radii keep a relative error around
+    1e-6). Pass ``np.float64`` for full precision.
+    """
+    keep = mom.eigenvalues > rtol * max(mom.eigenvalues[0], np.finfo(float).tiny)
+    whiten = (mom.eigenvectors[:, keep] / np.sqrt(mom.eigenvalues[keep])).astype(projection_dtype)
+    mu_norm = np.linalg.norm(mom.mean)
+    mu_hat = mom.mean / mu_norm if mu_norm > 0 else np.full(mom.d, np.nan)
+    out = {k: np.empty(mom.n) for k in ("radius", "mahalanobis", "conformity", "cos_to_mean", "length")}
+    seen = 0
+    for off, x in iter_chunks(source, mom.name, d=mom.d):
+        if off + x.shape[0] > mom.n:
+            raise ValueError(f"{mom.name}: more rows in the second pass than the {mom.n} in the moments")
+        sl = slice(off, off + x.shape[0])
+        c = x - mom.mean
+        length = row_norms(x)
+        out["radius"][sl] = row_norms(c)
+        proj = c.astype(projection_dtype, copy=False) @ whiten
+        out["mahalanobis"][sl] = np.sqrt(np.einsum("ij,ij->i", proj, proj, dtype=np.float64))
+        out["conformity"][sl] = conformity_from_unit_sum(x, mom.unit_sum, mom.n, name=mom.name, offset=off)
+        out["cos_to_mean"][sl] = (x @ mu_hat) / length
+        out["length"][sl] = length
+        seen = sl.stop
+    if seen != mom.n:
+        raise ValueError(f"{mom.name}: the second pass read {seen} rows, the moments counted {mom.n}")
+    return PerSample(rank=int(keep.sum()), **out)
+
+
+# ------------------------------------------------------------------------------ summaries
+
+
+def _pct(q: float) -> str:
+    p = 100 * q
+    return str(int(p)) if float(p).is_integer() else f"{p:g}".replace(".", "_")
+
+
+def shell_summary(
+    radius: np.ndarray,
+    *,
+    quantiles: Sequence[float] = QUANTILES,
+    near_fraction: float = 0.5,
+) -> dict[str, float]:
+    """P2: distribution of ``r_i = ||x_i − μ_m||``.
+
+    ``mean``, ``std``, ``std_over_mean`` (a thin shell has a small value), quantiles ``q0 …
+    q100`` (keys in percent), and ``frac_near_mean = mean_i [r_i < near_fraction · median r]``
+    (≈ 0 for a shell; ``1 − 2^{-1/4} ≈ 0.159`` for a 2-D Gaussian at ``near_fraction = 0.5``).
+    """
+    r = np.asarray(radius, dtype=np.float64)
+    if r.ndim != 1 or r.size < 2:
+        raise ValueError(f"shell_summary: need a 1-D array of at least 2 radii, got shape {r.shape}")
+    mean, std = float(r.mean()), float(r.std())
+    qs = np.quantile(r, quantiles)
+    out = {"mean": mean, "std": std, "std_over_mean": std / mean if mean > 0 else float("nan")}
+    out.update({f"q{_pct(q)}": float(v) for q, v in zip(quantiles, qs, strict=True)})
+    out["frac_near_mean"] = float(np.mean(r < near_fraction * np.median(r)))
+    return out
+
+
+def spectrum_summary(mom: Moments, levels: Sequence[float] = (0.9, 0.99)) -> dict[str, float]:
+    """P3: ``total_variance = Σλ``, ``semi_axis_max = √λ_1``, ``semi_axis_median`` (median of
+    ``√λ_k``), ``anisotropy = √λ_1 / median √λ_k``, ``effective_rank = exp(−Σ p_k ln p_k)``
+    (``p_k = λ_k/Σλ``), and ``k90``/``k99``: the fewest axes whose variance share reaches 90 / 99 %."""
+    lam = mom.eigenvalues
+    total = float(lam.sum())
+    semi = np.sqrt(lam)
+    med = float(np.median(semi))
+    p = lam / total if total > 0 else np.zeros_like(lam)
+    nz = p > 0
+    out = {
+        "total_variance": total,
+        "semi_axis_max": float(semi[0]),
+        "semi_axis_median": med,
+        "anisotropy": float(semi[0] / med) if med > 0 else float("inf"),
+        "effective_rank": float(np.exp(-np.sum(p[nz] * np.log(p[nz])))),
+    }
+    for level in levels:
+        out[f"k{_pct(level)}"] = float(_k_for_level(lam, level))
+    return out
+
+
+def _k_for_level(lam: np.ndarray, level: float) -> int:
+    total = lam.sum()
+    if total <= 0:
+        return 1
+    cum = np.cumsum(lam) / total
+    return int(min(np.searchsorted(cum, level - 1e-12) + 1, lam.size))
+
+
+def _cv(v: np.ndarray) -> float:
+    m = float(np.mean(v))
+    return float(np.std(v) / m) if m > 0 else float("nan")
+
+
+def eigen_table(moms: Sequence[Moments]) -> pl.DataFrame:
+    """P3 rows for plotting: ``modality, axis (0-based), eigenvalue, semi_axis = √λ,
+    explained_fraction = λ/Σλ, cumulative_fraction`` — all d eigenvalues per modality."""
+    frames = []
+    for m in moms:
+        lam = m.eigenvalues
+        total = lam.sum() if lam.sum() > 0 else 1.0
+        frames.append(
+            pl.DataFrame(
+                {
+                    "modality": [m.name] * m.d,
+                    "axis": np.arange(m.d, dtype=np.int64),
+                    "eigenvalue": lam,
+                    "semi_axis": np.sqrt(lam),
+                    "explained_fraction": lam / total,
+                    "cumulative_fraction": np.cumsum(lam) / total,
+                }
+            )
+        )
+    return pl.concat(frames)
+
+
+def tilt_table(mom: Moments, n_axes: int = 10) -> pl.DataFrame:
+    """P4 rows: for the top ``n_axes`` principal axes, ``max_abs_coord = max_j |v_k[j]|``
+    (1 = axis-aligned, ``1/√d`` = fully tilted), the coordinate where it occurs, and ``λ_k``."""
+    k = int(min(n_axes, mom.d))
+    v = np.abs(mom.eigenvectors[:, :k])
+    return pl.DataFrame(
+        {
+            "modality": [mom.name] * k,
+            "axis": np.arange(k, dtype=np.int64),
+            "eigenvalue": mom.eigenvalues[:k],
+            "max_abs_coord": v.max(axis=0),
+            "argmax_coord": v.argmax(axis=0).astype(np.int64),
+        }
+    )
+
+
+def principal_axis_angle(a: Moments, b: Moments, axis: int = 0) -> float:
+    """P4: angle in degrees between principal axis ``axis`` of two modalities,
+    ``arccos |v^a · v^b|`` ∈ [0, 90] (axes have no sign)."""
+    _same_d(a, b)
+    c = abs(float(a.eigenvectors[:, axis] @ b.eigenvectors[:, axis]))
+    return float(np.degrees(np.arccos(min(c, 1.0))))
+
+
+def _same_d(a: Moments, b: Moments) -> None:
+    if a.d != b.d:
+        raise ValueError(f"mismatched dimensions between modalities: {a.name} has d={a.d}, {b.name} has d={b.d}")
+
+
+def subspace_comparison(
+    a: Moments,
+    b: Moments,
+    *,
+    fixed_k: int = 10,
+    levels: Sequence[float] = (0.9, 0.99),
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """P1: principal angles between the top-k principal subspaces of two modalities.
+
+    Settings: ``k{level}`` for each variance level (k = the larger of the two modalities' k, so
+    both subspaces hold at least that share of their variance) and ``fixed`` (``fixed_k``, at
+    most d). With orthonormal bases ``U_a, U_b`` (top-k eigenvectors), the principal angles are
+    ``θ_i = arccos σ_i(U_aᵀ U_b)`` (computed with ``scipy.linalg.subspace_angles``).
+
+    Returns ``(summary, angles)``: ``summary`` has one row per setting with ``k``,
+    ``mean/min/median/max_angle_deg`` and ``share_b_in_a = tr(U_aᵀ Σ_b U_a)/tr Σ_b`` (and
+    ``share_a_in_b``); ``angles`` has one row per (setting, index) with ``angle_deg`` ascending.
+    """
+    _same_d(a, b)
+    settings: list[tuple[str, int]] = []
+    for level in levels:
+        k = max(_k_for_level(a.eigenvalues, level), _k_for_level(b.eigenvalues, level))
+        settings.append((f"k{_pct(level)}", k))
+    settings.append(("fixed", int(min(max(fixed_k, 1), a.d))))
+    rows, angle_rows = [], []
+    tr_a, tr_b = float(np.trace(a.cov)), float(np.trace(b.cov))
+    for name, k in settings:
+        ua, ub = a.eigenvectors[:, :k], b.eigenvectors[:, :k]
+        ang = np.sort(np.degrees(subspace_angles(ua, ub)))
+        rows.append(
+            {
+                "setting": name,
+                "k": k,
+                "mean_angle_deg": float(ang.mean()),
+                "min_angle_deg": float(ang.min()),
+                "median_angle_deg": float(np.median(ang)),
+                "max_angle_deg": float(ang.max()),
+                f"share_{b.name}_in_{a.name}": float(np.trace(ua.T @ b.cov @ ua) / tr_b) if tr_b > 0 else float("nan"),
+                f"share_{a.name}_in_{b.name}": float(np.trace(ub.T @ a.cov @ ub) / tr_a) if tr_a > 0 else float("nan"),
+            }
+        )
+        angle_rows.append(
+            pl.DataFrame({"setting": [name] * k, "k": [k] * k, "index": np.arange(k, dtype=np.int64), "angle_deg": ang})
+        )
+    return pl.DataFrame(rows), pl.concat(angle_rows)
+
+
+def off_centre(mom: Moments) -> dict[str, float]:
+    """P5 for one modality: ``mean_norm = ||μ||``, ``mean_length = mean ||x||``,
+    ``mean_norm_over_mean_length = ||μ|| / mean ||x||``, ``mean_norm_over_max_semi_axis = ||μ|| / √λ_1``."""
+    mu = float(np.linalg.norm(mom.mean))
+    top = float(np.sqrt(mom.eigenvalues[0]))
+    return {
+        "mean_norm": mu,
+        "mean_length": mom.mean_length,
+        "mean_norm_over_mean_length": mu / mom.mean_length,
+        "mean_norm_over_max_semi_axis": mu / top if top > 0 else float("inf"),
+    }
+
+
+def cos_between_means(a: Moments, b: Moments) -> float:
+    """P5: ``cos(μ_a, μ_b)``."""
+    _same_d(a, b)
+    na, nb = np.linalg.norm(a.mean), np.linalg.norm(b.mean)
+    return float(a.mean @ b.mean / (na * nb)) if na > 0 and nb > 0 else float("nan")
+
+
+def histogram_table(values: dict[str, np.ndarray], *, kind: str, bins: int = 50, lower: float | None = None) -> pl.DataFrame:
+    """Histogram rows on common edges for all modalities: ``kind, modality, bin, lo, hi, count,
+    density`` (density = count / (n · width)). Edges span ``[lower or pooled min, pooled max]``."""
+    lo = min(float(np.min(v)) for v in values.values()) if lower is None else float(lower)
+    hi = max(float(np.max(v)) for v in values.values())
+    if hi <= lo:
+        hi = lo + 1e-12
+    edges = np.linspace(lo, hi, bins + 1)
+    frames = []
+    for name, v in values.items():
+        counts = np.histogram(v, edges)[0]
+        frames.append(
+            pl.DataFrame(
+                {
+                    "kind": [kind] * bins,
+                    "modality": [name] * bins,
+                    "bin": np.arange(bins, dtype=np.int64),
+                    "lo": edges[:-1],
+                    "hi": edges[1:],
+                    "count": counts.astype(np.int64),
+                    "density": counts / (len(v) * np.diff(edges)),
+                }
+            )
+        )
+    return pl.concat(frames)
+
+
+# ---------------------------------------------------------------------------------- suite
+
+
+@dataclass
+class DoubleEllipsoidResult:
+    """Everything the suite measured, as row-friendly tables.
+
+    * ``modality``: one row per modality — n, d, ``inputs_normalized``, ``shell_*`` (P2),
+      ``ellipsoid_*`` and ``*_radius_cv`` (P3), ``tilt_*`` (P4), ``offcentre_*`` (P5),
+      ``conformity_*`` (distribution and the fit ``C ≈ a·cos(x, μ) + b``).
+    * ``cross``: flat dict of cross-modal floats: ``first_axis_angle_deg`` (P4),
+      ``cos_between_means`` (P5), ``modality_gap`` = ``||mean x̂_I − mean x̂_T||`` and
+      ``modality_gap_raw`` = ``||μ_I − μ_T||`` (as :func:`clipgeo.geometry.gap.modality_gap`),
+      ``conformity_js_divergence`` / ``_ks_statistic`` / ``_wasserstein`` / ``_mean_difference``.
+    * ``subspaces`` / ``principal_angles`` (P1), ``eigenvalues`` (P3), ``tilt`` (P4),
+      ``histograms`` (kinds ``radius``, ``mahalanobis``, ``conformity``), ``per_sample``
+      (modality, row, radius, mahalanobis, conformity, cos_to_mean, length), ``extremes``
+      (most / least conforming rows per modality).
+    """
+
+    modality: pl.DataFrame
+    cross: dict[str, float]
+    subspaces: pl.DataFrame
+    principal_angles: pl.DataFrame
+    eigenvalues: pl.DataFrame
+    tilt: pl.DataFrame
+    histograms: pl.DataFrame
+    per_sample: pl.DataFrame | None
+    extremes: pl.DataFrame
+    moments: dict[str, Moments] = field(repr=False)
+
+
+def double_ellipsoid_suite(
+    img: ChunkSource,
+    txt: ChunkSource,
+    *,
+    fixed_k: int = 10,
+    n_tilt_axes: int = 10,
+    bins: int = 50,
+    n_extremes: int = 10,
+    mahalanobis_rtol: float = 1e-10,
+    keep_per_sample: bool = True,
+    names: tuple[str, str] = ("image", "text"),
+) -> DoubleEllipsoidResult:
+    """Run P1–P5 and conformity on raw image and text vectors (two passes per modality).
+
+    ``img`` / ``txt`` are arrays or chunk sources (see
+    :data:`clipgeo.geometry._checks.ChunkSource`; a callable is called once per pass). Each
+    modality's rows must come back in the same order on both passes. Definitions are in the
+    module docstring and the functions this calls. Linear separability (P1) and the modality
+    gap are separate calls (:mod:`~clipgeo.geometry.separability`, :mod:`~clipgeo.geometry.gap`).
+
+    Raises ``ValueError`` on NaN/inf or zero vectors, mismatched dimensions between modalities,
+    or fewer than 2 vectors in a modality.
+    """
+    for src, nm in ((img, names[0]), (txt, names[1])):
+        shape = getattr(src, "shape", None)
+        if shape is not None and (len(shape) != 2 or shape[0] < 2):
+            raise ValueError(
+                f"{nm}: expected at least 2 vectors as a 2-D array (n, d), got shape {tuple(shape)}"
+            )
+    s_i, s_t = getattr(img, "shape", None), getattr(txt, "shape", None)
+    if s_i is not None and s_t is not None and s_i[1] != s_t[1]:
+        raise ValueError(f"mismatched dimensions between modalities: {names[0]} has d={s_i[1]}, {names[1]} has d={s_t[1]}")
+
+    mom_i = moments(img, names[0])
+    mom_t = moments(txt, names[1])
+    _same_d(mom_i, mom_t)
+    ps_i = per_sample_statistics(img, mom_i, rtol=mahalanobis_rtol)
+    ps_t = per_sample_statistics(txt, mom_t, rtol=mahalanobis_rtol)
+
+    rows = []
+    for mom, ps in ((mom_i, ps_i), (mom_t, ps_t)):
+        row: dict[str, object] = {"modality": mom.name, "n": mom.n, "d": mom.d, "inputs_normalized": mom.is_normalized}
+        row.update({f"shell_{k}": v for k, v in shell_summary(ps.radius).items()})
+        row.update({f"ellipsoid_{k}": v for k, v in spectrum_summary(mom).items()})
+        row["euclidean_radius_cv"] = _cv(ps.radius)
+        row["mahalanobis_radius_cv"] = _cv(ps.mahalanobis)
+        row["mahalanobis_rank"] = ps.rank
+        tilt = np.abs(mom.eigenvectors[:, : min(n_tilt_axes, mom.d)]).max(axis=0)
+        row["tilt_axis1_max_abs_coord"] = float(tilt[0])
+        row["tilt_mean_max_abs_coord"] = float(tilt.mean())
+        row["tilt_fully_tilted_reference"] = float(1 / np.sqrt(mom.d))
+        row.update({f"offcentre_{k}": v for k, v in off_centre(mom).items()})
+        row.update({f"conformity_{k}": v for k, v in conformity_summary(ps.conformity).items()})
+        if np.all(np.isfinite(ps.cos_to_mean)):
+            fit = conformity_fit(ps.conformity, ps.cos_to_mean)
+        else:  # μ = 0: cos(x, μ) undefined
+            fit = dict.fromkeys(("a", "b", "pearson_r", "spearman_rho", "rmse"), float("nan"))
+        row.update({f"conformity_fit_{k}": v for k, v in fit.items() if k != "n"})
+        rows.append(row)
+
+    cross = {
+        "first_axis_angle_deg": principal_axis_angle(mom_i, mom_t),
+        "cos_between_means": cos_between_means(mom_i, mom_t),
+        # the same values as clipgeo.geometry.gap.modality_gap, from the streamed moments
+        "modality_gap": float(np.linalg.norm(mom_i.unit_sum / mom_i.n - mom_t.unit_sum / mom_t.n)),
+        "modality_gap_raw": float(np.linalg.norm(mom_i.mean - mom_t.mean)),
+    }
+    cross.update({f"conformity_{k}": v for k, v in conformity_divergence(ps_i.conformity, ps_t.conformity).items()})
+    subspaces, angles = subspace_comparison(mom_i, mom_t, fixed_k=fixed_k)
+
+    histos = pl.concat(
+        [
+            histogram_table({mom_i.name: ps_i.radius, mom_t.name: ps_t.radius}, kind="radius", bins=bins, lower=0.0),
+            histogram_table({mom_i.name: ps_i.mahalanobis, mom_t.name: ps_t.mahalanobis}, kind="mahalanobis", bins=bins, lower=0.0),
+            histogram_table({mom_i.name: ps_i.conformity, mom_t.name: ps_t.conformity}, kind="conformity", bins=bins),
+        ]
+    )
+    per_sample = None
+    if keep_per_sample:
+        per_sample = pl.concat(
+            [
+                pl.DataFrame(
+                    {
+                        "modality": [mom.name] * mom.n,
+                        "row": np.arange(mom.n, dtype=np.int64),
+                        "radius": ps.radius,
+                        "mahalanobis": ps.mahalanobis,
+                        "conformity": ps.conformity,
+                        "cos_to_mean": ps.cos_to_mean,
+                        "length": ps.length,
+                    }
+                )
+                for mom, ps in ((mom_i, ps_i), (mom_t, ps_t))
+            ]
+        )
+    extremes = pl.concat(
+        [
+            extreme_samples(ps.conformity, n_extremes).with_columns(pl.lit(mom.name).alias("modality")).select(
+                "modality", "kind", "rank", "row", "conformity"
+            )
+            for mom, ps in ((mom_i, ps_i), (mom_t, ps_t))
+        ]
+    )
+    return DoubleEllipsoidResult(
+        modality=pl.DataFrame(rows),
+        cross=cross,
+        subspaces=subspaces,
+        principal_angles=angles,
+        eigenvalues=eigen_table([mom_i, mom_t]),
+        tilt=pl.concat([tilt_table(mom_i, n_tilt_axes), tilt_table(mom_t, n_tilt_axes)]),
+        histograms=histos,
+        per_sample=per_sample,
+        extremes=extremes,
+        moments={mom_i.name: mom_i, mom_t.name: mom_t},
+    )
+
+
+# ------------------------------------------------------------------------ synthetic shells
+
+
+def sample_ellipsoid_shell(
+    n: int,
+    centre: np.ndarray,
+    semi_axes: np.ndarray,
+    rotation: np.ndarray | None = None,
+    *,
+    thickness: float = 0.0,
+    seed: int = 0,
+) -> np.ndarray:
+    """Draw ``n`` points on an ellipsoid shell with known geometry (a test/benchmark fixture).
+
+    ``x = centre + R diag(σ) (√r · ρ · u)``, ``u`` uniform on the unit sphere of the ``r``
+    coordinates where ``σ_k > 0`` (``r = d`` unless some semi-axes are 0),
+    ``ρ ~ U(1 − thickness, 1 + thickness)``. Since ``E[r·uuᵀ] = I``, the covariance is
+    ``R diag(σ²) Rᵀ · E[ρ²]`` (``E[ρ²] = 1 + thickness²/3``): the principal axes are the columns
+    of ``R`` and the semi-axes ``√λ_k`` equal ``σ_k`` times ``√E[ρ²]``. Every point has
+    Mahalanobis radius ``√r · ρ / √E[ρ²]``, so the Mahalanobis radius spread std/mean is
+    ``thickness/√3`` (0 for a perfect shell).
+    """
+    centre = np.asarray(centre, dtype=np.float64)
+    sigma = np.asarray(semi_axes, dtype=np.float64)
+    d = centre.shape[0]
+    if sigma.shape != (d,):
+        raise ValueError(f"semi_axes must have shape ({d},), got {sigma.shape}")
+    if not 0 <= thickness < 1:
+        raise ValueError(f"thickness must be in [0, 1), got {thickness}")
+    if np.any(sigma < 0) or not np.any(sigma > 0):
+        raise ValueError("semi_axes must be >= 0 with at least one positive")
+    rng = np.random.default_rng(seed)
+    support = np.flatnonzero(sigma > 0)
+    r = support.size
+    u = rng.standard_normal((n, r))
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    rho = rng.uniform(1 - thickness, 1 + thickness, (n, 1)) if thickness > 0 else 1.0
+    z = np.zeros((n, d))
+    z[:, support] = np.sqrt(r) * rho * u * sigma[support]
+    if rotation is not None:
+        z = z @ np.asarray(rotation, dtype=np.float64).T
+    return centre + z
