@@ -44,6 +44,7 @@ def _load(con, run_ids: list[str]) -> dict[str, pl.DataFrame]:
         "gap": q(f"SELECT g.*, l.label FROM modality_gap g JOIN {labels} l USING (run_id) ORDER BY l.label"),
         "sep": q(f"SELECT s.*, l.label FROM separability s JOIN {labels} l USING (run_id) ORDER BY l.label, vectors, features"),
         "pca": q(f"SELECT p.*, l.label FROM pca_points p JOIN {labels} l USING (run_id) ORDER BY run_id, modality, item_id"),
+        "sections": q(f"SELECT * FROM measure_sections {where} ORDER BY run_id, section"),
     }
 
 
@@ -59,8 +60,17 @@ def _provenance(run: dict) -> list[tuple[str, str]]:
     ]
 
 
-def _missing(df: pl.DataFrame, what: str) -> str | None:
-    return None if df.height else f"no {what} rows stored for this run (the measure step failed or was skipped)"
+def _missing(df: pl.DataFrame, what: str, sections: pl.DataFrame | None = None, section: str | None = None) -> str | None:
+    """Why a section has no rows: the recorded failure or skip reason when there is one."""
+    if df.height:
+        return None
+    if sections is not None and section is not None:
+        hit = sections.filter(pl.col("section") == section)
+        if hit.height and hit["status"][0] != "ok":
+            return f"section '{section}' {hit['status'][0]}: {hit['message'][0]}"
+        if not hit.height:
+            return f"section '{section}' has not been measured for this run (run `clipgeo analyse`)"
+    return f"no {what} rows stored for this run"
 
 
 def _headline(row: dict) -> str:
@@ -86,14 +96,14 @@ def run_page(data: dict[str, pl.DataFrame], run_id: str) -> Page:
         + (f"Measured R@1: text→image {ret.filter((pl.col('direction')=='text_to_image') & (pl.col('k')==1))['recall'][0]:.1%} "
            f"(chance {chance[('text_to_image', 1)]:.2%})." if ret.height else ""),
         chart=charts.retrieval_bars(ret) if ret.height else None,
-        missing=_missing(ret, "retrieval"),
+        missing=_missing(ret, "retrieval", f["sections"], "retrieval"),
     ))
     curve = f["curve"]
     page.add(Section(
         "Recall@k curve",
         f"recall@k for k = 1…{RECALL_CURVE_KS[-1]} from the stored per-query ranks of {label}.",
         chart=charts.recall_curve(curve) if curve.height else None,
-        missing=_missing(curve, "retrieval rank"),
+        missing=_missing(curve, "retrieval rank", f["sections"], "retrieval"),
     ))
     gap = f["gap"]
     page.add(Section(
@@ -102,7 +112,7 @@ def run_page(data: dict[str, pl.DataFrame], run_id: str) -> Page:
         "paired distance = mean ‖x̂_I − x̂_T‖ over image–caption pairs."
         + (f" Measured gap {gap['gap'][0]:.3f}." if gap.height else ""),
         table=gap.drop("run_id", "label").to_dicts() if gap.height else None,
-        missing=_missing(gap, "modality-gap"),
+        missing=_missing(gap, "modality-gap", f["sections"], "modality_gap"),
     ))
     sep = f["sep"]
     full = sep.filter((pl.col("vectors") == "normalized") & (pl.col("features") == "full"))
@@ -113,7 +123,7 @@ def run_page(data: dict[str, pl.DataFrame], run_id: str) -> Page:
         + (f" Held-out accuracy on normalised vectors: {full['accuracy'][0]:.1%}." if full.height else ""),
         chart=charts.separability_bars(sep) if sep.height else None,
         table=sep.select("vectors", "features", "accuracy", "precision", "recall", "n_train", "n_test").to_dicts() if sep.height else None,
-        missing=_missing(sep, "separability"),
+        missing=_missing(sep, "separability", f["sections"], "separability"),
     ))
     pca = f["pca"]
     page.add(Section(
@@ -121,7 +131,15 @@ def run_page(data: dict[str, pl.DataFrame], run_id: str) -> Page:
         f"Normalised image and caption vectors of {label} projected on the two leading principal components of "
         f"both modalities together ({pca.height} points stored, at most 2000 per modality). Click the legend to isolate a modality.",
         chart=charts.pca_scatter(pca) if pca.height else None,
-        missing=_missing(pca, "PCA"),
+        missing=_missing(pca, "PCA", f["sections"], "pca"),
+    ))
+    sections = f["sections"]
+    page.add(Section(
+        "Measurement status",
+        "What each measurement section did for this run: ok, skipped (not applicable, with the reason) or failed "
+        "(with the error). Sections that are not ok have no rows above.",
+        table=sections.select("section", "status", "message", "seconds", "analysis_version").to_dicts() if sections.height else None,
+        missing=None if sections.height else "no measurement has been recorded for this run",
     ))
     return page
 

@@ -38,8 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--captions-per-image", type=int, default=3)
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--steps", type=int, default=400, help="training steps per tiny model")
-    run.add_argument("--objective", action="append", choices=["infonce", "infoloob"],
-                     help="tiny models to train (repeatable; default both)")
+    run.add_argument("--objective", action="append",
+                     choices=["infonce", "infoloob", "infonce+hopfield", "infoloob+hopfield"],
+                     help="tiny models to train (repeatable; default infonce and infoloob)")
+    run.add_argument("--ablation", action="store_true",
+                     help="the paper's 4-way ablation: {infonce, infoloob} x {no Hopfield, Hopfield}")
     run.add_argument("--model", action="append", default=[], metavar="NAME=PRETRAINED",
                      help="also embed an open_clip model: NAME=TAG or NAME=/path/checkpoint.pt (repeatable)")
     run.add_argument("--force", action="append", choices=["train", "embed", "measure"], default=[],
@@ -105,7 +108,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         n_val=args.n_val,
         captions_per_image=args.captions_per_image,
         seed=args.seed,
-        objectives=args.objective or ["infonce", "infoloob"],
+        objectives=(["infonce", "infoloob", "infonce+hopfield", "infoloob+hopfield"] if args.ablation
+                    else args.objective or ["infonce", "infoloob"]),
         train_steps=args.steps,
         models=args.model,
         force=args.force,

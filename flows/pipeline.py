@@ -26,7 +26,8 @@ from flows.embed import embed_flow, task_runner_for
 from flows.tasks import measure, report, source_shapes, train_model
 from flows.summary import collect_summary, format_summary, summary_markdown
 
-Objective = Literal["infonce", "infoloob"]
+Objective = Literal["infonce", "infoloob", "infonce+hopfield", "infoloob+hopfield"]
+ABLATION: list[Objective] = ["infonce", "infoloob", "infonce+hopfield", "infoloob+hopfield"]
 Stage = Literal["train", "embed", "measure"]
 
 
@@ -59,7 +60,8 @@ def pipeline(
     Args:
         home: data home (default ``$CLIPGEO_HOME`` or ``./clipgeo-data``).
         n_train, n_val, captions_per_image, image_size, seed: the ``shapes`` dataset.
-        objectives: tiny models to train on the train split (InfoNCE = CLIP, InfoLOOB = CLOOB).
+        objectives: tiny models to train on the train split: InfoNCE (CLIP's loss), InfoLOOB
+            (CLOOB's), each optionally ``+hopfield`` (CLOOB's Hopfield retrieval layer).
         train_steps: optimiser steps per tiny model.
         models: extra models to embed, ``NAME=PRETRAINED`` (open_clip tag or checkpoint path).
         force: stages to redo even when their results are stored (train, embed, measure).
@@ -73,8 +75,11 @@ def pipeline(
     splits = source_shapes(home_s, n_train, n_val, captions_per_image, image_size, seed)
     refs: list[ModelRef] = []
     train = train_model.with_options(refresh_cache="train" in force)
-    for objective in objectives:
-        args = (home_s, splits["train"], objective, False, train_steps, seed)
+    for variant in objectives:
+        objective, _, extra = variant.partition("+")
+        if objective not in ("infonce", "infoloob") or extra not in ("", "hopfield"):
+            raise ValueError(f"objective {variant!r}: expected infonce or infoloob, optionally +hopfield")
+        args = (home_s, splits["train"], objective, extra == "hopfield", train_steps, seed)
         ckpt = train(*args, force="train" in force)
         if not checkpoint_present(ckpt):  # a cached result whose file was removed since
             ckpt = train.with_options(refresh_cache=True)(*args)
@@ -94,6 +99,15 @@ def pipeline(
     print(format_summary(summary))
     create_markdown_artifact(key="clipgeo-pipeline-summary", markdown=summary_markdown(summary), description="clipgeo run summary")
     return asdict(summary)
+
+
+@flow(name="clipgeo-ablation", log_prints=True)
+def ablation(home: str | None = None, n_train: int = 4000, n_val: int = 1000, train_steps: int = 400, seed: int = 0,
+             cluster_address: str | None = None) -> dict:
+    """The paper's ablation (Section III.B): {InfoNCE, InfoLOOB} x {without, with Hopfield},
+    four tiny models trained on ``shapes`` and run through the whole pipeline."""
+    return pipeline(home=home, n_train=n_train, n_val=n_val, seed=seed, objectives=ABLATION, train_steps=train_steps,
+                    cluster_address=cluster_address)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ from prefect import serve
 import flows  # noqa: F401
 from flows.analyse import analyse_flow, report_flow
 from flows.embed import embed_flow
-from flows.pipeline import pipeline
+from flows.dataset import dataset_pipeline
+from flows.pipeline import ablation, pipeline
 
 NIGHTLY = "0 3 * * *"   # re-analyse runs whose analysis is older than the code
 WEEKLY = "0 6 * * 1"    # Monday morning comparison report
@@ -24,6 +25,10 @@ def deployments(home: str | None = None) -> list:
     return [
         pipeline.to_deployment(name="offline-default", parameters=base,
                                description="The whole pipeline on the offline default (shapes + tiny InfoNCE/InfoLOOB)."),
+        ablation.to_deployment(name="ablation", parameters=base,
+                               description="Four tiny models: {InfoNCE, InfoLOOB} x {without, with Hopfield} on shapes."),
+        dataset_pipeline.to_deployment(name="dataset", parameters=base,
+                                       description="Your data (coco / folder / webdataset / embeddings) with your models."),
         embed_flow.to_deployment(name="embed", parameters=base,
                                  description="Embed one registered dataset with one model (sharded, resumable)."),
         analyse_flow.to_deployment(name="analyse", parameters=base, description="Measure stored runs."),

@@ -45,6 +45,12 @@ def test_pipeline_fills_every_table(pipeline_runs):
         assert _count(home, "SELECT count(*) FROM separability WHERE run_id = ?", p) == 4  # raw/normalized x full/pca2
         assert _count(home, "SELECT count(*) FROM pca_points WHERE run_id = ?", p) == n_img + n_txt
         assert _count(home, "SELECT count(*) FROM run_summary WHERE run_id = ?", p) == 1
+        assert _count(home, "SELECT count(*) FROM measure_sections WHERE run_id = ? AND status <> 'ok'", p) == 0
+        assert _count(home, "SELECT count(*) FROM geo_modality WHERE run_id = ? AND vectors = 'raw'", p) == 2
+        assert _count(home, "SELECT count(*) FROM geo_per_sample WHERE run_id = ?", p) == n_img + n_txt
+        assert _count(home, "SELECT count(*) FROM geo_origin_shift WHERE run_id = ?", p) == 9
+        assert _count(home, "SELECT count(*) FROM geo_eigenvalues WHERE run_id = ?", p) == 2 * 64  # d = 64 per modality
+        assert _count(home, "SELECT count(*) FROM v_conformity_extremes WHERE run_id = ? AND modality = 'text'", p) == 20
         # recall@k from the SQL transform agrees with the ranks
         r5 = _count(home, "SELECT recall FROM retrieval WHERE run_id = ? AND direction = 'text_to_image' AND k = 5", p)
         direct = _count(home, "SELECT avg((rank < 5)::DOUBLE) FROM retrieval_ranks WHERE run_id = ? AND direction = 'text_to_image'", p)

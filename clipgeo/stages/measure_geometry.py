@@ -1,0 +1,55 @@
+"""Measurement sections of "The Double-Ellipsoid Geometry of CLIP" (tables ``geo_*``,
+``sql/schema/005_geometry.sql``), computed on raw vectors; on runs that only have
+normalised vectors they are computed on those and labelled ``vectors = 'normalized'``."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from clipgeo.geometry.ellipsoid import double_ellipsoid_suite
+from clipgeo.geometry.shift import origin_shift
+from clipgeo.stages.measure import RunData, Section
+
+# CLIP's maximum logit scale, used when a run's model has none recorded (imported vectors).
+FALLBACK_LOGIT_SCALE = 100.0
+
+
+def _kind(d: RunData) -> str:
+    return "normalized" if d.normalized_only else "raw"
+
+
+def _suite(d: RunData) -> dict:
+    res = double_ellipsoid_suite(d.rv.images, d.rv.texts, keep_per_sample=True)
+    run, kind = d.run_id, _kind(d)
+    tag = lambda df: df.with_columns(pl.lit(run).alias("run_id"))  # noqa: E731
+    mods = res.per_sample["modality"].to_numpy()
+    rows = res.per_sample["row"].to_numpy()
+    item = np.empty(len(rows), dtype=object)
+    is_img = mods == "image"
+    item[is_img] = d.rv.image_ids[rows[is_img]]
+    item[~is_img] = d.rv.sample_ids[rows[~is_img]]
+    per = res.per_sample.with_columns(pl.Series("item_id", item.astype(str))).drop("row")
+    return {
+        "geo_modality": tag(res.modality).with_columns(pl.lit(kind).alias("vectors")),
+        "geo_cross": [{"run_id": run, "vectors": kind, **res.cross}],
+        "geo_subspaces": tag(res.subspaces),
+        "geo_principal_angles": tag(res.principal_angles),
+        "geo_eigenvalues": tag(res.eigenvalues),
+        "geo_tilt": tag(res.tilt),
+        "geo_histograms": tag(res.histograms),
+        "geo_per_sample": tag(per),
+    }
+
+
+def _shift(d: RunData) -> dict:
+    scale = float(d.logit_scale) if d.logit_scale else FALLBACK_LOGIT_SCALE
+    df = origin_shift(d.rv.images, d.rv.texts, d.idx, logit_scale=scale, seed=d.seed)
+    return {"geo_origin_shift": df.with_columns(pl.lit(d.run_id).alias("run_id"), pl.lit(_kind(d)).alias("vectors"))}
+
+
+SECTIONS = [
+    Section("double_ellipsoid", ("geo_modality", "geo_cross", "geo_subspaces", "geo_principal_angles", "geo_eigenvalues",
+                                 "geo_tilt", "geo_histograms", "geo_per_sample"), _suite),
+    Section("origin_shift", ("geo_origin_shift",), _shift),
+]
