@@ -21,6 +21,7 @@ from dashboards import charts
 from dashboards.page import Page, Section
 
 RECALL_CURVE_KS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100)
+SCATTER_MAX_POINTS = 3000  # per run and modality; above it a deterministic sample is drawn in SQL
 
 
 def _now() -> str:
@@ -28,8 +29,8 @@ def _now() -> str:
 
 
 def _load(con, run_ids: list[str]) -> dict[str, pl.DataFrame]:
-    q = lambda sql: catalog.query(con, sql, [run_ids])  # noqa: E731
-    where = "WHERE list_contains(?, run_id)"
+    q = lambda sql: catalog.query(con, sql, {"ids": run_ids})  # noqa: E731
+    where = "WHERE list_contains($ids, run_id)"
     labels = f"(SELECT run_id, label FROM runs {where})"
     ks = ", ".join(f"({k})" for k in RECALL_CURVE_KS)
     return {
@@ -45,6 +46,26 @@ def _load(con, run_ids: list[str]) -> dict[str, pl.DataFrame]:
         "sep": q(f"SELECT s.*, l.label FROM separability s JOIN {labels} l USING (run_id) ORDER BY l.label, vectors, features"),
         "pca": q(f"SELECT p.*, l.label FROM pca_points p JOIN {labels} l USING (run_id) ORDER BY run_id, modality, item_id"),
         "sections": q(f"SELECT * FROM measure_sections {where} ORDER BY run_id, section"),
+        "geo_modality": q(f"SELECT g.*, l.label FROM geo_modality g JOIN {labels} l USING (run_id) ORDER BY l.label, modality"),
+        "geo_cross": q(f"SELECT g.*, l.label FROM geo_cross g JOIN {labels} l USING (run_id) ORDER BY l.label"),
+        "geo_subspaces": q(f"SELECT g.*, l.label FROM geo_subspaces g JOIN {labels} l USING (run_id) ORDER BY l.label, k"),
+        "geo_eigen": q(f"SELECT g.*, l.label FROM geo_eigenvalues g JOIN {labels} l USING (run_id) ORDER BY l.label, modality, axis"),
+        "geo_tilt": q(
+            f"SELECT g.*, l.label, 1 / sqrt(m.d) AS fully_tilted FROM geo_tilt g JOIN {labels} l USING (run_id)"
+            f" JOIN geo_modality m USING (run_id, modality) ORDER BY l.label, modality, axis"
+        ),
+        "geo_hist": q(f"SELECT g.*, l.label FROM geo_histograms g JOIN {labels} l USING (run_id) ORDER BY l.label, kind, modality, bin"),
+        "geo_points": q(
+            f"WITH ranked AS (SELECT p.*, row_number() OVER (PARTITION BY run_id, modality ORDER BY hash(item_id)) AS k,"
+            f" count(*) OVER (PARTITION BY run_id, modality) AS n_total FROM geo_per_sample p {where})"
+            f" SELECT r.run_id, l.label, r.modality, r.item_id, r.conformity, r.cos_to_mean, r.n_total,"
+            f" s.caption, s.image_ref FROM ranked r JOIN {labels} l USING (run_id)"
+            f" JOIN runs ru USING (run_id)"
+            f" LEFT JOIN samples s ON s.dataset_id = ru.dataset_id AND ((r.modality = 'text' AND s.sample_id = r.item_id))"
+            f" WHERE r.k <= {SCATTER_MAX_POINTS} ORDER BY r.run_id, r.modality, r.item_id"
+        ),
+        "geo_shift": q(f"SELECT g.*, l.label FROM geo_origin_shift g JOIN {labels} l USING (run_id) ORDER BY l.label, alpha"),
+        "extremes": q(f"SELECT * FROM v_conformity_extremes {where} ORDER BY run_id, modality, kind DESC, rank"),
     }
 
 
@@ -80,6 +101,134 @@ def _headline(row: dict) -> str:
         if row.get("t2i_r1") is not None and row.get("gap") is not None and row.get("separability_accuracy") is not None
         else "headline figures incomplete"
     )
+
+
+def _fit_lines(mod: pl.DataFrame, points: pl.DataFrame) -> pl.DataFrame:
+    """Two endpoints per (run, modality) of the stored fit C ≈ a·cos + b over the plotted cos range."""
+    rows = []
+    for r in mod.to_dicts():
+        pts = points.filter((pl.col("run_id") == r["run_id"]) & (pl.col("modality") == r["modality"]))
+        if not pts.height or r.get("conformity_fit_a") is None:
+            continue
+        for x in (pts["cos_to_mean"].min(), pts["cos_to_mean"].max()):
+            rows.append({"run_id": r["run_id"], "label": r["label"], "modality": r["modality"], "x": x,
+                         "y": r["conformity_fit_a"] * x + r["conformity_fit_b"], "a": r["conformity_fit_a"],
+                         "b": r["conformity_fit_b"], "r": r["conformity_fit_pearson_r"]})
+    return pl.DataFrame(rows)
+
+
+def _sampled_note(points: pl.DataFrame) -> str:
+    if not points.height:
+        return ""
+    totals = points.group_by("run_id", "modality").agg(pl.col("n_total").first(), pl.len().alias("shown"))
+    cut = totals.filter(pl.col("n_total") > pl.col("shown"))
+    if not cut.height:
+        return " All points shown."
+    return " Sampled for responsiveness: " + "; ".join(
+        f"{r['modality']} {r['shown']} of {r['n_total']}" for r in cut.to_dicts()) + " points shown (deterministic sample)."
+
+
+def _fmt_pairs(row: dict, keys: list[tuple[str, str]]) -> str:
+    return ", ".join(f"{name} {row[k]:.3f}" for k, name in keys if row.get(k) is not None)
+
+
+def geometry_sections(f: dict[str, pl.DataFrame], who: str, column: str | None = None) -> list[Section]:
+    """The Double-Ellipsoid figures and tables (shared by the run and comparison reports)."""
+    secs = f["sections"]
+    mod, cross = f["geo_modality"], f["geo_cross"]
+    kind = ", ".join(sorted(set(mod["vectors"].to_list()))) if mod.height else "raw"
+    heads = {r["modality"] + "@" + r["label"]: r for r in mod.to_dicts()}
+    out = []
+    hist_r = f["geo_hist"].filter(pl.col("kind") == "radius")
+    out.append(Section(
+        "P2 — thin shell: distribution of ‖x − μ‖",
+        f"Histogram of each sample's distance to its modality mean ({kind} vectors) for {who}. A thin shell has a small "
+        "std/mean and no mass near the mean. "
+        + "; ".join(f"{k.split('@')[0]} ({r['label']}): std/mean {r['shell_std_over_mean']:.3f}, share within half the "
+                    f"median radius {r['shell_frac_near_mean']:.3f}" for k, r in heads.items()),
+        chart=charts.histogram_bars(hist_r, x_title="‖x − μ_modality‖", column=column) if hist_r.height else None,
+        missing=_missing(hist_r, "shell", secs, "double_ellipsoid"),
+    ))
+    eig = f["geo_eigen"]
+    out.append(Section(
+        "P3 — ellipsoid: covariance spectrum (semi-axes √λ)",
+        f"Every semi-axis √λ_k of each modality's covariance for {who}, log scale. "
+        + "; ".join(f"{k.split('@')[0]} ({r['label']}): anisotropy (largest/median semi-axis) {r['ellipsoid_anisotropy']:.2f}, "
+                    f"effective rank {r['ellipsoid_effective_rank']:.1f}, radius CV Euclidean {r['euclidean_radius_cv']:.3f} "
+                    f"vs Mahalanobis {r['mahalanobis_radius_cv']:.3f}" for k, r in heads.items()),
+        chart=charts.spectrum_lines(eig, column=column) if eig.height else None,
+        missing=_missing(eig, "eigenvalue", secs, "double_ellipsoid"),
+    ))
+    tilt = f["geo_tilt"]
+    out.append(Section(
+        "P4 — tilt: alignment of principal axes with the coordinate axes",
+        f"Largest absolute coordinate of each top principal axis for {who} (1 = axis-aligned; dashed: 1/√d, fully tilted). "
+        + "; ".join(f"{r['label']}: angle between the modalities' first axes {r['first_axis_angle_deg']:.1f}°"
+                    for r in cross.to_dicts()),
+        chart=charts.tilt_points(tilt, column=column) if tilt.height else None,
+        missing=_missing(tilt, "tilt", secs, "double_ellipsoid"),
+    ))
+    oc_cols = ["label", "modality", "vectors", "offcentre_mean_norm", "offcentre_mean_norm_over_mean_length",
+               "offcentre_mean_norm_over_max_semi_axis"]
+    out.append(Section(
+        "P5 — off-centre: how far each ellipsoid's centre is from the origin",
+        f"‖μ‖, ‖μ‖ / mean‖x‖ and ‖μ‖ / largest semi-axis per modality for {who}; cos(μ_I, μ_T): "
+        + "; ".join(f"{r['label']} {r['cos_between_means']:.3f}" for r in cross.to_dicts()),
+        table=mod.select(oc_cols).to_dicts() if mod.height else None,
+        missing=_missing(mod, "off-centre", secs, "double_ellipsoid"),
+    ))
+    sub = f["geo_subspaces"]
+    out.append(Section(
+        "P1 — separate subspaces: principal angles",
+        f"Principal angles between the image and text top-k principal subspaces (k covering 90% and 99% of variance, and "
+        f"fixed k) and the share of one modality's variance captured by the other's subspace, for {who}.",
+        table=sub.drop("run_id").to_dicts() if sub.height else None,
+        missing=_missing(sub, "subspace", secs, "double_ellipsoid"),
+    ))
+    pts = f["geo_points"]
+    fits = _fit_lines(mod, pts)
+    out.append(Section(
+        "Conformity against cosine to the mean",
+        f"Per sample, conformity C(v) = mean cos(v, other samples of its modality) against cos(v, μ), with the fit "
+        f"C ≈ a·cos + b (dashed) for {who}. "
+        + "; ".join(f"{k.split('@')[0]} ({r['label']}): a {r['conformity_fit_a']:.3f}, b {r['conformity_fit_b']:.3f}, "
+                    f"Pearson r {r['conformity_fit_pearson_r']:.3f}, Spearman ρ {r['conformity_fit_spearman_rho']:.3f}"
+                    for k, r in heads.items() if r.get("conformity_fit_a") is not None)
+        + "." + _sampled_note(pts),
+        chart=charts.conformity_scatter(pts, fits, column=column) if pts.height and fits.height else None,
+        missing=_missing(pts, "per-sample", secs, "double_ellipsoid"),
+    ))
+    hist_c = f["geo_hist"].filter(pl.col("kind") == "conformity")
+    out.append(Section(
+        "Conformity distributions",
+        f"Distribution of conformity per modality for {who}. Divergence between them: "
+        + "; ".join(f"{r['label']}: Jensen–Shannon {r['conformity_js_divergence']:.3f} bits, KS {r['conformity_ks_statistic']:.3f}"
+                    for r in cross.to_dicts()),
+        chart=charts.histogram_bars(hist_c, x_title="conformity C(v)", column=column) if hist_c.height else None,
+        missing=_missing(hist_c, "conformity", secs, "double_ellipsoid"),
+    ))
+    shift = f["geo_shift"]
+    best = []
+    for label in shift["label"].unique(maintain_order=True).to_list() if shift.height else []:
+        sh = shift.filter(pl.col("label") == label)
+        b = sh.sort("infonce").row(0, named=True)
+        best.append(f"{label}: lowest InfoNCE at α = {b['alpha']:.2f} ({b['infonce']:.3f} vs {sh.filter(pl.col('alpha') == 0)['infonce'][0]:.3f} at α = 0)"
+                    if sh.filter(pl.col("alpha") == 0).height else f"{label}: lowest InfoNCE at α = {b['alpha']:.2f}")
+    out.append(Section(
+        "Origin shift: is the off-origin placement beneficial?",
+        f"Each modality shifted by −α·μ and re-normalised, for {who}: alignment and uniformity (Wang & Isola), symmetric "
+        "InfoNCE at the model's temperature, top-1 retrieval both ways (on a stated image subsample). " + "; ".join(best),
+        chart=charts.shift_curves(shift, color="label" if column else None) if shift.height else None,
+        missing=_missing(shift, "origin-shift", secs, "origin_shift"),
+    ))
+    ext = f["extremes"]
+    out.append(Section(
+        "Most and least conforming samples",
+        f"The 10 most and least conforming samples per modality for {who} (view v_conformity_extremes), with captions.",
+        table=ext.select("modality", "kind", "rank", "item_id", "conformity", "caption").to_dicts() if ext.height else None,
+        missing=_missing(ext, "conformity", secs, "double_ellipsoid"),
+    ))
+    return out
 
 
 def run_page(data: dict[str, pl.DataFrame], run_id: str) -> Page:
@@ -133,6 +282,8 @@ def run_page(data: dict[str, pl.DataFrame], run_id: str) -> Page:
         chart=charts.pca_scatter(pca) if pca.height else None,
         missing=_missing(pca, "PCA", f["sections"], "pca"),
     ))
+    for sec in geometry_sections(f, label):
+        page.add(sec)
     sections = f["sections"]
     page.add(Section(
         "Measurement status",
@@ -186,6 +337,8 @@ def compare_page(data: dict[str, pl.DataFrame], run_ids: list[str]) -> Page:
         chart=charts.pca_scatter(data["pca"], column="label") if data["pca"].height else None,
         missing=_missing(data["pca"], "PCA"),
     ))
+    for sec in geometry_sections(data, "each run", column="label"):
+        page.add(sec)
     return page
 
 

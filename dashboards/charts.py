@@ -97,3 +97,114 @@ def pca_scatter(df: pl.DataFrame, *, column: str | None = None) -> alt.TopLevelM
     if column:
         return chart.facet(column=alt.Column(f"{column}:N", title=None, header=alt.Header(labelLimit=400)))
     return chart
+
+
+def histogram_bars(df: pl.DataFrame, *, x_title: str, column: str | None = None) -> alt.TopLevelMixin:
+    """Stored histogram bins (lo, hi, density) per modality, overlaid (P2 shell, conformity)."""
+    chart = (
+        alt.Chart(df)
+        .mark_bar(opacity=0.55, binSpacing=0)
+        .encode(
+            x=alt.X("lo:Q", title=x_title, bin="binned"),
+            x2="hi:Q",
+            y=alt.Y("density:Q", title="density", stack=None),
+            color=alt.Color("modality:N", scale=MODALITY_COLORS),
+            tooltip=["label:N", "modality:N", alt.Tooltip("lo:Q", format=".3f"), alt.Tooltip("hi:Q", format=".3f"),
+                     "count:Q", alt.Tooltip("density:Q", format=".3f")],
+        )
+        .properties(width=320, height=200)
+    )
+    if column:
+        return chart.facet(column=alt.Column(f"{column}:N", title=None, header=alt.Header(labelLimit=400)))
+    return chart
+
+
+def spectrum_lines(df: pl.DataFrame, *, y: str = "semi_axis", y_title: str = "semi-axis √λ", column: str | None = None,
+                   color: str = "modality") -> alt.TopLevelMixin:
+    """A spectrum (one value per axis index) on a log scale, per modality (P3, Figs. 10–12)."""
+    enc_color = alt.Color(f"{color}:N", scale=MODALITY_COLORS) if color == "modality" else alt.Color(f"{color}:N")
+    chart = (
+        alt.Chart(df.filter(pl.col(y) > 0))
+        .mark_line(point=alt.OverlayMarkDef(size=10))
+        .encode(
+            x=alt.X("axis:Q", title="principal axis (sorted)"),
+            y=alt.Y(f"{y}:Q", scale=alt.Scale(type="log"), title=y_title),
+            color=enc_color,
+            tooltip=["label:N", f"{color}:N", "axis:Q", alt.Tooltip(f"{y}:Q", format=".4g")],
+        )
+        .properties(width=320, height=220)
+    )
+    if column:
+        return chart.facet(column=alt.Column(f"{column}:N", title=None, header=alt.Header(labelLimit=400)))
+    return chart
+
+
+def tilt_points(df: pl.DataFrame, *, column: str | None = None) -> alt.TopLevelMixin:
+    """Largest absolute coordinate of each top principal axis (1 = axis-aligned; rule at 1/√d) (P4)."""
+    base = alt.Chart(df)
+    pts = base.mark_line(point=True).encode(
+        x=alt.X("axis:Q", title="principal axis"),
+        y=alt.Y("max_abs_coord:Q", scale=alt.Scale(domain=[0, 1]), title="max |coordinate|"),
+        color=alt.Color("modality:N", scale=MODALITY_COLORS),
+        tooltip=["label:N", "modality:N", "axis:Q", alt.Tooltip("max_abs_coord:Q", format=".3f"), "argmax_coord:Q"],
+    )
+    rule = base.mark_rule(strokeDash=[4, 3], color="gray").encode(y="fully_tilted:Q")
+    chart = alt.layer(pts, rule).properties(width=320, height=200)
+    if column:
+        return chart.facet(column=alt.Column(f"{column}:N", title=None, header=alt.Header(labelLimit=400)))
+    return chart
+
+
+def conformity_scatter(points: pl.DataFrame, fits: pl.DataFrame, *, column: str | None = None) -> alt.TopLevelMixin:
+    """Conformity C(v) against cos(v, μ) per sample, with the stored fit C ≈ a·cos + b."""
+    sel = alt.selection_point(fields=["modality"], bind="legend")
+    scatter = (
+        alt.Chart(points)
+        .mark_circle(size=10)
+        .encode(
+            x=alt.X("cos_to_mean:Q", title="cos(v, μ_modality)", scale=alt.Scale(zero=False)),
+            y=alt.Y("conformity:Q", title="conformity C(v)", scale=alt.Scale(zero=False)),
+            color=alt.Color("modality:N", scale=MODALITY_COLORS),
+            opacity=alt.condition(sel, alt.value(0.5), alt.value(0.05)),
+            tooltip=["label:N", "modality:N", "item_id:N", "caption:N", "image_ref:N",
+                     alt.Tooltip("conformity:Q", format=".4f"), alt.Tooltip("cos_to_mean:Q", format=".4f")],
+        )
+        .add_params(sel)
+    )
+    fit = alt.Chart(fits).mark_line(strokeDash=[5, 3]).encode(
+        x="x:Q", y="y:Q", color=alt.Color("modality:N", scale=MODALITY_COLORS), detail="modality:N",
+        tooltip=["label:N", "modality:N", alt.Tooltip("a:Q", format=".4f"), alt.Tooltip("b:Q", format=".4f"),
+                 alt.Tooltip("r:Q", format=".4f", title="Pearson r")],
+    )
+    if column:  # layers with different data cannot be faceted: one panel per value, shared scales
+        panels = [
+            conformity_scatter(points.filter(pl.col(column) == v), fits.filter(pl.col(column) == v)).properties(title=str(v))
+            for v in points[column].unique(maintain_order=True).to_list()
+        ]
+        return alt.hconcat(*panels).resolve_scale(x="shared", y="shared")
+    return alt.layer(scatter, fit).properties(width=320, height=260)
+
+
+def shift_curves(df: pl.DataFrame, *, color: str | None = None) -> alt.TopLevelMixin:
+    """Origin shift: each measure against α (x ↦ x − α μ, re-normalised); α = 0 marked."""
+    long = df.unpivot(
+        index=[c for c in ("label", "alpha") if c in df.columns],
+        on=["alignment", "uniformity", "infonce", "text_to_image_top1", "image_to_text_top1"],
+        variable_name="measure", value_name="value",
+    )
+    base = alt.Chart(long)
+    enc = dict(
+        x=alt.X("alpha:Q", title="α (shift by −α·μ)"),
+        y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
+        tooltip=["label:N", "measure:N", alt.Tooltip("alpha:Q", format=".2f"), alt.Tooltip("value:Q", format=".4f")],
+    )
+    if color:
+        enc["color"] = alt.Color(f"{color}:N")
+    line = base.mark_line(point=True).encode(**enc)
+    zero = base.transform_filter("datum.alpha == 0").mark_rule(color="gray", strokeDash=[3, 3]).encode(x="alpha:Q")
+    return (
+        alt.layer(line, zero)
+        .properties(width=200, height=160)
+        .facet(facet=alt.Facet("measure:N", title=None), columns=5)
+        .resolve_scale(y="independent")
+    )

@@ -50,6 +50,10 @@ class Page:
     def add(self, section: Section) -> None:
         self.sections.append(section)
 
+    def chart_specs(self) -> list[tuple[str, dict]]:
+        """(section title, Vega-Lite spec) of every chart, for PNG/SVG export."""
+        return [(s.title, s.chart.to_dict()) for s in self.sections if s.chart is not None]
+
     def render(self) -> str:
         e = html.escape
         parts = [
@@ -59,6 +63,7 @@ class Page:
             "<style>",
             _CSS,
             "</style>",
+            _ERROR_TRAP_JS,
             f"<script>{vega_bundle()}</script>",
             "</head><body>",
             f"<h1>{e(self.title)}</h1>",
@@ -79,6 +84,7 @@ class Page:
             if s.table:
                 parts.append(_table_html(s.table))
             parts.append(f'<p class="caption">{e(s.caption)}</p></section>')
+        parts.append('<pre id="clipgeo-status" hidden></pre>')
         parts.append(f'<script type="application/json" id="specs">{_json_for_script(specs)}</script>')
         parts.append(_EMBED_JS)
         parts.append("</body></html>")
@@ -112,19 +118,40 @@ table.data th { background: #f4f4f4; }
 .chart-error { color: #a33; white-space: pre-wrap; }
 """
 
+_ERROR_TRAP_JS = """<script>
+window.clipgeoErrors = [];
+window.addEventListener("error", function (e) { window.clipgeoErrors.push("error: " + e.message); });
+(function () {
+  var original = console.error;
+  console.error = function () {
+    window.clipgeoErrors.push("console.error: " + Array.prototype.join.call(arguments, " "));
+    return original.apply(console, arguments);
+  };
+})();
+</script>"""
+
+# Renders every chart, then writes a machine-readable status (charts rendered, errors seen)
+# into #clipgeo-status, which the browser test reads.
 _EMBED_JS = """<script>
 (function () {
   var specs = JSON.parse(document.getElementById("specs").textContent);
-  window.clipgeoCharts = { total: specs.length, rendered: 0, errors: [] };
-  specs.forEach(function (item) {
+  var status = { total: specs.length, rendered: 0, chartErrors: [] };
+  var jobs = specs.map(function (item) {
     var id = item[0], spec = item[1];
-    vegaEmbed("#" + id, spec, { actions: { export: true, source: false, compiled: false, editor: false } })
-      .then(function () { window.clipgeoCharts.rendered += 1; })
+    return vegaEmbed("#" + id, spec, { renderer: "svg", actions: { export: true, source: false, compiled: false, editor: false } })
+      .then(function () { status.rendered += 1; })
       .catch(function (err) {
-        window.clipgeoCharts.errors.push(String(err));
+        status.chartErrors.push(id + ": " + err);
         var el = document.getElementById(id);
         el.className = "chart-error"; el.textContent = "chart failed to render: " + err;
       });
+  });
+  Promise.all(jobs).then(function () {
+    status.withGraphics = specs.filter(function (item) {
+      return document.querySelector("#" + item[0] + " svg, #" + item[0] + " canvas") !== null;
+    }).length;
+    status.jsErrors = window.clipgeoErrors;
+    document.getElementById("clipgeo-status").textContent = JSON.stringify(status);
   });
 })();
 </script>"""

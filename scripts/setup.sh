@@ -23,3 +23,15 @@ else
   .venv/bin/python -m pip install -q -e ".${extras}"
   echo "$key test=$want_test" > $stamp
 fi
+
+# The report tests open the HTML in a real headless browser: Debian's chromium.
+if [[ $want_test == 1 ]] && ! command -v chromium >/dev/null 2>&1; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing Debian's chromium for the browser tests"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "[setup] WARNING: chromium is not installed and cannot be installed here (need root + apt-get);" \
+         "the browser tests will fail: install Debian's 'chromium' package" >&2
+  fi
+fi
