@@ -349,8 +349,32 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def write_reports(home: DataHome, run_ids: list[str]) -> list[Path]:
-    """Write ``reports/run-<id>.html`` for each run and, for 2+ runs, ``reports/compare-<hash>.html``."""
+def export_charts(page: Page, folder: Path, fmt: str) -> list[Path]:
+    """Each chart of a page as an SVG or PNG file (for papers), named after its section."""
+    import re
+
+    import vl_convert as vlc
+
+    if fmt not in ("svg", "png"):
+        raise ValueError(f"export format {fmt!r}: expected svg or png")
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, (title, spec) in enumerate(page.chart_specs(), start=1):
+        slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:60]
+        path = folder / f"{i:02d}-{slug}.{fmt}"
+        if fmt == "svg":
+            path.write_text(vlc.vegalite_to_svg(spec), encoding="utf-8")
+        else:
+            path.write_bytes(vlc.vegalite_to_png(spec, scale=2))
+        out.append(path)
+    return out
+
+
+def write_reports(home: DataHome, run_ids: list[str], *, export: str | None = None) -> list[Path]:
+    """Write ``reports/run-<id>.html`` for each run and, for 2+ runs, ``reports/compare-<hash>.html``.
+
+    With ``export="svg"`` or ``"png"``, also each chart as a file under ``reports/<page name>/``.
+    """
     if not run_ids:
         return []
     with catalog.session(home, read_only=True) as con:
@@ -360,8 +384,12 @@ def write_reports(home: DataHome, run_ids: list[str]) -> list[Path]:
     if unknown:
         raise KeyError(f"runs not in the catalog {home.catalog}: {', '.join(unknown)} (see `clipgeo runs`)")
     home.reports.mkdir(parents=True, exist_ok=True)
-    paths = [_write(home.reports / f"run-{r}.html", run_page(data, r).render()) for r in run_ids]
+    pages = [(f"run-{r}", run_page(data, r)) for r in run_ids]
     if len(run_ids) > 1:
         digest = hashlib.sha1("|".join(sorted(run_ids)).encode()).hexdigest()[:8]
-        paths.append(_write(home.reports / f"compare-{digest}.html", compare_page(data, run_ids).render()))
+        pages.append((f"compare-{digest}", compare_page(data, run_ids)))
+    paths = [_write(home.reports / f"{name}.html", page.render()) for name, page in pages]
+    if export:
+        for name, page in pages:
+            export_charts(page, home.reports / name, export)
     return paths

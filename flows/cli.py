@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="(re)write the HTML reports from the catalog")
     _add_home(rep)
     rep.add_argument("--run", action="append", default=None, help="run ids (default: all measured runs)")
+    rep.add_argument("--export", choices=["svg", "png"], default=None, help="also write each chart as a file")
     return ap
 
 
@@ -193,7 +194,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not run_ids:
         with catalog.session(home, read_only=True) as con:
             run_ids = [r for (r,) in catalog.execute(con, "SELECT run_id FROM runs WHERE status = 'measured' ORDER BY label")]
-    for p in write_reports(home, run_ids):
+    for p in write_reports(home, run_ids, export=args.export):
         print(p)
     return 0
 

@@ -90,3 +90,12 @@ def test_reports_regenerate_identically_from_the_database(reports):
     strip = lambda t: re.sub(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", "", t)  # noqa: E731  (generation time)
     for p in again:
         assert strip(p.read_text()) == strip(before[p.name]), p.name
+
+
+def test_charts_export_as_svg(reports, tmp_path):
+    from dashboards.build import write_reports
+
+    home, _ = reports
+    write_reports(home, ["rC"], export="svg")
+    files = sorted((home.reports / "run-rC").glob("*.svg"))
+    assert files and all(f.read_text().lstrip().startswith("<svg") for f in files)
