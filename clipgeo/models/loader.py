@@ -184,9 +184,26 @@ def load_model(model_name: str, pretrained: str | None = None, device: str | Non
                 f"(open_clip.list_pretrained_tags_by_model({model_name!r}))"
             )
 
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        model_name, pretrained=pretrained, device=device
-    )
+    from clipgeo.models.cloob import cloob_state_dict, is_cloob_checkpoint
+
+    if sha is not None and not meta and is_cloob_checkpoint(pretrained):
+        # ml-jku/cloob format: DDP-prefixed keys plus an extra Hopfield scale; map onto the
+        # open_clip architecture of the same name (strict: every tensor must fit).
+        sd, cloob_meta = cloob_state_dict(pretrained)
+        model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=None, device="cpu")
+        try:
+            model.load_state_dict(sd, strict=True)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"CLOOB checkpoint {pretrained} (config {cloob_meta.get('model_config_file')}) does not fit open_clip "
+                f"model {model_name!r}: {str(exc)[:500]}"
+            ) from exc
+        model.to(device)
+        meta = cloob_meta
+    else:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            model_name, pretrained=pretrained, device=device
+        )
     model.eval()
     tokenizer = open_clip.get_tokenizer(model_name)
 

@@ -63,13 +63,20 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def checkpoint_meta(path: Path) -> dict:
-    """The sidecar metadata clipgeo's trainer writes next to a checkpoint ({} for foreign ones)."""
+    """The sidecar metadata clipgeo's trainer writes next to a checkpoint; for a CLOOB
+    (ml-jku) checkpoint what its format tells (Hopfield or not); {} for other foreign ones."""
     side = path.with_suffix(".json")
     if side.exists():
         try:
             return json.loads(side.read_text())
         except json.JSONDecodeError:
             log.warning("ignoring unreadable checkpoint sidecar %s", side)
+    from clipgeo.models.cloob import cloob_state_dict, is_cloob_checkpoint
+
+    if is_cloob_checkpoint(path):
+        _, meta = cloob_state_dict(path)
+        meta.pop("model_config", None)
+        return {**meta, "spec": {"hopfield": "hopfield_beta" in meta}}
     return {}
 
 
@@ -95,6 +102,9 @@ def _label(ref: ModelRef, meta: dict, dataset_id: str) -> str:
     if kind:
         kind += "+hopfield" if spec.get("hopfield") else ""
         return f"{ref.model_name} [{kind}] on {dataset_id}"
+    if meta.get("format") == "cloob":
+        hop = " +hopfield" if spec.get("hopfield") else ""
+        return f"{ref.model_name} (CLOOB checkpoint {Path(ref.pretrained or '').name}{hop}) on {dataset_id}"
     return f"{ref.model_name} ({ref.pretrained or 'random init'}) on {dataset_id}"
 
 
