@@ -231,58 +231,69 @@ def geometry_sections(f: dict[str, pl.DataFrame], who: str, column: str | None =
     return out
 
 
+def _per_run(df: pl.DataFrame, fmt) -> str:
+    """One clause per run (``fmt(row)`` for the first row of each label)."""
+    if not df.height:
+        return ""
+    return "; ".join(fmt(g.row(0, named=True)) for _, g in df.group_by("label", maintain_order=True))
+
+
+def core_sections(f: dict[str, pl.DataFrame], who: str, column: str | None = None) -> list[Section]:
+    """Retrieval, recall curves, gap, separability and PCA (shared by the run and comparison reports)."""
+    secs = f["sections"]
+    ret, curve, gap, sep, pca = f["retrieval"], f["curve"], f["gap"], f["sep"], f["pca"]
+    r1 = ret.filter((pl.col("direction") == "text_to_image") & (pl.col("k") == 1))
+    full = sep.filter((pl.col("vectors") == "normalized") & (pl.col("features") == "full"))
+    return [
+        Section(
+            "Cross-modal retrieval (Table II)",
+            f"Exact retrieval on normalised vectors of {who}. Text→image: a caption's own image in the top k; "
+            "image→text: any caption of the image in the top k (CLIP_benchmark). Black ticks: chance. Text→image R@1: "
+            + _per_run(r1, lambda r: f"{r['label']} {r['recall']:.1%} (chance {r['chance']:.2%})"),
+            chart=charts.retrieval_bars(ret, column=column) if ret.height else None,
+            missing=_missing(ret, "retrieval", secs, "retrieval"),
+        ),
+        Section(
+            "Recall@k curves",
+            f"recall@k for k = 1…{RECALL_CURVE_KS[-1]} from the stored per-query ranks of {who}"
+            + ("; colour = run, dash = direction." if column else "."),
+            chart=charts.recall_curve(curve, color="label" if column else "direction") if curve.height else None,
+            missing=_missing(curve, "retrieval rank", secs, "retrieval"),
+        ),
+        Section(
+            "Modality gap (Liang et al.)",
+            f"gap = ‖mean(x̂_I) − mean(x̂_T)‖ on normalised vectors of {who}; gap_raw the same on raw vectors; "
+            "paired distance = mean ‖x̂_I − x̂_T‖ over image–caption pairs. Measured gap: "
+            + _per_run(gap, lambda r: f"{r['label']} {r['gap']:.3f}"),
+            table=gap.drop("run_id").to_dicts() if gap.height else None,
+            missing=_missing(gap, "modality-gap", secs, "modality_gap"),
+        ),
+        Section(
+            "Modality separability (Table I)",
+            f"Soft-margin linear SVM (C = 1) separating image from text vectors of {who}, image = positive class, "
+            "held-out 30% of image–caption pairs; full vectors and their top-2 principal components. Held-out accuracy "
+            "on normalised vectors: " + _per_run(full, lambda r: f"{r['label']} {r['accuracy']:.1%}"),
+            chart=charts.separability_bars(sep, column=column) if sep.height else None,
+            table=sep.select("label", "vectors", "features", "accuracy", "precision", "recall", "n_train", "n_test").to_dicts()
+            if sep.height else None,
+            missing=_missing(sep, "separability", secs, "separability"),
+        ),
+        Section(
+            "Top-2 principal components (Fig. 2)",
+            f"Normalised image and caption vectors of {who} projected on the two leading principal components of both "
+            "modalities together (at most 2,000 points per modality stored). Click the legend to isolate a modality.",
+            chart=charts.pca_scatter(pca, column=column) if pca.height else None,
+            missing=_missing(pca, "PCA", secs, "pca"),
+        ),
+    ]
+
+
 def run_page(data: dict[str, pl.DataFrame], run_id: str) -> Page:
     f = {k: v.filter(pl.col("run_id") == run_id) for k, v in data.items()}
     run = f["runs"].to_dicts()[0]
     label = run["label"]
     page = Page(title=f"clipgeo report — {label}", provenance=_provenance(run) + [("generated", _now())])
-    ret = f["retrieval"]
-    chance = {(d, k): c for d, k, c in ret.select("direction", "k", "chance").iter_rows()}
-    page.add(Section(
-        "Cross-modal retrieval (Table II)",
-        f"Exact retrieval on normalised vectors of {label}. Text→image: a caption's own image in the top k; "
-        f"image→text: any caption of the image in the top k (CLIP_benchmark). Black ticks: chance. "
-        + (f"Measured R@1: text→image {ret.filter((pl.col('direction')=='text_to_image') & (pl.col('k')==1))['recall'][0]:.1%} "
-           f"(chance {chance[('text_to_image', 1)]:.2%})." if ret.height else ""),
-        chart=charts.retrieval_bars(ret) if ret.height else None,
-        missing=_missing(ret, "retrieval", f["sections"], "retrieval"),
-    ))
-    curve = f["curve"]
-    page.add(Section(
-        "Recall@k curve",
-        f"recall@k for k = 1…{RECALL_CURVE_KS[-1]} from the stored per-query ranks of {label}.",
-        chart=charts.recall_curve(curve) if curve.height else None,
-        missing=_missing(curve, "retrieval rank", f["sections"], "retrieval"),
-    ))
-    gap = f["gap"]
-    page.add(Section(
-        "Modality gap (Liang et al.)",
-        f"gap = ‖mean(x̂_I) − mean(x̂_T)‖ on normalised vectors of {label}; gap_raw the same on raw vectors; "
-        "paired distance = mean ‖x̂_I − x̂_T‖ over image–caption pairs."
-        + (f" Measured gap {gap['gap'][0]:.3f}." if gap.height else ""),
-        table=gap.drop("run_id", "label").to_dicts() if gap.height else None,
-        missing=_missing(gap, "modality-gap", f["sections"], "modality_gap"),
-    ))
-    sep = f["sep"]
-    full = sep.filter((pl.col("vectors") == "normalized") & (pl.col("features") == "full"))
-    page.add(Section(
-        "Modality separability (Table I)",
-        f"Soft-margin linear SVM (C = 1) separating image from text vectors of {label}, image = positive class, "
-        "held-out 30% of image–caption pairs; full vectors and their top-2 principal components."
-        + (f" Held-out accuracy on normalised vectors: {full['accuracy'][0]:.1%}." if full.height else ""),
-        chart=charts.separability_bars(sep) if sep.height else None,
-        table=sep.select("vectors", "features", "accuracy", "precision", "recall", "n_train", "n_test").to_dicts() if sep.height else None,
-        missing=_missing(sep, "separability", f["sections"], "separability"),
-    ))
-    pca = f["pca"]
-    page.add(Section(
-        "Top-2 principal components (Fig. 2)",
-        f"Normalised image and caption vectors of {label} projected on the two leading principal components of "
-        f"both modalities together ({pca.height} points stored, at most 2000 per modality). Click the legend to isolate a modality.",
-        chart=charts.pca_scatter(pca) if pca.height else None,
-        missing=_missing(pca, "PCA", f["sections"], "pca"),
-    ))
-    for sec in geometry_sections(f, label):
+    for sec in core_sections(f, label) + geometry_sections(f, label):
         page.add(sec)
     sections = f["sections"]
     page.add(Section(
@@ -313,31 +324,7 @@ def compare_page(data: dict[str, pl.DataFrame], run_ids: list[str]) -> Page:
         + "; ".join(f"{r['label']}: {_headline(r)}" for r in cmp.to_dicts()),
         table=cmp.to_dicts(),
     ))
-    page.add(Section(
-        "Cross-modal retrieval, side by side",
-        "recall@k per direction with chance ticks; shared y scale.",
-        chart=charts.retrieval_bars(data["retrieval"], column="label") if data["retrieval"].height else None,
-        missing=_missing(data["retrieval"], "retrieval"),
-    ))
-    page.add(Section(
-        "Recall@k curves",
-        "Cumulative recall from stored per-query ranks; colour = run, dash = direction.",
-        chart=charts.recall_curve(data["curve"], color="label") if data["curve"].height else None,
-        missing=_missing(data["curve"], "retrieval rank"),
-    ))
-    page.add(Section(
-        "Modality separability, side by side",
-        "Held-out linear-SVM scores per run; shared y scale.",
-        chart=charts.separability_bars(data["sep"], column="label") if data["sep"].height else None,
-        missing=_missing(data["sep"], "separability"),
-    ))
-    page.add(Section(
-        "Top-2 principal components, side by side",
-        "Each run's normalised vectors on its own two leading principal components.",
-        chart=charts.pca_scatter(data["pca"], column="label") if data["pca"].height else None,
-        missing=_missing(data["pca"], "PCA"),
-    ))
-    for sec in geometry_sections(data, "each run", column="label"):
+    for sec in core_sections(data, "each run", column="label") + geometry_sections(data, "each run", column="label"):
         page.add(sec)
     return page
 

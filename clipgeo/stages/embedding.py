@@ -31,6 +31,7 @@ import pyarrow as pa
 
 import clipgeo
 from clipgeo.config import DataHome
+from clipgeo.models.train import sha256_file
 from clipgeo.sources.base import Sample
 from clipgeo.stages.ingest import load_samples
 from clipgeo.store import catalog, vectors
@@ -52,14 +53,6 @@ class ModelRef:
         if self.pretrained and (("/" in self.pretrained) or self.pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))):
             return Path(self.pretrained).expanduser().resolve()
         return None
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def checkpoint_meta(path: Path) -> dict:
@@ -86,7 +79,7 @@ def model_identity(ref: ModelRef) -> tuple[str, str | None, dict]:
     if ckpt is not None:
         if not ckpt.exists():
             raise FileNotFoundError(f"checkpoint {ckpt} (model {ref.model_name}) does not exist")
-        sha = file_sha256(ckpt)
+        sha = sha256_file(ckpt)
         return f"{ref.model_name}@{sha[:12]}", sha, checkpoint_meta(ckpt)
     return f"{ref.model_name}@{ref.pretrained or 'random-init'}", None, {}
 
