@@ -39,7 +39,12 @@ def measure_key(context: Any, p: dict[str, Any]) -> str:
     """Run id + the committed vectors' Lance version + analysis and code versions."""
     h = DataHome.resolve(p["home"])
     run_id = p["run_id"]
-    return _key("measure", str(h.root), run_id, vectors.table_version(h, run_id), ANALYSIS_VERSION, clipgeo.__version__)
+    from clipgeo.stages.measure import find_reference_run
+
+    ref = find_reference_run(h, run_id)
+    return _key("measure", str(h.root), run_id, vectors.table_version(h, run_id), ref,
+                vectors.table_version(h, ref) if ref else None, bool(p.get("umap_grid")), ANALYSIS_VERSION,
+                clipgeo.__version__)
 
 
 def checkpoint_present(path: str) -> bool:

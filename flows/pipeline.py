@@ -54,6 +54,8 @@ def pipeline(
     device: str | None = None,
     make_report: bool = True,
     cluster_address: str | None = None,
+    embed_train_split: bool = True,
+    umap_grid: bool = False,
 ) -> dict:
     """The whole pipeline on the ``shapes`` default.
 
@@ -68,6 +70,10 @@ def pipeline(
         device: ``cuda`` / ``cpu`` (default: CUDA when present).
         make_report: write the HTML reports.
         cluster_address: a Dask scheduler address to embed on (default: this machine).
+        embed_train_split: also embed the train split with each model, as the reference
+            ("training-like") run for the nearest-reference and cross-dataset separability
+            measurements; only the val runs are measured and reported.
+        umap_grid: also fit the UMAP hyperparameter grid (16 layouts) for each run.
     """
     t0 = time.perf_counter()
     h = DataHome.resolve(home).ensure()
@@ -89,10 +95,12 @@ def pipeline(
     embed = embed_flow.with_options(task_runner=task_runner_for(cluster_address))
     meas = measure.with_options(refresh_cache="measure" in force or "embed" in force)
     for ref in refs:
+        if embed_train_split:
+            embed(ref.model_name, splits["train"], ref.pretrained, home=home_s, force="embed" in force, device=device)
         run_id = embed(ref.model_name, splits["val"], ref.pretrained, home=home_s, force="embed" in force, device=device)
-        meas(home_s, run_id)
+        meas(home_s, run_id, umap_grid)
         if not analysis_current(home_s, run_id):  # cached, but the tables were removed since
-            meas.with_options(refresh_cache=True)(home_s, run_id)
+            meas.with_options(refresh_cache=True)(home_s, run_id, umap_grid)
         run_ids.append(run_id)
     paths = report(home_s, run_ids) if make_report else []
     summary = collect_summary(h, run_ids, paths, seconds=time.perf_counter() - t0)

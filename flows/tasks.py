@@ -55,9 +55,9 @@ def train_model(home: str, dataset_id: str, objective: str, hopfield: bool, step
 
 
 @task(name="measure", cache_key_fn=measure_key, cache_expiration=CACHE_FOR, persist_result=True)
-def measure(home: str, run_id: str) -> dict[str, int]:
+def measure(home: str, run_id: str, umap_grid: bool = False) -> dict[str, int]:
     """Every metric table for one run, into DuckDB (replacing that run's rows)."""
-    rows = measure_run(DataHome.resolve(home), run_id).rows
+    rows = measure_run(DataHome.resolve(home), run_id, umap_grid=umap_grid).rows
     get_run_logger().info("run %s measured: %s", run_id, rows)
     return rows
 

@@ -35,6 +35,7 @@ def test_pipeline_fills_every_table(pipeline_runs):
     assert _count(home, "SELECT count(*) FROM datasets") == 2
     assert _count(home, "SELECT count(*) FROM samples") == (SMALL["n_train"] + SMALL["n_val"]) * 3
     assert _count(home, "SELECT count(*) FROM models") == 2
+    assert _count(home, "SELECT count(*) FROM runs") == 4  # val (measured) + train (reference) per model
     for run_id in run_ids:
         p = [run_id]
         assert _count(home, "SELECT status FROM runs WHERE run_id = ?", p) == "measured"
@@ -45,12 +46,17 @@ def test_pipeline_fills_every_table(pipeline_runs):
         assert _count(home, "SELECT count(*) FROM separability WHERE run_id = ?", p) == 4  # raw/normalized x full/pca2
         assert _count(home, "SELECT count(*) FROM pca_points WHERE run_id = ?", p) == n_img + n_txt
         assert _count(home, "SELECT count(*) FROM run_summary WHERE run_id = ?", p) == 1
-        assert _count(home, "SELECT count(*) FROM measure_sections WHERE run_id = ? AND status <> 'ok'", p) == 0
+        assert _count(home, "SELECT count(*) FROM measure_sections WHERE run_id = ? AND status = 'failed'", p) == 0
         assert _count(home, "SELECT count(*) FROM geo_modality WHERE run_id = ? AND vectors = 'raw'", p) == 2
         assert _count(home, "SELECT count(*) FROM geo_per_sample WHERE run_id = ?", p) == n_img + n_txt
         assert _count(home, "SELECT count(*) FROM geo_origin_shift WHERE run_id = ?", p) == 9
         assert _count(home, "SELECT count(*) FROM geo_eigenvalues WHERE run_id = ?", p) == 2 * 64  # d = 64 per modality
         assert _count(home, "SELECT count(*) FROM v_conformity_extremes WHERE run_id = ? AND modality = 'text'", p) == 20
+        assert _count(home, "SELECT count(*) FROM topo_umap WHERE run_id = ?", p) == 2 * n_img
+        assert _count(home, "SELECT count(*) FROM topo_nearest_reference WHERE run_id = ?", p) == n_img + n_txt
+        assert _count(home, "SELECT count(*) FROM topo_separability_matrix WHERE run_id = ? AND NOT same_set", p) > 0
+        assert _count(home, "SELECT count(*) FROM topo_spectra_summary WHERE run_id = ?", p) == 3
+        assert _count(home, "SELECT status FROM measure_sections WHERE run_id = ? AND section = 'umap_grid'", p) == "skipped"
         # recall@k from the SQL transform agrees with the ranks
         r5 = _count(home, "SELECT recall FROM retrieval WHERE run_id = ? AND direction = 'text_to_image' AND k = 5", p)
         direct = _count(home, "SELECT avg((rank < 5)::DOUBLE) FROM retrieval_ranks WHERE run_id = ? AND direction = 'text_to_image'", p)
@@ -77,5 +83,5 @@ def test_second_run_reuses_training_and_embeddings_without_duplicates(pipeline_r
     assert {p: p.stat().st_mtime_ns for p in home.checkpoints.glob("*.pt")} == ckpts  # not retrained
     assert [r["run_id"] for r in first["runs"]] == [r["run_id"] for r in second["runs"]]
     assert first["table_rows"] == second["table_rows"]  # exact counts, nothing duplicated
-    assert _count(home, "SELECT count(*) FROM runs") == 2
+    assert _count(home, "SELECT count(*) FROM runs") == 4
     assert second["seconds"] < first["seconds"]

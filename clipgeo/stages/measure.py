@@ -52,6 +52,9 @@ class RunData:
     normalized_only: bool
     logit_scale: float | None
     seed: int = 0
+    reference: "RunData | None" = None   # the same model on the training-like dataset
+    options: dict = field(default_factory=dict)  # e.g. umap_grid=True
+    cache: dict = field(default_factory=dict)    # results one section hands to a later one
 
     @cached_property
     def img_n(self) -> np.ndarray:
@@ -246,8 +249,7 @@ def _run_section(sec: Section, data: RunData) -> tuple[str, str | None, dict[str
     return status, message, out, time.perf_counter() - t0
 
 
-def measure_run(home: DataHome, run_id: str, *, seed: int = 0, sections: Sequence[str] | None = None) -> MeasureResult:
-    """Compute every section (or those named) for one run and store them in one transaction."""
+def _load_run(home: DataHome, run_id: str) -> tuple[str, bool, float | None, vectors.RunVectors]:
     with catalog.session(home) as con:
         found = catalog.execute(
             con,
@@ -263,7 +265,39 @@ def measure_run(home: DataHome, run_id: str, *, seed: int = 0, sections: Sequenc
     rv = vectors.read_run(home, run_id, normalized=bool(normalized_only))
     if (rv.text_image_index < 0).any():
         raise RuntimeError(f"run {run_id}: {int((rv.text_image_index < 0).sum())} captions have no image vector")
-    data = RunData(run_id, dataset_id, rv, bool(normalized_only), logit_scale, seed)
+    return dataset_id, bool(normalized_only), logit_scale, rv
+
+
+def find_reference_run(home: DataHome, run_id: str) -> str | None:
+    """The same model on the training-like dataset: the ``train`` split of the same source
+    (``<name>:train`` for a run on ``<name>:<split>``), when it has been embedded."""
+    with catalog.session(home) as con:
+        rows = catalog.execute(
+            con,
+            "SELECT ref.run_id FROM runs r JOIN runs ref ON ref.model_id = r.model_id AND ref.run_id <> r.run_id"
+            " WHERE r.run_id = ? AND ref.status IN ('embedded', 'measured')"
+            " AND split_part(ref.dataset_id, ':', 1) = split_part(r.dataset_id, ':', 1)"
+            " AND split_part(ref.dataset_id, ':', 2) = 'train' AND split_part(r.dataset_id, ':', 2) <> 'train'",
+            [run_id],
+        )
+    return rows[0][0] if rows else None
+
+
+def measure_run(home: DataHome, run_id: str, *, seed: int = 0, sections: Sequence[str] | None = None,
+                reference_run_id: str | None = None, umap_grid: bool = False) -> MeasureResult:
+    """Compute every section (or those named) for one run and store them in one transaction.
+
+    ``reference_run_id``: the same model on a training-like dataset, for the nearest-reference
+    and cross-dataset separability sections (default: found by :func:`find_reference_run`).
+    ``umap_grid``: also fit the UMAP hyperparameter grid.
+    """
+    dataset_id, normalized_only, logit_scale, rv = _load_run(home, run_id)
+    reference = None
+    ref_id = reference_run_id or find_reference_run(home, run_id)
+    if ref_id:
+        r_dataset, r_norm, r_scale, r_rv = _load_run(home, ref_id)
+        reference = RunData(ref_id, r_dataset, r_rv, r_norm, r_scale, seed)
+    data = RunData(run_id, dataset_id, rv, normalized_only, logit_scale, seed, reference, {"umap_grid": umap_grid})
     chosen = all_sections()
     if sections is not None:
         known = {s.name for s in chosen}

@@ -1,0 +1,149 @@
+"""Measurement sections of "Topological Perspectives on Optimal Multimodal Embedding Spaces"
+(tables ``topo_*``, ``sql/schema/006_topology.sql``).
+
+Sections: cosine distributions (Fig. 3), spectra (Figs. 10–12), UMAP layout with the
+modality-mixing share and paired lines (Figs. 4–8), HDBSCAN clusters with local dimension
+and per-cluster retrieval (Figs. 13–15), the nearest reference sample (Fig. 1) and the
+train × eval separability matrix (Table I) — the last two against a *reference run*: the
+same model on the training-like dataset (for ``shapes``: its train split), and the UMAP
+hyperparameter grid (Figs. 16–17) when asked for.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from clipgeo.stages.measure import RunData, Section, Skip
+from clipgeo.topology.clusters import cluster_local_dimension, cluster_points
+from clipgeo.topology.cosines import cosine_distributions
+from clipgeo.topology.mixing import modality_mixing
+from clipgeo.topology.separability_matrix import separability_matrix
+from clipgeo.topology.spectra import spectra
+from clipgeo.topology.umap_layout import first_pairs, paired_lines, umap_grid, umap_layout
+
+UMAP_PAIRS = 5000
+MIXING_K = 15
+
+
+def _tag(df: pl.DataFrame, run_id: str) -> pl.DataFrame:
+    return df.with_columns(pl.lit(run_id).alias("run_id"))
+
+
+def _pairs(d: RunData) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The first pairs as the UMAP uses them: (images, texts, image rows, text rows)."""
+    key = "first_pairs"
+    if key not in d.cache:
+        d.cache[key] = first_pairs(d.img_n, d.txt_n, UMAP_PAIRS, d.idx)
+    return d.cache[key]
+
+
+def _item_ids(d: RunData, df: pl.DataFrame) -> pl.Series:
+    """item_id (image_id / sample_id) for rows with modality and row_index."""
+    mods = df["modality"].to_numpy()
+    rows = df["row_index"].to_numpy()
+    out = np.empty(len(rows), dtype=object)
+    img = mods == "image"
+    out[img] = d.rv.image_ids[rows[img]]
+    out[~img] = d.rv.sample_ids[rows[~img]]
+    return pl.Series("item_id", out.astype(str))
+
+
+def _cosines(d: RunData) -> dict:
+    hist, summary = cosine_distributions(d.img_n, d.txt_n, d.idx, seed=d.seed)
+    return {"topo_cosine_hist": _tag(hist, d.run_id), "topo_cosine_summary": _tag(summary, d.run_id)}
+
+
+def _spectra(d: RunData) -> dict:
+    curve, summary = spectra(d.rv.images, d.rv.texts)
+    return {"topo_spectra": _tag(curve, d.run_id), "topo_spectra_summary": _tag(summary, d.run_id)}
+
+
+def _umap(d: RunData) -> dict:
+    im, tx, img_rows, txt_rows = _pairs(d)
+    try:
+        layout = umap_layout(d.img_n, d.txt_n, UMAP_PAIRS, seed=d.seed, txt_image_index=d.idx)
+    except ValueError as exc:
+        if "too few" in str(exc).lower() or "points" in str(exc).lower():
+            raise Skip(f"UMAP not computed: {exc}") from exc
+        raise
+    d.cache["umap_layout"] = layout
+    points, summary = modality_mixing(im, tx, layout, k=MIXING_K)
+    lines_pca = paired_lines(d.img_n, d.txt_n, 500, txt_image_index=d.idx, seed=d.seed).with_columns(pl.lit("pca").alias("plane"))
+    lines_umap = paired_lines(d.img_n, d.txt_n, 500, txt_image_index=d.idx, layout=layout, seed=d.seed).with_columns(
+        pl.lit("umap").alias("plane"))
+    layout_rows = layout.with_columns(_item_ids(d, layout))
+    return {
+        "topo_umap": _tag(layout_rows, d.run_id),
+        "topo_mixing": _tag(points, d.run_id),
+        "topo_mixing_summary": [{"run_id": d.run_id, **{k: float(v) for k, v in summary.items()}}],
+        "topo_paired_lines": _tag(pl.concat([lines_pca, lines_umap], how="diagonal"), d.run_id),
+    }
+
+
+def _clusters(d: RunData) -> dict:
+    layout = d.cache.get("umap_layout")
+    if layout is None:
+        raise Skip("needs the UMAP layout of this run, which was not computed (see section 'umap')")
+    clusters = cluster_points(layout)
+    im, tx, _, _ = _pairs(d)
+    per_cluster, cluster_spectra, corr = cluster_local_dimension(im, tx, clusters, seed=d.seed)
+    assign = clusters.with_columns(_item_ids(d, clusters)).select("modality", "item_id", "item_index", "cluster")
+    return {
+        "topo_cluster_members": _tag(assign, d.run_id),
+        "topo_clusters": _tag(per_cluster, d.run_id),
+        "topo_cluster_spectra": _tag(cluster_spectra, d.run_id),
+        "topo_cluster_correlation": _tag(corr, d.run_id),
+    }
+
+
+def _reference(d: RunData):
+    if d.reference is None:
+        raise Skip("no reference run: embed the training-like dataset with the same model "
+                   "(the shapes pipeline embeds its train split) or pass reference_run_id")
+    return d.reference
+
+
+def _nearest(d: RunData) -> dict:
+    from clipgeo.topology.nearest import nearest_reference
+
+    ref = _reference(d)
+    frames = []
+    for modality, q, r, ids in (("image", d.img_n, ref.img_n, d.rv.image_ids), ("text", d.txt_n, ref.txt_n, d.rv.sample_ids)):
+        rows = nearest_reference(q, r)
+        frames.append(rows.with_columns(pl.lit(modality).alias("modality"),
+                                        pl.Series("item_id", ids[rows["query_index"].to_numpy()].astype(str))))
+    out = pl.concat(frames).with_columns(pl.lit(ref.run_id).alias("reference_run_id"),
+                                         pl.lit(ref.dataset_id).alias("reference_dataset_id"))
+    return {"topo_nearest_reference": _tag(out, d.run_id)}
+
+
+def _sep_matrix(d: RunData) -> dict:
+    ref = _reference(d)
+    ipi, ipt = d.pairs
+    rpi, rpt = ref.pairs
+    sets = {d.dataset_id: (d.rv.images[ipi], d.rv.texts[ipt]), ref.dataset_id: (ref.rv.images[rpi], ref.rv.texts[rpt])}
+    if d.normalized_only:
+        sets = {k: (v[0], v[1]) for k, v in sets.items()}
+    df = separability_matrix(sets, normalized=(True,) if d.normalized_only else (False, True), seed=d.seed)
+    return {"topo_separability_matrix": _tag(df, d.run_id)}
+
+
+def _umap_grid(d: RunData) -> dict:
+    if not d.options.get("umap_grid"):
+        raise Skip("not requested (measure with umap_grid=True; it fits 16 UMAP layouts)")
+    layouts, cells = umap_grid(d.img_n, d.txt_n, n_pairs=min(UMAP_PAIRS, 2000), seed=d.seed, txt_image_index=d.idx)
+    keep = layouts.select("n_neighbors", "min_dist", "modality", "item_index", "x2d", "y2d")
+    return {"topo_umap_grid": _tag(keep, d.run_id), "topo_umap_grid_cells": _tag(cells, d.run_id)}
+
+
+SECTIONS = [
+    Section("cosines", ("topo_cosine_hist", "topo_cosine_summary"), _cosines),
+    Section("spectra", ("topo_spectra", "topo_spectra_summary"), _spectra),
+    Section("umap", ("topo_umap", "topo_mixing", "topo_mixing_summary", "topo_paired_lines"), _umap),
+    Section("clusters", ("topo_cluster_members", "topo_clusters", "topo_cluster_spectra", "topo_cluster_correlation"),
+            _clusters),
+    Section("nearest_reference", ("topo_nearest_reference",), _nearest),
+    Section("separability_matrix", ("topo_separability_matrix",), _sep_matrix),
+    Section("umap_grid", ("topo_umap_grid", "topo_umap_grid_cells"), _umap_grid),
+]
