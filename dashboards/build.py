@@ -66,6 +66,42 @@ def _load(con, run_ids: list[str]) -> dict[str, pl.DataFrame]:
         ),
         "geo_shift": q(f"SELECT g.*, l.label FROM geo_origin_shift g JOIN {labels} l USING (run_id) ORDER BY l.label, alpha"),
         "extremes": q(f"SELECT * FROM v_conformity_extremes {where} ORDER BY run_id, modality, kind DESC, rank"),
+        "headline": q(f"SELECT * FROM v_headline {where} ORDER BY label"),
+        "nearest": q(
+            f"WITH h AS (SELECT n.run_id, n.modality, floor(n.max_cos * 50) / 50 AS max_cos, count(*) AS n,"
+            f" any_value(n.reference_dataset_id) AS reference_dataset_id FROM topo_nearest_reference n {where}"
+            f" GROUP BY n.run_id, n.modality, floor(n.max_cos * 50) / 50)"
+            f" SELECT h.*, l.label, h.n / sum(h.n) OVER (PARTITION BY h.run_id, h.modality) * 50 AS density"
+            f" FROM h JOIN {labels} l USING (run_id) ORDER BY h.run_id, h.modality, h.max_cos"
+        ),
+        "sepmat": q(f"SELECT m.*, l.label FROM topo_separability_matrix m JOIN {labels} l USING (run_id) ORDER BY l.label, train_set, eval_set, normalized DESC, pca"),
+        "cos_hist": q(f"SELECT h.*, (h.bin_lo + h.bin_hi) / 2 AS cos, l.label FROM topo_cosine_hist h JOIN {labels} l USING (run_id) ORDER BY l.label, kind, bin_lo"),
+        "cos_summary": q(f"SELECT s.*, l.label FROM topo_cosine_summary s JOIN {labels} l USING (run_id) ORDER BY l.label, kind"),
+        "umap": q(
+            f"WITH u AS (SELECT u.*, row_number() OVER (PARTITION BY run_id, modality ORDER BY hash(item_id)) AS k,"
+            f" count(*) OVER (PARTITION BY run_id, modality) AS n_total FROM topo_umap u {where})"
+            f" SELECT u.run_id, l.label, u.modality, u.item_id, u.x2d, u.y2d, u.n_total, c.cluster::VARCHAR AS cluster,"
+            f" p.conformity, p.cos_to_mean, s.caption, s.image_ref"
+            f" FROM u JOIN {labels} l USING (run_id) JOIN runs ru USING (run_id)"
+            f" LEFT JOIN topo_cluster_members c ON c.run_id = u.run_id AND c.modality = u.modality AND c.item_index = u.item_index"
+            f" LEFT JOIN geo_per_sample p ON p.run_id = u.run_id AND p.modality = u.modality AND p.item_id = u.item_id"
+            f" LEFT JOIN samples s ON u.modality = 'text' AND s.dataset_id = ru.dataset_id AND s.sample_id = u.item_id"
+            f" WHERE u.k <= {SCATTER_MAX_POINTS} ORDER BY u.run_id, u.modality, u.item_id"
+        ),
+        "mixing": q(f"SELECT m.*, l.label FROM topo_mixing_summary m JOIN {labels} l USING (run_id) ORDER BY l.label"),
+        "lines": q(f"SELECT p.*, l.label FROM topo_paired_lines p JOIN {labels} l USING (run_id) ORDER BY l.label, plane, pair_id"),
+        "spectra": q(f"SELECT s.*, l.label FROM topo_spectra s JOIN {labels} l USING (run_id) ORDER BY l.label, scope, index"),
+        "spectra_summary": q(f"SELECT s.*, l.label FROM topo_spectra_summary s JOIN {labels} l USING (run_id) ORDER BY l.label, scope"),
+        "clusters": q(f"SELECT c.*, c.cluster::VARCHAR AS cluster_name, l.label FROM topo_clusters c JOIN {labels} l USING (run_id) ORDER BY l.label, cluster"),
+        "cluster_spectra": q(
+            f"SELECT c.*, c.cluster::VARCHAR AS cluster_name, l.label FROM topo_cluster_spectra c JOIN {labels} l USING (run_id)"
+            f" WHERE c.scope = 'joint' ORDER BY l.label, c.cluster, c.index"
+        ),
+        "cluster_corr": q(f"SELECT c.*, l.label FROM topo_cluster_correlation c JOIN {labels} l USING (run_id) ORDER BY l.label"),
+        "umap_grid": q(
+            f"WITH g AS (SELECT g.*, row_number() OVER (PARTITION BY run_id, n_neighbors, min_dist, modality ORDER BY item_index) AS k"
+            f" FROM topo_umap_grid g {where}) SELECT g.*, l.label FROM g JOIN {labels} l USING (run_id) WHERE g.k <= 500"
+        ),
     }
 
 
@@ -288,12 +324,150 @@ def core_sections(f: dict[str, pl.DataFrame], who: str, column: str | None = Non
     ]
 
 
+def _umap_note(u: pl.DataFrame) -> str:
+    if not u.height:
+        return ""
+    t = u.group_by("run_id", "modality").agg(pl.col("n_total").first(), pl.len().alias("shown"))
+    cut = t.filter(pl.col("n_total") > pl.col("shown"))
+    return (" All laid-out points shown." if not cut.height else " Sampled for responsiveness: " + "; ".join(
+        f"{r['modality']} {r['shown']} of {r['n_total']}" for r in cut.to_dicts()) + " points shown.")
+
+
+def topology_sections(f: dict[str, pl.DataFrame], who: str, column: str | None = None) -> list[Section]:
+    """The figures and tables of the topological paper (shared by the run and comparison reports)."""
+    secs = f["sections"]
+    out = []
+    sm = f["sepmat"]
+    out.append(Section(
+        "Table I — separability across datasets (train × eval)",
+        f"Linear SVM on modality labels for {who}, trained on one dataset's pairs and evaluated on the held-out pairs of "
+        "the same and of the other dataset embedded by the same model (the reference run); raw and normalised vectors, "
+        "full and top-2 PCs.",
+        table=sm.select("label", "train_set", "eval_set", "normalized", "pca", "n_features", "accuracy", "precision",
+                        "recall", "n_test").to_dicts() if sm.height else None,
+        missing=_missing(sm, "separability-matrix", secs, "separability_matrix"),
+    ))
+    nr = f["nearest"]
+    out.append(Section(
+        "Fig. 1 — cosine to the nearest reference sample",
+        f"Per sample of {who}, the highest cosine to any sample of the same modality in the reference (training-like) "
+        "dataset embedded by the same model; histogram (bins of 0.02)."
+        + (f" Reference: {nr['reference_dataset_id'][0]}." if nr.height else ""),
+        chart=density_or_none(nr, "max_cos", "max cos to the reference set", "modality", column),
+        missing=_missing(nr, "nearest-reference", secs, "nearest_reference"),
+    ))
+    ch = f["cos_hist"]
+    cs = f["cos_summary"]
+    out.append(Section(
+        "Fig. 3 — cosine similarity distributions",
+        f"Paired image–text, unpaired image–text, image–image and text–text cosines of {who} (normalised vectors; large "
+        "populations on a fixed-seed sample of pairs, see n_pairs). Means: "
+        + _per_run(cs, lambda r: r["label"]) + " — "
+        + "; ".join(f"{r['kind']} {r['mean']:.3f}" for r in cs.to_dicts()[:8] if r.get("mean") is not None),
+        chart=density_or_none(ch, "cos", "cosine", "kind", column),
+        table=cs.drop("run_id").to_dicts() if cs.height and not column else None,
+        missing=_missing(ch, "cosine", secs, "cosines"),
+    ))
+    u = f["umap"]
+    mx = f["mixing"]
+    mix_caption = _per_run(mx, lambda r: f"{r['label']}: mean share of other-modality neighbours (k = {int(r['k'])}) "
+                                         f"{r['mean_share_original']:.3f} in the original space, {r['mean_share_layout']:.3f} "
+                                         f"in the layout (mixing ratio {r['mixing_ratio_original']:.2f} / "
+                                         f"{r['mixing_ratio_layout']:.2f} of what fully mixed modalities give)")
+    if column:
+        out.append(Section(
+            "Figs. 4, 5, 7 — UMAP of the joint embedding",
+            f"UMAP (cosine input, haversine output, fixed seed) of the first pairs' normalised vectors for {who}. "
+            + mix_caption + "." + _umap_note(u),
+            chart=charts.umap_scatter(u, column=column) if u.height else None,
+            missing=_missing(u, "UMAP", secs, "umap"),
+        ))
+    else:
+        out.append(Section(
+            "Figs. 4, 5, 7 — UMAP of the joint embedding, linked to conformity",
+            f"UMAP (cosine input, haversine output, fixed seed) of the first pairs' normalised vectors of {who}, shown "
+            "equirectangular after rotating the mean direction to the centre; brush it to highlight the same samples in "
+            "the conformity plot. " + mix_caption + "." + _umap_note(u),
+            chart=charts.umap_linked(u) if u.height else None,
+            missing=_missing(u, "UMAP", secs, "umap"),
+        ))
+    out.append(Section(
+        "Modality mixing share",
+        "For each point, the share of its k nearest neighbours that are of the other modality, in the original space and "
+        "in the 2-D layout; mixing ratio = mean share / the share fully mixed modalities would give.",
+        table=mx.select("label", "k", "mean_share_original_image", "mean_share_original_text", "mixing_ratio_original",
+                        "mean_share_layout_image", "mean_share_layout_text", "mixing_ratio_layout").to_dicts()
+        if mx.height else None,
+        missing=_missing(mx, "mixing", secs, "umap"),
+    ))
+    for plane, title in (("pca", "top-2 principal components"), ("umap", "UMAP plane")):
+        ln = f["lines"].filter(pl.col("plane") == plane) if f["lines"].height else f["lines"]
+        out.append(Section(
+            f"Figs. 6, 8 — paired lines ({title})",
+            f"500 image–caption pairs of {who} in the {title}, each joined by a line (blue: image, orange: caption). "
+            "Long parallel lines mean separated but coordinated modalities.",
+            chart=charts.paired_line_chart(ln, column=column) if ln.height else None,
+            missing=_missing(ln, "paired-line", secs, "umap"),
+        ))
+    sp, ss = f["spectra"], f["spectra_summary"]
+    out.append(Section(
+        "Figs. 10–12 — singular-value spectra",
+        f"Singular values σ_k/σ_1 of the centred normalised vectors of {who}, per modality and joint. Collapse point = "
+        "first k with σ_k/σ_1 below the threshold; effective rank = exp(entropy of σ/Σσ). "
+        + "; ".join(f"{r['label']} {r['scope']}: collapse at {r['collapse_index']}, effective rank {r['effective_rank']:.1f}"
+                    for r in ss.to_dicts()),
+        chart=charts.sigma_curves(sp, column=column) if sp.height else None,
+        table=ss.drop("run_id").to_dicts() if ss.height and not column else None,
+        missing=_missing(sp, "spectrum", secs, "spectra"),
+    ))
+    cl, csp, cc = f["clusters"], f["cluster_spectra"], f["cluster_corr"]
+    corr_txt = _per_run(cc, lambda r: f"{r['label']}: {r['n_clusters']} clusters ({r['n_clusters_used']} used), "
+                                      + (f"Pearson r {r['pearson_r']:.3f}, Spearman ρ {r['spearman_rho']:.3f}"
+                                         if r.get("pearson_r") is not None else f"no correlation ({r['message']})"))
+    if not column and u.height:
+        out.append(Section(
+            "Fig. 13 — HDBSCAN clusters on the UMAP layout",
+            f"Clusters found by HDBSCAN on the sphere coordinates of the layout of {who} (-1 = noise). " + corr_txt,
+            chart=charts.umap_scatter(u.with_columns(pl.col("cluster").fill_null("-1")), color="cluster"),
+        ))
+    out.append(Section(
+        "Fig. 14 — per-cluster spectra",
+        f"Joint singular values σ_k/σ_1 of each cluster of {who}, against k / number of values, on subsamples of equal "
+        "size so clusters of different sizes are comparable.",
+        chart=charts.sigma_curves(csp, x="index_frac", color="cluster_name", column=column) if csp.height else None,
+        missing=_missing(csp, "cluster-spectrum", secs, "clusters"),
+    ))
+    out.append(Section(
+        "Fig. 15 — local dimension against per-cluster retrieval",
+        f"Per cluster of {who}: area under the log singular-value curve (local dimension) against top-1 retrieval of "
+        "its members. " + corr_txt,
+        chart=charts.localdim_vs_accuracy(cl.filter(pl.col("status") == "ok") if cl.height else cl, column=column)
+        if cl.height else None,
+        table=cl.select("label", "cluster", "n_points", "auc_joint", "erank_joint", "top1", "status", "message").to_dicts()
+        if cl.height and not column else None,
+        missing=_missing(cl, "cluster", secs, "clusters"),
+    ))
+    g = f["umap_grid"]
+    if not column:
+        out.append(Section(
+            "Figs. 16–17 — UMAP hyperparameter grid",
+            f"Layouts of {who} for n_neighbors (rows) × min_dist (columns), at most 500 points per modality and cell.",
+            chart=charts.umap_grid_chart(g) if g.height else None,
+            missing=_missing(g, "UMAP-grid", secs, "umap_grid"),
+        ))
+    return out
+
+
+def density_or_none(df: pl.DataFrame, x: str, x_title: str, color: str, column: str | None):
+    return charts.density_lines(df, x=x, x_title=x_title, color=color, column=column) if df.height else None
+
+
 def run_page(data: dict[str, pl.DataFrame], run_id: str) -> Page:
     f = {k: v.filter(pl.col("run_id") == run_id) for k, v in data.items()}
     run = f["runs"].to_dicts()[0]
     label = run["label"]
     page = Page(title=f"clipgeo report — {label}", provenance=_provenance(run) + [("generated", _now())])
-    for sec in core_sections(f, label) + geometry_sections(f, label):
+    for sec in core_sections(f, label) + geometry_sections(f, label) + topology_sections(f, label):
         page.add(sec)
     sections = f["sections"]
     page.add(Section(
@@ -314,17 +488,17 @@ def compare_page(data: dict[str, pl.DataFrame], run_ids: list[str]) -> Page:
         provenance=[("runs", "; ".join(f"{r['run_id']}: {r['label']} (ckpt sha256 {(r['checkpoint_sha256'] or 'n/a')[:12]})" for r in runs.to_dicts())),
                     ("datasets", ", ".join(datasets)), ("analysis version", ANALYSIS_VERSION), ("generated", _now())],
     )
-    cmp = data["compare"].select(
-        "run_id", "label", "n_images", "n_texts", "t2i_r1", "t2i_r5", "i2t_r1", "i2t_r5", "gap", "gap_raw",
-        "mean_paired_cos", "separability_accuracy", "separability_pca2_accuracy",
-    )
+    head = data["headline"]
     page.add(Section(
         "Headline figures",
-        "One row per run, from the view v_compare: "
-        + "; ".join(f"{r['label']}: {_headline(r)}" for r in cmp.to_dicts()),
-        table=cmp.to_dicts(),
+        "One row per run, from the view v_headline (separability, gap, retrieval, joint collapse point and effective "
+        "rank, conformity fit r, cluster count and the local-dimension/accuracy correlation, mixing ratio): "
+        + "; ".join(f"{r['label']}: {_headline(r)}" for r in data["compare"].to_dicts()),
+        table=head.drop("dataset_id").to_dicts() if head.height else None,
+        missing=None if head.height else "no measured runs",
     ))
-    for sec in core_sections(data, "each run", column="label") + geometry_sections(data, "each run", column="label"):
+    for sec in (core_sections(data, "each run", column="label") + geometry_sections(data, "each run", column="label")
+                + topology_sections(data, "each run", column="label")):
         page.add(sec)
     return page
 

@@ -208,3 +208,116 @@ def shift_curves(df: pl.DataFrame, *, color: str | None = None) -> alt.TopLevelM
         .facet(facet=alt.Facet("measure:N", title=None), columns=5)
         .resolve_scale(y="independent")
     )
+
+
+def _facet(chart: alt.TopLevelMixin, column: str | None) -> alt.TopLevelMixin:
+    if column:
+        return chart.facet(column=alt.Column(f"{column}:N", title=None, header=alt.Header(labelLimit=400)))
+    return chart
+
+
+def density_lines(df: pl.DataFrame, *, x: str, x_title: str, color: str, column: str | None = None) -> alt.TopLevelMixin:
+    """Stored histogram densities as lines (Fig. 1 nearest reference, Fig. 3 cosine populations)."""
+    chart = (
+        alt.Chart(df)
+        .mark_line(interpolate="step-after")
+        .encode(
+            x=alt.X(f"{x}:Q", title=x_title),
+            y=alt.Y("density:Q", title="density"),
+            color=alt.Color(f"{color}:N"),
+            tooltip=["label:N", f"{color}:N", alt.Tooltip(f"{x}:Q", format=".3f"), alt.Tooltip("density:Q", format=".3f")],
+        )
+        .properties(width=340, height=220)
+    )
+    return _facet(chart, column)
+
+
+def umap_linked(df: pl.DataFrame) -> alt.TopLevelMixin:
+    """UMAP layout beside the conformity plot of the same samples, linked by a brush (Figs. 4, 5, 7)."""
+    brush = alt.selection_interval(encodings=["x", "y"])
+    legend = alt.selection_point(fields=["modality"], bind="legend")
+    base = alt.Chart(df).add_params(legend)
+    tooltip = ["label:N", "modality:N", "item_id:N", "caption:N", "image_ref:N",
+               alt.Tooltip("conformity:Q", format=".4f"), alt.Tooltip("cos_to_mean:Q", format=".4f")]
+    color = alt.condition(brush, alt.Color("modality:N", scale=MODALITY_COLORS), alt.value("lightgray"))
+    opacity = alt.condition(legend, alt.value(0.6), alt.value(0.03))
+    left = base.mark_circle(size=9).encode(
+        x=alt.X("x2d:Q", title="UMAP longitude (°, rotated)"), y=alt.Y("y2d:Q", title="UMAP latitude (°)"),
+        color=color, opacity=opacity, tooltip=tooltip,
+    ).add_params(brush).properties(width=380, height=300, title="UMAP (haversine), equirectangular")
+    right = base.mark_circle(size=9).encode(
+        x=alt.X("cos_to_mean:Q", title="cos(v, μ_modality)", scale=alt.Scale(zero=False)),
+        y=alt.Y("conformity:Q", title="conformity C(v)", scale=alt.Scale(zero=False)),
+        color=color, opacity=opacity, tooltip=tooltip,
+    ).properties(width=300, height=300, title="conformity (brush the UMAP to select)")
+    return alt.hconcat(left, right)
+
+
+def umap_scatter(df: pl.DataFrame, *, color: str = "modality", column: str | None = None) -> alt.TopLevelMixin:
+    """UMAP layout coloured by modality or by cluster."""
+    enc_color = alt.Color("modality:N", scale=MODALITY_COLORS) if color == "modality" else alt.Color(f"{color}:N")
+    chart = (
+        alt.Chart(df)
+        .mark_circle(size=8, opacity=0.6)
+        .encode(x=alt.X("x2d:Q", title="longitude (°)"), y=alt.Y("y2d:Q", title="latitude (°)"), color=enc_color,
+                tooltip=["label:N", "modality:N", "item_id:N", f"{color}:N"])
+        .properties(width=300, height=240)
+    )
+    return _facet(chart, column)
+
+
+def paired_line_chart(df: pl.DataFrame, *, column: str | None = None) -> alt.TopLevelMixin:
+    """Each pair's image and caption joined by a line in a plane (Figs. 6, 8)."""
+    base = alt.Chart(df)
+    lines = base.mark_rule(opacity=0.25, strokeWidth=0.6, color="gray").encode(
+        x=alt.X("image_x:Q", title="plane axis 1"), y=alt.Y("image_y:Q", title="plane axis 2"), x2="text_x:Q", y2="text_y:Q",
+        tooltip=["label:N", "pair_id:Q", alt.Tooltip("cosine:Q", format=".3f"), alt.Tooltip("length:Q", format=".3f")],
+    )
+    img = base.mark_circle(size=9, color=MODALITY_COLORS.range[0]).encode(x="image_x:Q", y="image_y:Q")
+    txt = base.mark_circle(size=9, color=MODALITY_COLORS.range[1]).encode(x="text_x:Q", y="text_y:Q")
+    return _facet(alt.layer(lines, img, txt).properties(width=300, height=260), column)
+
+
+def sigma_curves(df: pl.DataFrame, *, x: str = "index", color: str = "scope", column: str | None = None) -> alt.TopLevelMixin:
+    """Relative singular values σ_k/σ_1 on a log scale (Figs. 10–13)."""
+    chart = (
+        alt.Chart(df.filter(pl.col("sigma_rel") > 0))
+        .mark_line()
+        .encode(
+            x=alt.X(f"{x}:Q", title="index k" if x == "index" else "k / number of values"),
+            y=alt.Y("sigma_rel:Q", scale=alt.Scale(type="log"), title="σ_k / σ_1"),
+            color=alt.Color(f"{color}:N"),
+            tooltip=["label:N", f"{color}:N", f"{x}:Q", alt.Tooltip("sigma_rel:Q", format=".3g")],
+        )
+        .properties(width=320, height=220)
+    )
+    return _facet(chart, column)
+
+
+def localdim_vs_accuracy(df: pl.DataFrame, *, column: str | None = None) -> alt.TopLevelMixin:
+    """Per cluster: local dimension (AUC of the log spectrum) against top-1 retrieval (Fig. 15)."""
+    chart = (
+        alt.Chart(df)
+        .mark_circle()
+        .encode(
+            x=alt.X("auc_joint:Q", title="local dimension (AUC of log σ, size-matched)", scale=alt.Scale(zero=False)),
+            y=alt.Y("top1:Q", title="top-1 retrieval in cluster", scale=alt.Scale(domain=[0, 1])),
+            size=alt.Size("n_points:Q", title="points"),
+            tooltip=["label:N", "cluster:N", "n_points:Q", alt.Tooltip("auc_joint:Q", format=".3f"),
+                     alt.Tooltip("top1:Q", format=".3f"), "status:N"],
+        )
+        .properties(width=320, height=240)
+    )
+    return _facet(chart, column)
+
+
+def umap_grid_chart(df: pl.DataFrame) -> alt.TopLevelMixin:
+    """The UMAP hyperparameter grid (Figs. 16–17): rows n_neighbors, columns min_dist."""
+    return (
+        alt.Chart(df)
+        .mark_circle(size=4, opacity=0.5)
+        .encode(x=alt.X("x2d:Q", title=None, axis=None), y=alt.Y("y2d:Q", title=None, axis=None),
+                color=alt.Color("modality:N", scale=MODALITY_COLORS))
+        .properties(width=120, height=100)
+        .facet(row=alt.Row("n_neighbors:O"), column=alt.Column("min_dist:O"))
+    )

@@ -1,0 +1,22 @@
+-- Headline figures of both papers, one row per run (the comparison report's summary table):
+-- retrieval, gap, separability (Table I), collapse point and effective rank of the joint
+-- spectrum (Figs. 10-12), conformity fit r per modality, cluster count and the correlation
+-- between local dimension and per-cluster top-1 (Figs. 13-15), mixing share in the layout.
+CREATE OR REPLACE VIEW v_headline AS
+SELECT
+    c.run_id, c.label, c.dataset_id, c.n_images, c.n_texts,
+    c.t2i_r1, c.i2t_r1, c.gap, c.separability_accuracy, c.separability_pca2_accuracy,
+    sj.collapse_index        AS joint_collapse_index,
+    sj.effective_rank        AS joint_effective_rank,
+    gi.conformity_fit_pearson_r AS image_conformity_r,
+    gt.conformity_fit_pearson_r AS text_conformity_r,
+    gi.shell_std_over_mean   AS image_shell_std_over_mean,
+    gt.shell_std_over_mean   AS text_shell_std_over_mean,
+    cc.n_clusters, cc.pearson_r AS localdim_top1_pearson, cc.spearman_rho AS localdim_top1_spearman,
+    ms.mixing_ratio_layout, ms.mixing_ratio_original
+FROM v_compare c
+LEFT JOIN topo_spectra_summary sj ON sj.run_id = c.run_id AND sj.scope = 'joint'
+LEFT JOIN geo_modality gi ON gi.run_id = c.run_id AND gi.modality = 'image'
+LEFT JOIN geo_modality gt ON gt.run_id = c.run_id AND gt.modality = 'text'
+LEFT JOIN topo_cluster_correlation cc ON cc.run_id = c.run_id
+LEFT JOIN topo_mixing_summary ms ON ms.run_id = c.run_id;
