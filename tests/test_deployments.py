@@ -122,7 +122,7 @@ def test_served_pipeline_run_and_cached_rerun_from_the_api(server, tmp_path):
             counts1 = {t: catalog.execute(con, f"SELECT count(*) FROM {t}")[0][0]
                        for t in ("runs", "samples", "retrieval", "retrieval_ranks", "separability", "modality_gap")}
             run_ids = [r for (r,) in catalog.execute(con, "SELECT run_id FROM runs WHERE status = 'measured'")]
-        assert counts1["runs"] == 2 and len(run_ids) == 2
+        assert counts1["runs"] == 4 and len(run_ids) == 2  # per model: val (measured) + train (reference)
         for run_id in run_ids:
             assert vectors.count_rows(home, run_id) == {"image": 40, "text": 120}
 

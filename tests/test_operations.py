@@ -152,12 +152,13 @@ def test_two_pipelines_on_one_home_at_once_and_a_reader(tmp_path):
     assert answers, "the reader never got an answer"
     with catalog.session(home, read_only=True) as con:
         q = lambda sql: catalog.execute(con, sql)[0][0]  # noqa: E731
-        assert q("SELECT count(*) FROM runs") == 2
+        assert q("SELECT count(*) FROM runs") == 4  # per model: val (measured) + train (reference)
         assert q("SELECT count(*) FROM samples") == (96 + 40) * 3
         assert q("SELECT count(*) FROM retrieval") == 12
         assert q("SELECT count(*) FROM retrieval_ranks") == 2 * (40 + 120)
         assert q("SELECT count(*) FROM runs WHERE status = 'measured'") == 2
-        run_ids = [r for (r,) in catalog.execute(con, "SELECT run_id FROM runs")]
+        run_ids = [r for (r,) in catalog.execute(con, "SELECT run_id FROM runs WHERE status = 'measured'")]
+    assert len(run_ids) == 2
     for run_id in run_ids:
         _exactly_once(home, run_id, 40, 120)
 

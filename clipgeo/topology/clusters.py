@@ -9,7 +9,8 @@ sphere — or on ``(x2d, y2d)`` for a planar layout. Label −1 is noise. Defaul
 
 **Local dimension.** For a cluster c and a scope (its image members, its text members, or both
 — "joint"), let ``V`` be the L2-normalised member vectors. The *spectrum* is the singular values
-``σ_1 ≥ … ≥ σ_K`` of ``V`` centred by its own mean (``K = min(|V| − 1, d)`` can be non-zero; a
+``σ_1 ≥ … ≥ σ_K`` of ``V`` centred by its own mean (via the smaller Gram matrix,
+:func:`centred_singular_values`; ``K = min(|V| − 1, d)`` can be non-zero; a
 cluster with ``|V| ≤ d`` is *rank-limited* and says so). Raw spectra of clusters of different
 sizes are not comparable (a smaller sample has fewer non-zero values and a different noise
 profile), so the *area under the log singular-value curve* is computed on a common footing:
