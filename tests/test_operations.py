@@ -111,8 +111,9 @@ def test_resume_reuses_staged_shards(tmp_path, monkeypatch):
     seen = []
     import clipgeo.embed
 
-    real = clipgeo.embed.embed_images
-    monkeypatch.setattr("clipgeo.embed.embed_images", lambda lm, refs, **kw: seen.append(len(refs)) or real(lm, refs, **kw))
+    real = clipgeo.embed.embed_image_refs
+    monkeypatch.setattr("clipgeo.embed.embed_image_refs",
+                        lambda lm, refs, **kw: seen.append(len(refs)) or real(lm, refs, **kw))
     embedding.embed_run(home, ref, dataset_id, shard_images=10, progress=False)
     assert seen == [10, 10, 10]  # shard 0 was not embedded again
     _exactly_once(home, plan.run_id, 40, 120)
