@@ -297,7 +297,8 @@ def measure_run(home: DataHome, run_id: str, *, seed: int = 0, sections: Sequenc
     if ref_id:
         r_dataset, r_norm, r_scale, r_rv = _load_run(home, ref_id)
         reference = RunData(ref_id, r_dataset, r_rv, r_norm, r_scale, seed)
-    data = RunData(run_id, dataset_id, rv, normalized_only, logit_scale, seed, reference, {"umap_grid": umap_grid})
+    data = RunData(run_id, dataset_id, rv, normalized_only, logit_scale, seed, reference,
+                   {"umap_grid": umap_grid, "lance_dir": str(home.lance)})
     chosen = all_sections()
     if sections is not None:
         known = {s.name for s in chosen}
