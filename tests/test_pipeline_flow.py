@@ -54,6 +54,7 @@ def test_pipeline_fills_every_table(pipeline_runs):
         assert _count(home, "SELECT count(*) FROM v_conformity_extremes WHERE run_id = ? AND modality = 'text'", p) == 20
         assert _count(home, "SELECT count(*) FROM topo_umap WHERE run_id = ?", p) == 2 * n_img
         assert _count(home, "SELECT count(*) FROM topo_nearest_reference WHERE run_id = ?", p) == n_img + n_txt
+        assert _count(home, "SELECT count(*) FROM topo_nearest_reference_info WHERE run_id = ? AND recall_at_1 = 1", p) == 2
         assert _count(home, "SELECT count(*) FROM topo_separability_matrix WHERE run_id = ? AND NOT same_set", p) > 0
         assert _count(home, "SELECT count(*) FROM topo_spectra_summary WHERE run_id = ?", p) == 3
         assert _count(home, "SELECT status FROM measure_sections WHERE run_id = ? AND section = 'umap_grid'", p) == "skipped"
