@@ -122,7 +122,7 @@ def test_tiny_config_builds_and_tokenizer_honours_context_length():
 
 
 def _aligned_orthogonal(n: int = 4, d: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    e = torch.eye(d)[:n]
+    e = torch.eye(d, dtype=torch.float64)[:n]  # float64: the closed forms are checked to 1e-5, beyond float32
     return e.clone(), e.clone()
 
 

@@ -71,6 +71,8 @@ class TrainSpec:
             positions, or the logit scale).
         inv_tau: fixed inverse temperature for ``infoloob`` (CLOOB: 30).
         hopfield_beta: Hopfield inverse temperature (CLOOB: 8).
+        hopfield_warmup_steps: with ``hopfield``, train the first this-many steps on the
+            plain objective (no retrieval) before switching to the retrieved pairs.
         max_logit_scale: clamp on ``exp(logit_scale)`` for ``infonce`` (CLIP: 100).
     """
 
@@ -85,6 +87,7 @@ class TrainSpec:
     weight_decay: float = 0.1
     inv_tau: float = 30.0
     hopfield_beta: float = 8.0
+    hopfield_warmup_steps: int = 0
     max_logit_scale: float = 100.0
 
     def __post_init__(self) -> None:
@@ -303,13 +306,14 @@ class _CompactEmbedding:
 def _loss_fn(spec: TrainSpec):
     from clipgeo.models import losses
 
-    def fn(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    def fn(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, step: int) -> torch.Tensor:
+        hopfield = spec.hopfield and step >= spec.hopfield_warmup_steps
         if spec.objective == "infonce":
-            if spec.hopfield:
+            if hopfield:
                 u_x, u_y, v_x, v_y = losses.cloob_hopfield_embeddings(img, txt, spec.hopfield_beta)
                 return losses.info_nce(u_x, u_y, scale) + losses.info_nce(v_x, v_y, scale)
             return losses.info_nce(img, txt, scale)
-        if spec.hopfield:
+        if hopfield:
             return losses.cloob_loss(img, txt, spec.inv_tau, spec.hopfield_beta)
         return losses.info_loob(img, txt, spec.inv_tau)
 
@@ -406,7 +410,7 @@ def train_tiny(
             img = model.encode_image(x, normalize=True)
             txt = model.encode_text(t, normalize=True)
             scale = model.logit_scale.exp().clamp(max=spec.max_logit_scale) if spec.objective == "infonce" else fixed_scale
-            loss = loss_fn(img, txt, scale)
+            loss = loss_fn(img, txt, scale, len(history))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
