@@ -251,6 +251,25 @@ def test_spec_key_is_stable_and_sensitive():
     assert TRAINER_VERSION
     with pytest.raises(ValueError):
         TrainSpec(objective="nce")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        TrainSpec(hopfield_warmup_frac=1.0)
+
+
+def test_spec_key_follows_the_architecture(monkeypatch):
+    from clipgeo.models import train
+
+    before = train.TrainSpec().key("ds")
+    monkeypatch.setattr(train, "_own_model_config", lambda name: {"embed_dim": 999})
+    assert train.TrainSpec().key("ds") != before
+
+
+def test_hopfield_warmup_steps():
+    from clipgeo.models.train import TrainSpec
+
+    assert TrainSpec(hopfield=True).hopfield_warmup_steps == 100  # 25% of 400
+    assert TrainSpec(hopfield=True, steps=20).hopfield_warmup_steps == 5
+    assert TrainSpec(hopfield=True, hopfield_warmup_frac=0.0).hopfield_warmup_steps == 0  # the paper's recipe
+    assert TrainSpec(hopfield=False).hopfield_warmup_steps == 0
 
 
 def test_train_tiny_writes_loadable_checkpoint(trained, shapes):
@@ -343,7 +362,7 @@ def test_train_tiny_other_objectives(shapes, tmp_path, objective, hopfield):
     from clipgeo.models.loader import load_model
     from clipgeo.models.train import train_tiny
 
-    spec = fast_spec(objective=objective, hopfield=hopfield, steps=2)
+    spec = fast_spec(objective=objective, hopfield=hopfield, steps=2, hopfield_warmup_frac=0.5)
     r = train_tiny(shapes, spec, tmp_path, "shapes-v1", progress=False, num_threads=2)
     suffix = "-hopfield" if hopfield else ""
     assert r.checkpoint.name.startswith(f"{TINY}-{objective}{suffix}-")
@@ -416,3 +435,17 @@ def test_load_model_errors(tmp_path):
         load_model(TINY, str(missing), device="cpu")
     with pytest.raises(ValueError, match="neither an existing checkpoint file nor a pretrained tag"):
         load_model(TINY, "laion2b_s34b_b79k", device="cpu")
+
+
+def test_loss_switches_to_hopfield_after_warmup():
+    from clipgeo.models.train import TrainSpec, _loss_fn
+
+    g = torch.Generator().manual_seed(0)
+    img = F.normalize(torch.randn(6, 8, generator=g), dim=-1)
+    txt = F.normalize(torch.randn(6, 8, generator=g), dim=-1)
+    fn = _loss_fn(TrainSpec(objective="infoloob", hopfield=True, steps=10, hopfield_warmup_frac=0.3))
+    scale = torch.tensor(30.0)
+    assert fn(img, txt, scale, 2).item() == pytest.approx(info_loob(img, txt, 30.0).item(), rel=1e-6)
+    assert fn(img, txt, scale, 3).item() == pytest.approx(cloob_loss(img, txt, 30.0, 8.0).item(), rel=1e-6)
+    nce = _loss_fn(TrainSpec(objective="infonce"))
+    assert nce(img, txt, torch.tensor(12.0), 0).item() == pytest.approx(info_nce(img, txt, 12.0).item(), rel=1e-6)

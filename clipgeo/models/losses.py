@@ -100,7 +100,7 @@ def info_loob(
 
     Unlike InfoNCE the positive is **excluded** from the denominator, so the loss is not
     bounded below by 0: it **can be (very) negative**. For perfectly aligned orthogonal
-    pairs it equals ``-inv_tau - log(N-1)``, decreasing without bound as ``inv_tau`` grows.
+    pairs it equals ``-inv_tau + log(N-1)``, decreasing without bound as ``inv_tau`` grows.
 
     Args:
         img: ``(N, d)`` L2-normalised image embeddings, ``N >= 2``.
