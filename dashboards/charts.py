@@ -6,6 +6,11 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
+# Point counts are bounded upstream (SQL samples above SCATTER_MAX_POINTS per run and modality,
+# histograms are pre-aggregated), so Altair's own 5,000-row guard would only refuse a
+# comparison of several runs.
+alt.data_transformers.disable_max_rows()
+
 MODALITY_COLORS = alt.Scale(domain=["image", "text"], range=["#1f77b4", "#ff7f0e"])
 DIRECTION_LABELS = {"text_to_image": "text → image", "image_to_text": "image → text"}
 
