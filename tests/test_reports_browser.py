@@ -99,3 +99,14 @@ def test_charts_export_as_svg(reports, tmp_path):
     write_reports(home, ["rC"], export="svg")
     files = sorted((home.reports / "run-rC").glob("*.svg"))
     assert files and all(f.read_text().lstrip().startswith("<svg") for f in files)
+
+
+def test_charts_accept_more_rows_than_altairs_default_guard():
+    import polars as pl
+
+    from dashboards import charts
+
+    n = 6000  # e.g. two runs x 3,000 sampled points
+    df = pl.DataFrame({"label": ["a"] * n, "modality": ["image", "text"] * (n // 2), "item_id": [str(i) for i in range(n)],
+                       "pc1": [float(i) for i in range(n)], "pc2": [0.0] * n})
+    assert len(charts.pca_scatter(df, column="label").to_dict()["data"]["values"]) == n
