@@ -110,3 +110,12 @@ def test_vectors_are_queryable_with_sql(home):
     np.testing.assert_allclose(df["self_cos"].to_numpy(), 1.0, rtol=1e-5)
     with pytest.raises(ValueError, match="query failed"):
         read_only_query(home, "SELECT * FROM no_such_table")
+
+
+def test_more_runs_than_lancedbs_first_page_of_table_names(home):
+    # lancedb's table_names() lists 10 tables unless paged: the 11th run must still be found
+    for k in range(12):
+        _write_small_run(home, f"r{k:02d}")
+    assert vectors.count_rows(home, "r11") == {"image": 4, "text": 6}
+    assert vectors.table_version(home, "r11") is not None
+    assert len(vectors.table_names(vectors.connect(home))) == 12

@@ -120,7 +120,9 @@ def _nearest(d: RunData) -> dict:
 
             db = lancedb.connect(lance_dir)
             name = f"reference_{ref.run_id}_{modality}"
-            table = db.open_table(name) if name in db.table_names() else None
+            from clipgeo.store.vectors import has_table
+
+            table = db.open_table(name) if has_table(db, name) else None
             if table is None or table.count_rows() != r.shape[0]:
                 table = reference_table(db, name, r)
             rows, info = lancedb_nearest_reference(table, q, seed=d.seed)

@@ -19,7 +19,7 @@ def read_only_query(home: DataHome, sql: str) -> pl.DataFrame:
     """
     with catalog.session(home, read_only=True) as con:
         db = vectors.connect(home)
-        for name in db.table_names():
+        for name in vectors.table_names(db):
             if name.startswith("vectors_") and name in sql:
                 con.register(name, db.open_table(name).to_lance())
         try:

@@ -37,6 +37,22 @@ def table_name(run_id: str) -> str:
     return f"vectors_{run_id}"
 
 
+def table_names(db: lancedb.DBConnection, page: int = 1000) -> list[str]:
+    """Every table of a LanceDB folder (``db.table_names()`` returns only a first page of 10)."""
+    names: list[str] = []
+    token = None
+    while True:
+        batch = list(db.table_names(page_token=token, limit=page))
+        names += batch
+        if len(batch) < page:
+            return names
+        token = batch[-1]
+
+
+def has_table(db: lancedb.DBConnection, name: str) -> bool:
+    return name in table_names(db)
+
+
 def connect(home: DataHome) -> lancedb.DBConnection:
     home.lance.mkdir(parents=True, exist_ok=True)
     return lancedb.connect(str(home.lance))
@@ -150,7 +166,7 @@ def count_rows(home: DataHome, run_id: str) -> dict[str, int]:
     """Rows per modality of a run's table ({} when the table does not exist)."""
     db = connect(home)
     name = table_name(run_id)
-    if name not in db.table_names():
+    if not has_table(db, name):
         return {}
     t = db.open_table(name)
     counts = {m: t.count_rows(f"modality = '{m}'") for m in ("image", "text")}
@@ -161,7 +177,7 @@ def table_version(home: DataHome, run_id: str) -> int | None:
     """The Lance version of a run's table (changes with every commit), None if absent."""
     db = connect(home)
     name = table_name(run_id)
-    return db.open_table(name).version if name in db.table_names() else None
+    return db.open_table(name).version if has_table(db, name) else None
 
 
 def _matrix(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -174,7 +190,7 @@ def read_run(home: DataHome, run_id: str, *, normalized: bool = False) -> RunVec
     """Read a run's vectors (raw by default), images ordered by image_id, captions by sample_id."""
     db = connect(home)
     name = table_name(run_id)
-    if name not in db.table_names():
+    if not has_table(db, name):
         raise KeyError(f"run {run_id} has no vectors in {home.lance} (table {name}); embed it first")
     col = "vector_norm" if normalized else "vector"
     t = db.open_table(name).to_arrow().select(["modality", "item_id", "image_id", col])
@@ -199,5 +215,5 @@ def read_run(home: DataHome, run_id: str, *, normalized: bool = False) -> RunVec
 
 def drop_run(home: DataHome, run_id: str) -> None:
     db = connect(home)
-    if table_name(run_id) in db.table_names():
+    if has_table(db, table_name(run_id)):
         db.drop_table(table_name(run_id))
