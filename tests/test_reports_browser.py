@@ -109,4 +109,5 @@ def test_charts_accept_more_rows_than_altairs_default_guard():
     n = 6000  # e.g. two runs x 3,000 sampled points
     df = pl.DataFrame({"label": ["a"] * n, "modality": ["image", "text"] * (n // 2), "item_id": [str(i) for i in range(n)],
                        "pc1": [float(i) for i in range(n)], "pc2": [0.0] * n})
-    assert len(charts.pca_scatter(df, column="label").to_dict()["data"]["values"]) == n
+    spec = charts.pca_scatter(df, column="label").to_dict()  # raised MaxRowsError above 5,000 rows before
+    assert sum(len(rows) for rows in spec["datasets"].values()) == n
