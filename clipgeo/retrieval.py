@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from clipgeo.geometry._checks import (
-    check_index,
+    resolve_index,
     check_modalities,
     normalize_rows,
     row_blocks,
@@ -85,15 +85,7 @@ def retrieval_ranks(
 def _ranks(img, txt, txt_image_index, want_i2t, dtype, tie_tol, query_block, gallery_block):
     img, txt = check_modalities(img, txt)
     n_img, n_txt = img.shape[0], txt.shape[0]
-    if txt_image_index is None:
-        if n_img != n_txt:
-            raise ValueError(
-                "txt_image_index is required when img and txt have different lengths "
-                f"({n_img} images, {n_txt} captions)"
-            )
-        idx = np.arange(n_txt, dtype=np.int64)
-    else:
-        idx = check_index(txt_image_index, n_txt, n_img)
+    idx = resolve_index(txt_image_index, n_txt, n_img)
     counts = np.bincount(idx, minlength=n_img)
     if want_i2t and np.any(counts == 0):
         missing = np.flatnonzero(counts == 0)

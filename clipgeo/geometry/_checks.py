@@ -128,6 +128,18 @@ def check_index(index: np.ndarray, n_txt: int, n_img: int, name: str = "txt_imag
     return idx
 
 
+def resolve_index(index: np.ndarray | None, n_txt: int, n_img: int, name: str = "txt_image_index") -> np.ndarray:
+    """:func:`check_index`, or the identity pairing (caption i belongs to image i) when
+    ``index`` is None, which is only allowed when both modalities have the same length."""
+    if index is not None:
+        return check_index(index, n_txt, n_img, name)
+    if n_img != n_txt:
+        raise ValueError(
+            f"{name} is required when img and txt have different lengths ({n_img} images, {n_txt} captions)"
+        )
+    return np.arange(n_txt, dtype=np.int64)
+
+
 def row_norms(x: np.ndarray) -> np.ndarray:
     """Euclidean norm of each row, ``sqrt(Σ_j x_ij²)`` (an einsum: no ``x*x`` temporary, and
     several times faster than ``np.linalg.norm(x, axis=1)``)."""

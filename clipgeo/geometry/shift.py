@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from clipgeo.geometry._checks import check_index, check_matrix, check_modalities, row_blocks, row_norms
+from clipgeo.geometry._checks import check_matrix, check_modalities, resolve_index, row_blocks, row_norms
 from clipgeo.retrieval import retrieval_ranks
 
 __all__ = [
@@ -196,14 +196,7 @@ def origin_shift(
     """
     img, txt = check_modalities(img, txt)
     n_img, n_txt, d = img.shape[0], txt.shape[0], img.shape[1]
-    if txt_image_index is None:
-        if n_img != n_txt:
-            raise ValueError(
-                f"txt_image_index is required when img and txt have different lengths ({n_img} vs {n_txt})"
-            )
-        idx = np.arange(n_txt, dtype=np.int64)
-    else:
-        idx = check_index(txt_image_index, n_txt, n_img)
+    idx = resolve_index(txt_image_index, n_txt, n_img)
     if not np.isfinite(logit_scale) or logit_scale <= 0:
         raise ValueError(f"logit_scale must be a positive finite multiplier, got {logit_scale}")
     alphas = [float(a) for a in alphas]

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from clipgeo.geometry._checks import check_index, check_modalities, normalize_rows, row_blocks
+from clipgeo.geometry._checks import check_modalities, normalize_rows, resolve_index, row_blocks
 
 __all__ = ["COSINE_KINDS", "QUANTILES", "cosine_distributions"]
 
@@ -163,15 +163,7 @@ def cosine_distributions(
     """
     img, txt = check_modalities(img, txt, min_rows=1)
     n_img, n_txt = img.shape[0], txt.shape[0]
-    if txt_image_index is None:
-        if n_img != n_txt:
-            raise ValueError(
-                "txt_image_index is required when img and txt have different lengths "
-                f"({n_img} images, {n_txt} captions)"
-            )
-        idx = np.arange(n_txt, dtype=np.int64)
-    else:
-        idx = check_index(txt_image_index, n_txt, n_img)
+    idx = resolve_index(txt_image_index, n_txt, n_img)
     if bins < 1:
         raise ValueError(f"bins must be >= 1, got {bins}")
     if n_sample < 1 or max_exact_pairs < 0:
