@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "SourceRead",
     "check_caption",
     "dedupe_samples",
+    "settle_drops",
 ]
 
 #: The stages a reject can come from: ``read`` (file / member / row could not be read or
@@ -52,7 +53,7 @@ class SourceError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Reject:
-    """One input item that a source or stage refused, with the reason.
+    """One input item that a source or stage refused, with the reason: one bad input, one reject.
 
     Attributes:
         item_ref: What was refused: an image ref, ``<file>:<line>`` of a captions file, a
@@ -61,12 +62,23 @@ class Reject:
         reason: Short, machine-friendly reason (e.g. ``"empty caption"``,
             ``"duplicate sample id"``, ``"truncated image"``).
         sample_id: The sample refused, when the item maps to one sample.
+        image_id: The image the item belongs to, when known (the refused image itself, or
+            the image of a refused caption).
+        n_images: Images this reject takes out of the dataset: 1 for a refused image file or
+            image entry; for a caption, 1 when it was the last caption its image had. ``None``
+            until :func:`settle_drops` decides it from ``image_id``.
+        n_captions: Captions this reject takes out of the dataset: 1 for a refused caption,
+            the image's caption count for a refused image (its captions are *not* separate
+            rejects). ``None`` means 1 when ``sample_id`` is set, else 0.
     """
 
     item_ref: str
     stage: Literal["read", "decode", "caption", "vectors"]
     reason: str
     sample_id: str | None = None
+    image_id: str | None = None
+    n_images: int | None = None
+    n_captions: int | None = None
 
 
 @dataclass(slots=True)
@@ -132,8 +144,35 @@ def dedupe_samples(samples: Iterable[Sample], rejects: list[Reject]) -> list[Sam
     out: list[Sample] = []
     for s in samples:
         if s.sample_id in seen:
-            rejects.append(Reject(s.image_ref, "read", "duplicate sample id", s.sample_id))
+            rejects.append(Reject(s.image_ref, "read", "duplicate sample id", s.sample_id, s.image_id))
             continue
         seen.add(s.sample_id)
         out.append(s)
+    return out
+
+
+def settle_drops(samples: Iterable[Sample], rejects: Iterable[Reject], *,
+                 covered: Iterable[str] = ()) -> list[Reject]:
+    """Fill in ``n_images`` / ``n_captions`` of every reject, so that summing them over the
+    rejects gives the images and captions the dataset lost, each counted once.
+
+    * ``n_captions`` left ``None`` becomes 1 when the reject names a sample, else 0.
+    * ``n_images`` left ``None`` becomes 1 on the *first* reject of an ``image_id`` that has no
+      kept sample (its captions were all refused) and is not in ``covered`` (image ids whose
+      loss an image-level reject already counts, e.g. a missing file); else 0.
+    Explicit values are kept. Order is kept.
+    """
+    kept = {s.image_id for s in samples}
+    done = set(covered)
+    out = []
+    for r in rejects:
+        n_img, n_cap = r.n_images, r.n_captions
+        if n_cap is None:
+            n_cap = 0 if r.sample_id is None else 1
+        if n_img is None:
+            n_img = 0
+            if r.image_id is not None and r.image_id not in kept and r.image_id not in done:
+                n_img = 1
+                done.add(r.image_id)
+        out.append(replace(r, n_images=n_img, n_captions=n_cap))
     return out

@@ -97,18 +97,20 @@ def read_coco_captions(
         Samples ordered by image id, then annotation id. Several samples share one
         ``image_id``; ``sample_id`` is ``str(annotation id)``. Captions are stripped
         of surrounding whitespace. Empty captions, captions that cannot be stored as
-        UTF-8 (lone surrogates), duplicate annotation ids and annotations whose image
-        is not listed are skipped, with one warning per kind logged through
-        :mod:`logging`. Images without any caption yield no sample. Use
+        UTF-8 (lone surrogates), duplicate annotation ids, annotations whose image
+        is not listed, repeated image ids (the first entry is kept, whichever file the
+        others name) and images without any caption are skipped, with one warning per kind
+        logged through :mod:`logging`. Use
         :func:`read_coco` to get the skipped items as :class:`Reject` records.
 
     Raises:
         SourceError: The file is missing, is not valid JSON, lacks a required key or
             holds a malformed entry, ``image_dir`` is not a folder, or
-            ``limit_images`` is negative.
+            ``limit_images`` is negative. (A repeated image id is not an error: it is
+            rejected, see :func:`read_coco`.)
     """
     read = _read_coco(Path(annotations), Path(image_dir), limit_images=limit_images, split=None)
-    n_empty = n_bad = n_duplicate = n_orphan = 0
+    n_empty = n_bad = n_duplicate = n_orphan = n_dup_image = n_no_caption = 0
     for r in read.rejects:
         if r.reason == "empty caption":
             n_empty += 1
@@ -116,6 +118,10 @@ def read_coco_captions(
             n_duplicate += 1
         elif r.reason == _ORPHAN:
             n_orphan += 1
+        elif r.reason in (_DUP_IMAGE, _DUP_IMAGE_OTHER_FILE):
+            n_dup_image += 1
+        elif r.reason == _NO_CAPTION:
+            n_no_caption += 1
         else:
             n_bad += 1
     if n_empty:
@@ -128,6 +134,11 @@ def read_coco_captions(
         logger.warning(
             "%s: skipped %d annotation(s) whose image_id is not in 'images'", annotations, n_orphan
         )
+    if n_dup_image:
+        logger.warning("%s: skipped %d repeated image entr(ies) (the first of each id is kept)",
+                       annotations, n_dup_image)
+    if n_no_caption:
+        logger.warning("%s: skipped %d image(s) without any caption", annotations, n_no_caption)
     return read.samples
 
 
@@ -154,10 +165,20 @@ def read_coco(
 
     Returns:
         :class:`SourceRead` whose samples are exactly what :func:`read_coco_captions` would
-        return for the kept images, and whose rejects are, one per annotation:
-        ``("caption", "empty caption")``, ``("caption", "caption not valid UTF-8 ...")``,
-        ``("read", "duplicate sample id")`` (a repeated annotation id: the first is kept) and
-        ``("read", "image_id not in images")``; ``item_ref`` is ``<annotations>#annotations[i]``.
+        return for the kept images, and whose rejects are, one per bad input (in this order):
+
+        * ``("read", "duplicate image id")`` / ``("read", "duplicate image id, different
+          file")``: a later entry of an image id already listed (the first is kept with all
+          the id's captions); ``item_ref`` is ``<annotations>#images[i]``, one image entry lost;
+        * per annotation (``item_ref`` ``<annotations>#annotations[i]``, one caption lost):
+          ``("read", "duplicate sample id")`` (a repeated annotation id: the first is kept),
+          ``("caption", "empty caption")``, ``("caption", "caption not valid UTF-8 ...")``,
+          ``("read", "image_id not in images")``;
+        * ``("read", "image has no caption")``: an image entry no annotation names.
+
+        An image whose captions were all refused is lost with them, without a reject of its
+        own: the first of its captions' rejects gets ``n_images`` 1 from
+        :func:`~clipgeo.sources.base.settle_drops` (which the ingest stage applies).
 
     Raises:
         SourceError: as :func:`read_coco_captions`; also for a missing / malformed split
@@ -177,6 +198,9 @@ def read_coco(
 
 
 _ORPHAN = "image_id not in images"
+_DUP_IMAGE = "duplicate image id"
+_DUP_IMAGE_OTHER_FILE = "duplicate image id, different file"
+_NO_CAPTION = "image has no caption"
 
 
 def _read_coco(annotations: Path, image_dir: Path, *, limit_images: int | None, split) -> SourceRead:
@@ -207,9 +231,13 @@ def _read_coco(annotations: Path, image_dir: Path, *, limit_images: int | None, 
                 f"{type(value).__name__}."
             )
 
-    # image id -> resolved path of the image file
+    # image id -> resolved path of the image file; image id -> where it is listed first
     file_of: dict[int | str, str] = {}
+    entry_of: dict[int | str, str] = {}
     in_split: set[int | str] = set()
+    # a repeated image id is a reject whichever file it names: the first entry is kept
+    # (its captions go with it), every later one is refused and counted as one image entry
+    image_dups: list[tuple[int | str, Reject]] = []
     for i, img in enumerate(images):
         where = f"images[{i}]"
         image_id = _check_id(_get(img, "id", path=annotations, where=where),
@@ -222,12 +250,13 @@ def _read_coco(annotations: Path, image_dir: Path, *, limit_images: int | None, 
             )
         ref = str((image_dir / file_name).resolve())
         previous = file_of.get(image_id)
-        if previous is not None and previous != ref:
-            raise SourceError(
-                f"{annotations}: image id {image_id!r} is listed twice with different "
-                f"file names ({previous} and {ref}). Fix the 'images' list."
-            )
+        if previous is not None:
+            reason = _DUP_IMAGE if previous == ref else _DUP_IMAGE_OTHER_FILE
+            image_dups.append((image_id, Reject(f"{annotations}#{where}", "read", reason, None, str(image_id),
+                                                n_images=1, n_captions=0)))
+            continue
         file_of[image_id] = ref
+        entry_of[image_id] = where
         if split is not None and (image_id, file_name) in split:
             in_split.add(image_id)
     if split is not None and not in_split:
@@ -236,11 +265,12 @@ def _read_coco(annotations: Path, image_dir: Path, *, limit_images: int | None, 
             f"{split.split!r} ({len(split)} images). Pair the split with the right captions file "
             "(the Karpathy val/test images are in captions_val2014.json)."
         )
+    rejects: list[Reject] = [r for image_id, r in image_dups if split is None or image_id in in_split]
 
     # image id -> [(annotation id, caption)]
     captions: dict[int | str, list[tuple[int | str, str]]] = {}
+    annotated: set[int | str] = set()
     seen_ann_ids: set[int | str] = set()
-    rejects: list[Reject] = []
     for i, ann in enumerate(anns):
         where = f"annotations[{i}]"
         ann_id = _check_id(_get(ann, "id", path=annotations, where=where),
@@ -255,18 +285,26 @@ def _read_coco(annotations: Path, image_dir: Path, *, limit_images: int | None, 
         if split is not None and image_id not in in_split:
             continue
         ref = f"{annotations}#{where}"
+        known = image_id in file_of
+        annotated.add(image_id)
         if ann_id in seen_ann_ids:
-            rejects.append(Reject(ref, "read", "duplicate sample id", str(ann_id)))
+            rejects.append(Reject(ref, "read", "duplicate sample id", str(ann_id),
+                                  str(image_id) if known else None))
             continue
         seen_ann_ids.add(ann_id)
         caption, reason = check_caption(caption)
         if reason:
-            rejects.append(Reject(ref, "caption", reason, str(ann_id)))
+            rejects.append(Reject(ref, "caption", reason, str(ann_id), str(image_id) if known else None))
             continue
-        if image_id not in file_of:
-            rejects.append(Reject(ref, "read", _ORPHAN, str(ann_id)))
+        if not known:
+            rejects.append(Reject(ref, "read", _ORPHAN, str(ann_id), n_images=0))
             continue
         captions.setdefault(image_id, []).append((ann_id, caption))
+    # an image listed without any caption cannot take part: one reject for the image entry
+    for image_id in sorted(set(file_of) - annotated, key=_id_sort_key):
+        if split is None or image_id in in_split:
+            rejects.append(Reject(f"{annotations}#{entry_of[image_id]}", "read", _NO_CAPTION, None,
+                                  str(image_id), n_images=1, n_captions=0))
 
     image_ids = sorted(captions, key=_id_sort_key)
     if limit_images is not None:

@@ -292,19 +292,19 @@ def read_folder(
                 continue
             image_id = _norm_image_path(row.get(img_col))
             if image_id is None:
-                out.rejects.append(Reject(item_ref, "read", f"no image path in column {img_col!r}"))
+                out.rejects.append(Reject(item_ref, "read", f"no image path in column {img_col!r}", n_captions=1))
                 continue
             try:
                 image_id.encode("utf-8")
             except UnicodeEncodeError:
-                out.rejects.append(Reject(item_ref, "read", "image path not valid UTF-8"))
+                out.rejects.append(Reject(item_ref, "read", "image path not valid UTF-8", n_captions=1))
                 continue
             ref = os.path.normpath(os.path.join(root, image_id))
             given_id = row.get(id_col) if id_col else None
             caps = _captions_of(row.get(cap_col), parse_json_list=parse_json_list)
             if caps is None:
                 out.rejects.append(Reject(item_ref, "caption", "no caption",
-                                          None if given_id is None else str(given_id)))
+                                          None if given_id is None else str(given_id), image_id, n_captions=0))
                 continue
             for j, raw in enumerate(caps):
                 k = n_caps.get(image_id, 0)
@@ -315,7 +315,7 @@ def read_folder(
                     sid = f"{image_id}#{k}"
                 caption, why = check_caption(raw)
                 if why:
-                    out.rejects.append(Reject(item_ref, "caption", why, sid))
+                    out.rejects.append(Reject(item_ref, "caption", why, sid, image_id))
                     continue
                 samples.append(Sample(sid, image_id, ref, caption))
     except SourceError:

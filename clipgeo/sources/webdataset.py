@@ -194,7 +194,7 @@ def _read_shard(shard: str, out: SourceRead, samples: list[Sample]) -> None:
     for key, exts in members.items():
         img_ext = next((e for e in IMAGE_EXTENSIONS if e in exts), None)
         if img_ext is None:
-            out.rejects.append(Reject(tar_ref(tar_path, f"{key}.*"), "read", "no image member", key))
+            out.rejects.append(Reject(tar_ref(tar_path, f"{key}.*"), "read", "no image member", key, n_images=0))
             continue
         ref = tar_ref(tar_path, exts[img_ext].name)
         raw: bytes | str | None = payload.get((key, "txt"))
@@ -207,7 +207,7 @@ def _read_shard(shard: str, out: SourceRead, samples: list[Sample]) -> None:
                 raw = meta["caption"]
         caption, reason = check_caption(raw)
         if reason:
-            out.rejects.append(Reject(ref, "caption", reason, key))
+            out.rejects.append(Reject(ref, "caption", reason, key, key))
             continue
         samples.append(Sample(key, key, ref, caption))
 

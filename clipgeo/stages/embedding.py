@@ -238,8 +238,9 @@ def embed_shard(home: DataHome, plan: RunPlan, shard: Shard, *, device: str | No
                 image_batch_size: int = 256, text_batch_size: int = 1024, progress: bool = True) -> Path:
     """Embed one shard (skipped when its staging file exists) and write it atomically.
 
-    An image that cannot be used (missing, truncated, not an image, too large, ...) is left
-    out together with its captions; each becomes a reject row written at commit time.
+    An image that cannot be used (missing, truncated, not an image, too large, ...) although
+    ingest accepted it is left out together with its captions: one reject row of this run
+    (stage ``embed``, ``n_captions`` = its captions), written at commit time.
     """
     from clipgeo.embed import embed_image_refs, embed_texts
 
@@ -248,14 +249,12 @@ def embed_shard(home: DataHome, plan: RunPlan, shard: Shard, *, device: str | No
         return path
     lm = cached_model(plan.ref, device)
     img, ok, failures = embed_image_refs(lm, list(shard.image_refs), batch_size=image_batch_size, progress=progress)
-    rejects = [{"item_ref": shard.image_refs[i], "stage": stage, "reason": reason, "sample_id": None,
-                "image_id": shard.image_ids[i]} for i, stage, reason in failures]
+    # one row per image this run could not use, with the captions it took along (sql/schema/010)
+    rejects = [{"item_ref": shard.image_refs[i], "stage": "embed", "reason": reason, "sample_id": None,
+                "image_id": shard.image_ids[i], "n_images": 1,
+                "n_captions": shard.text_image_ids.count(shard.image_ids[i])} for i, _stage, reason in failures]
     bad_images = {shard.image_ids[i] for i, _, _ in failures}
     keep_txt = [k for k, iid in enumerate(shard.text_image_ids) if iid not in bad_images]
-    rejects += [{"item_ref": shard.image_refs[shard.image_ids.index(shard.text_image_ids[k])], "stage": "embed",
-                 "reason": "caption's image was rejected", "sample_id": shard.sample_ids[k],
-                 "image_id": shard.text_image_ids[k]}
-                for k in range(len(shard.sample_ids)) if shard.text_image_ids[k] in bad_images]
     txt = embed_texts(lm, [shard.captions[k] for k in keep_txt], batch_size=text_batch_size, progress=progress)
     for name, mat in (("image", img), ("text", txt)):
         if not np.isfinite(mat).all():
@@ -310,7 +309,8 @@ def commit_run(home: DataHome, plan: RunPlan, *, seconds: float | None = None) -
     if counts.get("image", 0) != n_images or counts.get("text", 0) != n_texts:
         raise RuntimeError(f"run {plan.run_id}: committed {counts}, expected {n_images} images and {n_texts} texts")
     reject_rows = [{"dataset_id": plan.dataset_id, "run_id": plan.run_id, "item_ref": r["item_ref"], "stage": r["stage"],
-                    "reason": r["reason"], "sample_id": r["sample_id"] or r["image_id"]} for r in rejects]
+                    "reason": r["reason"], "sample_id": r["sample_id"], "image_id": r.get("image_id"),
+                    "n_images": r.get("n_images", 0), "n_captions": r.get("n_captions", 0)} for r in rejects]
     with catalog.session(home) as con, catalog.transaction(con):
         catalog.update_run(con, plan.run_id, status="embedded", n_images=n_images, n_texts=n_texts,
                            embed_seconds=seconds, device=meta["device"], error=None)

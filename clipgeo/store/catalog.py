@@ -154,6 +154,25 @@ def insert(con: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame | pa.T
     return data.num_rows
 
 
+#: What makes a reject row unique (``sql/schema/010_rejects_once.sql`` indexes it, NULL as '').
+REJECT_KEY = ("dataset_id", "run_id", "item_ref", "stage", "reason", "sample_id", "image_id")
+
+
+def insert_rejects(con: duckdb.DuckDBPyConnection, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Insert reject rows, the first of each :data:`REJECT_KEY` only: one bad input, one row.
+
+    Runs inside the caller's transaction, which deletes the rows it replaces first.
+    """
+    seen: set[tuple] = set()
+    out = []
+    for r in rows:
+        key = tuple(r.get(c) or "" for c in REJECT_KEY)
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return insert(con, "rejects", out)
+
+
 @contextlib.contextmanager
 def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
     """BEGIN ... COMMIT, or ROLLBACK on any error: all of the block's writes or none."""
