@@ -385,3 +385,239 @@ def test_embedding_part_and_row_rejects(tmp_path: Path) -> None:
     d_rows = np.concatenate([c.img for c in chunks if c.part == 3])
     np.testing.assert_array_equal(d_rows, bad_rows[[0, 2]])
     assert all(np.isfinite(c.img).all() and np.isfinite(c.txt).all() for c in chunks)
+
+
+# --------------------------------------------------------------------------- COCO image ids: both duplicate variants
+
+
+def _coco(tmp_path: Path, images: list[dict], annotations: list[dict]) -> Path:
+    ann = tmp_path / "captions_val2017.json"
+    ann.write_text(json.dumps({"images": images, "annotations": annotations}))
+    return ann
+
+
+def test_coco_duplicate_image_id_same_file_is_a_reject_not_a_silent_merge(tmp_path: Path) -> None:
+    ann = _coco(tmp_path, [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"},
+                           {"id": 1, "file_name": "a.jpg"}],
+                [{"id": 10, "image_id": 1, "caption": "a"}, {"id": 11, "image_id": 2, "caption": "b"},
+                 {"id": 12, "image_id": 1, "caption": "a again"}])
+    read = read_coco(ann, tmp_path)
+    # the first entry is kept with every caption of its id
+    assert [(s.sample_id, s.image_id) for s in read.samples] == [("10", "1"), ("12", "1"), ("11", "2")]
+    assert [(r.item_ref.rsplit("#", 1)[1], r.stage, r.reason, r.image_id, r.n_images, r.n_captions)
+            for r in read.rejects] == [("images[2]", "read", "duplicate image id", "1", 1, 0)]
+
+
+def test_coco_duplicate_image_id_other_file_is_a_reject_and_reading_goes_on(tmp_path: Path) -> None:
+    ann = _coco(tmp_path, [{"id": 1, "file_name": "a.jpg"}, {"id": 1, "file_name": "other.jpg"},
+                           {"id": 1, "file_name": "third.jpg"}],
+                [{"id": 10, "image_id": 1, "caption": "a"}])
+    read = read_coco(ann, tmp_path)  # used to raise SourceError, which stopped the whole run
+    assert [(s.sample_id, Path(s.image_ref).name) for s in read.samples] == [("10", "a.jpg")]
+    assert [(r.item_ref.rsplit("#", 1)[1], r.reason) for r in read.rejects] == [
+        ("images[1]", "duplicate image id, different file"), ("images[2]", "duplicate image id, different file")]
+
+
+def test_coco_image_without_caption_and_image_whose_captions_all_fail(tmp_path: Path) -> None:
+    from clipgeo.sources.base import settle_drops
+
+    ann = _coco(tmp_path, [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"},
+                           {"id": 3, "file_name": "c.jpg"}],
+                [{"id": 10, "image_id": 1, "caption": "kept"}, {"id": 11, "image_id": 2, "caption": " "},
+                 {"id": 12, "image_id": 2, "caption": ""}, {"id": 13, "image_id": 7, "caption": "orphan"}])
+    read = read_coco(ann, tmp_path)
+    got = [(r.reason, r.image_id, r.n_images, r.n_captions) for r in settle_drops(read.samples, read.rejects)]
+    assert got == [
+        ("empty caption", "2", 1, 1),       # image 2 is lost with its captions: counted on the first
+        ("empty caption", "2", 0, 1),
+        ("image_id not in images", None, 0, 1),
+        ("image has no caption", "3", 1, 0),
+    ]
+
+
+# --------------------------------------------------------------------------- the hostile COCO folder, end to end
+
+#: (stage, reason) -> how many bad inputs of that kind the hostile folder holds. The README's
+#: rejects query must give exactly this, however many models embed the dataset.
+HOSTILE = {
+    ("read", "missing file"): 1,
+    ("read", "zero-byte file"): 1,
+    ("decode", "not an image (cannot identify)"): 1,
+    ("decode", "truncated image"): 1,
+    ("decode", f"decompression bomb: 132000000 pixels > limit {DEFAULT_MAX_PIXELS}"): 1,
+    ("read", "duplicate image id"): 1,
+    ("read", "duplicate image id, different file"): 1,
+    ("read", "image has no caption"): 1,
+    ("read", "image_id not in images"): 1,
+    ("read", "duplicate sample id"): 1,
+    ("caption", "empty caption"): 2,
+    ("caption", "caption not valid UTF-8 (lone surrogate at offset 4)"): 1,
+}
+
+
+def hostile_coco(root: Path) -> tuple[Path, Path]:
+    """A COCO folder with one of each hostile case (see :data:`HOSTILE`) and 4 usable images."""
+    img = root / "images"
+    img.mkdir(parents=True)
+    for k in range(5):
+        _noise((48, 40), seed=k).save(img / f"good{k}.jpg")
+    (img / "zero.jpg").write_bytes(b"")
+    (img / "notes.jpg").write_text("not a picture\n" * 10)
+    data = _jpeg_bytes(_noise((200, 150), 9))
+    (img / "cut.jpg").write_bytes(data[: len(data) // 2])
+    huge_png(img / "bomb.png", 12000, 11000)
+    images = [
+        {"id": 1, "file_name": "good0.jpg"}, {"id": 2, "file_name": "good1.jpg"},
+        {"id": 3, "file_name": "good2.jpg"}, {"id": 4, "file_name": "good3.jpg"},
+        {"id": 5, "file_name": "missing.jpg"}, {"id": 6, "file_name": "zero.jpg"},
+        {"id": 7, "file_name": "notes.jpg"}, {"id": 8, "file_name": "cut.jpg"},
+        {"id": 9, "file_name": "bomb.png"},
+        {"id": 1, "file_name": "good0.jpg"},     # the same id and file again
+        {"id": 2, "file_name": "good4.jpg"},     # the same id, another file
+        {"id": 10, "file_name": "good4.jpg"},    # no annotation names it
+        {"id": 11, "file_name": "good4.jpg"},    # its only caption is empty
+    ]
+    anns = [
+        {"id": 100, "image_id": 1, "caption": "a red square"},
+        {"id": 101, "image_id": 1, "caption": "<script>alert(1)</script> a square"},
+        {"id": 102, "image_id": 2, "caption": LONG},
+        {"id": 103, "image_id": 3, "caption": "noise"},
+        {"id": 104, "image_id": 4, "caption": "more noise"},
+        {"id": 105, "image_id": 5, "caption": "gone 1"}, {"id": 106, "image_id": 5, "caption": "gone 2"},
+        {"id": 107, "image_id": 6, "caption": "zero"}, {"id": 108, "image_id": 7, "caption": "text"},
+        {"id": 109, "image_id": 8, "caption": "cut"}, {"id": 110, "image_id": 9, "caption": "bomb"},
+        {"id": 111, "image_id": 4, "caption": "   "},                  # empty
+        {"id": 112, "image_id": 4, "caption": "bad \ud800 surrogate"},  # not UTF-8
+        {"id": 103, "image_id": 4, "caption": "duplicate annotation id"},
+        {"id": 113, "image_id": 999, "caption": "orphan"},
+        {"id": 114, "image_id": 11, "caption": ""},                    # empty: image 11 lost with it
+    ]
+    return _coco(root, images, anns), img
+
+
+def _rows(con, sql: str, params=None) -> list[tuple]:
+    from clipgeo.store import catalog
+
+    return catalog.execute(con, sql, params)
+
+
+def test_hostile_coco_rejects_counted_once_on_a_multi_model_run(tmp_path: Path) -> None:
+    from clipgeo.config import DataHome
+    from clipgeo.stages.embedding import ModelRef, embed_run
+    from clipgeo.stages.ingest import ingest_coco
+    from clipgeo.store import catalog
+
+    ann, img = hostile_coco(tmp_path / "coco")
+    home = DataHome.resolve(tmp_path / "home")
+    info = ingest_coco(home, ann, img, name="hostile")
+    assert (info.n_images, info.n_samples) == (4, 5)  # ids 1-4 (good0..good3), captions 100-104
+    runs = [embed_run(home, ModelRef(name), info.dataset_id, progress=False)
+            for name in ("clipgeo-tiny-vit", "clipgeo-tiny-vit-w128")]
+    assert len({r.run_id for r in runs}) == 2
+    assert all((r.n_images, r.n_texts) == (4, 5) for r in runs)
+    # a file deleted after ingest: the third model's embedding cannot use it, a reject of that run only
+    (img / "good3.jpg").unlink()
+    late = embed_run(home, ModelRef("clipgeo-tiny-vit", None), info.dataset_id, force=True, progress=False)
+    assert (late.n_images, late.n_texts) == (3, 4)
+    with catalog.session(home, read_only=True) as con:
+        # the README's query: each bad input once, per-run losses under stage 'embed'
+        got = {(s, r): n for s, r, n in _rows(con, "select stage, reason, count(*) from rejects group by all")}
+        assert got == {**HOSTILE, ("embed", "missing file"): 1}
+        assert _rows(con, "select run_id, image_id, n_images, n_captions from rejects where stage = 'embed'") == [
+            (late.run_id, "4", 1, 1)]
+        assert _rows(con, "select count(*) from rejects where stage <> 'embed' and run_id is not null") == [(0,)]
+        # a refused image is one row that carries its captions
+        assert _rows(con, "select n_images, n_captions from rejects where reason = 'missing file' "
+                          "and run_id is null") == [(1, 2)]
+        counts = _rows(con, "select * from v_report_dataset_counts")
+        # kept: good0..good3 (ids 1-4) with captions 100-104 (the later 103 is a duplicate)
+        # dropped images: 5 bad files + 2 duplicate entries + 1 uncaptioned + 1 whose only caption is empty
+        # dropped captions: 6 (of the bad files: 2 + 1 + 1 + 1 + 1) + 2 empty + 1 UTF-8 + 1 duplicate + 1 orphan
+        assert counts == [(info.dataset_id, "hostile:val2017", 4, 5, 9, 11)]
+        per_reason = {(s, r): (n, ex) for _, name, s, r, n, ex in _rows(con, "select * from v_report_rejects")}
+        assert {k: v[0] for k, v in per_reason.items()} == {**HOSTILE, ("embed", "missing file"): 1}
+        assert per_reason[("read", "missing file")][1] == ["missing.jpg (id 5)"]
+        assert per_reason[("caption", "empty caption")][1] == [
+            "captions_val2017.json#annotations[11] (id 111)", "captions_val2017.json#annotations[15] (id 114)"]
+        assert per_reason[("read", "duplicate image id, different file")][1] == [
+            "captions_val2017.json#images[10] (id 2)"]
+        assert not any(str(tmp_path) in e for _, ex in per_reason.values() for e in ex)  # no folders
+    # ingesting again replaces the dataset-level rows instead of adding to them
+    ingest_coco(home, ann, img, name="hostile")
+    with catalog.session(home, read_only=True) as con:
+        got = {(s, r): n for s, r, n in _rows(con, "select stage, reason, count(*) from rejects group by all")}
+    assert got == {**HOSTILE, ("read", "missing file"): 2, ("embed", "missing file"): 1}  # good3.jpg is gone now
+
+
+def test_report_views_on_an_empty_catalog(tmp_path: Path) -> None:
+    from clipgeo.config import DataHome
+    from clipgeo.store import catalog
+
+    home = DataHome.resolve(tmp_path / "home")
+    with catalog.session(home) as con:
+        for view, cols in (("v_report_rejects", ["dataset_id", "dataset_name", "stage", "reason", "n", "examples"]),
+                           ("v_report_dataset_counts", ["dataset_id", "dataset_name", "n_images_kept",
+                                                        "n_captions_kept", "n_images_dropped", "n_captions_dropped"])):
+            described = _rows(con, f"describe {view}")
+            assert [c[0] for c in described] == cols
+            assert _rows(con, f"select * from {view}") == []
+        assert dict((c[0], c[1]) for c in _rows(con, "describe v_report_rejects"))["examples"] == "VARCHAR[]"
+
+
+def test_unique_index_refuses_a_repeated_reject(tmp_path: Path) -> None:
+    import duckdb
+
+    from clipgeo.config import DataHome
+    from clipgeo.store import catalog
+
+    home = DataHome.resolve(tmp_path / "home")
+    row = {"dataset_id": "d", "item_ref": "/x/a.jpg", "stage": "read", "reason": "missing file", "image_id": "1"}
+    with catalog.session(home) as con:
+        assert catalog.insert_rejects(con, [row, dict(row), {**row, "image_id": "2"}]) == 2
+        with pytest.raises(duckdb.ConstraintException):
+            catalog.insert(con, "rejects", [row])
+        assert catalog.insert(con, "rejects", [{**row, "run_id": "r1"}]) == 1  # another run's row is another row
+
+
+def test_migration_010_folds_per_model_rows_of_an_old_home(tmp_path: Path) -> None:
+    """A home written before 010: an image reject per model and a "caption's image was
+    rejected" row per caption and model become one dataset-level row per bad image."""
+    import shutil
+
+    import duckdb
+
+    from clipgeo.config import SQL_DIR
+    from clipgeo.store import catalog
+
+    old = tmp_path / "sql_old"
+    (old / "schema").mkdir(parents=True)
+    (old / "views").mkdir()
+    for f in (SQL_DIR / "schema").glob("*.sql"):
+        if int(f.name[:3]) < 10:
+            shutil.copy(f, old / "schema" / f.name)
+    con = duckdb.connect(str(tmp_path / "catalog.duckdb"))
+    catalog.migrate(con, old)
+    catalog.insert(con, "datasets", [{"dataset_id": "coco-0123abcd:val", "source": "coco", "n_rejects": 1}])
+    catalog.insert(con, "samples", [
+        {"dataset_id": "coco-0123abcd:val", "sample_id": s, "image_id": i, "image_ref": f"/d/{i}.jpg", "caption": "c"}
+        for s, i in (("10", "1"), ("11", "1"), ("12", "2"))])
+    rows = [{"dataset_id": "coco-0123abcd:val", "run_id": None, "item_ref": "/d/ann.json#annotations[3]",
+             "stage": "caption", "reason": "empty caption", "sample_id": "13"}]
+    for run in ("rA", "rB"):
+        rows.append({"dataset_id": "coco-0123abcd:val", "run_id": run, "item_ref": "/d/1.jpg", "stage": "read",
+                     "reason": "missing file", "sample_id": "1"})
+        rows += [{"dataset_id": "coco-0123abcd:val", "run_id": run, "item_ref": "/d/1.jpg", "stage": "embed",
+                  "reason": "caption's image was rejected", "sample_id": s} for s in ("10", "11")]
+    rows.append(dict(rows[0]))  # an exact repeat
+    catalog.insert(con, "rejects", rows)
+    assert "010_rejects_once.sql" in catalog.migrate(con)
+    got = _rows(con, "select run_id, item_ref, stage, reason, sample_id, image_id, n_images, n_captions "
+                     "from rejects order by stage")
+    assert got == [(None, "/d/ann.json#annotations[3]", "caption", "empty caption", "13", None, 0, 1),
+                   (None, "/d/1.jpg", "read", "missing file", None, "1", 1, 2)]
+    assert _rows(con, "select stage, reason, count(*) from rejects group by all order by 1") == [
+        ("caption", "empty caption", 1), ("read", "missing file", 1)]
+    # the samples of the refused image are still in the old home; the counts view leaves them out
+    assert _rows(con, "select * from v_report_dataset_counts") == [("coco-0123abcd:val", "coco:val", 1, 1, 1, 3)]
+    assert _rows(con, "select n_rejects from datasets") == [(2,)]
+    con.close()

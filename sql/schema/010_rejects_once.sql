@@ -50,16 +50,22 @@ UPDATE rejects SET
                     ELSE 0 END
 WHERE n_captions IS NULL;
 
--- Exact repeats (same dataset, run, item, stage, reason, sample and image): keep the first.
-CREATE TEMP TABLE _rejects_once AS
+-- Exact repeats (same dataset, run, item, stage, reason, sample and image): keep the first. The
+-- table is rebuilt rather than deleted from: DuckDB 2.0's CREATE UNIQUE INDEX still sees
+-- deleted rows and would refuse the index.
+CREATE TABLE _rejects_010 AS
 SELECT * FROM rejects
 QUALIFY row_number() OVER (
     PARTITION BY dataset_id, coalesce(run_id, ''), item_ref, stage, reason, coalesce(sample_id, ''), coalesce(image_id, '')
     ORDER BY created_at) = 1;
-DELETE FROM rejects;
-INSERT INTO rejects BY NAME SELECT * FROM _rejects_once;
+DROP TABLE rejects;
+ALTER TABLE _rejects_010 RENAME TO rejects;
+ALTER TABLE rejects ALTER COLUMN dataset_id SET NOT NULL;
+ALTER TABLE rejects ALTER COLUMN item_ref SET NOT NULL;
+ALTER TABLE rejects ALTER COLUMN stage SET NOT NULL;
+ALTER TABLE rejects ALTER COLUMN reason SET NOT NULL;
+ALTER TABLE rejects ALTER COLUMN created_at SET DEFAULT current_timestamp;
 DROP TABLE _rejects_images;
-DROP TABLE _rejects_once;
 
 UPDATE datasets SET n_rejects = (SELECT count(*) FROM rejects r WHERE r.dataset_id = datasets.dataset_id AND r.run_id IS NULL)
 WHERE source <> 'embeddings';
