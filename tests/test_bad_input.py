@@ -529,6 +529,8 @@ def test_hostile_coco_rejects_counted_once_on_a_multi_model_run(tmp_path: Path) 
         # a refused image is one row that carries its captions
         assert _rows(con, "select n_images, n_captions from rejects where reason = 'missing file' "
                           "and run_id is null") == [(1, 2)]
+        # ... and the README's cost query: what the bad inputs took with them
+        assert _rows(con, "select sum(n_images), sum(n_captions) from rejects where stage <> 'embed'") == [(9, 11)]
         counts = _rows(con, "select * from v_report_dataset_counts")
         # kept: good0..good3 (ids 1-4) with captions 100-104 (the later 103 is a duplicate)
         # dropped images: 5 bad files + 2 duplicate entries + 1 uncaptioned + 1 whose only caption is empty

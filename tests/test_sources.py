@@ -390,7 +390,45 @@ def test_reader_cleaning_and_order(tmp_path: Path, caplog: pytest.LogCaptureFixt
     text = caplog.text
     assert "1 empty caption" in text and "1 annotation(s) with a duplicate id" in text
     assert "not in 'images'" in text
+    assert "1 image(s) without any caption" in text  # no_captions.jpg
     assert read_coco_captions(ann, tmp_path, limit_images=1) == samples[:2]
+
+
+def test_ingest_image_check_one_reject_per_bad_file(tmp_path: Path) -> None:
+    """Folder and webdataset sources through the ingest image check: a bad file is one reject
+    carrying its captions; an image whose captions were all refused is counted once."""
+    import csv
+    import io
+    import tarfile
+
+    from clipgeo.sources import read_folder, read_webdataset
+    from clipgeo.stages.ingest import drop_bad_images
+
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "ok.jpg")
+    Image.new("RGB", (8, 8), (10, 200, 10)).save(tmp_path / "lonely.jpg")
+    with (tmp_path / "c.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows([["image", "caption"], ["ok.jpg", "a"], ["gone.jpg", "b"], ["gone.jpg", "c"],
+                                  ["ok.jpg", " "], ["lonely.jpg", ""]])
+    read = drop_bad_images(read_folder(tmp_path, tmp_path / "c.csv"))
+    assert [s.caption for s in read.samples] == ["a"]
+    got = [(r.stage, r.reason, r.image_id, r.n_images, r.n_captions) for r in read.rejects]
+    assert got == [("caption", "empty caption", "ok.jpg", 0, 1),       # ok.jpg keeps its other caption
+                   ("caption", "empty caption", "lonely.jpg", 1, 1),   # lonely.jpg is lost with it
+                   ("read", "missing file", "gone.jpg", 1, 2)]         # one row for two captions
+    assert read.rejects[2].item_ref == str(tmp_path / "gone.jpg")
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "JPEG")
+    with tarfile.open(tmp_path / "s.tar", "w") as tf:
+        for name, data in (("a.jpg", buf.getvalue()), ("a.txt", b"fine"), ("b.jpg", buf.getvalue()),
+                           ("b.txt", b""), ("c.jpg", b"plain text, not a JPEG"), ("c.txt", b"text")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    read = drop_bad_images(read_webdataset(str(tmp_path / "s.tar")))
+    assert [s.sample_id for s in read.samples] == ["a"]
+    assert [(r.sample_id, r.stage, r.reason, r.n_images, r.n_captions) for r in read.rejects] == [
+        ("b", "caption", "empty caption", 1, 1), (None, "decode", "not an image (cannot identify)", 1, 1)]
 
 
 def test_reader_missing_file(tmp_path: Path) -> None:

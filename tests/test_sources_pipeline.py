@@ -64,19 +64,18 @@ def test_coco_with_karpathy_split(prefect_harness, coco, checkpoint, tmp_path): 
 
 
 def test_folder_with_a_bad_image(prefect_harness, folder, checkpoint, tmp_path):  # noqa: F811
-    (folder / "dogs" / "broken.jpg").write_bytes(b"")  # zero-byte file: rejected at embed time
+    (folder / "dogs" / "broken.jpg").write_bytes(b"")  # zero-byte file: rejected at ingest
     rows = [{"image": img, "captions": caps} for img, caps in FOLDER_ROWS] + [{"image": "dogs/broken.jpg", "captions": ["x"]}]
     cap_file = tmp_path / "captions.jsonl"
     cap_file.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
     home = DataHome.resolve(tmp_path / "home")
     summary = _run(home, source="folder", path=str(cap_file), image_dir=str(folder), models=[f"clipgeo-tiny-vit={checkpoint}"])
     run_id = _one_run(home, summary)
-    assert [s for s in _samples(home) if s[1] != "dogs/broken.jpg"] == sorted(EXPECTED)
+    assert _samples(home) == sorted(EXPECTED)
     assert vectors.count_rows(home, run_id) == {"image": 3, "text": 5}  # the broken image and its caption left out
     with catalog.session(home, read_only=True) as con:
-        rejects = catalog.execute(con, "SELECT stage, reason, sample_id FROM rejects WHERE run_id = ? ORDER BY stage", [run_id])
-    assert ("read", "zero-byte file", "dogs/broken.jpg") in rejects
-    assert any(r[0] == "embed" and r[2] == "dogs/broken.jpg#0" for r in rejects)
+        rejects = catalog.execute(con, "SELECT run_id, stage, reason, image_id, n_images, n_captions FROM rejects")
+    assert rejects == [(None, "read", "zero-byte file", "dogs/broken.jpg", 1, 1)]  # one row, the dataset's
 
 
 def test_webdataset_shards(prefect_harness, shards, checkpoint, tmp_path):  # noqa: F811
