@@ -86,7 +86,7 @@ def import_embeddings(home: DataHome, root: Path, *, name: str | None = None, ch
             "code_version": clipgeo.__version__,
         }])
         catalog.execute(con, "DELETE FROM rejects WHERE dataset_id = ?", [dataset_id])
-        catalog.insert(con, "rejects", [
+        catalog.insert_rejects(con, [
             {"dataset_id": dataset_id, "run_id": run_id, "item_ref": r.item_ref, "stage": r.stage, "reason": r.reason,
              "sample_id": r.sample_id} for r in rejects
         ])
