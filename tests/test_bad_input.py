@@ -543,6 +543,11 @@ def test_hostile_coco_rejects_counted_once_on_a_multi_model_run(tmp_path: Path) 
             "captions_val2017.json#annotations[11] (id 111)", "captions_val2017.json#annotations[15] (id 114)"]
         assert per_reason[("read", "duplicate image id, different file")][1] == [
             "captions_val2017.json#images[10] (id 2)"]
+        # a refused caption that had text shows an excerpt of it
+        assert per_reason[("read", "duplicate sample id")][1] == [
+            "captions_val2017.json#annotations[13] (id 103): duplicate annotation id"]
+        assert per_reason[("caption", "caption not valid UTF-8 (lone surrogate at offset 4)")][1] == [
+            "captions_val2017.json#annotations[12] (id 112): bad \ufffd surrogate"]
         assert not any(str(tmp_path) in e for _, ex in per_reason.values() for e in ex)  # no folders
     # ingesting again replaces the dataset-level rows instead of adding to them
     ingest_coco(home, ann, img, name="hostile")
@@ -623,3 +628,13 @@ def test_migration_010_folds_per_model_rows_of_an_old_home(tmp_path: Path) -> No
     assert _rows(con, "select * from v_report_dataset_counts") == [("coco-0123abcd:val", "coco:val", 1, 1, 1, 3)]
     assert _rows(con, "select n_rejects from datasets") == [(2,)]
     con.close()
+
+
+def test_snippet_of_a_refused_caption() -> None:
+    from clipgeo.sources.base import snippet
+
+    assert snippet("  two\n\tlines  ") == "two lines"
+    assert snippet(LONG) == LONG[:59] + "\u2026" and len(snippet(LONG)) == 60
+    assert snippet(b"caf\xe9 au lait") == "caf\ufffd au lait"
+    assert snippet("bad \ud800 surrogate") == "bad \ufffd surrogate"
+    assert snippet("   ") is None and snippet(None) is None

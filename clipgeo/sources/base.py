@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -15,6 +16,7 @@ __all__ = [
     "check_caption",
     "dedupe_samples",
     "settle_drops",
+    "snippet",
 ]
 
 #: The stages a reject can come from: ``read`` (file / member / row could not be read or
@@ -70,6 +72,8 @@ class Reject:
         n_captions: Captions this reject takes out of the dataset: 1 for a refused caption,
             the image's caption count for a refused image (its captions are *not* separate
             rejects). ``None`` means 1 when ``sample_id`` is set, else 0.
+        detail: A short excerpt of the refused caption, when there is text to show
+            (:func:`snippet`); the reports list it as an example.
     """
 
     item_ref: str
@@ -79,6 +83,7 @@ class Reject:
     image_id: str | None = None
     n_images: int | None = None
     n_captions: int | None = None
+    detail: str | None = None
 
 
 @dataclass(slots=True)
@@ -138,13 +143,34 @@ def check_caption(raw: str | bytes | None) -> tuple[str | None, str | None]:
     return text, None
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def snippet(raw: str | bytes | None, limit: int = 60) -> str | None:
+    """At most ``limit`` characters of a caption, whitespace collapsed, ``…`` when cut; bytes
+    and lone surrogates that are not UTF-8 shown as U+FFFD. None when nothing is left."""
+    if raw is None:
+        return None
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        text = bytes(raw).decode("utf-8", "replace")
+    elif isinstance(raw, str):
+        text = _SURROGATE.sub("\ufffd", raw)
+    else:
+        return None
+    text = " ".join(text.split())
+    if not text:
+        return None
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def dedupe_samples(samples: Iterable[Sample], rejects: list[Reject]) -> list[Sample]:
     """Keep the first sample of each ``sample_id``; append a reject for every later one."""
     seen: set[str] = set()
     out: list[Sample] = []
     for s in samples:
         if s.sample_id in seen:
-            rejects.append(Reject(s.image_ref, "read", "duplicate sample id", s.sample_id, s.image_id))
+            rejects.append(Reject(s.image_ref, "read", "duplicate sample id", s.sample_id, s.image_id,
+                                  detail=snippet(s.caption)))
             continue
         seen.add(s.sample_id)
         out.append(s)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from clipgeo.sources.base import Reject, Sample, SourceError, SourceRead, check_caption, dedupe_samples
+from clipgeo.sources.base import Reject, Sample, SourceError, SourceRead, check_caption, dedupe_samples, snippet
 
 __all__ = ["read_coco", "read_coco_captions"]
 
@@ -289,15 +289,16 @@ def _read_coco(annotations: Path, image_dir: Path, *, limit_images: int | None, 
         annotated.add(image_id)
         if ann_id in seen_ann_ids:
             rejects.append(Reject(ref, "read", "duplicate sample id", str(ann_id),
-                                  str(image_id) if known else None))
+                                  str(image_id) if known else None, detail=snippet(caption)))
             continue
         seen_ann_ids.add(ann_id)
-        caption, reason = check_caption(caption)
+        raw, (caption, reason) = caption, check_caption(caption)
         if reason:
-            rejects.append(Reject(ref, "caption", reason, str(ann_id), str(image_id) if known else None))
+            rejects.append(Reject(ref, "caption", reason, str(ann_id), str(image_id) if known else None,
+                                  detail=snippet(raw)))
             continue
         if not known:
-            rejects.append(Reject(ref, "read", _ORPHAN, str(ann_id), n_images=0))
+            rejects.append(Reject(ref, "read", _ORPHAN, str(ann_id), n_images=0, detail=snippet(caption)))
             continue
         captions.setdefault(image_id, []).append((ann_id, caption))
     # an image listed without any caption cannot take part: one reject for the image entry

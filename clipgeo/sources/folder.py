@@ -43,7 +43,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from clipgeo.sources.base import Reject, Sample, SourceError, SourceRead, check_caption, dedupe_samples
+from clipgeo.sources.base import Reject, Sample, SourceError, SourceRead, check_caption, dedupe_samples, snippet
 
 __all__ = ["CAPTION_COLUMNS", "IMAGE_COLUMNS", "read_folder"]
 
@@ -315,7 +315,7 @@ def read_folder(
                     sid = f"{image_id}#{k}"
                 caption, why = check_caption(raw)
                 if why:
-                    out.rejects.append(Reject(item_ref, "caption", why, sid, image_id))
+                    out.rejects.append(Reject(item_ref, "caption", why, sid, image_id, detail=snippet(raw)))
                     continue
                 samples.append(Sample(sid, image_id, ref, caption))
     except SourceError:

@@ -44,7 +44,7 @@ import tarfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from clipgeo.sources.base import Reject, Sample, SourceError, SourceRead, check_caption, dedupe_samples
+from clipgeo.sources.base import Reject, Sample, SourceError, SourceRead, check_caption, dedupe_samples, snippet
 from clipgeo.sources.images import _is_url, _open_binary, prime_tar_index, tar_ref
 
 __all__ = ["IMAGE_EXTENSIONS", "expand_braces", "expand_urls", "read_webdataset"]
@@ -207,7 +207,7 @@ def _read_shard(shard: str, out: SourceRead, samples: list[Sample]) -> None:
                 raw = meta["caption"]
         caption, reason = check_caption(raw)
         if reason:
-            out.rejects.append(Reject(ref, "caption", reason, key, key))
+            out.rejects.append(Reject(ref, "caption", reason, key, key, detail=snippet(raw)))
             continue
         samples.append(Sample(key, key, ref, caption))
 

@@ -90,7 +90,8 @@ def register_dataset(
         catalog.execute(con, "DELETE FROM rejects WHERE dataset_id = ? AND run_id IS NULL", [dataset_id])
         catalog.insert_rejects(con, [
             {"dataset_id": dataset_id, "item_ref": r.item_ref, "stage": r.stage, "reason": r.reason,
-             "sample_id": r.sample_id, "image_id": r.image_id, "n_images": r.n_images, "n_captions": r.n_captions}
+             "sample_id": r.sample_id, "image_id": r.image_id, "n_images": r.n_images, "n_captions": r.n_captions,
+             "detail": r.detail}
             for r in rejects
         ])
     return DatasetInfo(dataset_id, source, split, n_images, len(samples), len(rejects))

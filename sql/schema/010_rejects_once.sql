@@ -10,11 +10,13 @@
 --   image_id    the image the row is about (a refused image, or the image of a refused caption)
 --   n_images    images this row takes out of the dataset (0 or 1; k for a file shared by k ids)
 --   n_captions  captions this row takes out of the dataset
+--   detail      a short excerpt of a refused caption, when it has text (shown as an example)
 --
 -- Summing n_images / n_captions over a dataset's rows gives what it lost, each counted once.
 ALTER TABLE rejects ADD COLUMN image_id VARCHAR;
 ALTER TABLE rejects ADD COLUMN n_images INTEGER;
 ALTER TABLE rejects ADD COLUMN n_captions INTEGER;
+ALTER TABLE rejects ADD COLUMN detail VARCHAR;
 
 -- Homes written before 010 recorded each unusable image once per model (sample_id = the image
 -- id) plus one stage-'embed' row "caption's image was rejected" per caption and model. Fold them
