@@ -102,7 +102,7 @@ def _digest(*parts: object) -> str:
 
 
 #: Images checked at once while ingesting (Pillow decodes outside the GIL).
-CHECK_WORKERS = min(8, os.cpu_count() or 1)
+CHECK_WORKERS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 def drop_bad_images(read: SourceRead, *, workers: int = CHECK_WORKERS, chunk: int = 4096) -> SourceRead:
@@ -122,6 +122,8 @@ def drop_bad_images(read: SourceRead, *, workers: int = CHECK_WORKERS, chunk: in
             load_image(ref)
         except ImageRejected as exc:
             return exc.stage, exc.reason
+        except Exception as exc:  # noqa: BLE001 - bad input never stops the ingest
+            return "decode", f"corrupt image: {type(exc).__name__}"
         return None
 
     refs = list(dict.fromkeys(s.image_ref for s in read.samples))
@@ -189,7 +191,10 @@ def ingest_coco(
     check_images: bool = True,
 ) -> DatasetInfo:
     """Register an MS-COCO captions file (``captions_{split}{year}.json``) and its image folder,
-    optionally restricted to a Karpathy split (``split`` = train / val / test / restval)."""
+    optionally restricted to a Karpathy split (``split`` = train / val / test / restval).
+
+    Every image is opened once here (:func:`drop_bad_images`; ``check_images=False`` skips it,
+    leaving bad files to each run's embedding), so a bad file is one dataset-level reject."""
     annotations, image_dir = Path(annotations).resolve(), Path(image_dir).resolve()
     read = read_coco(annotations, image_dir, karpathy_split_file=karpathy_split_file, split=split,
                      limit_images=limit_images)
