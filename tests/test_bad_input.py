@@ -422,9 +422,10 @@ def test_coco_image_without_caption_and_image_whose_captions_all_fail(tmp_path: 
     from clipgeo.sources.base import settle_drops
 
     ann = _coco(tmp_path, [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"},
-                           {"id": 3, "file_name": "c.jpg"}],
+                           {"id": 3, "file_name": "c.jpg"}, {"id": 4, "file_name": "d.jpg"}],
                 [{"id": 10, "image_id": 1, "caption": "kept"}, {"id": 11, "image_id": 2, "caption": " "},
-                 {"id": 12, "image_id": 2, "caption": ""}, {"id": 13, "image_id": 7, "caption": "orphan"}])
+                 {"id": 12, "image_id": 2, "caption": ""}, {"id": 13, "image_id": 7, "caption": "orphan"},
+                 {"id": 14, "image_id": 4, "caption": "kept too"}])
     read = read_coco(ann, tmp_path)
     got = [(r.reason, r.image_id, r.n_images, r.n_captions) for r in settle_drops(read.samples, read.rejects)]
     assert got == [
@@ -433,6 +434,9 @@ def test_coco_image_without_caption_and_image_whose_captions_all_fail(tmp_path: 
         ("image_id not in images", None, 0, 1),
         ("image has no caption", "3", 1, 0),
     ]
+    # limit_images=1 takes image 1 only: images 2-4 are out of scope, not rejects
+    read = read_coco(ann, tmp_path, limit_images=1)
+    assert [r.reason for r in read.rejects] == ["image_id not in images"]
 
 
 # --------------------------------------------------------------------------- the hostile COCO folder, end to end

@@ -308,8 +308,12 @@ def _read_coco(annotations: Path, image_dir: Path, *, limit_images: int | None, 
                                   str(image_id), n_images=1, n_captions=0))
 
     image_ids = sorted(captions, key=_id_sort_key)
-    if limit_images is not None:
+    if limit_images is not None and len(image_ids) > limit_images:
         image_ids = image_ids[:limit_images]
+        # images after the last one taken are out of scope, not lost: their rejects go too
+        last = _id_sort_key(image_ids[-1]) if image_ids else None
+        beyond = {str(i) for i in file_of if last is None or _id_sort_key(i) > last}
+        rejects = [r for r in rejects if r.image_id is None or r.image_id not in beyond]
 
     samples: list[Sample] = []
     for image_id in image_ids:
