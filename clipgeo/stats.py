@@ -38,11 +38,13 @@ __all__ = [
 # ------------------------------------------------------------------------------ normalisation
 
 
-def l2_normalize(x, name: str = "x", dtype: type = np.float64, *, block: int = DEFAULT_BLOCK_ROWS) -> np.ndarray:
+def l2_normalize(x, name: str = "x", dtype: type = np.float64, *, block: int = DEFAULT_BLOCK_ROWS,
+                 row_offset: int = 0) -> np.ndarray:
     """``x̂_i = x_i / ‖x_i‖`` row-wise, as a new array of ``dtype`` (norms and division in float64).
 
     The one zero-row policy of clipgeo: a row with ``‖x_i‖ = 0`` raises ``ValueError`` naming
-    ``name`` and the row (its direction, hence every cosine involving it, is undefined).
+    ``name`` and the row (its direction, hence every cosine involving it, is undefined);
+    ``row_offset`` is added to the row number in that message (for chunks of a larger set).
     Works block by block, so the float64 temporaries stay ``O(block · d)``.
     """
     arr = np.asarray(x)
@@ -53,7 +55,7 @@ def l2_normalize(x, name: str = "x", dtype: type = np.float64, *, block: int = D
         blk = np.asarray(arr[sl], dtype=np.float64)
         norms = row_norms(blk)
         if np.any(norms == 0):
-            bad = sl.start + int(np.flatnonzero(norms == 0)[0])
+            bad = row_offset + sl.start + int(np.flatnonzero(norms == 0)[0])
             raise ValueError(
                 f"{name}: row {bad} is a zero vector and cannot be L2-normalised "
                 "(reject it at the source: its direction is undefined)"
