@@ -459,7 +459,7 @@ def test_clusters_bad_input_gives_messages_not_crashes(caplog):
     assert "too_small" in rows[2]["status"] and rows[2]["auc_joint"] is None
     assert "rank_limited" in rows[0]["status"]  # 20 members in d = 32
     assert corr["n_clusters_used"][0] == 2
-    assert "needs at least 3" in corr["message"][0]
+    assert "needs at least 5" in corr["message"][0]
 
 
 # ------------------------------------------------------------------------------------ nearest
