@@ -175,7 +175,7 @@ def build_run_summary(con, run_id: str) -> pl.DataFrame:
 
 
 def _retrieval(d: RunData) -> dict[str, Rows]:
-    rr = retrieval_ranks(d.img_n, d.txt_n, d.idx)
+    rr = retrieval_ranks(d.rv.images, d.rv.texts, d.idx)  # exact cosines of the stored vectors
     d.cache["retrieval_ranks"] = rr  # the one ranking every later section uses (per-cluster top-1)
     ranks = pl.concat([
         pl.DataFrame({"run_id": d.run_id, "direction": "text_to_image", "query_id": d.rv.sample_ids.tolist(),

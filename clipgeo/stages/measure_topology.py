@@ -96,7 +96,7 @@ def _clusters(d: RunData) -> dict:
     # per-cluster top-1 from the run's one ranking (the retrieval section's: full gallery)
     rr = d.cache.get("retrieval_ranks")
     if rr is None:
-        rr = retrieval_ranks(d.img_n, d.txt_n, d.idx)
+        rr = retrieval_ranks(d.rv.images, d.rv.texts, d.idx)
         d.cache["retrieval_ranks"] = rr
     per_cluster, cluster_spectra, corr = cluster_local_dimension(
         im, tx, clusters, t2i_ranks=rr.t2i[txt_rows], i2t_ranks=rr.i2t[img_rows], seed=d.seed)
