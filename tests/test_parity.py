@@ -333,3 +333,46 @@ def test_nearest_reference_ids_equal_brute_force_argmax(run):
         picked = np.array([rpos[k] for k in g["nearest_item_id"].to_list()])
         # the id names a reference sample that attains the maximum (ties: any of them)
         np.testing.assert_allclose(cos[rows, picked], best[rows], atol=1e-5)
+
+
+def test_cosine_summaries_offcentre_and_principal_angles(run):
+    """Fig. 3 cosine populations (exact at this size), P5 off-centre and P1 principal angles
+    against numpy / scipy from the definitions."""
+    from scipy.linalg import subspace_angles
+
+    home, run_id, rv, _, _ = run
+    ui, ut = _unit(rv.images), _unit(rv.texts)
+    idx = rv.text_image_index
+    cx = ut @ ui.T
+    own = np.zeros(cx.shape, dtype=bool)
+    own[np.arange(len(idx)), idx] = True
+    pops = {
+        "paired_image_text": cx[own], "unpaired_image_text": cx[~own],
+        "image_image": (ui @ ui.T)[np.triu_indices(len(ui), 1)], "text_text": (ut @ ut.T)[np.triu_indices(len(ut), 1)],
+    }
+    summ = _q(home, "SELECT * FROM topo_cosine_summary WHERE run_id = ?", [run_id])
+    for kind, v in pops.items():
+        row = summ.filter(pl.col("kind") == kind).row(0, named=True)
+        assert not row["sampled"] and row["n_pairs"] == v.size
+        assert row["mean"] == pytest.approx(v.mean(), abs=1e-6)  # float32 scores
+        assert row["std"] == pytest.approx(v.std(), abs=1e-6)
+        assert row["q50"] == pytest.approx(np.quantile(v, 0.5, method="inverted_cdf"), abs=2e-4)
+    geo = _q(home, "SELECT * FROM geo_modality WHERE run_id = ?", [run_id])
+    cross = _q(home, "SELECT * FROM geo_cross WHERE run_id = ?", [run_id]).row(0, named=True)
+    mus = {}
+    bases = {}
+    for modality, x in (("image", rv.images), ("text", rv.texts)):
+        x = x.astype(np.float64)
+        mu = x.mean(0)
+        mus[modality] = mu
+        row = geo.filter(pl.col("modality") == modality).row(0, named=True)
+        assert row["offcentre_mean_norm"] == pytest.approx(np.linalg.norm(mu), rel=1e-10)
+        assert row["offcentre_mean_norm_over_mean_length"] == pytest.approx(
+            np.linalg.norm(mu) / np.linalg.norm(x, axis=1).mean(), rel=1e-10)
+        _, vecs = np.linalg.eigh(np.cov(x, rowvar=False, bias=True))
+        bases[modality] = vecs[:, ::-1][:, :10]
+    cos_mm = mus["image"] @ mus["text"] / (np.linalg.norm(mus["image"]) * np.linalg.norm(mus["text"]))
+    assert cross["cos_between_means"] == pytest.approx(cos_mm, abs=1e-12)
+    ang = _q(home, "SELECT angle_deg FROM geo_principal_angles WHERE run_id = ? AND setting = 'fixed' ORDER BY index",
+             [run_id])["angle_deg"].to_numpy()
+    np.testing.assert_allclose(ang, np.sort(np.degrees(subspace_angles(bases["image"], bases["text"]))), atol=1e-6)
