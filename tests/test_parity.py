@@ -376,3 +376,32 @@ def test_cosine_summaries_offcentre_and_principal_angles(run):
     ang = _q(home, "SELECT angle_deg FROM geo_principal_angles WHERE run_id = ? AND setting = 'fixed' ORDER BY index",
              [run_id])["angle_deg"].to_numpy()
     np.testing.assert_allclose(ang, np.sort(np.degrees(subspace_angles(bases["image"], bases["text"]))), atol=1e-6)
+
+
+def test_tiny_run_shows_no_number_where_none_is_meaningful(home):
+    """13 images × 1 caption at d = 64 (the issue's case): no anisotropy, effective rank or
+    collapse index, each with the reason stored; recall still exact."""
+    from clipgeo.stages.measure import measure_run
+
+    rng = np.random.default_rng(0)
+    n, d = 13, 64
+    img = (rng.standard_normal((n, d)) + 2).astype(np.float32)
+    txt = (img + 0.5 * rng.standard_normal((n, d))).astype(np.float32)
+    ids = [f"i{i:02d}" for i in range(n)]
+    vectors.write_run(home, "tiny", image_ids=ids, images=img, sample_ids=[f"s{i:02d}" for i in range(n)],
+                      text_image_ids=ids, texts=txt)
+    with catalog.session(home) as con:
+        catalog.insert(con, "runs", [dict(run_id="tiny", model_id="m", dataset_id="d", label="tiny",
+                                          status="embedded", n_images=n, n_texts=n, vectors_normalized=False)])
+    res = measure_run(home, "tiny", sections=["retrieval", "double_ellipsoid", "spectra"])
+    assert set(res.sections.values()) == {"ok"}, res.sections
+    geo = _q(home, "SELECT * FROM geo_modality WHERE run_id = 'tiny' AND modality = 'image'").row(0, named=True)
+    assert geo["ellipsoid_anisotropy"] is None and geo["ellipsoid_effective_rank_lambda_entropy"] is None
+    assert "13 image vectors <= d = 64" in geo["covariance_message"]
+    spec = _q(home, "SELECT * FROM topo_spectra_summary WHERE run_id = 'tiny' AND scope = 'image'").row(0, named=True)
+    assert spec["collapse_index"] is None and spec["status"] == "rank_limited" and "13 vectors" in spec["message"]
+    rec = _q(home, "SELECT recall, n_queries, n_candidates FROM retrieval WHERE run_id = 'tiny'"
+                   " AND direction = 'text_to_image' AND k = 1").row(0, named=True)
+    s = _unit(txt) @ _unit(img).T
+    assert rec["recall"] == pytest.approx(np.mean(s.argmax(1) == np.arange(n)))
+    assert rec["n_queries"] == n and rec["n_candidates"] == n
