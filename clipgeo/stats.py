@@ -21,12 +21,15 @@ and clipped at 0.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from clipgeo.geometry._checks import DEFAULT_BLOCK_ROWS, check_finite, iter_chunks, row_blocks, row_norms
 
 __all__ = [
     "ScatterAccumulator",
+    "ScatterResult",
     "centred_eigenvalues",
     "effective_rank",
     "effective_rank_lambda_entropy",
@@ -67,6 +70,18 @@ def l2_normalize(x, name: str = "x", dtype: type = np.float64, *, block: int = D
 # ------------------------------------------------------------------------------ scatter
 
 
+@dataclass(frozen=True)
+class ScatterResult:
+    """What :meth:`ScatterAccumulator.finalize` returns: count, mean, scatter ``M2``, covariance
+    ``M2 / (n − ddof)`` and its eigenvalues λ (descending, clipped at 0)."""
+
+    n: int
+    mean: np.ndarray
+    scatter: np.ndarray
+    covariance: np.ndarray
+    eigenvalues: np.ndarray
+
+
 class ScatterAccumulator:
     """Streaming, mergeable float64 count ``n``, mean ``μ`` and centred scatter ``M2``.
 
@@ -82,7 +97,7 @@ class ScatterAccumulator:
     >>> acc = ScatterAccumulator()
     >>> for chunk in chunks: acc.add(chunk)              # doctest: +SKIP
     >>> total = acc_shard_0.merge(acc_shard_1)           # doctest: +SKIP
-    >>> lam = total.eigenvalues()                        # doctest: +SKIP
+    >>> res = total.finalize()   # n, mean, scatter, covariance, eigenvalues  # doctest: +SKIP
 
     Instances are small (``O(d²)``) and picklable, so shards (Dask / Ray workers) can build
     their own and the driver merges them. :meth:`merge` folds ``other`` into ``self`` and
@@ -202,6 +217,11 @@ class ScatterAccumulator:
     def singular_values(self) -> np.ndarray:
         """``σ_k = √(n λ_k)``: the singular values of the centred data matrix (length d)."""
         return np.sqrt(self.n * self.eigenvalues())
+
+    def finalize(self, ddof: int = 0) -> "ScatterResult":
+        """The finished statistics as an immutable :class:`ScatterResult` (``n, mean, scatter,
+        covariance, eigenvalues``); the accumulator stays usable (more batches may follow)."""
+        return ScatterResult(self.n, self.mean, self.scatter, self.covariance(ddof), self.eigenvalues(ddof))
 
     def __repr__(self) -> str:  # pragma: no cover - cosmetic
         return f"ScatterAccumulator(name={self.name!r}, n={self.n}, d={self.d})"

@@ -504,6 +504,9 @@ def test_scatter_accumulator_add_merge_finalize_against_numpy():
     np.testing.assert_allclose(total.covariance(ddof=1), np.cov(x, rowvar=False), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(total.eigenvalues(), np.linalg.eigvalsh(ref)[::-1], rtol=1e-10)
     assert accs[0].n == 1  # merged() leaves its inputs alone
+    res = total.finalize()
+    assert res.n == 3000 and np.allclose(res.covariance, ref, rtol=1e-10, atol=1e-10)
+    np.testing.assert_array_equal(res.eigenvalues, total.eigenvalues())
     import pickle
 
     again = pickle.loads(pickle.dumps(total))
