@@ -134,7 +134,7 @@ def bench_suite(n_img: int, per: int, d: int) -> None:
         f"separability(512)/suite = {r['linear_separability, full d = 512 (LinearSVC, C = 1)'] / r['double_ellipsoid_suite (P1 angles, P2-P5, conformity)']:.1f}x"
     )
     row = res.modality.select(
-        "modality", "shell_std_over_mean", "offcentre_mean_norm_over_mean_length", "conformity_fit_pearson_r"
+        "modality", "dist_to_mean_std_over_mean", "offcentre_mean_norm_over_mean_length", "conformity_fit_raw_mean_pearson_r"
     )
     print("  sanity:", row.to_dicts())
     print(
@@ -189,7 +189,7 @@ def bench_large(n: int, d: int, chunk: int) -> float:
         f"  peak traced memory during the suite: {(peak - base) / 2**20:,.0f} MiB above the {pool_mib:,.0f} MiB chunk pool "
         f"(one modality in float32 would be {n * d * 4 / 2**20:,.0f} MiB)"
     )
-    print("  sanity:", res.modality.select("modality", "n", "shell_std_over_mean", "mahalanobis_radius_cv").to_dicts())
+    print("  sanity:", res.modality.select("modality", "n", "dist_to_mean_std_over_mean", "mahalanobis_radius_cv").to_dicts())
     print(f"  conformity alone, one modality, streamed (2 passes):   {t_conf:8.1f} s wall {c_conf:8.1f} s cpu")
     return t_conf
 

@@ -113,7 +113,7 @@ def run_suite(img, txt, ref, eval_img, eval_txt, tmpdir: str) -> tuple[dict[str,
     stage("paired lines (PCA plane)", lambda: paired_lines(img, txt, 500, n_fit=len(img)))
     _, sp = stage("spectra (image, text, joint)", lambda: spectra(img, txt))
     out["collapse_joint"] = float(sp["collapse_index"][2])
-    out["erank_joint"] = float(sp["effective_rank"][2])
+    out["erank_joint"] = float(sp["effective_rank_lambda_entropy"][2])
     cl = stage("HDBSCAN on sphere xyz", lambda: cluster_points(lay))
     summ, _, corr = stage("cluster local dimension + retrieval ranks + correlation",
                           lambda: cluster_local_dimension(img, txt, cl))
@@ -193,7 +193,7 @@ def large(n: int) -> None:
         return res
 
     _, sp = measure("spectra (streamed d x d scatter; image, text, joint)", lambda: spectra(img, txt))
-    print(f"    collapse index (joint) {sp['collapse_index'][2]:.0f}, effective rank {sp['effective_rank'][2]:.1f}")
+    print(f"    collapse index (joint) {sp['collapse_index'][2]:.0f}, λ-entropy effective rank {sp['effective_rank_lambda_entropy'][2]:.1f}")
     _, cs = measure("cosine distributions (1M sampled pairs per kind)", lambda: cosine_distributions(img, txt))
     sep = measure("linear separability, all 512 dims (LinearSVC)", lambda: linear_separability(img, txt))
     sep2 = measure("linear separability, top-2 PCs", lambda: linear_separability(img, txt, pca_components=2))

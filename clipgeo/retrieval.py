@@ -17,10 +17,26 @@ CLIP_benchmark calls the first ``image_retrieval_recall@k`` and the second
 ``text_retrieval_recall@k``; here they are ``text_to_image_recall@k`` and
 ``image_to_text_recall@k``.
 
-Ties: a competitor counts against a query only when it scores *strictly* higher than the
-correct item by more than ``tie_tol`` (default ``1e-5`` when scoring in float32,
-``1e-12`` in float64: the rounding of a blocked matrix product), so ties are resolved in
-favour of the correct item.
+Ranks are strict, with no tolerance: a query's rank is the number of gallery items scoring
+**strictly higher** than its correct item, and the number of items scoring **exactly equal** is
+stored beside it as ``ties`` (exact ties arise from identical captions or images: identical
+vectors under different ids). So for each query and k:
+
+* hit@k, optimistic (ties resolved in favour of the correct item; the stored ``recall``):
+  ``rank < k``;
+* hit@k, pessimistic (ties resolved against it; ``recall_pessimistic``): ``rank + ties < k``;
+
+and any tie-breaking rule (CLIP_benchmark's ``torch.topk``, say) lies between the two. Queries
+with ``ties = 0`` have the same hit under every rule.
+
+Exactness without a float64 score matrix: scores are computed block by block in ``dtype``
+(float32 by default), and every gallery item whose score lies within the rounding band
+``δ = 4 (d + 2) u`` of the correct score (``u`` the unit roundoff of ``dtype``; the worst-case
+error of a ``d``-term dot product of unit vectors plus their normalisation, twice) is re-scored
+in float64 from the raw vectors as ``(a·b) / (‖a‖ ‖b‖)``, the same formula that gives the
+correct item's score. Items outside the band are decided by the block score; items inside by
+the float64 comparison (``>``: counts in the rank; ``==``: a tie). The result equals ranking by
+exact float64 cosines, whatever ``dtype`` is.
 """
 
 from __future__ import annotations
@@ -30,13 +46,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from clipgeo.geometry._checks import (
-    resolve_index,
     check_modalities,
     normalize_rows,
+    resolve_index,
     row_blocks,
+    row_norms,
 )
 
 __all__ = [
+    "RetrievalRanks",
     "image_to_text_ranks",
     "recall_at_k",
     "retrieval_metrics",
@@ -48,8 +66,31 @@ DEFAULT_QUERY_BLOCK = 1024
 DEFAULT_GALLERY_BLOCK = 8192
 
 
-def _default_tol(dtype: np.dtype) -> float:
-    return 1e-12 if np.dtype(dtype) == np.float64 else 1e-5
+def _band(dtype, d: int) -> float:
+    """Rounding band of a ``dtype`` cosine between unit vectors of dimension ``d``."""
+    return 4.0 * (d + 2) * float(np.finfo(dtype).eps) / 2.0
+
+
+class RetrievalRanks(tuple):
+    """``(t2i, i2t)`` strict ranks (a tuple, so ``t2i, i2t = retrieval_ranks(...)`` works) with
+    the exact-tie counts as attributes ``t2i_ties`` and ``i2t_ties``."""
+
+    t2i_ties: np.ndarray
+    i2t_ties: np.ndarray
+
+    def __new__(cls, t2i, i2t, t2i_ties, i2t_ties):
+        obj = super().__new__(cls, (t2i, i2t))
+        obj.t2i_ties = t2i_ties
+        obj.i2t_ties = i2t_ties
+        return obj
+
+    @property
+    def t2i(self) -> np.ndarray:
+        return self[0]
+
+    @property
+    def i2t(self) -> np.ndarray:
+        return self[1]
 
 
 def retrieval_ranks(
@@ -58,31 +99,40 @@ def retrieval_ranks(
     txt_image_index: np.ndarray | None = None,
     *,
     dtype: type = np.float32,
-    tie_tol: float | None = None,
     query_block: int = DEFAULT_QUERY_BLOCK,
     gallery_block: int = DEFAULT_GALLERY_BLOCK,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Both directions' 0-based ranks in one blocked pass over the caption x image scores.
+) -> RetrievalRanks:
+    """Both directions' strict 0-based ranks and exact-tie counts in one blocked pass.
 
-    With ``s(c, i) = t̂_c · î_i``, ``g(c)`` the image of caption ``c`` (``txt_image_index``),
-    ``σ_c = s(c, g(c))`` and ``β_i = max_{c: g(c)=i} σ_c``:
+    With ``s(c, i) = t̂_c · î_i`` (exact cosine), ``g(c)`` the image of caption ``c``
+    (``txt_image_index``), ``σ_c = s(c, g(c))`` and ``β_i = max_{c: g(c)=i} σ_c``:
 
-    * ``t2i[c] = #{ i : s(c, i) > σ_c + tol }``  (number of images strictly above its own image)
-    * ``i2t[i] = #{ c : g(c) != i, s(c, i) > β_i + tol }``  (captions of *other* images strictly
-      above the image's best own caption)
+    * ``t2i[c] = #{ i ≠ g(c) : s(c, i) > σ_c }``, ``t2i_ties[c] = #{ i ≠ g(c) : s(c, i) = σ_c }``
+    * ``i2t[i] = #{ c : g(c) ≠ i, s(c, i) > β_i }``, ``i2t_ties[i] = #{ c : g(c) ≠ i, s(c, i) = β_i }``
+      (captions of *other* images against the image's best own caption)
 
-    so ``rank < k`` ⇔ hit@k in the CLIP_benchmark sense. ``txt_image_index=None`` means row i of
-    ``txt`` describes row i of ``img`` (equal lengths required). Scores are computed in
-    ``dtype`` (float32 by default; pass ``np.float64`` for maximal precision).
+    so ``rank < k`` ⇔ optimistic hit@k and ``rank + ties < k`` ⇔ pessimistic hit@k, in the
+    CLIP_benchmark sense (module doc). ``txt_image_index=None`` means row i of ``txt``
+    describes row i of ``img`` (equal lengths required). ``dtype`` only sets the speed of the
+    block scores; the ranks are those of exact float64 cosines (module doc).
 
-    Returns ``(t2i_ranks (n_txt,), i2t_ranks (n_img,))`` as int64 arrays.
-    Raises ``ValueError`` for NaN/inf or zero vectors, mismatched dimensions, fewer than 2
-    vectors in a modality, an out-of-range index, or an image with no caption.
+    Returns a :class:`RetrievalRanks`: ``(t2i (n_txt,), i2t (n_img,))`` int64 arrays, with
+    ``.t2i_ties`` and ``.i2t_ties``. Raises ``ValueError`` for NaN/inf or zero vectors,
+    mismatched dimensions, fewer than 2 vectors in a modality, an out-of-range index, or an
+    image with no caption.
     """
-    return _ranks(img, txt, txt_image_index, True, dtype, tie_tol, query_block, gallery_block)
+    return _ranks(img, txt, txt_image_index, True, dtype, query_block, gallery_block)
 
 
-def _ranks(img, txt, txt_image_index, want_i2t, dtype, tie_tol, query_block, gallery_block):
+def _pair_cos(txt, img, t_norm, i_norm, rows_t, rows_i) -> np.ndarray:
+    """Exact float64 cosines of the pairs ``(txt[rows_t[j]], img[rows_i[j]])``: the one formula
+    every compared score goes through (so identical vectors give identical scores)."""
+    a = np.asarray(txt[rows_t], dtype=np.float64)
+    b = np.asarray(img[rows_i], dtype=np.float64)
+    return np.einsum("ij,ij->i", a, b) / (t_norm[rows_t] * i_norm[rows_i])
+
+
+def _ranks(img, txt, txt_image_index, want_i2t, dtype, query_block, gallery_block):
     img, txt = check_modalities(img, txt)
     n_img, n_txt = img.shape[0], txt.shape[0]
     idx = resolve_index(txt_image_index, n_txt, n_img)
@@ -93,40 +143,68 @@ def _ranks(img, txt, txt_image_index, want_i2t, dtype, tie_tol, query_block, gal
             f"{missing.size} image(s) have no caption in txt_image_index "
             f"(first: image row {int(missing[0])}); image->text ranks are undefined for them"
         )
-    tol = _default_tol(dtype) if tie_tol is None else float(tie_tol)
+    band = _band(dtype, img.shape[1])
 
     imgn = normalize_rows(img, "img", dtype)
     txtn = normalize_rows(txt, "txt", dtype)
+    i_norm = np.empty(n_img)
+    t_norm = np.empty(n_txt)
+    for sl in row_blocks(n_img):
+        i_norm[sl] = row_norms(np.asarray(img[sl], dtype=np.float64))
+    for sl in row_blocks(n_txt):
+        t_norm[sl] = row_norms(np.asarray(txt[sl], dtype=np.float64))
 
-    # Correct-pair scores, row-wise in float64 (O(n_txt * d)).
+    # Correct-pair scores, exact (float64 from the raw rows).
     correct = np.empty(n_txt, dtype=np.float64)
     for sl in row_blocks(n_txt):
-        correct[sl] = np.einsum(
-            "ij,ij->i", txtn[sl].astype(np.float64), imgn[idx[sl]].astype(np.float64)
-        )
+        rows = np.arange(sl.start, sl.stop)
+        correct[sl] = _pair_cos(txt, img, t_norm, i_norm, rows, idx[sl])
     best = np.full(n_img, np.inf)  # images without captions (t2i only): never counted
     if want_i2t:
         best[:] = -np.inf
         np.maximum.at(best, idx, correct)
 
-    thr_t = (correct + tol).astype(dtype)
-    thr_i = (best + tol).astype(dtype)
+    hi_t, lo_t = (correct + band).astype(dtype), (correct - band).astype(dtype)
+    hi_i, lo_i = (best + band).astype(dtype), (best - band).astype(dtype)
     t2i = np.zeros(n_txt, dtype=np.int64)
     i2t = np.zeros(n_img, dtype=np.int64)
+    t2i_ties = np.zeros(n_txt, dtype=np.int64)
+    i2t_ties = np.zeros(n_img, dtype=np.int64)
     for qs in row_blocks(n_txt, query_block):
         q = txtn[qs]
         q_idx = idx[qs]
         for gs in row_blocks(n_img, gallery_block):
             scores = q @ imgn[gs].T  # (nq, ng), bounded block
-            t2i[qs] += np.count_nonzero(scores > thr_t[qs, None], axis=1)
+            own = (q_idx >= gs.start) & (q_idx < gs.stop)
+            own_r = np.flatnonzero(own)
+            own_c = q_idx[own] - gs.start
+            # text -> image: the caption's own image never competes with itself
+            above = scores > hi_t[qs, None]
+            near = scores >= lo_t[qs, None]
+            near &= ~above
+            near[own_r, own_c] = False
+            t2i[qs] += np.count_nonzero(above, axis=1)
+            r, c = np.nonzero(near)
+            if r.size:
+                s64 = _pair_cos(txt, img, t_norm, i_norm, qs.start + r, gs.start + c)
+                ref = correct[qs.start + r]
+                np.add.at(t2i, qs.start + r[s64 > ref], 1)
+                np.add.at(t2i_ties, qs.start + r[s64 == ref], 1)
             if not want_i2t:
                 continue
-            above = scores > thr_i[None, gs]
-            own = (q_idx >= gs.start) & (q_idx < gs.stop)
-            if own.any():  # a caption never counts against its own image
-                above[np.flatnonzero(own), q_idx[own] - gs.start] = False
+            above = scores > hi_i[None, gs]
+            near = scores >= lo_i[None, gs]
+            near &= ~above
+            above[own_r, own_c] = False  # a caption never counts against its own image
+            near[own_r, own_c] = False
             i2t[gs] += np.count_nonzero(above, axis=0)
-    return t2i, i2t
+            r, c = np.nonzero(near)
+            if r.size:
+                s64 = _pair_cos(txt, img, t_norm, i_norm, qs.start + r, gs.start + c)
+                ref = best[gs.start + c]
+                np.add.at(i2t, gs.start + c[s64 > ref], 1)
+                np.add.at(i2t_ties, gs.start + c[s64 == ref], 1)
+    return RetrievalRanks(t2i, i2t, t2i_ties, i2t_ties)
 
 
 def text_to_image_ranks(
@@ -135,19 +213,18 @@ def text_to_image_ranks(
     txt_image_index: np.ndarray | None = None,
     *,
     dtype: type = np.float32,
-    tie_tol: float | None = None,
     query_block: int = DEFAULT_QUERY_BLOCK,
     gallery_block: int = DEFAULT_GALLERY_BLOCK,
 ) -> np.ndarray:
     """Per caption, the 0-based rank of its own image among all images.
 
-    ``rank_c = #{ i : cos(t_c, x_i) > cos(t_c, x_{g(c)}) + tol }`` — the number of images
-    scoring strictly higher than the caption's own image ``g(c) = txt_image_index[c]``. Ties
-    (within ``tie_tol``) count in favour of the correct image, so a caption whose image is tied
-    for first place has rank 0. Hit@k ⇔ ``rank < k``. Images without captions are allowed here
+    ``rank_c = #{ i : cos(t_c, x_i) > cos(t_c, x_{g(c)}) }`` — the number of images scoring
+    strictly higher than the caption's own image ``g(c) = txt_image_index[c]`` (exact cosines,
+    no tolerance). Exactly tied images do not count, so a caption whose image is tied for
+    first place has rank 0 (the tie counts: :func:`retrieval_ranks`). Hit@k ⇔ ``rank < k``. Images without captions are allowed here
     (they act as distractors). See :func:`retrieval_ranks` for the options.
     """
-    return _ranks(img, txt, txt_image_index, False, dtype, tie_tol, query_block, gallery_block)[0]
+    return _ranks(img, txt, txt_image_index, False, dtype, query_block, gallery_block)[0]
 
 
 def image_to_text_ranks(
@@ -158,27 +235,38 @@ def image_to_text_ranks(
 ) -> np.ndarray:
     """Per image, the 0-based rank of its best-scoring own caption among all captions.
 
-    ``rank_i = #{ c : g(c) != i, cos(x_i, t_c) > max_{c': g(c')=i} cos(x_i, t_c') + tol }`` —
+    ``rank_i = #{ c : g(c) != i, cos(x_i, t_c) > max_{c': g(c')=i} cos(x_i, t_c') }`` —
     captions of *other* images scoring strictly higher than the image's best own caption, so
-    hit@k ⇔ ``rank < k`` ⇔ some caption of the image is in the top k (CLIP_benchmark). Ties
-    count in favour of the correct captions. Images with no caption raise ``ValueError``.
+    hit@k ⇔ ``rank < k`` ⇔ some caption of the image is in the top k (CLIP_benchmark). Exact
+    ties do not count (they are counted apart by :func:`retrieval_ranks`). Images with no caption raise ``ValueError``.
     See :func:`retrieval_ranks` for options.
     """
     return retrieval_ranks(img, txt, txt_image_index, **kwargs)[1]
 
 
-def recall_at_k(ranks: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
-    """``recall@k = mean_q [rank_q < k]`` for each k, as ``{"recall@1": ..., ...}``."""
+def recall_at_k(ranks: np.ndarray, ks: Sequence[int] = (1, 5, 10), ties: np.ndarray | None = None) -> dict[str, float]:
+    """``recall@k = mean_q [rank_q < k]`` for each k, as ``{"recall@1": ..., ...}``.
+
+    With ``ties`` (per-query exact-tie counts from :func:`retrieval_ranks`) also
+    ``recall_pessimistic@k = mean_q [rank_q + ties_q < k]`` (ties resolved against the query).
+    """
     r = np.asarray(ranks)
     if r.ndim != 1 or r.size == 0:
         raise ValueError(f"ranks: expected a non-empty 1-D array, got shape {r.shape}")
     if r.dtype.kind not in "iu" or (r.size and r.min() < 0):
         raise ValueError("ranks: expected non-negative integer ranks")
+    t = None
+    if ties is not None:
+        t = np.asarray(ties)
+        if t.shape != r.shape or t.dtype.kind not in "iu" or (t.size and t.min() < 0):
+            raise ValueError(f"ties: expected non-negative integers of shape {r.shape}")
     out: dict[str, float] = {}
     for k in ks:
         if int(k) != k or k < 1:
             raise ValueError(f"ks: each k must be a positive integer, got {k}")
         out[f"recall@{int(k)}"] = float(np.mean(r < k))
+        if t is not None:
+            out[f"recall_pessimistic@{int(k)}"] = float(np.mean(r + t < k))
     return out
 
 
@@ -191,19 +279,19 @@ def retrieval_metrics(
 ) -> dict[str, float]:
     """Both retrieval directions as one flat dict of named floats.
 
-    Keys: ``text_to_image_recall@k`` and ``image_to_text_recall@k`` for each k (definitions in
-    :func:`text_to_image_ranks` / :func:`image_to_text_ranks`), ``text_to_image_mean_rank``,
-    ``image_to_text_mean_rank`` (0-based), ``n_images``, ``n_texts``. One blocked pass computes
-    both directions. Extra keyword arguments go to :func:`retrieval_ranks`.
+    Keys, for each direction ``text_to_image`` / ``image_to_text`` and each k:
+    ``<dir>_recall@k`` (strict rank < k: exact ties resolved in favour of the query) and
+    ``<dir>_recall_pessimistic@k`` (rank + ties < k); ``<dir>_mean_rank`` (0-based),
+    ``<dir>_n_tied_queries`` (queries with at least one exact tie), ``n_images``, ``n_texts``.
+    Definitions in :func:`retrieval_ranks`; extra keyword arguments go to it.
     """
-    t2i, i2t = retrieval_ranks(img, txt, txt_image_index, **kwargs)
+    rr = retrieval_ranks(img, txt, txt_image_index, **kwargs)
     out: dict[str, float] = {}
-    for key, val in recall_at_k(t2i, ks).items():
-        out[f"text_to_image_{key}"] = val
-    for key, val in recall_at_k(i2t, ks).items():
-        out[f"image_to_text_{key}"] = val
-    out["text_to_image_mean_rank"] = float(t2i.mean())
-    out["image_to_text_mean_rank"] = float(i2t.mean())
-    out["n_images"] = float(i2t.size)
-    out["n_texts"] = float(t2i.size)
+    for name, ranks, ties in (("text_to_image", rr.t2i, rr.t2i_ties), ("image_to_text", rr.i2t, rr.i2t_ties)):
+        for key, val in recall_at_k(ranks, ks, ties).items():
+            out[f"{name}_{key}"] = val
+        out[f"{name}_mean_rank"] = float(ranks.mean())
+        out[f"{name}_n_tied_queries"] = float(np.count_nonzero(ties))
+    out["n_images"] = float(rr.i2t.size)
+    out["n_texts"] = float(rr.t2i.size)
     return out

@@ -125,7 +125,7 @@ def test_suite_recovers_axis_lengths_p3(suite):
         assert row["ellipsoid_semi_axis_max"] == pytest.approx(sig[0], rel=0.02)
         assert row["ellipsoid_anisotropy"] == pytest.approx(sig[0] / np.median(sig), rel=0.05)
         p = sig**2 / np.sum(sig**2)
-        assert row["ellipsoid_effective_rank"] == pytest.approx(np.exp(-np.sum(p * np.log(p))), rel=0.03)
+        assert row["ellipsoid_effective_rank_lambda_entropy"] == pytest.approx(np.exp(-np.sum(p * np.log(p))), rel=0.03)
         assert row["ellipsoid_k90"] == np.searchsorted(np.cumsum(p), 0.9) + 1
         # a perfect ellipsoid shell: constant Mahalanobis radius (√d), spread Euclidean radius
         assert row["mahalanobis_radius_cv"] < 0.01
@@ -144,13 +144,13 @@ def test_thin_shell_p2():
     res = double_ellipsoid_suite(img, txt)
     for name in ("image", "text"):
         row = _row(res, name)
-        assert row["shell_frac_near_mean"] == 0.0
-        assert row["shell_std_over_mean"] == pytest.approx(w / np.sqrt(3), rel=0.03)
-        assert row["shell_mean"] == pytest.approx(r0, rel=0.01)  # E ρ = 1; μ estimated to ~0.03
-        assert row["shell_q50"] == pytest.approx(r0, rel=0.01)
-        assert row["shell_q0"] == pytest.approx((1 - w) * r0, rel=0.01)
-        assert row["shell_q100"] == pytest.approx((1 + w) * r0, rel=0.01)
-        assert row["shell_q25"] == pytest.approx((1 - w / 2) * r0, rel=0.01)
+        assert row["dist_to_mean_frac_near_mean"] == 0.0
+        assert row["dist_to_mean_std_over_mean"] == pytest.approx(w / np.sqrt(3), rel=0.03)
+        assert row["dist_to_mean_mean"] == pytest.approx(r0, rel=0.01)  # E ρ = 1; μ estimated to ~0.03
+        assert row["dist_to_mean_q50"] == pytest.approx(r0, rel=0.01)
+        assert row["dist_to_mean_q0"] == pytest.approx((1 - w) * r0, rel=0.01)
+        assert row["dist_to_mean_q100"] == pytest.approx((1 + w) * r0, rel=0.01)
+        assert row["dist_to_mean_q25"] == pytest.approx((1 - w / 2) * r0, rel=0.01)
     h = res.histograms.filter((pl.col("kind") == "radius") & (pl.col("modality") == "image"))
     assert h["count"].sum() == N and h["lo"][0] == 0.0
     assert h.filter(pl.col("hi") < 0.79 * r0)["count"].sum() == 0  # empty near the mean
@@ -160,10 +160,10 @@ def test_anisotropic_shell_summary_is_consistent(suite, shells):
     img, _ = shells
     r = np.linalg.norm(img - img.mean(0), axis=1)
     row = _row(suite, "image")
-    assert row["shell_mean"] == pytest.approx(r.mean(), rel=1e-12)
-    assert row["shell_std_over_mean"] == pytest.approx(r.std() / r.mean(), rel=1e-10)
-    assert row["shell_q5"] == pytest.approx(np.quantile(r, 0.05), rel=1e-10)
-    assert row["shell_frac_near_mean"] == pytest.approx(np.mean(r < 0.5 * np.median(r)))
+    assert row["dist_to_mean_mean"] == pytest.approx(r.mean(), rel=1e-12)
+    assert row["dist_to_mean_std_over_mean"] == pytest.approx(r.std() / r.mean(), rel=1e-10)
+    assert row["dist_to_mean_q5"] == pytest.approx(np.quantile(r, 0.05), rel=1e-10)
+    assert row["dist_to_mean_frac_near_mean"] == pytest.approx(np.mean(r < 0.5 * np.median(r)))
 
 
 def test_suite_recovers_tilt_p4(suite, shells):
@@ -320,7 +320,10 @@ def test_conformity_exactly_affine_in_cos_to_normalised_mean():
 def test_conformity_in_suite_matches_definition(suite, shells):
     got = suite.per_sample.filter(pl.col("modality") == "text")["conformity"].to_numpy()
     np.testing.assert_allclose(got[:1000], conformity(shells[1])[:1000], atol=1e-12)
-    assert _row(suite, "image")["conformity_fit_pearson_r"] > 0.9  # the paper's observation
+    assert _row(suite, "image")["conformity_fit_raw_mean_pearson_r"] > 0.9  # the paper's observation
+    # against the mean of the unit vectors the relation is exact (DE-CLIP notebook)
+    for m in ("image", "text"):
+        assert _row(suite, m)["conformity_fit_unit_mean_pearson_r"] == pytest.approx(1.0, abs=1e-12)
 
 
 def test_conformity_divergence_and_extremes():
@@ -461,3 +464,80 @@ def test_uniformity_subset_estimate_is_close_to_exact():
     est = uniformity(x, n_vectors=400, seed=3)  # 79,800 pairs of 400 random rows
     assert est == pytest.approx(exact, abs=0.05)
     assert est != exact
+
+
+# ---------------------------------------------------------------------------- small samples
+
+
+def test_small_samples_show_no_number_and_say_why():
+    """13 vectors at d = 64 (a singular covariance): no anisotropy, effective rank or Mahalanobis
+    spread, and the reason is stored; 4 vectors: no conformity fit either."""
+    rng = np.random.default_rng(11)
+    img, txt = rng.standard_normal((13, 64)) + 1, rng.standard_normal((4, 64)) - 1
+    res = double_ellipsoid_suite(img, txt)
+    im, tx = _row(res, "image"), _row(res, "text")
+    assert im["covariance_status"] == "rank_limited" and "13 image vectors <= d = 64" in im["covariance_message"]
+    for col in ("ellipsoid_anisotropy", "ellipsoid_effective_rank_lambda_entropy",
+                "ellipsoid_effective_rank_sigma_entropy", "ellipsoid_semi_axis_median", "mahalanobis_radius_cv"):
+        assert im[col] is None, col
+    assert im["conformity_fit_raw_mean_pearson_r"] is not None  # 13 points: a fit is reported
+    assert tx["conformity_fit_raw_mean_pearson_r"] is None and "needs at least 5" in tx["conformity_fit_message"]
+    big = double_ellipsoid_suite(rng.standard_normal((200, 8)), rng.standard_normal((200, 8)))
+    assert _row(big, "image")["covariance_status"] == "ok" and _row(big, "image")["ellipsoid_anisotropy"] > 1
+
+
+# ---------------------------------------------------------------------------- shared primitives
+
+
+def test_scatter_accumulator_add_merge_finalize_against_numpy():
+    from clipgeo.stats import ScatterAccumulator
+
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((3000, 12)) * np.arange(1, 13) + 50.0  # far off-centre
+    parts = [x[:1], x[1:900], x[900:2000], x[2000:]]
+    accs = [ScatterAccumulator().add(p) for p in parts]
+    total = accs[0].merged(accs[1]).merge(accs[2].merged(accs[3]))
+    ref = np.cov(x, rowvar=False, bias=True)
+    assert total.n == 3000 and total.d == 12
+    np.testing.assert_allclose(total.mean, x.mean(0), rtol=1e-13)
+    np.testing.assert_allclose(total.covariance(), ref, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(total.covariance(ddof=1), np.cov(x, rowvar=False), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(total.eigenvalues(), np.linalg.eigvalsh(ref)[::-1], rtol=1e-10)
+    assert accs[0].n == 1  # merged() leaves its inputs alone
+    res = total.finalize()
+    assert res.n == 3000 and np.allclose(res.covariance, ref, rtol=1e-10, atol=1e-10)
+    np.testing.assert_array_equal(res.eigenvalues, total.eigenvalues())
+    import pickle
+
+    again = pickle.loads(pickle.dumps(total))
+    np.testing.assert_array_equal(again.scatter, total.scatter)
+    with pytest.raises(ValueError, match="dimension 3, expected 12"):
+        total.add(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="NaN"):
+        ScatterAccumulator().add(np.array([[1.0, np.nan]]))
+
+
+def test_centred_eigenvalues_both_routes_equal_the_accumulator():
+    from clipgeo.stats import ScatterAccumulator, centred_eigenvalues
+
+    rng = np.random.default_rng(13)
+    for n, d in ((7, 20), (40, 20)):  # Gram route (n <= d) and scatter route
+        v = rng.standard_normal((n, d))
+        k = min(n - 1, d)
+        np.testing.assert_allclose(centred_eigenvalues(v), ScatterAccumulator().add(v).eigenvalues()[:k],
+                                   rtol=1e-10, atol=1e-13)
+
+
+def test_effective_rank_forms_and_l2_policy():
+    from clipgeo.stats import effective_rank_lambda_entropy, effective_rank_sigma_entropy, l2_normalize
+
+    lam = np.array([4.0, 1.0, 0.0])
+    p = lam[:2] / 5
+    assert effective_rank_lambda_entropy(lam) == pytest.approx(np.exp(-np.sum(p * np.log(p))), rel=1e-14)
+    q = np.array([2.0, 1.0]) / 3
+    assert effective_rank_sigma_entropy(lam) == pytest.approx(np.exp(-np.sum(q * np.log(q))), rel=1e-14)
+    assert effective_rank_lambda_entropy(np.ones(5)) == pytest.approx(5) == effective_rank_sigma_entropy(np.ones(5))
+    x = np.array([[3.0, 4.0], [0.0, 0.0]])
+    with pytest.raises(ValueError, match="x: row 1 is a zero vector"):
+        l2_normalize(x, "x")
+    np.testing.assert_allclose(l2_normalize(x[:1]), [[0.6, 0.8]], rtol=1e-15)

@@ -15,60 +15,115 @@ from clipgeo.retrieval import (
 
 # Cosine table: caption c (rows) x image i (columns), captions' images G.
 # Images are basis vectors e_0..e_3; caption c = Σ_i COS[c, i] e_i + sqrt(1 − Σ COS²) e_{4+c}, so
-# cos(caption c, image i) is exactly COS[c, i].
+# cos(caption c, image i) is COS[c, i] / ‖t_c‖ (‖t_c‖ ≈ 1): equal entries of one row are *exact*
+# ties. Caption 6 is an exact copy of caption 0's vector under another image (identical texts),
+# which makes an exact tie across captions.
 COS = np.array(
     [
-        [0.9, 0.1, 0.2, 0.0],  # image 0: own 0.9 is the best          -> t2i rank 0
-        [0.9, 0.3, 0.3, 0.1],  # image 1: 0.9 above, 0.3 tied (image 2) -> t2i rank 1
-        [0.1, 0.2, 0.3, 0.7],  # image 2: 0.7 above                    -> t2i rank 1
-        [0.4, 0.4, 0.4, 0.4],  # image 3: four-way tie                 -> t2i rank 0
-        [0.1, 0.7, 0.2, 0.05],  # image 0: 0.7 and 0.2 above           -> t2i rank 2
-        [0.0, 0.5, 0.0, 0.0],  # image 1: best                         -> t2i rank 0
+        [0.9, 0.1, 0.2, 0.0],  # image 0: own 0.9 is the best           -> rank 0
+        [0.8, 0.3, 0.3, 0.1],  # image 1: 0.8 above, image 2 tied at 0.3 -> rank 1, 1 tie
+        [0.1, 0.2, 0.35, 0.7],  # image 2: 0.7 above                    -> rank 1
+        [0.4, 0.4, 0.4, 0.4],  # image 3: four-way tie                  -> rank 0, 3 ties
+        [0.1, 0.7, 0.2, 0.05],  # image 0: 0.7 and 0.2 above            -> rank 2
+        [0.0, 0.5, 0.0, 0.0],  # image 1: best                          -> rank 0
+        [0.9, 0.1, 0.2, 0.0],  # image 2 (copy of caption 0): 0.9 above -> rank 1
     ]
 )
-G = np.array([0, 1, 2, 3, 0, 1])
-T2I = np.array([0, 1, 1, 0, 2, 0])
-# image 0: best own 0.9; caption 1 ties at 0.9 (not counted)                -> 0
-# image 1: best own 0.5 (caption 5); caption 4 scores 0.7                    -> 1
-# image 2: own 0.3; caption 3 scores 0.4, caption 1 ties at 0.3             -> 1
-# image 3: own 0.4; caption 2 scores 0.7                                     -> 1
+G = np.array([0, 1, 2, 3, 0, 1, 2])
+T2I = np.array([0, 1, 1, 0, 2, 0, 1])
+T2I_TIES = np.array([0, 1, 0, 3, 0, 0, 0])
+# image 0: best own 0.9 (caption 0); caption 6 (image 2) is the same vector: a tie -> 0, 1 tie
+# image 1: best own 0.5 (caption 5); caption 4 scores 0.7                       -> 1
+# image 2: best own 0.35 (caption 2); caption 3 scores 0.4                      -> 1
+# image 3: own 0.4; caption 2 scores 0.7                                        -> 1
 I2T = np.array([0, 1, 1, 1])
+I2T_TIES = np.array([1, 0, 0, 0])
 
 
-def _constructed(rotate: bool = False, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _constructed(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     n_img, n_txt = COS.shape[1], COS.shape[0]
     d = n_img + n_txt
     img = np.eye(n_img, d)
     txt = np.zeros((n_txt, d))
     txt[:, :n_img] = COS
     txt[np.arange(n_txt), n_img + np.arange(n_txt)] = np.sqrt(np.clip(1 - (COS**2).sum(1), 0, None))
-    if rotate:  # a random rotation and random positive scales leave every cosine unchanged
-        rng = np.random.default_rng(seed)
-        q, _ = np.linalg.qr(rng.standard_normal((d, d)))
-        img = (img @ q) * rng.uniform(0.5, 3.0, (n_img, 1))
-        txt = (txt @ q) * rng.uniform(0.5, 3.0, (n_txt, 1))
+    txt[6] = txt[0]
     return img, txt
 
 
-@pytest.mark.parametrize("rotate", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_known_ranks_with_ties_and_multiple_captions(rotate, dtype):
-    img, txt = _constructed(rotate)
+def test_known_ranks_and_ties_with_multiple_captions(dtype):
+    img, txt = _constructed()
+    rr = retrieval_ranks(img, txt, G, dtype=dtype, query_block=3, gallery_block=2)
+    assert np.array_equal(rr.t2i, T2I) and np.array_equal(rr.t2i_ties, T2I_TIES)
+    assert np.array_equal(rr.i2t, I2T) and np.array_equal(rr.i2t_ties, I2T_TIES)
     assert np.array_equal(text_to_image_ranks(img, txt, G, dtype=dtype), T2I)
     assert np.array_equal(image_to_text_ranks(img, txt, G, dtype=dtype), I2T)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_wrong_item_ahead_by_1e6_is_a_miss(dtype):
+    """The correct image scores 1e-6 below a wrong one: strict rank 1, recall@1 = 0 (the old
+    1e-5 tolerance called this a hit). Same for image -> text with a wrong caption."""
+    c = 0.6
+    img = np.eye(3, 4)
+    # caption 0 (image 0): cos to image 1 is larger by exactly 1e-6 / ‖t‖
+    t0 = np.array([c, c + 1e-6, 0.1, np.sqrt(1 - c**2 - (c + 1e-6) ** 2 - 0.01)])
+    t1 = np.array([0.0, 0.9, 0.0, np.sqrt(1 - 0.81)])
+    t2 = np.array([0.0, 0.0, 0.5, np.sqrt(1 - 0.25)])
+    txt = np.stack([t0, t1, t2])
+    rr = retrieval_ranks(img, txt, dtype=dtype)
+    assert rr.t2i.tolist() == [1, 0, 0] and not rr.t2i_ties.any()
+    assert recall_at_k(rr.t2i, (1,))["recall@1"] == pytest.approx(2 / 3)
+    # image -> text: image 0's own caption scores 0.6; give caption 2 (image 2) 0.6 + 1e-6
+    t2b = np.array([c + 1e-6, 0.0, 0.5, np.sqrt(1 - (c + 1e-6) ** 2 - 0.25)])
+    t0b = np.array([c, 0.0, 0.0, np.sqrt(1 - c**2)])
+    rr = retrieval_ranks(img, np.stack([t0b, t1, t2b]), dtype=dtype)
+    assert rr.i2t.tolist() == [1, 0, 0] and not rr.i2t_ties.any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_near_ties_are_decided_exactly_in_float32(dtype):
+    """Margins of 1e-7 .. 1e-5 (below float32's block rounding at d = 256): the ranks equal a
+    float64 brute-force count of strictly higher cosines, whatever the scoring dtype."""
+    rng = np.random.default_rng(7)
+    n, d = 60, 256
+    img = rng.standard_normal((n, d))
+    txt = img + 0.05 * rng.standard_normal((n, d))
+    imgn = img / np.linalg.norm(img, axis=1, keepdims=True)
+    # move caption q so that image (q + 1) % n beats its own image by a tiny margin
+    for q in range(0, n, 2):
+        other = (q + 1) % n
+        tn = txt[q] / np.linalg.norm(txt[q])
+        diff = imgn[other] - imgn[q]
+        margin = 10.0 ** rng.uniform(-7, -5)
+        # t' = t + a·diff with a chosen so that t'·(other − own) = margin·‖t'‖ (approximately)
+        a = (margin - tn @ diff) / (diff @ diff)
+        txt[q] = tn + a * diff
+    s = (txt / np.linalg.norm(txt, axis=1, keepdims=True)) @ imgn.T
+    own = s[np.arange(n), np.arange(n)]
+    ref = (s > own[:, None]).sum(axis=1)
+    assert (ref >= 1).sum() >= n // 2  # the planted near-misses are there
+    rr = retrieval_ranks(img.astype(dtype), txt.astype(dtype) if dtype == np.float64 else txt, dtype=dtype,
+                         query_block=16, gallery_block=7)
+    assert np.array_equal(rr.t2i, ref)
+
+
 def test_known_recall_values():
-    img, txt = _constructed(rotate=True)
+    img, txt = _constructed()
     m = retrieval_metrics(img, txt, G, ks=(1, 2, 5))
-    assert m["text_to_image_recall@1"] == pytest.approx(3 / 6)
-    assert m["text_to_image_recall@2"] == pytest.approx(5 / 6)
+    assert m["text_to_image_recall@1"] == pytest.approx(3 / 7)
+    assert m["text_to_image_recall_pessimistic@1"] == pytest.approx(2 / 7)  # caption 3's ties
+    assert m["text_to_image_recall@2"] == pytest.approx(6 / 7)
+    assert m["text_to_image_recall_pessimistic@2"] == pytest.approx(4 / 7)  # captions 1 and 3 drop
     assert m["text_to_image_recall@5"] == 1.0
     assert m["image_to_text_recall@1"] == pytest.approx(1 / 4)
+    assert m["image_to_text_recall_pessimistic@1"] == 0.0
     assert m["image_to_text_recall@2"] == 1.0
     assert m["text_to_image_mean_rank"] == pytest.approx(T2I.mean())
     assert m["image_to_text_mean_rank"] == pytest.approx(I2T.mean())
-    assert m["n_images"] == 4 and m["n_texts"] == 6
+    assert m["text_to_image_n_tied_queries"] == 2 and m["image_to_text_n_tied_queries"] == 1
+    assert m["n_images"] == 4 and m["n_texts"] == 7
 
 
 def test_recall_at_k_plain():
@@ -90,13 +145,18 @@ def test_perfect_retrieval_identity_pairs():
     assert not t2i.any() and not i2t.any()
 
 
-def test_exact_duplicates_are_ties_in_favour():
+def test_exact_duplicates_are_counted_ties():
     rng = np.random.default_rng(2)
     base = rng.standard_normal((10, 32))
     img = np.vstack([base, base])  # image j and j+10 identical
     txt = base + 0.01 * rng.standard_normal(base.shape)
     idx = np.arange(10) + 10  # caption j describes the *second* copy
     assert not text_to_image_ranks(img.astype(np.float32), txt.astype(np.float32), idx).any()
+    # every image has an identical twin, every caption an identical copy under the twin
+    rr = retrieval_ranks(img.astype(np.float32), np.vstack([txt, txt]).astype(np.float32),
+                         np.concatenate([idx, idx - 10]))
+    assert not rr.t2i.any() and (rr.t2i_ties == 1).all()
+    assert not rr.i2t.any() and (rr.i2t_ties == 1).all()
     # images 0..9 have no caption: fine as distractors for text->image, an error for image->text
     with pytest.raises(ValueError, match="no caption"):
         image_to_text_ranks(img, txt, idx)
@@ -171,13 +231,13 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="mismatched dimensions"):
         retrieval_ranks(img[:, :5], txt, G)
     with pytest.raises(ValueError, match="at least 2 vectors"):
-        retrieval_ranks(img[:1], txt, np.zeros(6, dtype=int))
+        retrieval_ranks(img[:1], txt, np.zeros(7, dtype=int))
     with pytest.raises(ValueError, match="no caption"):
-        retrieval_ranks(img, txt, np.array([0, 1, 2, 2, 0, 1]))
+        retrieval_ranks(img, txt, np.array([0, 1, 2, 2, 0, 1, 2]))
     with pytest.raises(ValueError, match="txt_image_index"):
-        retrieval_ranks(img, txt, np.array([0, 1, 2, 3, 0, 4]))
+        retrieval_ranks(img, txt, np.array([0, 1, 2, 3, 0, 4, 2]))
     with pytest.raises(ValueError, match="txt_image_index"):
-        retrieval_ranks(img, txt, G[:5])
+        retrieval_ranks(img, txt, G[:6])
     with pytest.raises(ValueError, match="txt_image_index is required"):
         retrieval_ranks(img, txt)
     with pytest.raises(ValueError, match="zero vector"):

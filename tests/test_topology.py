@@ -24,12 +24,12 @@ from clipgeo.topology.nearest import (
     reference_table,
 )
 from clipgeo.topology.separability_matrix import separability_matrix
+from clipgeo.stats import effective_rank
 from clipgeo.topology.spectra import (
     collapse_point,
-    effective_rank,
+    covariance_spectrum,
     largest_log_drop,
-    scatter_moments,
-    singular_spectrum,
+    normalized_scatter,
     spectra,
 )
 from clipgeo.topology.umap_layout import (
@@ -71,8 +71,8 @@ def test_planted_rank_collapses_at_that_rank():
     txt = rng.standard_normal((n, r_txt)) @ _orthonormal(d, r_txt, rng)
     curve, summ = spectra(img, txt)
     s = {row["scope"]: row for row in summ.iter_rows(named=True)}
-    # normalising keeps each set inside its r-dimensional subspace, so the centred normalised
-    # vectors have rank r: σ_{r+1}/σ_1 is at the noise/precision floor (≪ 1e-3)
+    # normalising keeps each set inside its r-dimensional subspace, so the covariance of the
+    # normalised vectors has rank r: λ_{r+1}/λ_1 is at the noise/precision floor (≪ 1e-3)
     assert s["image"]["collapse_index"] == r_img
     assert s["text"]["collapse_index"] == r_txt
     assert s["image"]["largest_drop_index"] == r_img
@@ -82,16 +82,24 @@ def test_planted_rank_collapses_at_that_rank():
     assert s["image"]["n"] == n and s["joint"]["n"] == 2 * n and s["image"]["d"] == d
     assert s["image"]["rank_limited_by_n"] == 0.0
     assert curve.filter(pl.col("scope") == "image").height == d
-    assert r_img * 0.7 < s["image"]["effective_rank"] <= r_img
+    # nearly isotropic inside the subspace: both effective ranks close to r, the λ form lower
+    lam_er, sig_er = s["image"]["effective_rank_lambda_entropy"], s["image"]["effective_rank_sigma_entropy"]
+    assert r_img * 0.7 < lam_er < sig_er <= r_img
+    img_curve = curve.filter(pl.col("scope") == "image")
+    np.testing.assert_allclose(img_curve["sigma"].to_numpy() ** 2, n * img_curve["eigenvalue"].to_numpy(), rtol=1e-12)
 
 
 def test_full_rank_spectrum_has_no_collapse_and_rank_limit_is_flagged():
     rng = np.random.default_rng(1)
-    sig = singular_spectrum(rng.standard_normal((2000, 32)))
-    assert collapse_point(sig) == 32
-    _, summ = spectra(rng.standard_normal((10, 32)), rng.standard_normal((10, 32)))
+    lam = covariance_spectrum(rng.standard_normal((2000, 32)))
+    assert collapse_point(lam) == 32
+    curve, summ = spectra(rng.standard_normal((10, 32)), rng.standard_normal((10, 32)))
     img_row = summ.row(0, named=True)
-    assert img_row["rank_limited_by_n"] == 1.0 and img_row["collapse_index"] == 9
+    # N <= d: the collapse is forced by the sample size; no number, a reason
+    assert img_row["rank_limited_by_n"] == 1.0 and img_row["status"] == "rank_limited"
+    assert img_row["collapse_index"] is None and img_row["effective_rank_lambda_entropy"] is None
+    assert "10 vectors <= d = 32" in img_row["message"]
+    assert curve.filter(pl.col("scope") == "image")["eigenvalue"].to_numpy()[9:].max() < 1e-15
 
 
 def test_effective_rank_and_collapse_definitions():
@@ -104,23 +112,25 @@ def test_effective_rank_and_collapse_definitions():
         effective_rank(np.array([1.0, -1.0]))
 
 
-def test_streaming_scatter_matches_direct_svd():
+def test_streaming_scatter_matches_numpy_eigvalsh():
     rng = np.random.default_rng(2)
-    x = rng.standard_normal((1500, 24)) + 3.0  # off-centre: tests the shifted accumulation
+    x = rng.standard_normal((1500, 24)) + 3.0  # off-centre: no cancellation
     chunks = [x[:100], x[100:1100], x[1100:]]
-    mom = scatter_moments(chunks, "x", block=256)
+    acc = normalized_scatter(chunks, "x", block=256)
     xn = _unit(x)
-    direct = np.linalg.svd(xn - xn.mean(axis=0), compute_uv=False)
-    np.testing.assert_allclose(mom.singular_values(), direct, rtol=1e-9, atol=1e-10)
-    np.testing.assert_allclose(mom.mean, xn.mean(axis=0), atol=1e-12)
-    # merged moments equal the moments of the concatenation
+    direct = np.linalg.eigvalsh(np.cov(xn, rowvar=False, bias=True))[::-1]
+    np.testing.assert_allclose(acc.eigenvalues(), direct, rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(acc.mean, xn.mean(axis=0), atol=1e-12)
+    # merged accumulators equal the accumulator of the concatenation
     y = rng.standard_normal((700, 24)) - 1.0
-    merged = mom.merge(scatter_moments(y))
+    merged = acc.merged(normalized_scatter(y))
     both = np.concatenate([xn, _unit(y)])
-    np.testing.assert_allclose(
-        merged.singular_values(), np.linalg.svd(both - both.mean(axis=0), compute_uv=False),
-        rtol=1e-9, atol=1e-10,
-    )
+    np.testing.assert_allclose(merged.eigenvalues(), np.linalg.eigvalsh(np.cov(both, rowvar=False, bias=True))[::-1],
+                               rtol=1e-9, atol=1e-14)
+    with pytest.raises(ValueError, match=r"x: row 1103 is a zero vector"):
+        bad = x.copy()
+        bad[1103] = 0
+        normalized_scatter([bad[:1100], bad[1100:]], "x")
 
 
 # ------------------------------------------------------------------------------------ cosines
@@ -449,7 +459,7 @@ def test_clusters_bad_input_gives_messages_not_crashes(caplog):
     assert "too_small" in rows[2]["status"] and rows[2]["auc_joint"] is None
     assert "rank_limited" in rows[0]["status"]  # 20 members in d = 32
     assert corr["n_clusters_used"][0] == 2
-    assert "needs at least 3" in corr["message"][0]
+    assert "needs at least 5" in corr["message"][0]
 
 
 # ------------------------------------------------------------------------------------ nearest

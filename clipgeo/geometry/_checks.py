@@ -147,19 +147,11 @@ def row_norms(x: np.ndarray) -> np.ndarray:
 
 
 def normalize_rows(x: np.ndarray, name: str, dtype: type = np.float64) -> np.ndarray:
-    """Return ``x / ||x||`` row-wise as a new array of ``dtype`` (norms computed in float64).
+    """``x / ||x||`` row-wise: :func:`clipgeo.stats.l2_normalize` (the one zero-row policy:
+    a zero row raises ``ValueError``)."""
+    from clipgeo.stats import l2_normalize
 
-    Raises ``ValueError`` when a row has zero norm (its direction is undefined).
-    """
-    out = np.empty(x.shape, dtype=dtype)
-    for sl in row_blocks(x.shape[0]):
-        blk = np.asarray(x[sl], dtype=np.float64)
-        norms = row_norms(blk)
-        if np.any(norms == 0):
-            bad = sl.start + int(np.flatnonzero(norms == 0)[0])
-            raise ValueError(f"{name}: row {bad} is a zero vector and cannot be L2-normalised")
-        out[sl] = blk / norms[:, None]
-    return out
+    return l2_normalize(x, name, dtype)
 
 
 def check_fraction(value: float, name: str) -> float:

@@ -24,6 +24,7 @@ from clipgeo.geometry._checks import (
     row_blocks,
     row_norms,
 )
+from clipgeo.stats import l2_normalize
 
 __all__ = [
     "conformity",
@@ -51,7 +52,7 @@ def _norms(chunk: np.ndarray, name: str, offset: int = 0) -> np.ndarray:
 
 
 def _unit_rows(chunk: np.ndarray, name: str, offset: int = 0) -> np.ndarray:
-    return chunk / _norms(chunk, name, offset)[:, None]
+    return l2_normalize(chunk, name, row_offset=offset)
 
 
 def unit_sum(source: ChunkSource, name: str = "x") -> tuple[np.ndarray, int]:

@@ -9,9 +9,11 @@ coordinate is positive).
   text top-k principal subspaces ``span(v_1..v_k)``; the share of one modality's variance inside
   the other's subspace, ``tr(U_Iᵀ Σ_T U_I) / tr(Σ_T)``. (Linear separability: see
   :mod:`clipgeo.geometry.separability`.)
-* **P2 thin shell** (:func:`shell_summary`): the distribution of ``r_i = ||x_i − μ_m||``.
+* **P2 thin shell** (:func:`shell_summary`): the distribution of the distance from the mean
+  ``r_i = ||x_i − μ_m||`` (not the norm ``||x_i||``; stored as ``dist_to_mean_*``).
 * **P3 ellipsoid** (:func:`spectrum_summary`): semi-axes ``√λ_k``, anisotropy
-  ``√λ_1 / median_k √λ_k``, effective rank ``exp(−Σ_k p_k ln p_k)``, ``p_k = λ_k / Σλ``; the
+  ``√λ_1 / median_k √λ_k``, effective rank ``exp(−Σ_k p_k ln p_k)`` with ``p_k = λ_k / Σλ``
+  (``effective_rank_lambda_entropy``; the σ form beside it); the
   spread (std/mean) of Mahalanobis radii ``||Λ^{-1/2} Vᵀ (x_i − μ_m)||`` next to that of the
   Euclidean radii (a perfect ellipsoid shell has constant Mahalanobis radius).
 * **P4 tilt** (:func:`tilt_table`, :func:`principal_axis_angle`): ``max_j |v_k[j]|`` per principal
@@ -22,8 +24,8 @@ coordinate is positive).
 
 Streaming: every statistic comes from two passes over chunks of rows. Pass 1
 (:class:`MomentAccumulator`) accumulates, in float64, the count, mean and centred scatter
-``Σ (x − μ)(x − μ)ᵀ`` (chunk-wise means merged with Chan et al.'s update, which avoids the
-cancellation of ``Σxxᵀ/N − μμᵀ``), ``Σ ||x||`` and ``Σ x̂``. Pass 2 (:func:`per_sample_statistics`)
+``Σ (x − μ)(x − μ)ᵀ`` (the shared :class:`clipgeo.stats.ScatterAccumulator`), ``Σ ||x||`` and
+``Σ x̂``. Pass 2 (:func:`per_sample_statistics`)
 computes per-vector radii, Mahalanobis radii, conformity and ``cos(x, μ)``. Memory is
 ``O(d² + block·d)`` plus O(N) per-sample scalars; no N×N matrix is ever formed.
 """
@@ -38,6 +40,12 @@ import polars as pl
 from scipy.linalg import subspace_angles
 
 from clipgeo.geometry._checks import ChunkSource, check_finite, iter_chunks, row_norms
+from clipgeo.stats import (
+    ScatterAccumulator,
+    effective_rank_lambda_entropy,
+    effective_rank_sigma_entropy,
+    l2_normalize,
+)
 from clipgeo.geometry.conformity import (
     QUANTILES,
     conformity_divergence,
@@ -94,6 +102,7 @@ class Moments:
     unit_sum: np.ndarray
     eigenvalues: np.ndarray
     eigenvectors: np.ndarray
+    length_std: float = float("nan")
 
     @property
     def semi_axes(self) -> np.ndarray:
@@ -115,29 +124,28 @@ class MomentAccumulator:
     >>> for chunk in chunks: acc.update(chunk)        # doctest: +SKIP
     >>> mom = acc.finalize()                          # doctest: +SKIP
 
-    Per chunk ``B`` (converted to float64): ``n_B``, ``m_B = mean(B)``,
-    ``M2_B = (B − m_B)ᵀ(B − m_B)``, merged into the running ``(n, μ, M2)`` by
-    ``δ = m_B − μ``, ``μ += δ n_B/(n + n_B)``, ``M2 += M2_B + δδᵀ n n_B/(n + n_B)``; also
+    The count, mean and centred scatter come from the shared
+    :class:`clipgeo.stats.ScatterAccumulator` (Chan et al.'s merge); beside it this keeps
     ``Σ||x||``, ``min/max ||x||`` and ``Σ x̂``. Accumulators of disjoint parts can be
     :meth:`merge`-d (e.g. one per shard).
     """
 
     def __init__(self, name: str = "x", d: int | None = None) -> None:
         self.name = name
-        self.d = d
-        self.n = 0
-        self._mean: np.ndarray | None = None
-        self._m2: np.ndarray | None = None
-        self._unit_sum: np.ndarray | None = None
+        self._scatter = ScatterAccumulator(d, name)
+        self._unit_sum: np.ndarray | None = None if d is None else np.zeros(d)
         self._length_sum = 0.0
+        self._length_sq_sum = 0.0
         self._min_length = np.inf
         self._max_length = 0.0
 
-    def _init(self, d: int) -> None:
-        self.d = d
-        self._mean = np.zeros(d)
-        self._m2 = np.zeros((d, d))
-        self._unit_sum = np.zeros(d)
+    @property
+    def n(self) -> int:
+        return self._scatter.n
+
+    @property
+    def d(self) -> int | None:
+        return self._scatter.d
 
     def update(self, chunk: np.ndarray) -> "MomentAccumulator":
         """Add the rows of one 2-D chunk (validated: finite, non-zero rows, matching d)."""
@@ -154,29 +162,17 @@ class MomentAccumulator:
 
     def _add(self, b: np.ndarray) -> "MomentAccumulator":
         """Add a validated float64 chunk."""
-        if self._mean is None:
-            self._init(b.shape[1])
+        unit = l2_normalize(b, self.name, row_offset=self.n)  # zero rows raise here
         lengths = row_norms(b)
-        if np.any(lengths == 0):
-            raise ValueError(
-                f"{self.name}: row {self.n + int(np.flatnonzero(lengths == 0)[0])} is a zero vector"
-            )
-        nb = b.shape[0]
-        mb = b.mean(axis=0)
-        c = b - mb
-        self._merge(nb, mb, c.T @ c)
-        self._unit_sum += (1.0 / lengths) @ b  # Σ x / ||x||
+        if self._unit_sum is None:
+            self._unit_sum = np.zeros(b.shape[1])
+        self._scatter.add(b, validate=False)
+        self._unit_sum += unit.sum(axis=0)
         self._length_sum += float(lengths.sum())
+        self._length_sq_sum += float(lengths @ lengths)
         self._min_length = min(self._min_length, float(lengths.min()))
         self._max_length = max(self._max_length, float(lengths.max()))
         return self
-
-    def _merge(self, nb: int, mb: np.ndarray, m2b: np.ndarray) -> None:
-        n = self.n + nb
-        delta = mb - self._mean
-        self._m2 += m2b + np.outer(delta, delta) * (self.n * nb / n)
-        self._mean += delta * (nb / n)
-        self.n = n
 
     def update_from(self, source: ChunkSource) -> "MomentAccumulator":
         """Add every chunk of ``source`` (an array or a chunk source)."""
@@ -188,13 +184,10 @@ class MomentAccumulator:
         """Fold another accumulator (over disjoint rows of the same modality) into this one."""
         if other.n == 0:
             return self
-        if self._mean is None:
-            self._init(other.d)
-        elif other.d != self.d:
-            raise ValueError(f"{self.name}: cannot merge dimension {other.d} into {self.d}")
-        self._merge(other.n, other._mean, other._m2)
-        self._unit_sum += other._unit_sum
+        self._scatter.merge(other._scatter)
+        self._unit_sum = other._unit_sum.copy() if self._unit_sum is None else self._unit_sum + other._unit_sum
         self._length_sum += other._length_sum
+        self._length_sq_sum += other._length_sq_sum
         self._min_length = min(self._min_length, other._min_length)
         self._max_length = max(self._max_length, other._max_length)
         return self
@@ -203,24 +196,21 @@ class MomentAccumulator:
         """Mean, covariance (divisor N) and its eigen-decomposition. Needs at least 2 vectors."""
         if self.n < 2:
             raise ValueError(f"{self.name}: a modality needs at least 2 vectors, got {self.n}")
-        cov = self._m2 / self.n
-        cov = 0.5 * (cov + cov.T)
-        evals, evecs = np.linalg.eigh(cov)
-        evals, evecs = np.clip(evals[::-1], 0.0, None), evecs[:, ::-1]
-        pivot = np.argmax(np.abs(evecs), axis=0)
-        evecs = evecs * np.sign(evecs[pivot, np.arange(evecs.shape[1])])
+        evals, evecs = self._scatter.eigh()
+        mean_length = self._length_sum / self.n
         return Moments(
             name=self.name,
             n=self.n,
             d=int(self.d),
-            mean=self._mean.copy(),
-            cov=cov,
-            mean_length=self._length_sum / self.n,
+            mean=self._scatter.mean,
+            cov=self._scatter.covariance(),
+            mean_length=mean_length,
             min_length=self._min_length,
             max_length=self._max_length,
             unit_sum=self._unit_sum.copy(),
             eigenvalues=evals,
             eigenvectors=evecs,
+            length_std=float(np.sqrt(max(self._length_sq_sum / self.n - mean_length**2, 0.0))),
         )
 
 
@@ -236,15 +226,19 @@ def moments(source: ChunkSource, name: str = "x") -> Moments:
 class PerSample:
     """Per-vector statistics of one modality, row-aligned with its input.
 
-    ``radius = ||x − μ||``; ``mahalanobis = ||Λ_+^{-1/2} V_+ᵀ (x − μ)||`` over the ``rank``
-    eigen-directions with ``λ_k > rtol · λ_1`` (a pseudo-inverse); ``conformity`` =
-    ``(x̂ · Σ x̂ − 1)/(N − 1)``; ``cos_to_mean = cos(x, μ)``; ``length = ||x||``.
+    ``radius = ||x − μ||`` (the distance from the mean: the P2 "shell" variable);
+    ``mahalanobis = ||Λ_+^{-1/2} V_+ᵀ (x − μ)||`` over the ``rank`` eigen-directions with
+    ``λ_k > rtol · λ_1`` (a pseudo-inverse); ``conformity`` = ``(x̂ · Σ x̂ − 1)/(N − 1)``;
+    ``cos_to_raw_mean = cos(x, μ)`` (μ the mean of the raw vectors); ``cos_to_unit_mean =
+    cos(x, m̂)`` (m̂ = mean of the unit vectors x̂, where ``C = (N ||m̂|| cos(x, m̂) − 1)/(N − 1)``
+    holds exactly); ``length = ||x||``.
     """
 
     radius: np.ndarray
     mahalanobis: np.ndarray
     conformity: np.ndarray
-    cos_to_mean: np.ndarray
+    cos_to_raw_mean: np.ndarray
+    cos_to_unit_mean: np.ndarray
     length: np.ndarray
     rank: int
 
@@ -267,7 +261,10 @@ def per_sample_statistics(
     whiten = (mom.eigenvectors[:, keep] / np.sqrt(mom.eigenvalues[keep])).astype(projection_dtype)
     mu_norm = np.linalg.norm(mom.mean)
     mu_hat = mom.mean / mu_norm if mu_norm > 0 else np.full(mom.d, np.nan)
-    out = {k: np.empty(mom.n) for k in ("radius", "mahalanobis", "conformity", "cos_to_mean", "length")}
+    s_norm = np.linalg.norm(mom.unit_sum)
+    m_hat = mom.unit_sum / s_norm if s_norm > 0 else np.full(mom.d, np.nan)
+    out = {k: np.empty(mom.n) for k in ("radius", "mahalanobis", "conformity", "cos_to_raw_mean",
+                                        "cos_to_unit_mean", "length")}
     seen = 0
     for off, x in iter_chunks(source, mom.name, d=mom.d):
         if off + x.shape[0] > mom.n:
@@ -279,7 +276,8 @@ def per_sample_statistics(
         proj = c.astype(projection_dtype, copy=False) @ whiten
         out["mahalanobis"][sl] = np.sqrt(np.einsum("ij,ij->i", proj, proj, dtype=np.float64))
         out["conformity"][sl] = conformity_from_unit_sum(x, mom.unit_sum, mom.n, name=mom.name, offset=off)
-        out["cos_to_mean"][sl] = (x @ mu_hat) / length
+        out["cos_to_raw_mean"][sl] = (x @ mu_hat) / length
+        out["cos_to_unit_mean"][sl] = (x @ m_hat) / length
         out["length"][sl] = length
         seen = sl.stop
     if seen != mom.n:
@@ -318,26 +316,48 @@ def shell_summary(
     return out
 
 
-def spectrum_summary(mom: Moments, levels: Sequence[float] = (0.9, 0.99)) -> dict[str, float]:
+def spectrum_summary(mom: Moments, levels: Sequence[float] = (0.9, 0.99)) -> dict[str, float | None]:
     """P3: ``total_variance = Σλ``, ``semi_axis_max = √λ_1``, ``semi_axis_median`` (median of
-    ``√λ_k``), ``anisotropy = √λ_1 / median √λ_k``, ``effective_rank = exp(−Σ p_k ln p_k)``
-    (``p_k = λ_k/Σλ``), and ``k90``/``k99``: the fewest axes whose variance share reaches 90 / 99 %."""
+    ``√λ_k``), ``anisotropy = √λ_1 / median √λ_k``, ``effective_rank_lambda_entropy =
+    exp(−Σ p_k ln p_k)`` with ``p_k = λ_k/Σλ`` and ``effective_rank_sigma_entropy`` (the same
+    with ``p_k ∝ √λ_k``), and ``k90``/``k99``: the fewest axes whose variance share reaches
+    90 / 99 %.
+
+    With ``N ≤ d`` the covariance has rank at most ``N − 1 < d``: its smallest eigenvalues are
+    zeros of the sample, not of the model, so ``semi_axis_median``, ``anisotropy`` and both
+    effective ranks are None (see :func:`covariance_status`).
+    """
     lam = mom.eigenvalues
     total = float(lam.sum())
     semi = np.sqrt(lam)
-    med = float(np.median(semi))
-    p = lam / total if total > 0 else np.zeros_like(lam)
-    nz = p > 0
-    out = {
-        "total_variance": total,
-        "semi_axis_max": float(semi[0]),
-        "semi_axis_median": med,
-        "anisotropy": float(semi[0] / med) if med > 0 else float("inf"),
-        "effective_rank": float(np.exp(-np.sum(p[nz] * np.log(p[nz])))),
-    }
+    out: dict[str, float | None] = {"total_variance": total, "semi_axis_max": float(semi[0])}
+    if mom.n <= mom.d:
+        out.update(semi_axis_median=None, anisotropy=None, effective_rank_lambda_entropy=None,
+                   effective_rank_sigma_entropy=None)
+    else:
+        med = float(np.median(semi))
+        out.update(
+            semi_axis_median=med,
+            anisotropy=float(semi[0] / med) if med > 0 else None,
+            effective_rank_lambda_entropy=effective_rank_lambda_entropy(lam),
+            effective_rank_sigma_entropy=effective_rank_sigma_entropy(lam),
+        )
     for level in levels:
         out[f"k{_pct(level)}"] = float(_k_for_level(lam, level))
     return out
+
+
+def covariance_status(mom: Moments) -> tuple[str, str]:
+    """``("ok", "")``, or ``("rank_limited", why)`` when ``N ≤ d`` (singular covariance)."""
+    if mom.n <= mom.d:
+        return "rank_limited", (
+            f"{mom.n} {mom.name} vectors <= d = {mom.d}: the covariance has rank at most {mom.n - 1}; "
+            "anisotropy, effective ranks and Mahalanobis radii are not reported")
+    return "ok", ""
+
+
+#: Fewest points over which a correlation or fit is reported.
+MIN_FIT_POINTS = 5
 
 
 def _k_for_level(lam: np.ndarray, level: float) -> int:
@@ -505,16 +525,22 @@ def histogram_table(values: dict[str, np.ndarray], *, kind: str, bins: int = 50,
 class DoubleEllipsoidResult:
     """Everything the suite measured, as row-friendly tables.
 
-    * ``modality``: one row per modality — n, d, ``inputs_normalized``, ``shell_*`` (P2),
+    * ``modality``: one row per modality — n, d, ``inputs_normalized``, ``covariance_status`` /
+      ``covariance_message`` (``rank_limited`` when N ≤ d), ``dist_to_mean_*`` (P2: the
+      distribution of ``||x − μ||``), ``length_std`` / ``length_std_over_mean`` (of ``||x||``),
       ``ellipsoid_*`` and ``*_radius_cv`` (P3), ``tilt_*`` (P4), ``offcentre_*`` (P5),
-      ``conformity_*`` (distribution and the fit ``C ≈ a·cos(x, μ) + b``).
+      ``conformity_*`` (distribution) and the fits ``C ≈ a·cos + b`` against the cosine to the
+      raw mean μ (``conformity_fit_raw_mean_*``, the paper's figure) and to the mean of the unit
+      vectors m̂ (``conformity_fit_unit_mean_*``: exactly affine, r = 1); numbers that need a
+      full-rank covariance or at least ``MIN_FIT_POINTS`` points are None, with the reason.
     * ``cross``: flat dict of cross-modal floats: ``first_axis_angle_deg`` (P4),
       ``cos_between_means`` (P5), ``modality_gap`` = ``||mean x̂_I − mean x̂_T||`` and
       ``modality_gap_raw`` = ``||μ_I − μ_T||`` (as :func:`clipgeo.geometry.gap.modality_gap`),
       ``conformity_js_divergence`` / ``_ks_statistic`` / ``_wasserstein`` / ``_mean_difference``.
     * ``subspaces`` / ``principal_angles`` (P1), ``eigenvalues`` (P3), ``tilt`` (P4),
       ``histograms`` (kinds ``radius``, ``mahalanobis``, ``conformity``), ``per_sample``
-      (modality, row, radius, mahalanobis, conformity, cos_to_mean, length), ``extremes``
+      (modality, row, radius, mahalanobis, conformity, cos_to_raw_mean, cos_to_unit_mean,
+      length), ``extremes``
       (most / least conforming rows per modality).
     """
 
@@ -572,10 +598,14 @@ def double_ellipsoid_suite(
     rows = []
     for mom, ps in ((mom_i, ps_i), (mom_t, ps_t)):
         row: dict[str, object] = {"modality": mom.name, "n": mom.n, "d": mom.d, "inputs_normalized": mom.is_normalized}
-        row.update({f"shell_{k}": v for k, v in shell_summary(ps.radius).items()})
+        status, why = covariance_status(mom)
+        row["covariance_status"], row["covariance_message"] = status, why
+        row.update({f"dist_to_mean_{k}": v for k, v in shell_summary(ps.radius).items()})
+        row["length_std"] = float(np.std(ps.length))
+        row["length_std_over_mean"] = _cv(ps.length)
         row.update({f"ellipsoid_{k}": v for k, v in spectrum_summary(mom).items()})
         row["euclidean_radius_cv"] = _cv(ps.radius)
-        row["mahalanobis_radius_cv"] = _cv(ps.mahalanobis)
+        row["mahalanobis_radius_cv"] = _cv(ps.mahalanobis) if status == "ok" else None
         row["mahalanobis_rank"] = ps.rank
         tilt = np.abs(mom.eigenvectors[:, : min(n_tilt_axes, mom.d)]).max(axis=0)
         row["tilt_axis1_max_abs_coord"] = float(tilt[0])
@@ -583,11 +613,19 @@ def double_ellipsoid_suite(
         row["tilt_fully_tilted_reference"] = float(1 / np.sqrt(mom.d))
         row.update({f"offcentre_{k}": v for k, v in off_centre(mom).items()})
         row.update({f"conformity_{k}": v for k, v in conformity_summary(ps.conformity).items()})
-        if np.all(np.isfinite(ps.cos_to_mean)):
-            fit = conformity_fit(ps.conformity, ps.cos_to_mean)
-        else:  # μ = 0: cos(x, μ) undefined
-            fit = dict.fromkeys(("a", "b", "pearson_r", "spearman_rho", "rmse"), float("nan"))
-        row.update({f"conformity_fit_{k}": v for k, v in fit.items() if k != "n"})
+        row["conformity_fit_n"] = mom.n
+        row["conformity_fit_message"] = ""
+        for which, cos in (("raw_mean", ps.cos_to_raw_mean), ("unit_mean", ps.cos_to_unit_mean)):
+            fit = dict.fromkeys(("a", "b", "pearson_r", "spearman_rho", "rmse"), None)
+            if mom.n < MIN_FIT_POINTS:
+                row["conformity_fit_message"] = (
+                    f"{mom.n} {mom.name} vectors: a fit or correlation needs at least {MIN_FIT_POINTS}")
+            elif not np.all(np.isfinite(cos)):  # the mean is 0: cos(x, mean) undefined
+                row["conformity_fit_message"] += f"{which.replace('_', ' ')} is the zero vector; "
+            else:
+                fit = {k: (None if isinstance(v, float) and np.isnan(v) else v)
+                       for k, v in conformity_fit(ps.conformity, cos).items() if k != "n"}
+            row.update({f"conformity_fit_{which}_{k}": v for k, v in fit.items()})
         rows.append(row)
 
     cross = {
@@ -618,7 +656,8 @@ def double_ellipsoid_suite(
                         "radius": ps.radius,
                         "mahalanobis": ps.mahalanobis,
                         "conformity": ps.conformity,
-                        "cos_to_mean": ps.cos_to_mean,
+                        "cos_to_raw_mean": ps.cos_to_raw_mean,
+                        "cos_to_unit_mean": ps.cos_to_unit_mean,
                         "length": ps.length,
                     }
                 )

@@ -29,8 +29,9 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from clipgeo.geometry._checks import check_matrix, check_modalities, resolve_index, row_blocks, row_norms
+from clipgeo.geometry._checks import check_matrix, check_modalities, resolve_index, row_blocks
 from clipgeo.retrieval import retrieval_ranks
+from clipgeo.stats import l2_normalize
 
 __all__ = [
     "DEFAULT_ALPHAS",
@@ -55,11 +56,7 @@ def logsumexp(a: np.ndarray, axis: int | None = None) -> np.ndarray | float:
 
 
 def _unit(x: np.ndarray, name: str) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    n = row_norms(x)
-    if np.any(n == 0):
-        raise ValueError(f"{name}: row {int(np.flatnonzero(n == 0)[0])} is a zero vector and cannot be normalised")
-    return x / n[:, None]
+    return l2_normalize(x, name)  # the shared primitive: a zero row raises ValueError
 
 
 def shift_normalize(x: np.ndarray, mu: np.ndarray, alpha: float, name: str = "x") -> np.ndarray:

@@ -175,12 +175,13 @@ def build_run_summary(con, run_id: str) -> pl.DataFrame:
 
 
 def _retrieval(d: RunData) -> dict[str, Rows]:
-    t2i, i2t = retrieval_ranks(d.img_n, d.txt_n, d.idx)
+    rr = retrieval_ranks(d.rv.images, d.rv.texts, d.idx)  # exact cosines of the stored vectors
+    d.cache["retrieval_ranks"] = rr  # the one ranking every later section uses (per-cluster top-1)
     ranks = pl.concat([
         pl.DataFrame({"run_id": d.run_id, "direction": "text_to_image", "query_id": d.rv.sample_ids.tolist(),
-                      "rank": t2i.astype(np.int32)}),
+                      "rank": rr.t2i.astype(np.int32), "ties": rr.t2i_ties.astype(np.int32)}),
         pl.DataFrame({"run_id": d.run_id, "direction": "image_to_text", "query_id": d.rv.image_ids.tolist(),
-                      "rank": i2t.astype(np.int32)}),
+                      "rank": rr.i2t.astype(np.int32), "ties": rr.i2t_ties.astype(np.int32)}),
     ])
     return {"retrieval_ranks": ranks}
 

@@ -15,7 +15,8 @@ import numpy as np
 import polars as pl
 
 from clipgeo.stages.measure import RunData, Section, Skip
-from clipgeo.topology.clusters import cluster_local_dimension, cluster_points
+from clipgeo.retrieval import retrieval_ranks
+from clipgeo.topology.clusters import cluster_local_dimension, cluster_points, default_min_cluster_size
 from clipgeo.topology.cosines import cosine_distributions
 from clipgeo.topology.mixing import modality_mixing
 from clipgeo.topology.separability_matrix import separability_matrix
@@ -85,9 +86,20 @@ def _clusters(d: RunData) -> dict:
     layout = d.cache.get("umap_layout")
     if layout is None:
         raise Skip("needs the UMAP layout of this run, which was not computed (see section 'umap')")
-    clusters = cluster_points(layout)
-    im, tx, _, _ = _pairs(d)
-    per_cluster, cluster_spectra, corr = cluster_local_dimension(im, tx, clusters, seed=d.seed)
+    n_points = layout.height
+    mcs = default_min_cluster_size(n_points)
+    if n_points < 2 * mcs:
+        raise Skip(f"{n_points} laid-out points: HDBSCAN needs at least 2 x min_cluster_size = {2 * mcs} "
+                   "to find more than one cluster, so no per-cluster figure would mean anything")
+    clusters = cluster_points(layout, min_cluster_size=mcs)
+    im, tx, img_rows, txt_rows = _pairs(d)
+    # per-cluster top-1 from the run's one ranking (the retrieval section's: full gallery)
+    rr = d.cache.get("retrieval_ranks")
+    if rr is None:
+        rr = retrieval_ranks(d.rv.images, d.rv.texts, d.idx)
+        d.cache["retrieval_ranks"] = rr
+    per_cluster, cluster_spectra, corr = cluster_local_dimension(
+        im, tx, clusters, t2i_ranks=rr.t2i[txt_rows], i2t_ranks=rr.i2t[img_rows], seed=d.seed)
     assign = clusters.with_columns(_item_ids(d, clusters)).select("modality", "item_id", "item_index", "cluster")
     return {
         "topo_cluster_members": _tag(assign, d.run_id),
@@ -126,13 +138,18 @@ def _nearest(d: RunData) -> dict:
             if table is None or table.count_rows() != r.shape[0]:
                 table = reference_table(db, name, r)
             rows, info = lancedb_nearest_reference(table, q, seed=d.seed)
-            rows = rows.rename({"nearest_id": "nearest_index"})
+            rows = rows.rename({"nearest_id": "nearest_reference_row"})
             infos.append({"run_id": d.run_id, "modality": modality, "reference_run_id": ref.run_id,
                           **{k: float(v) for k, v in info.items()}})
         else:
-            rows = nearest_reference(q, r).with_columns(pl.lit("exact-numpy").alias("method"))
-        frames.append(rows.with_columns(pl.lit(modality).alias("modality"),
-                                        pl.Series("item_id", ids[rows["query_index"].to_numpy()].astype(str))))
+            rows = nearest_reference(q, r).rename({"nearest_index": "nearest_reference_row"}).with_columns(
+                pl.lit("exact-numpy").alias("method"))
+        # the reference row is a position in the reference run's vectors; store its id too
+        ref_ids = ref.rv.image_ids if modality == "image" else ref.rv.sample_ids
+        frames.append(rows.with_columns(
+            pl.lit(modality).alias("modality"),
+            pl.Series("item_id", ids[rows["query_index"].to_numpy()].astype(str)),
+            pl.Series("nearest_item_id", ref_ids[rows["nearest_reference_row"].to_numpy()].astype(str))))
     out = pl.concat(frames, how="diagonal").with_columns(pl.lit(ref.run_id).alias("reference_run_id"),
                                                          pl.lit(ref.dataset_id).alias("reference_dataset_id"))
     return {"topo_nearest_reference": _tag(out, d.run_id), "topo_nearest_reference_info": infos}

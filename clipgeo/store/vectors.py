@@ -64,9 +64,11 @@ def _fixed_list(mat: np.ndarray) -> pa.FixedSizeListArray:
 
 
 def l2_normalize(mat: np.ndarray) -> np.ndarray:
-    """``x / ‖x‖`` row-wise (rows of zero norm stay zero)."""
-    norms = np.linalg.norm(mat, axis=1, keepdims=True)
-    return (mat / np.where(norms == 0, 1, norms)).astype(np.float32)
+    """``x / ‖x‖`` row-wise as float32: :func:`clipgeo.stats.l2_normalize` (a zero row raises
+    ``ValueError``; sources reject zero vectors before they are stored)."""
+    from clipgeo.stats import l2_normalize as _l2
+
+    return _l2(mat, "vectors", np.float32)
 
 
 @dataclass(frozen=True)

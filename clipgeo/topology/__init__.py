@@ -35,7 +35,7 @@ from clipgeo.topology.separability_matrix import separability_matrix
 from clipgeo.topology.spectra import (
     collapse_point,
     effective_rank,
-    singular_spectrum,
+    covariance_spectrum,
     spectra,
 )
 from clipgeo.topology.umap_layout import first_pairs, paired_lines, umap_grid, umap_layout
@@ -59,7 +59,7 @@ __all__ = [
     "paired_lines",
     "reference_table",
     "separability_matrix",
-    "singular_spectrum",
+    "covariance_spectrum",
     "spectra",
     "umap_grid",
     "umap_layout",

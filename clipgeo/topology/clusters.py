@@ -23,7 +23,8 @@ singular values. Normalising σ by σ_1 removes the cluster's scale and averagin
 (i.e. the area with the index rescaled to [0, 1]) removes the count; the fixed ``m`` makes the
 sampling bias identical for all clusters. AUC ≤ 0; it is 0 for a perfectly isotropic sample and
 more negative the faster the spectrum decays, i.e. the *higher the AUC, the higher the local
-dimension*. The effective rank (Roy & Vetterli) of the same subsamples is reported too. By
+dimension*. The effective rank (Roy & Vetterli, σ-entropy form ``p_k = σ_k/Σσ``) of the same
+subsamples is reported too, as ``erank_sigma_entropy_*``. By
 default ``m`` is the member count of the smallest cluster that has at least ``min_points``
 members in that scope, capped at ``d + 1``; pass ``sample_size`` to fix it across runs.
 
@@ -34,8 +35,9 @@ caption when ``t2i_rank = 0``: ``top1_i2t`` / ``top1_t2i`` are the hit rates of 
 images / captions and ``top1`` that of all its members.
 
 **Correlation.** Pearson and Spearman (scipy) between the chosen AUC and the chosen accuracy
-across the clusters where both are defined, with their count. Fewer than 3 such clusters, or a
-constant column, gives NaN and a message instead of an exception.
+across the clusters where both are defined, with their count. Fewer than
+``MIN_CORRELATION_POINTS`` (5) such clusters, or a constant column, gives NaN and a message
+instead of an exception: a correlation over a handful of points means nothing.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from threadpoolctl import threadpool_limits
 
 from clipgeo.geometry._checks import check_modalities, normalize_rows
 from clipgeo.retrieval import retrieval_ranks
+from clipgeo.stats import centred_eigenvalues, effective_rank
 
 __all__ = [
     "cluster_local_dimension",
@@ -63,6 +66,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SCOPES = ("image", "text", "joint")
+#: Fewest clusters over which a correlation is reported (below it: NaN and a message).
+MIN_CORRELATION_POINTS = 5
 _REL_FLOOR = 1e-8
 
 
@@ -138,14 +143,10 @@ def cluster_points(
 
 def centred_singular_values(v: np.ndarray) -> np.ndarray:
     """Singular values (descending) of ``v`` centred by its mean, the ``min(n − 1, d)`` that can
-    be non-zero, from the eigenvalues of the smaller Gram matrix (``n × n`` or ``d × d``): several
-    times cheaper than an SVD; values below ~1.5e-8·σ_1 are rounding noise (and floored at
-    1e-8 by every consumer here)."""
-    n, d = v.shape
-    c = v - v.mean(axis=0)
-    g = c @ c.T if n <= d else c.T @ c
-    lam = np.linalg.eigvalsh(g)[::-1][: min(n - 1, d)]
-    return np.sqrt(np.clip(lam, 0.0, None))
+    be non-zero: ``σ_k = √(n λ_k)`` with λ from :func:`clipgeo.stats.centred_eigenvalues` (the
+    shared covariance primitive, through the smaller Gram matrix)."""
+    v = np.asarray(v, dtype=np.float64)
+    return np.sqrt(v.shape[0] * centred_eigenvalues(v))
 
 
 def local_dimension_auc(
@@ -177,8 +178,7 @@ def local_dimension_auc(
             continue
         rel = np.maximum(s / s[0], _REL_FLOOR)
         aucs.append(float(np.mean(np.log10(rel))))
-        p = s[s > 0] / s.sum()
-        eranks.append(float(np.exp(-np.sum(p * np.log(p)))))
+        eranks.append(effective_rank(s))  # σ-entropy form (p ∝ σ)
     return float(np.mean(aucs)), float(np.mean(eranks))
 
 
@@ -209,7 +209,8 @@ _SUMMARY_SCHEMA = {
     "cluster": pl.Int64, "n_points": pl.Int64, "n_images": pl.Int64, "n_texts": pl.Int64,
     "sample_size": pl.Int64,
     "auc_image": pl.Float64, "auc_text": pl.Float64, "auc_joint": pl.Float64,
-    "erank_image": pl.Float64, "erank_text": pl.Float64, "erank_joint": pl.Float64,
+    "erank_sigma_entropy_image": pl.Float64, "erank_sigma_entropy_text": pl.Float64,
+    "erank_sigma_entropy_joint": pl.Float64,
     "top1_i2t": pl.Float64, "top1_t2i": pl.Float64, "top1": pl.Float64,
     "status": pl.Utf8, "message": pl.Utf8,
 }
@@ -247,8 +248,10 @@ def cluster_local_dimension(
     Returns ``(summary, spectra, correlation)``:
 
     * ``summary``: one row per cluster (noise excluded): ``cluster, n_points, n_images,
-      n_texts, sample_size, auc_image, auc_text, auc_joint, erank_image, erank_text,
-      erank_joint, top1_i2t, top1_t2i, top1, status, message``. ``status`` is ``ok``, or a
+      n_texts, sample_size, auc_image, auc_text, auc_joint, erank_sigma_entropy_image,
+      erank_sigma_entropy_text, erank_sigma_entropy_joint, top1_i2t, top1_t2i, top1, status,
+      message`` (``erank_sigma_entropy_*``: Roy & Vetterli's effective rank with ``p ∝ σ``, the
+      singular values of the subsamples). ``status`` is ``ok``, or a
       ``;``-joined list of ``single_modality`` (no image or no text member: that scope's columns
       are null), ``too_small`` (fewer than ``max(min_points, sample_size)`` members in the
       correlated scope: AUC null, excluded from the correlation), ``rank_limited`` (at most d
@@ -330,7 +333,7 @@ def cluster_local_dimension(
             for si, scope in enumerate(SCOPES):
                 v = scope_vectors(c, scope)
                 row[f"auc_{scope}"] = None
-                row[f"erank_{scope}"] = None
+                row[f"erank_sigma_entropy_{scope}"] = None
                 if v.shape[0] >= 2:
                     s = centred_singular_values(v)
                     rel = s / s[0] if s[0] > 0 else np.zeros_like(s)
@@ -347,7 +350,7 @@ def cluster_local_dimension(
                     rng = np.random.default_rng([seed, int(c), si])
                     auc, er = local_dimension_auc(v, m, n_repeats=n_repeats, rng=rng)
                     row[f"auc_{scope}"] = auc
-                    row[f"erank_{scope}"] = er
+                    row[f"erank_sigma_entropy_{scope}"] = er
                 elif scope == dimension_scope:
                     status.append("too_small")
                     msgs.append(
@@ -391,10 +394,10 @@ def _correlation(summary: pl.DataFrame, scope: str, accuracy: str, n_noise: int,
     y = summary[accuracy].to_numpy().astype(np.float64)
     ok = np.isfinite(x) & np.isfinite(y)
     row["n_clusters_used"] = int(ok.sum())
-    if ok.sum() < 3:
+    if ok.sum() < MIN_CORRELATION_POINTS:
         row["message"] = (
             f"{int(ok.sum())} cluster(s) with both auc_{scope} and {accuracy} defined: "
-            "a correlation needs at least 3"
+            f"a correlation needs at least {MIN_CORRELATION_POINTS}"
         )
     elif np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
         which = f"auc_{scope}" if np.ptp(x[ok]) == 0 else accuracy

@@ -1,145 +1,99 @@
-"""Singular-value spectra of the centred, normalised embeddings (Topological Perspectives, Figs. 10–12).
+"""Covariance spectra of the normalised embeddings (Topological Perspectives, Figs. 10–12).
 
-For one set of vectors ``x_1 … x_n`` (rows, dimension ``d``) the spectrum is that of the centred
-matrix of the *normalised* vectors::
+The paper (its section on dimensional collapse, after Jing et al.) plots the singular values of
+the **covariance matrix** of the normalised vectors, i.e. its eigenvalues λ. For one set of
+vectors ``x_1 … x_n`` (rows, dimension ``d``)::
 
-    x̂_i = x_i / ||x_i||,    μ̂ = mean_i x̂_i,    X_c = [x̂_1 − μ̂; …; x̂_n − μ̂]   (n × d)
-    σ_1 ≥ σ_2 ≥ … ≥ σ_d ≥ 0   the singular values of X_c
+    x̂_i = x_i / ||x_i||,    μ̂ = mean_i x̂_i,    Σ = (1/n) Σ_i (x̂_i − μ̂)(x̂_i − μ̂)ᵀ
+    λ_1 ≥ λ_2 ≥ … ≥ λ_d ≥ 0   the eigenvalues of Σ (= its singular values: Σ is PSD)
 
-computed *streaming* from the d × d scatter matrix ``S = X_cᵀ X_c = Σ_i (x̂_i − μ̂)(x̂_i − μ̂)ᵀ``
-(``σ_k = sqrt(λ_k(S))``), so 100,000 × 512 costs one pass of blocked ``512 × 512`` products and
-never holds more than a block of rows. The scatter is accumulated around a shift (the first
-block's mean) to avoid the cancellation of ``Σ x̂x̂ᵀ − n μ̂μ̂ᵀ``; per modality scatters merge
-exactly into the joint one (Chan et al.'s pairwise update), so the joint spectrum of
-``[img; txt]`` (centred by the joint mean) needs no second pass.
+``σ_k = √(n λ_k)`` are the singular values of the centred data matrix; they are kept under their
+own name (``sigma``), but every summary here is on λ. The scatter comes from
+:class:`clipgeo.stats.ScatterAccumulator` (streaming, mergeable): the joint spectrum of
+``[img; txt]`` (centred by the joint mean) is the merge of the two modalities' accumulators.
 
-Precision: eigenvalues of ``S`` carry an absolute error of about ``ε·λ_1`` (ε = 2.2e-16), so
-relative singular values ``σ_k/σ_1`` below about ``sqrt(ε) ≈ 1.5e-8`` are noise; the thresholds
-below stay far above that floor.
+Precision: eigenvalues carry an absolute error of about ``ε·λ_1`` (ε = 2.2e-16), so relative
+values ``λ_k/λ_1`` below about 1e-15 are noise; they are floored at 1e-16 for logs.
 
 **Collapse point** (the "dimension where the spectrum near zeros out"; Fig. 10):
-``collapse_index = #{k : σ_k ≥ τ σ_1}`` with ``τ = 1e-3`` by default — the numerical rank at
-relative tolerance τ, i.e. the 0-based index of the first singular value that fell more than three
-decades below the leading one (``= d`` when none did: *no collapse*). Why this definition: it is
-scale-free (``σ/σ_1``), it is the usual numerical-rank rule (numpy's ``matrix_rank`` uses the same
-form with τ ≈ machine precision), and it is monotone and stable, whereas an "index of the largest
-drop of log σ" always returns *some* index even for a smooth, uncollapsed spectrum (that index is
-reported too, as ``largest_drop_index`` with the drop size in decades, to locate a cliff). With a
-planted rank r plus isotropic noise ε ≪ τ, ``collapse_index = r``. When ``n − 1 < d`` the centred
-matrix has rank at most ``n − 1`` and the collapse is forced by the sample size:
-``rank_limited_by_n`` flags it.
+``collapse_index = #{k : λ_k ≥ τ λ_1}`` with ``τ = 1e-3`` by default, applied to λ — the
+0-based index of the first eigenvalue more than three decades below the leading one (``= d``
+when none is: *no collapse*). It is scale-free, monotone and stable, whereas an "index of the
+largest drop of log λ" always returns *some* index even for a smooth spectrum (reported too, as
+``largest_drop_index`` with the drop in decades of λ, to locate a cliff). With a planted rank r
+plus isotropic noise of relative variance ≪ τ, ``collapse_index = r``.
 
-**Effective rank** (Roy & Vetterli, 2007): ``p_k = σ_k / Σ_j σ_j``, ``H = −Σ_k p_k ln p_k``,
-``erank = exp(H)`` ∈ [1, d]; it equals r for r equal non-zero singular values.
+**Small samples.** When ``n ≤ d`` the covariance has rank at most ``n − 1 < d``: the collapse
+is forced by the sample size, not the model. Then ``status = 'rank_limited'``, ``message`` says
+so, and ``collapse_index``, ``largest_drop_*`` and both effective ranks are NULL; the
+eigenvalues themselves are still stored.
+
+**Effective rank** (Roy & Vetterli, 2007), in both common forms, each under its own name
+(:mod:`clipgeo.stats`): ``effective_rank_lambda_entropy`` (``p_k = λ_k/Σλ``) and
+``effective_rank_sigma_entropy`` (``p_k = σ_k/Σσ``, ``σ ∝ √λ``); they differ by about 2×.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
 from clipgeo.geometry._checks import DEFAULT_BLOCK_ROWS, iter_chunks
+from clipgeo.stats import (  # noqa: F401  (effective_rank re-exported)
+    ScatterAccumulator,
+    effective_rank,
+    effective_rank_lambda_entropy,
+    effective_rank_sigma_entropy,
+    l2_normalize,
+)
 
 __all__ = [
     "DEFAULT_COLLAPSE_THRESHOLD",
-    "ScatterMoments",
     "collapse_point",
+    "covariance_spectrum",
     "effective_rank",
     "largest_log_drop",
-    "scatter_moments",
-    "singular_spectrum",
+    "normalized_scatter",
     "spectra",
     "spectrum_summary",
 ]
 
-#: Relative threshold τ of the collapse point: σ_k < τ·σ_1 counts as collapsed.
+#: Relative threshold τ of the collapse point, applied to λ: λ_k < τ·λ_1 counts as collapsed.
 DEFAULT_COLLAPSE_THRESHOLD = 1e-3
-#: Relative singular values below this are treated as zero by ``largest_log_drop`` (the
-#: precision floor of the scatter-matrix route, see the module docstring).
-_REL_FLOOR = 1e-8
+#: Relative eigenvalues below this are treated as zero in logs (the precision floor).
+_REL_FLOOR = 1e-16
 
 
-@dataclass
-class ScatterMoments:
-    """Count, mean and centred scatter ``S = Σ (x̂ − μ̂)(x̂ − μ̂)ᵀ`` of a set of normalised vectors."""
-
-    n: int
-    mean: np.ndarray  # (d,)
-    scatter: np.ndarray  # (d, d), symmetric PSD
-
-    def merge(self, other: ScatterMoments) -> ScatterMoments:
-        """Moments of the union: ``S = S_a + S_b + (n_a n_b / n)(μ_a − μ_b)(μ_a − μ_b)ᵀ``."""
-        if self.mean.shape != other.mean.shape:
-            raise ValueError(
-                f"mismatched dimensions: {self.mean.shape[0]} and {other.mean.shape[0]}"
-            )
-        n = self.n + other.n
-        delta = self.mean - other.mean
-        mean = (self.n * self.mean + other.n * other.mean) / n
-        scatter = self.scatter + other.scatter + (self.n * other.n / n) * np.outer(delta, delta)
-        return ScatterMoments(n, mean, scatter)
-
-    def singular_values(self) -> np.ndarray:
-        """``σ_k = sqrt(max(λ_k(S), 0))``, sorted descending (length d)."""
-        lam = np.linalg.eigvalsh((self.scatter + self.scatter.T) / 2)[::-1]
-        return np.sqrt(np.clip(lam, 0.0, None))
-
-
-def scatter_moments(source, name: str = "x", *, normalize: bool = True,
-                    block: int = DEFAULT_BLOCK_ROWS) -> ScatterMoments:
-    """One streaming pass: count, mean and centred scatter of the (row-normalised) vectors.
-
-    ``source`` is anything :func:`clipgeo.geometry._checks.iter_chunks` accepts (an array, a
-    memmap, a list of chunks, or a callable returning fresh chunks). With ``normalize`` each row
-    is divided by its L2 norm first (a zero row raises ``ValueError``). Memory: ``O(block·d + d²)``.
-    """
-    n = 0
-    shift = None
-    s1 = None
-    s2 = None
+def normalized_scatter(source, name: str = "x", *, block: int = DEFAULT_BLOCK_ROWS) -> ScatterAccumulator:
+    """One streaming pass: a :class:`~clipgeo.stats.ScatterAccumulator` of the L2-normalised
+    rows of ``source`` (anything :func:`clipgeo.geometry._checks.iter_chunks` accepts; a zero row
+    raises ``ValueError``). Memory: ``O(block·d + d²)``."""
+    acc = ScatterAccumulator(name=name)
     for offset, chunk in iter_chunks(source, name, block=block):
-        if normalize:
-            norms = np.linalg.norm(chunk, axis=1)
-            if np.any(norms == 0):
-                bad = offset + int(np.flatnonzero(norms == 0)[0])
-                raise ValueError(f"{name}: row {bad} is a zero vector and cannot be L2-normalised")
-            chunk = chunk / norms[:, None]
-        if shift is None:
-            shift = chunk.mean(axis=0)
-            d = chunk.shape[1]
-            s1 = np.zeros(d)
-            s2 = np.zeros((d, d))
-        c = chunk - shift
-        s1 += c.sum(axis=0)
-        s2 += c.T @ c
-        n += chunk.shape[0]
-    if n == 0:
+        acc.add(l2_normalize(chunk, name, row_offset=offset), validate=False)
+    if acc.n == 0:
         raise ValueError(f"{name}: no vectors")
-    m = s1 / n
-    scatter = s2 - n * np.outer(m, m)
-    return ScatterMoments(n, shift + m, scatter)
+    return acc
 
 
-def singular_spectrum(x, name: str = "x", *, normalize: bool = True) -> np.ndarray:
-    """Singular values (descending, length d) of the centred, row-normalised vectors of ``x``."""
-    return scatter_moments(x, name, normalize=normalize).singular_values()
+def covariance_spectrum(x, name: str = "x") -> np.ndarray:
+    """λ (descending, length d): eigenvalues of the covariance of the L2-normalised rows of ``x``."""
+    return normalized_scatter(x, name).eigenvalues()
 
 
-def _check_sigma(sigma: np.ndarray) -> np.ndarray:
-    s = np.asarray(sigma, dtype=np.float64)
+def _check_lambda(lam: np.ndarray) -> np.ndarray:
+    s = np.asarray(lam, dtype=np.float64)
     if s.ndim != 1 or s.size == 0:
-        raise ValueError(f"sigma: expected a non-empty 1-D array, got shape {s.shape}")
+        raise ValueError(f"eigenvalues: expected a non-empty 1-D array, got shape {s.shape}")
     if not np.all(np.isfinite(s)) or np.any(s < 0):
-        raise ValueError("sigma: singular values must be finite and non-negative")
+        raise ValueError("eigenvalues: must be finite and non-negative")
     return np.sort(s)[::-1]
 
 
-def collapse_point(sigma: np.ndarray, threshold: float = DEFAULT_COLLAPSE_THRESHOLD) -> int:
-    """``#{k : σ_k ≥ threshold·σ_1}``: the 0-based index of the first collapsed singular value
-    (``len(sigma)`` when none is below ``threshold·σ_1``; 0 when all are zero)."""
-    s = _check_sigma(sigma)
+def collapse_point(eigenvalues: np.ndarray, threshold: float = DEFAULT_COLLAPSE_THRESHOLD) -> int:
+    """``#{k : λ_k ≥ threshold·λ_1}``: the 0-based index of the first collapsed eigenvalue
+    (``len(λ)`` when none is below ``threshold·λ_1``; 0 when all are zero)."""
+    s = _check_lambda(eigenvalues)
     if not (0 < threshold < 1):
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     if s[0] == 0:
@@ -147,10 +101,10 @@ def collapse_point(sigma: np.ndarray, threshold: float = DEFAULT_COLLAPSE_THRESH
     return int(np.count_nonzero(s >= threshold * s[0]))
 
 
-def largest_log_drop(sigma: np.ndarray) -> tuple[int, float]:
+def largest_log_drop(eigenvalues: np.ndarray) -> tuple[int, float]:
     """``(k, decades)``: the 0-based index of the first value after the largest drop
-    ``log10 σ_{k−1} − log10 σ_k`` (relative values floored at 1e-8), and that drop in decades."""
-    s = _check_sigma(sigma)
+    ``log10 λ_{k−1} − log10 λ_k`` (relative values floored at 1e-16), and that drop in decades."""
+    s = _check_lambda(eigenvalues)
     if s.size < 2 or s[0] == 0:
         return s.size, 0.0
     logs = np.log10(np.maximum(s / s[0], _REL_FLOOR))
@@ -159,34 +113,36 @@ def largest_log_drop(sigma: np.ndarray) -> tuple[int, float]:
     return k + 1, float(drops[k])
 
 
-def effective_rank(sigma: np.ndarray) -> float:
-    """Roy & Vetterli's effective rank ``exp(−Σ p_k ln p_k)`` with ``p_k = σ_k / Σσ`` (0·ln 0 = 0)."""
-    s = _check_sigma(sigma)
-    total = s.sum()
-    if total == 0:
-        return 0.0
-    p = s[s > 0] / total
-    return float(np.exp(-np.sum(p * np.log(p))))
-
-
-def spectrum_summary(sigma: np.ndarray, n: int, *,
-                     threshold: float = DEFAULT_COLLAPSE_THRESHOLD) -> dict[str, float]:
-    """Named floats of one spectrum: ``n, d, sigma_1, collapse_index, collapse_threshold,
-    largest_drop_index, largest_drop_decades, effective_rank, rank_limited_by_n`` (1.0 when
-    ``n − 1 < d``: the centred matrix cannot have more than ``n − 1`` non-zero values)."""
-    s = _check_sigma(sigma)
-    k_drop, dec = largest_log_drop(s)
-    return {
-        "n": float(n),
-        "d": float(s.size),
-        "sigma_1": float(s[0]),
-        "collapse_index": float(collapse_point(s, threshold)),
-        "collapse_threshold": float(threshold),
-        "largest_drop_index": float(k_drop),
-        "largest_drop_decades": dec,
-        "effective_rank": effective_rank(s),
-        "rank_limited_by_n": 1.0 if n - 1 < s.size else 0.0,
+def spectrum_summary(eigenvalues: np.ndarray, n: int, *,
+                     threshold: float = DEFAULT_COLLAPSE_THRESHOLD) -> dict[str, object]:
+    """Named values of one covariance spectrum λ over ``n`` vectors: ``n, d, lambda_1, sigma_1
+    (= √(n λ_1)), collapse_index, collapse_threshold, largest_drop_index, largest_drop_decades,
+    effective_rank_lambda_entropy, effective_rank_sigma_entropy, rank_limited_by_n, status,
+    message``. With ``n ≤ d`` (rank-limited) the derived numbers are None and ``message`` says why."""
+    s = _check_lambda(eigenvalues)
+    d = s.size
+    out: dict[str, object] = {
+        "n": float(n), "d": float(d), "lambda_1": float(s[0]), "sigma_1": float(np.sqrt(n * s[0])),
+        "collapse_threshold": float(threshold), "rank_limited_by_n": 1.0 if n <= d else 0.0,
     }
+    if n <= d:
+        out.update(collapse_index=None, largest_drop_index=None, largest_drop_decades=None,
+                   effective_rank_lambda_entropy=None, effective_rank_sigma_entropy=None,
+                   status="rank_limited",
+                   message=f"{n} vectors <= d = {d}: the covariance has rank at most {n - 1}, so the "
+                           "collapse would be forced by the sample size; no collapse index or effective rank")
+        return out
+    k_drop, dec = largest_log_drop(s)
+    out.update(
+        collapse_index=float(collapse_point(s, threshold)),
+        largest_drop_index=float(k_drop),
+        largest_drop_decades=dec,
+        effective_rank_lambda_entropy=effective_rank_lambda_entropy(s),
+        effective_rank_sigma_entropy=effective_rank_sigma_entropy(s),
+        status="ok",
+        message="",
+    )
+    return out
 
 
 def spectra(
@@ -196,40 +152,46 @@ def spectra(
     threshold: float = DEFAULT_COLLAPSE_THRESHOLD,
     block: int = DEFAULT_BLOCK_ROWS,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Per-modality and joint spectra of the centred normalised vectors (Figs. 10, 11, 12).
+    """Per-modality and joint covariance spectra of the normalised vectors (Figs. 10, 11, 12).
 
-    ``img`` and ``txt`` are arrays or chunk sources (see :func:`scatter_moments`); they need not
-    be paired. ``joint`` is ``[x̂_img; x̂_txt]`` centred by its own mean (merged exactly from the
-    per-modality moments). Returns ``(curve, summary)``:
+    ``img`` and ``txt`` are arrays or chunk sources (see :func:`normalized_scatter`); they need
+    not be paired. ``joint`` is ``[x̂_img; x̂_txt]`` centred by its own mean (merged exactly from
+    the per-modality accumulators). Returns ``(curve, summary)``:
 
-    * ``curve``: one row per singular value — ``scope`` (image / text / joint), ``index``
-      (0-based), ``sigma``, ``sigma_rel`` (σ_k/σ_1), ``log10_sigma_rel`` (floored at 1e-8);
-    * ``summary``: one row per scope — ``scope`` plus the keys of :func:`spectrum_summary`
-      (``n, d, sigma_1, collapse_index, collapse_threshold, largest_drop_index,
-      largest_drop_decades, effective_rank, rank_limited_by_n``).
+    * ``curve``: one row per eigenvalue — ``scope`` (image / text / joint), ``index`` (0-based),
+      ``eigenvalue`` (λ_k), ``eigenvalue_rel`` (λ_k/λ_1), ``log10_eigenvalue_rel`` (floored at
+      1e-16), and ``sigma`` = √(n λ_k), ``sigma_rel``, ``log10_sigma_rel`` (floored at 1e-8);
+    * ``summary``: one row per scope — ``scope`` plus the keys of :func:`spectrum_summary`.
     """
-    mi = scatter_moments(img, "img", block=block)
-    mt = scatter_moments(txt, "txt", block=block)
-    if mi.mean.shape != mt.mean.shape:
-        raise ValueError(
-            f"mismatched dimensions between modalities: img has d={mi.mean.shape[0]}, "
-            f"txt has d={mt.mean.shape[0]}"
-        )
+    mi = normalized_scatter(img, "img", block=block)
+    mt = normalized_scatter(txt, "txt", block=block)
+    if mi.d != mt.d:
+        raise ValueError(f"mismatched dimensions between modalities: img has d={mi.d}, txt has d={mt.d}")
     curves = []
     rows = []
-    for scope, mom in (("image", mi), ("text", mt), ("joint", mi.merge(mt))):
-        s = mom.singular_values()
-        rel = s / s[0] if s[0] > 0 else np.zeros_like(s)
+    for scope, acc in (("image", mi), ("text", mt), ("joint", mi.merged(mt))):
+        lam = acc.eigenvalues()
+        rel = lam / lam[0] if lam[0] > 0 else np.zeros_like(lam)
+        sig = np.sqrt(acc.n * lam)
+        srel = np.sqrt(rel)
         curves.append(
             pl.DataFrame(
                 {
-                    "scope": [scope] * s.size,
-                    "index": np.arange(s.size, dtype=np.int64),
-                    "sigma": s,
-                    "sigma_rel": rel,
-                    "log10_sigma_rel": np.log10(np.maximum(rel, _REL_FLOOR)),
+                    "scope": [scope] * lam.size,
+                    "index": np.arange(lam.size, dtype=np.int64),
+                    "eigenvalue": lam,
+                    "eigenvalue_rel": rel,
+                    "log10_eigenvalue_rel": np.log10(np.maximum(rel, _REL_FLOOR)),
+                    "sigma": sig,
+                    "sigma_rel": srel,
+                    "log10_sigma_rel": np.log10(np.maximum(srel, 1e-8)),
                 }
             )
         )
-        rows.append({"scope": scope, **spectrum_summary(s, mom.n, threshold=threshold)})
-    return pl.concat(curves), pl.DataFrame(rows)
+        rows.append({"scope": scope, **spectrum_summary(lam, acc.n, threshold=threshold)})
+    schema = {"scope": pl.Utf8, "n": pl.Float64, "d": pl.Float64, "lambda_1": pl.Float64, "sigma_1": pl.Float64,
+              "collapse_threshold": pl.Float64, "rank_limited_by_n": pl.Float64, "collapse_index": pl.Float64,
+              "largest_drop_index": pl.Float64, "largest_drop_decades": pl.Float64,
+              "effective_rank_lambda_entropy": pl.Float64, "effective_rank_sigma_entropy": pl.Float64,
+              "status": pl.Utf8, "message": pl.Utf8}
+    return pl.concat(curves), pl.DataFrame(rows, schema=schema)

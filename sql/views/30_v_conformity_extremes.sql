@@ -15,7 +15,7 @@ images AS (
 SELECT r.run_id, r.modality,
        CASE WHEN r.rank_most <= 10 THEN 'most' ELSE 'least' END AS kind,
        CASE WHEN r.rank_most <= 10 THEN r.rank_most ELSE r.rank_least END AS rank,
-       r.item_id, r.conformity, r.cos_to_mean,
+       r.item_id, r.conformity, r.cos_to_raw_mean, r.cos_to_unit_mean,
        coalesce(s.caption, i.caption) AS caption,
        coalesce(s.image_ref, i.image_ref) AS image_ref
 FROM ranked r

@@ -1,20 +1,29 @@
 -- Headline figures of both papers, one row per run (the comparison report's summary table):
--- retrieval, gap, separability (Table I), collapse point and effective rank of the joint
--- spectrum (Figs. 10-12), conformity fit r per modality, cluster count and the correlation
+-- retrieval (strict ranks; *_pessimistic: exact ties counted against), gap, separability
+-- (Table I), collapse point (lambda_k / lambda_1 < threshold on the covariance eigenvalues) and
+-- both effective ranks of the joint spectrum (Figs. 10-12), the conformity fit r against the
+-- cosine to the raw mean per modality, the spread of the distance from the mean (P2 shell),
+-- cluster count and the correlation
 -- between local dimension and per-cluster top-1 (Figs. 13-15), mixing share in the layout.
 CREATE OR REPLACE VIEW v_headline AS
 SELECT
     c.run_id, c.label, c.dataset_id, c.n_images, c.n_texts,
-    c.t2i_r1, c.i2t_r1, c.gap, c.separability_accuracy, c.separability_pca2_accuracy,
+    c.t2i_r1, c.i2t_r1,
+    rt.recall_pessimistic    AS t2i_r1_pessimistic,
+    ri.recall_pessimistic    AS i2t_r1_pessimistic,
+    c.gap, c.separability_accuracy, c.separability_pca2_accuracy,
     sj.collapse_index        AS joint_collapse_index,
-    sj.effective_rank        AS joint_effective_rank,
-    gi.conformity_fit_pearson_r AS image_conformity_r,
-    gt.conformity_fit_pearson_r AS text_conformity_r,
-    gi.shell_std_over_mean   AS image_shell_std_over_mean,
-    gt.shell_std_over_mean   AS text_shell_std_over_mean,
+    sj.effective_rank_lambda_entropy AS joint_effective_rank_lambda_entropy,
+    sj.effective_rank_sigma_entropy  AS joint_effective_rank_sigma_entropy,
+    gi.conformity_fit_raw_mean_pearson_r AS image_conformity_fit_raw_mean_r,
+    gt.conformity_fit_raw_mean_pearson_r AS text_conformity_fit_raw_mean_r,
+    gi.dist_to_mean_std_over_mean AS image_dist_to_mean_std_over_mean,
+    gt.dist_to_mean_std_over_mean AS text_dist_to_mean_std_over_mean,
     cc.n_clusters, cc.pearson_r AS localdim_top1_pearson, cc.spearman_rho AS localdim_top1_spearman,
     ms.mixing_ratio_layout, ms.mixing_ratio_original
 FROM v_compare c
+LEFT JOIN retrieval rt ON rt.run_id = c.run_id AND rt.direction = 'text_to_image' AND rt.k = 1
+LEFT JOIN retrieval ri ON ri.run_id = c.run_id AND ri.direction = 'image_to_text' AND ri.k = 1
 LEFT JOIN topo_spectra_summary sj ON sj.run_id = c.run_id AND sj.scope = 'joint'
 LEFT JOIN geo_modality gi ON gi.run_id = c.run_id AND gi.modality = 'image'
 LEFT JOIN geo_modality gt ON gt.run_id = c.run_id AND gt.modality = 'text'
