@@ -56,6 +56,7 @@ __all__ = [
     "PRECISIONS",
     "default_num_workers",
     "embed_image_refs_fast",
+    "preprocess_refs",
     "model_dtype",
     "prepare_model",
     "resolve_num_workers",
@@ -394,7 +395,10 @@ def decode_jpegs(datas: list[Any], device: Any) -> list[Any]:
         return []
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error")  # a decoder warning means "let Pillow decide"
+            # a decoder warning means "let Pillow decide"; torchvision 0.29's notice that its
+            # decoders move to TorchCodec is no such warning
+            warnings.simplefilter("error", UserWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
             out = decode_jpeg(datas, mode=ImageReadMode.RGB, device=device)
         return list(out) if isinstance(out, (list, tuple)) else [out]
     except (RuntimeError, UserWarning, ValueError):
@@ -403,7 +407,8 @@ def decode_jpegs(datas: list[Any], device: Any) -> list[Any]:
     for d in datas:
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("error")
+                warnings.simplefilter("error", UserWarning)
+                warnings.simplefilter("ignore", DeprecationWarning)
                 single.append(decode_jpeg(d, mode=ImageReadMode.RGB, device=device))
         except (RuntimeError, UserWarning, ValueError):
             single.append(None)
@@ -732,3 +737,24 @@ def token_batches(captions: Sequence[str], tokenizer: Any, batch_size: int, num_
     if num_workers == 0:
         return (ds[k] for k in range(len(ds)))
     return DataLoader(ds, batch_size=None, shuffle=False, num_workers=num_workers, pin_memory=pin, prefetch_factor=4)
+
+
+def preprocess_refs(refs: Sequence[str], spec: PreprocessSpec, *, device: Any = "cpu", dtype: Any = None,
+                    max_pixels: int = 100_000_000) -> tuple[Any, list[int], list[tuple[int, str, str]]]:
+    """The fast path's model inputs for ``refs`` as one batch, in this process: ``(x, idx,
+    rejects)`` with ``x`` ``(len(idx), 3, h, w)`` for the usable refs ``idx`` (None if none).
+
+    The same worker and device functions :func:`embed_image_refs_fast` runs, without the
+    DataLoader: for tests and benchmarks comparing inputs with the reference transform.
+    """
+    import torch
+
+    dtype = dtype or torch.float32
+    ds = _ImageBytes(refs, max_pixels)
+    items = [ds[i] for i in range(len(ds))]
+    if not str(device).startswith("cuda"):
+        b = _Collate(refs, max_pixels, spec, dtype)(items)
+        return b.x, b.x_idx, sorted(b.rejects)
+    b = _Collate(refs, max_pixels, None, dtype)(items)
+    idx, x, rejects = _device_batch(b, spec, torch.device(device), dtype, max_pixels, EmbedProfile())
+    return x, idx, sorted(rejects)
