@@ -418,11 +418,13 @@ def decode_jpegs(datas: list[Any], device: Any) -> list[Any]:
 class _Collate:
     """Batches worker items; with ``spec`` (CPU) also decodes and preprocesses in the worker."""
 
-    def __init__(self, refs: Sequence[str], max_pixels: int, spec: PreprocessSpec | None, dtype: Any) -> None:
+    def __init__(self, refs: Sequence[str], max_pixels: int, spec: PreprocessSpec | None, dtype: Any,
+                 method: str = "auto") -> None:
         self.refs = list(refs)
         self.max_pixels = max_pixels
         self.spec = spec
         self.dtype = dtype
+        self.method = method
 
     def __call__(self, items: list[tuple]) -> _Batch:
         import torch
@@ -459,7 +461,7 @@ class _Collate:
                 px.append((i, apply_orientation(img, orient)))
         t1 = time.perf_counter()
         px.sort(key=lambda p: p[0])
-        x = preprocess_uint8([t for _, t in px], self.spec, dtype=self.dtype) if px else None
+        x = preprocess_uint8([t for _, t in px], self.spec, dtype=self.dtype, method=self.method) if px else None
         t2 = time.perf_counter()
         empty = torch.empty(0, dtype=torch.uint8)
         return _Batch([], empty, [0], [], [], [], empty, [], [i for i, _ in px], x, rejects, fallback,
@@ -470,7 +472,7 @@ class _Collate:
 
 
 def _device_batch(b: _Batch, spec: PreprocessSpec, device: Any, dtype: Any, max_pixels: int,
-                  prof: EmbedProfile) -> tuple[list[int], Any, list[tuple[int, str, str]]]:
+                  prof: EmbedProfile, method: str = "auto") -> tuple[list[int], Any, list[tuple[int, str, str]]]:
     """Decode (nvjpeg) and preprocess one worker batch on ``device``; returns (idx, x, rejects)."""
     from clipgeo.sources.images import ImageRejected
 
@@ -492,7 +494,7 @@ def _device_batch(b: _Batch, spec: PreprocessSpec, device: Any, dtype: Any, max_
         imgs.append((i, t.to(device, non_blocking=True)))
     t1 = time.perf_counter()
     imgs.sort(key=lambda p: p[0])
-    x = preprocess_uint8([t for _, t in imgs], spec, dtype=dtype) if imgs else None
+    x = preprocess_uint8([t for _, t in imgs], spec, dtype=dtype, method=method) if imgs else None
     t2 = time.perf_counter()
     prof.decode_device += t1 - t0
     prof.preprocess_device += t2 - t1
@@ -740,7 +742,7 @@ def token_batches(captions: Sequence[str], tokenizer: Any, batch_size: int, num_
 
 
 def preprocess_refs(refs: Sequence[str], spec: PreprocessSpec, *, device: Any = "cpu", dtype: Any = None,
-                    max_pixels: int = 100_000_000) -> tuple[Any, list[int], list[tuple[int, str, str]]]:
+                    max_pixels: int = 100_000_000, method: str = "auto") -> tuple[Any, list[int], list[tuple[int, str, str]]]:
     """The fast path's model inputs for ``refs`` as one batch, in this process: ``(x, idx,
     rejects)`` with ``x`` ``(len(idx), 3, h, w)`` for the usable refs ``idx`` (None if none).
 
@@ -753,8 +755,8 @@ def preprocess_refs(refs: Sequence[str], spec: PreprocessSpec, *, device: Any = 
     ds = _ImageBytes(refs, max_pixels)
     items = [ds[i] for i in range(len(ds))]
     if not str(device).startswith("cuda"):
-        b = _Collate(refs, max_pixels, spec, dtype)(items)
+        b = _Collate(refs, max_pixels, spec, dtype, method)(items)
         return b.x, b.x_idx, sorted(b.rejects)
     b = _Collate(refs, max_pixels, None, dtype)(items)
-    idx, x, rejects = _device_batch(b, spec, torch.device(device), dtype, max_pixels, EmbedProfile())
+    idx, x, rejects = _device_batch(b, spec, torch.device(device), dtype, max_pixels, EmbedProfile(), method)
     return x, idx, sorted(rejects)

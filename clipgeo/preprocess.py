@@ -17,17 +17,19 @@ caller keeps the PIL reference path.
 :func:`preprocess_uint8` applies the same steps to decoded ``uint8`` ``(3, H, W)`` tensors
 on any device, batching images of equal size into one ``interpolate`` call:
 
-* resize with ``torch.nn.functional.interpolate(mode="bicubic", antialias=True)`` (the
-  antialiased kernel torch built to match Pillow's) in Pillow's order: a horizontal pass,
-  **rounded and clamped to 0..255** as Pillow's 8-bit intermediate is, then a vertical
-  pass, rounded and clamped again;
+* resize, antialiased bicubic (or bilinear) as Pillow does it: on CPU with torch's uint8
+  kernels (ported from Pillow's fixed-point resampler); elsewhere with
+  ``torch.nn.functional.interpolate(mode="bicubic", antialias=True)`` in float32 in
+  Pillow's order: a horizontal pass, **rounded and clamped to 0..255** as Pillow's 8-bit
+  intermediate is, then a vertical pass, rounded and clamped again;
 * centre crop (or pad with the transform's fill) with torchvision's offsets;
 * ``(x / 255 - mean) / std`` in float32, then cast to the model's dtype.
 
-Pillow resamples in fixed point (22 fractional bits); torch in float32. With the same pass
-order and rounding the outputs differ by at most one level of 255 on a few pixels (one
-single-pass resize differed by up to 23 levels where bicubic overshoot is clipped in
-between); ``tests/test_embed_fast.py`` states and checks the bound.
+Pillow resamples in fixed point (22 fractional bits). The float path, with Pillow's pass
+order and rounding, differs from it by at most one level of 255 on a few pixels (a single
+float pass differed by up to 23 levels where bicubic overshoot is clipped in between); the
+uint8 kernels by at most 2 levels (where images are enlarged; 1 when reduced), at 2-3x the float path's
+speed on CPU. ``tests/test_embed_fast.py`` states and checks the bounds.
 
 EXIF orientation: the reference :func:`clipgeo.sources.images.decode_image` applies
 :func:`PIL.ImageOps.exif_transpose`; :func:`apply_orientation` is the same transposition on
@@ -214,21 +216,45 @@ def _crop_or_pad(x: Any, crop: tuple[int, int], fill: int) -> Any:
     return x[..., top: top + ch, left: left + cw]
 
 
-def preprocess_uint8(images: Sequence[Any], spec: PreprocessSpec, *, dtype: Any = None, out: Any = None) -> Any:
+def _resize(x: Any, h: int, w: int, nh: int, nw: int, interpolation: str, method: str) -> Any:
+    import torch
+    import torch.nn.functional as F
+
+    if method == "uint8":  # torch's fixed-point kernels ported from Pillow's, on uint8
+        from torchvision.transforms.v2 import functional as F2
+
+        mode = F2.InterpolationMode.BICUBIC if interpolation == "bicubic" else F2.InterpolationMode.BILINEAR
+        return F2.resize(x, [nh, nw], interpolation=mode, antialias=True)
+    x = x.to(torch.float32)
+    # Pillow's order: horizontal pass, 8-bit intermediate, vertical pass (a pass is skipped
+    # when its side keeps its length)
+    if nw != w:
+        x = F.interpolate(x, size=(h, nw), mode=interpolation, align_corners=False, antialias=True)
+        x = x.round_().clamp_(0.0, 255.0)
+    if nh != h:
+        x = F.interpolate(x, size=(nh, nw), mode=interpolation, align_corners=False, antialias=True)
+        x = x.round_().clamp_(0.0, 255.0)
+    return x
+
+
+def preprocess_uint8(images: Sequence[Any], spec: PreprocessSpec, *, dtype: Any = None, out: Any = None,
+                     method: str = "auto") -> Any:
     """Resize, crop and normalise decoded images as one batch.
 
     Args:
         images: ``uint8`` tensors ``(3, H, W)`` (upright RGB), all on one device, any sizes.
         spec: from :func:`spec_from_transform`.
-        dtype: output dtype (default float32); the arithmetic runs in float32.
+        dtype: output dtype (default float32); the normalisation runs in float32.
         out: optional preallocated ``(n, 3, h, w)`` output.
+        method: ``"uint8"``: torch's uint8 antialiased kernels (CPU only; 2-3x faster there;
+            within 2 levels of Pillow where enlarged, 1 where reduced), ``"float"``: two float32 passes in
+            Pillow's order (any device; within 1 level), ``"auto"``: uint8 on CPU, else float.
 
     Returns:
         ``(n, 3, h, w)`` tensor on the images' device; for a spec without a fixed output size
         all images must come out the same size.
     """
     import torch
-    import torch.nn.functional as F
 
     if not images:
         raise ValueError("preprocess_uint8 needs at least one image")
@@ -242,19 +268,17 @@ def preprocess_uint8(images: Sequence[Any], spec: PreprocessSpec, *, dtype: Any 
         groups.setdefault((h, w, *resize_output_size(spec, h, w)), []).append(k)
     mean = torch.tensor(spec.mean, device=device, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
     std = torch.tensor(spec.std, device=device, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+    if method == "auto":
+        method = "uint8" if device.type == "cpu" else "float"
+    if method not in ("uint8", "float"):
+        raise ValueError(f"method {method!r}: expected auto, uint8 or float")
     for (h, w, nh, nw), ks in groups.items():
-        x = torch.stack([images[k] for k in ks]).to(torch.float32)
-        # Pillow's order: horizontal pass, 8-bit intermediate, vertical pass (a pass is
-        # skipped when its side keeps its length; torchvision returns an unchanged size as is)
-        if nw != w:
-            x = F.interpolate(x, size=(h, nw), mode=spec.interpolation, align_corners=False, antialias=True)
-            x = x.round_().clamp_(0.0, 255.0)
-        if nh != h:
-            x = F.interpolate(x, size=(nh, nw), mode=spec.interpolation, align_corners=False, antialias=True)
-            x = x.round_().clamp_(0.0, 255.0)
+        x = torch.stack([images[k] for k in ks])
+        if (nh, nw) != (h, w):  # torchvision returns an image of the requested size untouched
+            x = _resize(x, h, w, nh, nw, spec.interpolation, method)
         if spec.crop is not None:
             x = _crop_or_pad(x, spec.crop, spec.fill)
-        x = ((x - mean) / std).to(dtype)
+        x = ((x.to(torch.float32) - mean) / std).to(dtype)
         if out is None:
             out = torch.empty((len(images), *x.shape[1:]), dtype=dtype, device=device)
         elif tuple(out.shape[1:]) != tuple(x.shape[1:]):

@@ -5,7 +5,9 @@ Stated tolerances:
 * decoding: libjpeg-turbo through ``decode_jpeg`` gives the same pixels as Pillow (checked
   exactly, after EXIF orientation);
 * preprocessing: the model input, mapped back to 0..255 levels, is within **1 level** of the
-  reference's on every pixel, and within 0.1 level on average (measured 0.00-0.07);
+  reference's on every pixel with the float resize (CUDA's), **2 levels** with the uint8
+  kernels (CPU's; 2 only where images are enlarged), and within 0.1 level on average
+  (measured 0.00-0.07);
 * vectors: per-sample cosine to the reference **>= 0.9999** (the issue asks 0.999 end to
   end on GPU, where fp16 adds its own error).
 """
@@ -115,20 +117,22 @@ TRANSFORMS = {
 }
 
 
+@pytest.mark.parametrize("method", ["uint8", "float"])
 @pytest.mark.parametrize("name", list(TRANSFORMS))
-def test_tensor_preprocessing_matches_open_clip(good_files, name):
+def test_tensor_preprocessing_matches_open_clip(good_files, name, method):
     pre = TRANSFORMS[name]()
     spec = spec_from_transform(pre)
     assert spec is not None, pre
     refs = list(good_files.values())
-    x, idx, rejects = preprocess_refs(refs, spec)
+    x, idx, rejects = preprocess_refs(refs, spec, method=method)
     assert rejects == [] and idx == list(range(len(refs)))
     ref = torch.stack([pre(load_image(r)) for r in refs])
     assert x.shape == ref.shape and x.dtype == torch.float32
     diff = (_levels(x, spec) - _levels(ref, spec)).abs()
     per_image_max = diff.flatten(1).max(1).values
-    bad = {Path(r).name: round(float(m), 2) for r, m in zip(refs, per_image_max) if m > 1.01}
-    assert not bad, f"more than 1 level of 255 off the reference: {bad}"
+    limit = {"float": 1, "uint8": 2}[method]
+    bad = {Path(r).name: round(float(m), 2) for r, m in zip(refs, per_image_max) if m > limit + 0.01}
+    assert not bad, f"more than {limit} levels of 255 off the reference: {bad}"
     assert float(diff.mean()) < 0.1, float(diff.mean())
 
 
