@@ -82,6 +82,7 @@ def embed_image_refs(
     decode: str = "auto",
     overlap: bool = True,
     profile: Any = None,
+    sink: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str, str]]]:
     """Raw image embeddings ``model.encode_image(preprocess(image), normalize=False)``, tolerant of bad images.
 
@@ -99,6 +100,7 @@ def embed_image_refs(
             Pillow), ``"tensor"`` (fast path or ``ValueError``), ``"pil"`` (the reference).
         overlap: fast path on CUDA: prepare the next batch while the current one encodes.
         profile: a :class:`clipgeo.fastpath.EmbedProfile` to fill with stage timings.
+        sink: called with ``(indices, rows)`` per batch as its vectors arrive (fast path).
 
     Returns:
         ``(vectors, ok, failures)``: float32 ``(ok.sum(), d)`` rows for the usable images in
@@ -122,7 +124,7 @@ def embed_image_refs(
                          "tensor path reproduces; use decode='pil' or 'auto'")
     if spec is not None:
         return embed_image_refs_fast(lm, refs, batch_size=batch_size, num_workers=num_workers, max_pixels=max_pixels,
-                                     progress=progress, overlap=overlap, spec=spec, profile=profile)
+                                     progress=progress, overlap=overlap, spec=spec, profile=profile, sink=sink)
     ok = np.zeros(len(refs), dtype=bool)
     if len(refs) == 0:
         return np.zeros((0, lm.embed_dim), dtype=np.float32), ok, []
@@ -158,6 +160,8 @@ def embed_image_refs(
             ok[idx] = True
             x = x.to(lm.device, dtype=dtype, non_blocking=True)
             out.append(lm.model.encode_image(x, normalize=False).float().cpu().numpy())
+            if sink is not None:
+                sink(np.asarray(idx), out[-1])
             prof.encode += time.perf_counter() - t1
     vecs = np.concatenate(out) if out else np.zeros((0, lm.embed_dim), dtype=np.float32)
     prof.workers, prof.device, prof.precision = workers, str(lm.device), str(dtype).removeprefix("torch.")

@@ -40,7 +40,7 @@ import queue
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from clipgeo.models.loader import LoadedModel
 
 __all__ = [
+    "BackgroundStream",
     "EmbedProfile",
     "PRECISIONS",
     "default_num_workers",
@@ -567,6 +568,7 @@ def embed_image_refs_fast(
     overlap: bool = True,
     spec: PreprocessSpec | None = None,
     profile: EmbedProfile | None = None,
+    sink: Callable[[np.ndarray, np.ndarray], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str, str]]]:
     """Raw image embeddings through the fast path; same contract as
     :func:`clipgeo.embed.embed_image_refs` (``(vectors, ok, failures)``, input order).
@@ -579,6 +581,9 @@ def embed_image_refs_fast(
         overlap: on CUDA, decode/preprocess the next batch on a side stream while the
             current one encodes.
         profile: filled with the stage timings of this call (also logged at INFO).
+        sink: called with ``(indices, float32 rows)`` of each batch as soon as its vectors
+            are on the host, in input order (e.g. :class:`BackgroundStream` feeding a
+            LanceDB writer, so writes overlap the embedding).
     """
     import torch
     from torch.utils.data import DataLoader
@@ -639,12 +644,14 @@ def embed_image_refs_fast(
                     account(b)
                     failures += b.rejects
                     if b.x is not None:
-                        y = lm.model.encode_image(b.x.to(lm.device), normalize=False)
-                        rows[b.x_idx] = y.float().cpu().numpy()
+                        y = lm.model.encode_image(b.x.to(lm.device), normalize=False).float().cpu().numpy()
+                        rows[b.x_idx] = y
                         ok[b.x_idx] = True
+                        if sink is not None:
+                            sink(np.asarray(b.x_idx), y)
                     prof.encode += time.perf_counter() - t1
             else:
-                _embed_cuda(lm, loader, spec, dtype, max_pixels, overlap, prof, rows, ok, failures, account)
+                _embed_cuda(lm, loader, spec, dtype, max_pixels, overlap, prof, rows, ok, failures, account, sink)
     finally:
         bar.close()
     failures.sort()
@@ -655,7 +662,7 @@ def embed_image_refs_fast(
     return np.ascontiguousarray(rows[ok]), ok, failures
 
 
-def _embed_cuda(lm, loader, spec, dtype, max_pixels, overlap, prof, rows, ok, failures, account) -> None:
+def _embed_cuda(lm, loader, spec, dtype, max_pixels, overlap, prof, rows, ok, failures, account, sink) -> None:
     import torch
 
     device = torch.device(lm.device)
@@ -668,6 +675,8 @@ def _embed_cuda(lm, loader, spec, dtype, max_pixels, overlap, prof, rows, ok, fa
             ev.synchronize()
             rows[idx] = host.numpy()
             ok[idx] = True
+            if sink is not None:
+                sink(np.asarray(idx), rows[idx])
 
     if overlap:
         producer = _Producer(loader, spec, device, dtype, max_pixels, prof)
@@ -760,3 +769,50 @@ def preprocess_refs(refs: Sequence[str], spec: PreprocessSpec, *, device: Any = 
     b = _Collate(refs, max_pixels, None, dtype)(items)
     idx, x, rejects = _device_batch(b, spec, torch.device(device), dtype, max_pixels, EmbedProfile(), method)
     return x, idx, sorted(rejects)
+
+
+class BackgroundStream:
+    """Feed items to a consumer running in its own thread: ``consume(iterator)`` sees every
+    ``put`` item in order, its iterator ends at :meth:`close`, which returns what
+    ``consume`` returned (or raises what it raised).
+
+    For writes that take an iterator (``vectors.write_run_batches`` streams record batches
+    into one Lance commit): the writer works while the producer embeds the next batch.
+    """
+
+    _END = object()
+
+    def __init__(self, consume: Callable[[Iterator[Any]], Any], *, depth: int = 8) -> None:
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(consume,), name="clipgeo-background-stream",
+                                        daemon=True)
+        self._thread.start()
+
+    def _items(self) -> Iterator[Any]:
+        while True:
+            item = self._q.get()
+            if item is self._END:
+                return
+            yield item
+
+    def _run(self, consume: Callable[[Iterator[Any]], Any]) -> None:
+        try:
+            self._result = consume(self._items())
+        except BaseException as exc:  # noqa: BLE001 - re-raised by close()
+            self._error = exc
+            while self._q.get() is not self._END:  # drain so that put() never blocks forever
+                pass
+
+    def put(self, item: Any) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"background writer failed: {self._error}") from self._error
+        self._q.put(item)
+
+    def close(self) -> Any:
+        self._q.put(self._END)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
