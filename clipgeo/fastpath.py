@@ -41,7 +41,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -175,7 +175,8 @@ class EmbedProfile:
     ``read``, ``probe``, ``decode_worker`` and ``preprocess_worker`` are worker-seconds
     (summed over workers); ``input_wait`` is the main loop waiting for its next batch,
     ``decode_device`` / ``preprocess_device`` the producer's work on the device,
-    ``encode`` the model, ``wall`` the whole call.
+    ``encode`` the model, ``wall`` the whole call; ``texts`` / ``text_seconds`` the captions
+    of the same shards (filled by the embed stage).
     """
 
     images: int = 0
@@ -194,12 +195,13 @@ class EmbedProfile:
     decode_device: float = 0.0
     preprocess_device: float = 0.0
     encode: float = 0.0
-    write: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
+    texts: int = 0
+    text_seconds: float = 0.0
 
     def add(self, other: EmbedProfile) -> EmbedProfile:
         for k in ("images", "rejects", "fallback", "wall", "read", "probe", "decode_worker", "preprocess_worker",
-                  "input_wait", "producer_wait", "decode_device", "preprocess_device", "encode", "write"):
+                  "input_wait", "producer_wait", "decode_device", "preprocess_device", "encode", "texts",
+                  "text_seconds"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         self.workers = max(self.workers, other.workers)
         self.device, self.precision = other.device, other.precision
@@ -245,18 +247,19 @@ class EmbedProfile:
             f"device preprocess {self.preprocess_device:.2f} s, encode {self.encode:.2f} s",
             f"bound: {self.bound()}",
         ]
+        if self.texts:
+            parts.append(f"captions: {self.texts} in {self.text_seconds:.2f} s "
+                         f"({self.texts / max(self.text_seconds, 1e-9):.1f}/s)")
         return "; ".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
 
-        d = asdict(self)
-        d.pop("extra", None)
-        return d
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EmbedProfile:
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "extra"}
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
 
