@@ -506,7 +506,7 @@ def _device_batch(b: _Batch, spec: PreprocessSpec, device: Any, dtype: Any, max_
 
 
 class _Producer(threading.Thread):
-    """Decodes and preprocesses batches on a side CUDA stream, ``depth`` batches ahead."""
+    """Decodes and preprocesses batches ``depth`` batches ahead, on a side stream on CUDA."""
 
     _DONE = object()
 
@@ -528,12 +528,15 @@ class _Producer(threading.Thread):
         return False
 
     def run(self) -> None:
+        import contextlib
+
         import torch
 
         try:
-            stream = torch.cuda.Stream(device=self.device)
+            cuda = self.device.type == "cuda"
+            stream = torch.cuda.Stream(device=self.device) if cuda else None
             it = iter(self.loader)
-            with torch.cuda.stream(stream):
+            with torch.cuda.stream(stream) if cuda else contextlib.nullcontext():
                 while not self.stop.is_set():
                     t0 = time.perf_counter()
                     try:
@@ -542,8 +545,10 @@ class _Producer(threading.Thread):
                         break
                     self.prof.producer_wait += time.perf_counter() - t0
                     idx, x, rejects = _device_batch(b, self.spec, self.device, self.dtype, self.max_pixels, self.prof)
-                    ev = torch.cuda.Event()
-                    ev.record(stream)
+                    ev = None
+                    if cuda:
+                        ev = torch.cuda.Event()
+                        ev.record(stream)
                     if not self._put((b, idx, x, rejects, ev)):
                         return
             self._put(self._DONE)
@@ -572,6 +577,7 @@ def embed_image_refs_fast(
     spec: PreprocessSpec | None = None,
     profile: EmbedProfile | None = None,
     sink: Callable[[np.ndarray, np.ndarray], None] | None = None,
+    device_decode: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str, str]]]:
     """Raw image embeddings through the fast path; same contract as
     :func:`clipgeo.embed.embed_image_refs` (``(vectors, ok, failures)``, input order).
@@ -587,6 +593,9 @@ def embed_image_refs_fast(
         sink: called with ``(indices, float32 rows)`` of each batch as soon as its vectors
             are on the host, in input order (e.g. :class:`BackgroundStream` feeding a
             LanceDB writer, so writes overlap the embedding).
+        device_decode: decode and preprocess in the main process on ``lm.device`` (workers
+            ship bytes) rather than in the workers; default: on CUDA only. On CPU it runs
+            the CUDA path's logic without streams (tests cover it that way).
     """
     import torch
     from torch.utils.data import DataLoader
@@ -607,6 +616,7 @@ def embed_image_refs_fast(
         return np.zeros((0, lm.embed_dim), dtype=np.float32), ok, []
     t_start = time.perf_counter()
     cuda = str(lm.device).startswith("cuda")
+    on_device = cuda if device_decode is None else bool(device_decode)
     n_batches = -(-n // batch_size)
     workers = resolve_num_workers(num_workers, n_batches)
     prof.workers = workers
@@ -615,7 +625,7 @@ def embed_image_refs_fast(
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
-        collate_fn=_Collate(refs, max_pixels, None if cuda else spec, dtype),
+        collate_fn=_Collate(refs, max_pixels, None if on_device else spec, dtype),
         pin_memory=cuda,
         prefetch_factor=2 if workers else None,
     )
@@ -634,7 +644,7 @@ def embed_image_refs_fast(
 
     try:
         with torch.inference_mode():
-            if not cuda:
+            if not on_device:
                 it = iter(loader)
                 while True:
                     t0 = time.perf_counter()
@@ -666,16 +676,19 @@ def embed_image_refs_fast(
 
 
 def _embed_cuda(lm, loader, spec, dtype, max_pixels, overlap, prof, rows, ok, failures, account, sink) -> None:
+    """The device-decode loop (CUDA; on CPU the same logic without streams, for tests)."""
     import torch
 
     device = torch.device(lm.device)
-    main = torch.cuda.current_stream(device)
+    cuda = device.type == "cuda"
+    main = torch.cuda.current_stream(device) if cuda else None
     pending: list[tuple[list[int], Any, Any]] = []
 
     def finish(upto: int) -> None:
         while len(pending) > upto:
             idx, host, ev = pending.pop(0)
-            ev.synchronize()
+            if ev is not None:
+                ev.synchronize()
             rows[idx] = host.numpy()
             ok[idx] = True
             if sink is not None:
@@ -710,11 +723,15 @@ def _embed_cuda(lm, loader, spec, dtype, max_pixels, overlap, prof, rows, ok, fa
             if ev is not None:
                 main.wait_event(ev)
                 x.record_stream(main)
-            y = lm.model.encode_image(x, normalize=False)
-            host = torch.empty(tuple(y.shape), dtype=torch.float32, pin_memory=True)
-            host.copy_(y, non_blocking=True)
-            done = torch.cuda.Event()
-            done.record(main)
+            y = lm.model.encode_image(x, normalize=False).float()
+            done = None
+            if cuda:
+                host = torch.empty(tuple(y.shape), dtype=torch.float32, pin_memory=True)
+                host.copy_(y, non_blocking=True)
+                done = torch.cuda.Event()
+                done.record(main)
+            else:
+                host = y
             pending.append((idx, host, done))
             finish(1)  # the previous batch's vectors are ready by now
             prof.encode += time.perf_counter() - t1

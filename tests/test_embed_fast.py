@@ -357,3 +357,64 @@ def test_bench_small_run(tmp_path):
     assert float(fields["fast_img_s"]) > 0 and float(fields["baseline_img_s"]) > 0
     assert float(fields["min_cos"]) >= 0.999
     assert "bound:" in proc.stdout
+
+
+@pytest.mark.parametrize(("overlap", "workers"), [(True, 0), (False, 0), (True, 2)])
+def test_device_decode_loop_on_cpu(lm, bad_files, overlap, workers):
+    """The CUDA path's logic (workers ship bytes; a producer thread decodes with
+    decode_jpeg(list) and preprocesses with the float resize; vectors gathered one batch late)
+    run on CPU without streams: same rejects, same kept images, same vectors as the reference."""
+    from clipgeo.fastpath import embed_image_refs_fast
+
+    seen = []
+    got, ok, fails = embed_image_refs_fast(lm, bad_files, batch_size=6, num_workers=workers, progress=False,
+                                           overlap=overlap, device_decode=True,
+                                           sink=lambda idx, rows: seen.append((idx.tolist(), rows.shape)))
+    ref, ok_r, fail_r = embed_image_refs(lm, bad_files, batch_size=7, num_workers=0, decode="pil", progress=False)
+    assert fails == fail_r and np.array_equal(ok, ok_r)
+    cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() >= 0.9999
+    flat = [i for idx, _ in seen for i in idx]
+    assert flat == sorted(flat) == np.flatnonzero(ok).tolist()  # every kept image once, in order
+
+
+def test_device_decode_error_in_producer_is_raised(lm, good_files, monkeypatch):
+    import clipgeo.fastpath as fp
+
+    def boom(*a, **k):
+        raise RuntimeError("decoder exploded")
+
+    monkeypatch.setattr(fp, "preprocess_uint8", boom)
+    with pytest.raises(RuntimeError, match="decoder exploded"):
+        fp.embed_image_refs_fast(lm, list(good_files.values()), batch_size=4, num_workers=0, progress=False,
+                                 device_decode=True)
+
+
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda_only
+def test_cuda_preprocessing_close_to_reference(good_files):
+    """nvjpeg's IDCT is not libjpeg-turbo's: a few levels per pixel, small on average."""
+    pre = open_clip.image_transform(224, is_train=False)
+    spec = spec_from_transform(pre)
+    refs = list(good_files.values())
+    x, idx, rejects = preprocess_refs(refs, spec, device="cuda")
+    assert rejects == [] and idx == list(range(len(refs))) and x.is_cuda
+    ref = torch.stack([pre(load_image(r)) for r in refs])
+    diff = (_levels(x.cpu(), spec) - _levels(ref, spec)).abs()
+    assert float(diff.mean()) < 1.5, float(diff.mean())
+
+
+@cuda_only
+def test_cuda_rejects_parity_and_vectors(bad_files, good_files):
+    torch.manual_seed(0)
+    lm_gpu = prepare_model(load_model(TINY, device="cuda"), "fp16")
+    torch.manual_seed(0)
+    lm_cpu = load_model(TINY, device="cpu")
+    for refs in (bad_files, list(good_files.values())):
+        got, ok, fails = embed_image_refs(lm_gpu, refs, batch_size=8, num_workers=2, decode="tensor", progress=False)
+        ref, ok_r, fail_r = embed_image_refs(lm_cpu, refs, batch_size=8, num_workers=0, decode="pil", progress=False)
+        assert fails == fail_r and np.array_equal(ok, ok_r)
+        cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+        assert cos.min() >= 0.999, cos.min()
