@@ -447,7 +447,11 @@ class _Collate:
                 px.append((i, payload))
         fallback = len(px)
         if self.spec is None:  # the device decodes: ship bytes
-            flat, offsets = _pack([torch.frombuffer(bytearray(b), dtype=torch.uint8) for _, b, _ in jpeg])
+            offsets = [0]
+            for _, b, _ in jpeg:
+                offsets.append(offsets[-1] + len(b))
+            joined = bytearray(b"".join(b for _, b, _ in jpeg))
+            flat = torch.frombuffer(joined, dtype=torch.uint8) if joined else torch.empty(0, dtype=torch.uint8)
             pflat, _ = _pack([t for _, t in px])
             return _Batch([i for i, _, _ in jpeg], flat, offsets, [o for _, _, o in jpeg],
                           [self.refs[i] for i, _, _ in jpeg], [i for i, _ in px], pflat,
