@@ -418,3 +418,18 @@ def test_cuda_rejects_parity_and_vectors(bad_files, good_files):
         assert fails == fail_r and np.array_equal(ok, ok_r)
         cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
         assert cos.min() >= 0.999, cos.min()
+
+
+def test_worker_side_objects_pickle(bad_files):
+    """Workers get refs (strings) and numbers only, so any start method can carry them."""
+    import pickle
+
+    import clipgeo.fastpath as fp
+
+    spec = spec_from_transform(open_clip.image_transform(64, is_train=False))
+    for obj in (fp._ImageBytes(bad_files, 10**8), fp._Collate(bad_files, 10**8, spec, torch.float32),
+                fp._Collate(bad_files, 10**8, None, torch.float16)):
+        clone = pickle.loads(pickle.dumps(obj))
+        assert clone.refs == bad_files
+    item = fp._ImageBytes(bad_files, 10**8)[len(bad_files) - 5]  # a tar member, read in "a worker"
+    assert item[1] == fp._JPEG and isinstance(item[2], bytes)
