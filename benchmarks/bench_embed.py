@@ -86,8 +86,11 @@ def make_files(root: Path, n: int, pool: int, tar: bool, procs: int) -> list[str
             out.mkdir(parents=True)
             for s in range(0, n, 1000):
                 with tarfile.open(out / f"{s // 1000:05d}.tar", "w") as tf:
-                    for k in range(s, min(s + 1000, n)):
-                        tf.add(src / f"{k % pool:06d}.jpg", arcname=f"{k:08d}.jpg")
+                    for k in range(s, min(s + 1000, n)):  # regular members (tf.add would link repeats)
+                        data = (src / f"{k % pool:06d}.jpg").read_bytes()
+                        info = tarfile.TarInfo(f"{k:08d}.jpg")
+                        info.size = len(data)
+                        tf.addfile(info, io.BytesIO(data))
             (out / "done").write_text("ok")
         for s in range(0, n, 1000):
             refs += [tar_ref(str(out / f"{s // 1000:05d}.tar"), f"{k:08d}.jpg") for k in range(s, min(s + 1000, n))]
