@@ -3,6 +3,18 @@
 Both functions return the **raw** encoder outputs (``normalize=False``): ``f(x)`` as float32
 numpy arrays of shape ``(n, d)``, in input order. Geometry code decides itself whether and
 when to project onto the unit sphere (``f(x) / ||f(x)||``), so norms are preserved here.
+
+Images take one of two paths (``decode=``):
+
+* ``"tensor"`` (what ``"auto"`` picks when the model's preprocess is a standard open_clip
+  validation transform): :mod:`clipgeo.fastpath`, batched JPEG decoding (libjpeg-turbo in
+  workers on CPU, nvjpeg on CUDA) and :mod:`clipgeo.preprocess`'s batched resize / crop /
+  normalise, which reproduces open_clip's transform within one level of 255 per pixel;
+* ``"pil"``: the reference, ``lm.preprocess`` on each Pillow image.
+
+Both read and decode in DataLoader workers sized to the machine by default
+(``num_workers=None``; 0 = in the main process) and reject the same bad images with the same
+reasons. The model's dtype (see :func:`clipgeo.fastpath.prepare_model`) sets the inputs'.
 """
 
 from __future__ import annotations
@@ -15,7 +27,9 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from clipgeo.models.loader import LoadedModel
 
-__all__ = ["embed_image_refs", "embed_images", "embed_texts"]
+__all__ = ["DECODE_PATHS", "embed_image_refs", "embed_images", "embed_texts"]
+
+DECODE_PATHS = ("auto", "tensor", "pil")
 
 
 class _ImageFiles:
@@ -63,17 +77,30 @@ def embed_image_refs(
     *,
     batch_size: int = 256,
     progress: bool = True,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     max_pixels: int = 100_000_000,
+    decode: str = "auto",
+    overlap: bool = True,
+    profile: Any = None,
+    sink: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str, str]]]:
     """Raw image embeddings ``model.encode_image(preprocess(image), normalize=False)``, tolerant of bad images.
 
-    Images are read with :func:`clipgeo.sources.images.load_image` (plain paths or
-    ``tar://`` members; EXIF orientation applied; CMYK, 16-bit, palette and alpha images
-    converted to RGB; decompression bombs above ``max_pixels`` refused), transformed by
-    ``lm.preprocess``, batched by a ``torch.utils.data.DataLoader`` (``num_workers`` worker
-    processes; 0 = in-process, the sensible choice on CPU) and encoded under
-    ``torch.inference_mode()`` on ``lm.device``.
+    Images are read with :func:`clipgeo.sources.images.read_image_bytes` (plain paths or
+    ``tar://`` members) and decoded as :func:`clipgeo.sources.images.load_image` does
+    (EXIF orientation applied; CMYK, 16-bit, palette and alpha images converted to RGB;
+    decompression bombs above ``max_pixels`` refused), preprocessed, batched by a
+    ``torch.utils.data.DataLoader`` and encoded under ``torch.inference_mode()`` on
+    ``lm.device``.
+
+    Args:
+        num_workers: DataLoader worker processes; None = sized to the machine (cores - 1,
+            capped by memory; 0 for a single batch), 0 = in the main process.
+        decode: ``"auto"`` (the tensor fast path when the model's preprocess allows it, else
+            Pillow), ``"tensor"`` (fast path or ``ValueError``), ``"pil"`` (the reference).
+        overlap: fast path on CUDA: prepare the next batch while the current one encodes.
+        profile: a :class:`clipgeo.fastpath.EmbedProfile` to fill with stage timings.
+        sink: called with ``(indices, rows)`` per batch as its vectors arrive (fast path).
 
     Returns:
         ``(vectors, ok, failures)``: float32 ``(ok.sum(), d)`` rows for the usable images in
@@ -84,16 +111,33 @@ def embed_image_refs(
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
+    from clipgeo.fastpath import EmbedProfile, embed_image_refs_fast, resolve_num_workers
+    from clipgeo.preprocess import spec_from_transform
+
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if decode not in DECODE_PATHS:
+        raise ValueError(f"decode {decode!r}: expected one of {', '.join(DECODE_PATHS)}")
+    spec = spec_from_transform(lm.preprocess) if decode != "pil" else None
+    if decode == "tensor" and spec is None:
+        raise ValueError(f"decode='tensor': the preprocess of {lm.model_name} ({lm.preprocess!r}) is not one the "
+                         "tensor path reproduces; use decode='pil' or 'auto'")
+    if spec is not None:
+        return embed_image_refs_fast(lm, refs, batch_size=batch_size, num_workers=num_workers, max_pixels=max_pixels,
+                                     progress=progress, overlap=overlap, spec=spec, profile=profile, sink=sink)
     ok = np.zeros(len(refs), dtype=bool)
     if len(refs) == 0:
         return np.zeros((0, lm.embed_dim), dtype=np.float32), ok, []
+    import time
+
+    t_start = time.perf_counter()
+    prof = profile if profile is not None else EmbedProfile()
+    workers = resolve_num_workers(num_workers, -(-len(refs) // batch_size))
     loader = DataLoader(
         _ImageFiles(refs, lm.preprocess, max_pixels),
         batch_size=batch_size,
         shuffle=False,
-        num_workers=num_workers,
+        num_workers=workers,
         collate_fn=_collate,
         pin_memory=str(lm.device).startswith("cuda"),
     )
@@ -101,14 +145,29 @@ def embed_image_refs(
     out: list[np.ndarray] = []
     failures: list[tuple[int, str, str]] = []
     with torch.inference_mode():
-        for x, idx, bad in tqdm(loader, desc="embed images", unit="batch", disable=not progress):
+        it = iter(tqdm(loader, desc="embed images", unit="batch", disable=not progress))
+        while True:
+            t0 = time.perf_counter()
+            try:
+                x, idx, bad = next(it)
+            except StopIteration:
+                break
+            t1 = time.perf_counter()
+            prof.input_wait += t1 - t0
             failures += [(i, stage, reason) for i, (stage, reason) in bad]
             if x is None:
                 continue
             ok[idx] = True
             x = x.to(lm.device, dtype=dtype, non_blocking=True)
             out.append(lm.model.encode_image(x, normalize=False).float().cpu().numpy())
+            if sink is not None:
+                sink(np.asarray(idx), out[-1])
+            prof.encode += time.perf_counter() - t1
     vecs = np.concatenate(out) if out else np.zeros((0, lm.embed_dim), dtype=np.float32)
+    prof.workers, prof.device, prof.precision = workers, str(lm.device), str(dtype).removeprefix("torch.")
+    prof.images += int(ok.sum())
+    prof.rejects += len(failures)
+    prof.wall += time.perf_counter() - t_start
     return np.ascontiguousarray(vecs, dtype=np.float32), ok, failures
 
 
@@ -118,13 +177,15 @@ def embed_images(
     *,
     batch_size: int = 256,
     progress: bool = True,
-    num_workers: int = 0,
+    num_workers: int | None = None,
+    decode: str = "auto",
 ) -> np.ndarray:
     """Raw image embeddings of every image, row ``i`` for ``paths[i]``; ``(0, d)`` for empty input.
 
     Strict form of :func:`embed_image_refs`: an unusable image raises ``ValueError`` naming it.
     """
-    vecs, ok, failures = embed_image_refs(lm, paths, batch_size=batch_size, progress=progress, num_workers=num_workers)
+    vecs, ok, failures = embed_image_refs(lm, paths, batch_size=batch_size, progress=progress, num_workers=num_workers,
+                                          decode=decode)
     if failures:
         i, stage, reason = failures[0]
         raise ValueError(f"image {paths[i]}: {reason} ({stage}); {len(failures)} unusable images in all")
@@ -137,11 +198,15 @@ def embed_texts(
     *,
     batch_size: int = 1024,
     progress: bool = True,
+    num_workers: int | None = None,
 ) -> np.ndarray:
     """Raw text embeddings ``model.encode_text(tokenizer(captions), normalize=False)``.
 
     Captions are tokenised with ``lm.tokenizer`` (truncated to the model's context length)
-    batch by batch and encoded under ``torch.inference_mode()`` on ``lm.device``.
+    batch by batch, in ``num_workers`` DataLoader workers (None = sized to the machine, 0 for
+    a single batch; 0 = in the main process), and encoded under ``torch.inference_mode()``
+    on ``lm.device``; on CUDA the next batch's tokens are copied (pinned, non-blocking)
+    while the current one encodes.
 
     Returns:
         float32 array ``(len(captions), lm.embed_dim)``, row ``i`` for ``captions[i]``;
@@ -157,10 +222,16 @@ def embed_texts(
     captions = list(captions)
     if not captions:
         return np.zeros((0, lm.embed_dim), dtype=np.float32)
-    out: list[np.ndarray] = []
-    starts = range(0, len(captions), batch_size)
+    from clipgeo.fastpath import resolve_num_workers, token_batches
+
+    n_batches = -(-len(captions) // batch_size)
+    cuda = str(lm.device).startswith("cuda")
+    batches = token_batches(captions, lm.tokenizer, batch_size, resolve_num_workers(num_workers, n_batches), cuda)
+    out: list[Any] = []
     with torch.inference_mode():
-        for s in tqdm(starts, desc="embed texts", unit="batch", disable=not progress):
-            tokens = lm.tokenizer(captions[s : s + batch_size]).to(lm.device)
-            out.append(lm.model.encode_text(tokens, normalize=False).float().cpu().numpy())
+        for tokens in tqdm(batches, total=n_batches, desc="embed texts", unit="batch", disable=not progress):
+            y = lm.model.encode_text(tokens.to(lm.device, non_blocking=True), normalize=False).float()
+            out.append(y if cuda else y.numpy())
+        if cuda:  # one copy back at the end: no sync between batches
+            out = [torch.cat(out).cpu().numpy()]
     return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)

@@ -8,6 +8,7 @@ Dask cluster through ``prefect-dask``; each worker loads the model once and keep
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -28,9 +29,11 @@ from clipgeo.stages.embedding import (
 
 
 @task(name="embed-shard", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def embed_shard_task(home: str, plan: RunPlan, shard: Shard, device: str | None) -> str:
+def embed_shard_task(home: str, plan: RunPlan, shard: Shard, device: str | None, num_workers: int | None = None,
+                     decode: str = "auto", precision: str = "auto") -> str:
     """Embed one shard into the run's staging area (skipped when already staged)."""
-    return str(embed_shard(DataHome.resolve(home), plan, shard, device=device, progress=False))
+    return str(embed_shard(DataHome.resolve(home), plan, shard, device=device, progress=False,
+                           num_workers=num_workers, decode=decode, precision=precision))
 
 
 def _without_shards(plan: RunPlan) -> RunPlan:
@@ -46,8 +49,15 @@ def embed_flow(
     force: bool = False,
     device: str | None = None,
     shard_images: int = DEFAULT_SHARD_IMAGES,
+    num_workers: int | None = None,
+    decode: Literal["auto", "tensor", "pil"] = "auto",
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto",
 ) -> str:
     """Embed ``dataset_id`` with ``model_name``/``pretrained``; returns the run id.
+
+    ``num_workers``: image decode / tokenise workers (None = sized to the machine, 0 = in
+    process); ``decode``: ``tensor`` fast path, ``pil`` reference, ``auto`` (fast when the
+    model's preprocess allows); ``precision``: model weights (``auto`` = fp16 on CUDA, fp32 on CPU).
 
     Skips a run whose vectors are already committed (unless ``force``); resumes an
     interrupted run from its staged shards. A shard that still fails after its retries
@@ -62,7 +72,7 @@ def embed_flow(
     log.info("run %s: %d images, %d captions in %d shards", plan.run_id, plan.n_images, plan.n_texts, len(plan.shards))
     t0 = time.perf_counter()
     light = _without_shards(plan)
-    futures = [embed_shard_task.submit(str(h.root), light, s, device) for s in plan.shards]
+    futures = [embed_shard_task.submit(str(h.root), light, s, device, num_workers, decode, precision) for s in plan.shards]
     wait(futures)
     failed = [(s.index, f) for s, f in zip(plan.shards, futures) if not f.state.is_completed()]
     if failed:

@@ -56,6 +56,9 @@ def pipeline(
     cluster_address: str | None = None,
     embed_train_split: bool = True,
     umap_grid: bool = False,
+    num_workers: int | None = None,
+    decode: Literal["auto", "tensor", "pil"] = "auto",
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto",
 ) -> dict:
     """The whole pipeline on the ``shapes`` default.
 
@@ -74,6 +77,8 @@ def pipeline(
             ("training-like") run for the nearest-reference and cross-dataset separability
             measurements; only the val runs are measured and reported.
         umap_grid: also fit the UMAP hyperparameter grid (16 layouts) for each run.
+        num_workers, decode, precision: the embed stage's decode workers (None = sized to the
+            machine), image path (tensor fast path / pil reference) and model precision.
     """
     t0 = time.perf_counter()
     h = DataHome.resolve(home).ensure()
@@ -96,8 +101,10 @@ def pipeline(
     meas = measure.with_options(refresh_cache="measure" in force or "embed" in force)
     for ref in refs:
         if embed_train_split:
-            embed(ref.model_name, splits["train"], ref.pretrained, home=home_s, force="embed" in force, device=device)
-        run_id = embed(ref.model_name, splits["val"], ref.pretrained, home=home_s, force="embed" in force, device=device)
+            embed(ref.model_name, splits["train"], ref.pretrained, home=home_s, force="embed" in force, device=device,
+                  num_workers=num_workers, decode=decode, precision=precision)
+        run_id = embed(ref.model_name, splits["val"], ref.pretrained, home=home_s, force="embed" in force, device=device,
+                       num_workers=num_workers, decode=decode, precision=precision)
         meas(home_s, run_id, umap_grid)
         if not analysis_current(home_s, run_id):  # cached, but the tables were removed since
             meas.with_options(refresh_cache=True)(home_s, run_id, umap_grid)

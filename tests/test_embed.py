@@ -65,11 +65,18 @@ def _reference_images(lm: LoadedModel, paths: list[str]) -> np.ndarray:
         return lm.model.encode_image(x, normalize=False).numpy()
 
 
-def test_embed_images_equals_encode_image(lm, images):
+@pytest.mark.parametrize("decode", ["pil", "tensor"])
+def test_embed_images_equals_encode_image(lm, images, decode):
     paths = [p for p, _ in images]
-    got = embed_images(lm, paths, batch_size=len(paths), progress=False)
+    got = embed_images(lm, paths, batch_size=len(paths), progress=False, decode=decode)
     assert got.dtype == np.float32 and got.shape == (9, lm.embed_dim)
-    np.testing.assert_allclose(got, _reference_images(lm, paths), rtol=1e-5, atol=1e-6)
+    ref = _reference_images(lm, paths)
+    if decode == "pil":  # the reference path: open_clip's transform itself
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    else:  # batched tensor resize: pixels within one level of 255 of Pillow's (test_embed_fast.py)
+        np.testing.assert_allclose(got, ref, rtol=0, atol=5e-3)
+        cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+        assert cos.min() > 0.99999
 
 
 def test_embed_images_batch_size_invariant_and_ordered(lm, images):
@@ -116,10 +123,19 @@ def test_bad_inputs(lm, tmp_path):
         embed_images(lm, ["x"], batch_size=0, progress=False)
 
 
-def test_embed_images_with_worker_processes(lm, images):
+@pytest.mark.parametrize("decode", ["pil", "tensor"])
+def test_embed_images_with_worker_processes(lm, images, decode):
     paths = [p for p, _ in images]
-    got = embed_images(lm, paths, batch_size=4, num_workers=2, progress=False)
-    np.testing.assert_allclose(got, embed_images(lm, paths, batch_size=4, progress=False), rtol=1e-5, atol=1e-6)
+    got = embed_images(lm, paths, batch_size=4, num_workers=2, progress=False, decode=decode)
+    alone = embed_images(lm, paths, batch_size=4, num_workers=0, progress=False, decode=decode)
+    np.testing.assert_allclose(got, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_embed_texts_with_worker_processes(lm):
+    caps = [f"a {c} {s} number {k}" for k in range(7) for c in COLORS for s in ("circle", "square")]
+    got = embed_texts(lm, caps, batch_size=8, num_workers=2, progress=False)
+    np.testing.assert_allclose(got, embed_texts(lm, caps, batch_size=8, num_workers=0, progress=False),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_progress_bar_runs(lm, images, capsys):
@@ -141,7 +157,7 @@ def test_saved_and_reloaded_tiny_checkpoint(images, tmp_path):
     lm2 = load_model(TINY, str(r.checkpoint), device="cpu")
     assert lm2.checkpoint_sha256 == r.sha256 and lm2.logit_scale == pytest.approx(r.meta["logit_scale"])
     paths = [p for p, _ in images]
-    got = embed_images(lm2, paths, progress=False)
+    got = embed_images(lm2, paths, progress=False, decode="pil")
     txt = embed_texts(lm2, [c for _, c in images], progress=False)
     # the same weights straight through open_clip give the same numbers
     model, _, pre = open_clip.create_model_and_transforms(TINY, pretrained=str(r.checkpoint))

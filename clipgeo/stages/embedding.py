@@ -39,7 +39,9 @@ from clipgeo.store import catalog, vectors
 log = logging.getLogger(__name__)
 
 # Bumped when the embedding path changes what vectors come out (preprocessing, dtype, ...).
-EMBED_VERSION = "1"
+# 2: the batched tensor path (clipgeo.fastpath) preprocesses by default: within 1-2 levels
+#    of 255 per pixel of open_clip's Pillow transform, not bit-identical.
+EMBED_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -209,18 +211,22 @@ def prepare_run(home: DataHome, ref: ModelRef, dataset_id: str, *, force: bool =
     return RunPlan(run_id, model_id, dataset_id, ref, False, n_images, len(samples), plan_shards(samples, shard_images))
 
 
-_MODELS: dict[tuple[str, str | None, str | None], object] = {}
+_MODELS: dict[tuple[str, str | None, str | None, str], object] = {}
 _MODELS_LOCK = threading.Lock()
 
 
-def cached_model(ref: ModelRef, device: str | None = None):
-    """Load a model once per process (shards of a run share it; Dask workers keep theirs)."""
-    from clipgeo.models.loader import load_model
+def cached_model(ref: ModelRef, device: str | None = None, precision: str = "auto"):
+    """Load a model once per process (shards of a run share it; Dask workers keep theirs), in
+    its inference precision (``auto``: fp16 weights on CUDA, fp32 on CPU; see
+    :func:`clipgeo.fastpath.prepare_model`)."""
+    from clipgeo.fastpath import prepare_model, resolve_precision
+    from clipgeo.models.loader import default_device, load_model
 
-    key = (ref.model_name, ref.pretrained, device)
+    resolved = resolve_precision(precision, device or default_device())
+    key = (ref.model_name, ref.pretrained, device, resolved)
     with _MODELS_LOCK:
         if key not in _MODELS:
-            _MODELS[key] = load_model(ref.model_name, ref.pretrained, device=device)
+            _MODELS[key] = prepare_model(load_model(ref.model_name, ref.pretrained, device=device), resolved)
         return _MODELS[key]
 
 
@@ -235,27 +241,38 @@ def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
 
 
 def embed_shard(home: DataHome, plan: RunPlan, shard: Shard, *, device: str | None = None,
-                image_batch_size: int = 256, text_batch_size: int = 1024, progress: bool = True) -> Path:
+                image_batch_size: int = 256, text_batch_size: int = 1024, progress: bool = True,
+                num_workers: int | None = None, decode: str = "auto", precision: str = "auto") -> Path:
     """Embed one shard (skipped when its staging file exists) and write it atomically.
 
     An image that cannot be used (missing, truncated, not an image, too large, ...) although
     ingest accepted it is left out together with its captions: one reject row of this run
     (stage ``embed``, ``n_captions`` = its captions), written at commit time.
+    ``num_workers`` (None: sized to the machine), ``decode`` (``auto`` / ``tensor`` /
+    ``pil``) and ``precision`` (``auto`` / ``fp32`` / ``fp16`` / ``bf16``) are those of
+    :func:`clipgeo.embed.embed_image_refs` and :func:`cached_model`. The shard's stage
+    timings are kept with it; :func:`commit_run` logs the run's profile line.
     """
     from clipgeo.embed import embed_image_refs, embed_texts
+    from clipgeo.fastpath import EmbedProfile
 
     path = shard_file(home, plan.run_id, shard.index)
     if path.exists():
         return path
-    lm = cached_model(plan.ref, device)
-    img, ok, failures = embed_image_refs(lm, list(shard.image_refs), batch_size=image_batch_size, progress=progress)
+    lm = cached_model(plan.ref, device, precision)
+    prof = EmbedProfile()
+    img, ok, failures = embed_image_refs(lm, list(shard.image_refs), batch_size=image_batch_size, progress=progress,
+                                         num_workers=num_workers, decode=decode, profile=prof)
     # one row per image this run could not use, with the captions it took along (sql/schema/010)
     rejects = [{"item_ref": shard.image_refs[i], "stage": "embed", "reason": reason, "sample_id": None,
                 "image_id": shard.image_ids[i], "n_images": 1,
                 "n_captions": shard.text_image_ids.count(shard.image_ids[i])} for i, _stage, reason in failures]
     bad_images = {shard.image_ids[i] for i, _, _ in failures}
     keep_txt = [k for k, iid in enumerate(shard.text_image_ids) if iid not in bad_images]
-    txt = embed_texts(lm, [shard.captions[k] for k in keep_txt], batch_size=text_batch_size, progress=progress)
+    t0 = time.perf_counter()
+    txt = embed_texts(lm, [shard.captions[k] for k in keep_txt], batch_size=text_batch_size, progress=progress,
+                      num_workers=num_workers)
+    prof.texts, prof.text_seconds = len(keep_txt), time.perf_counter() - t0
     for name, mat in (("image", img), ("text", txt)):
         if not np.isfinite(mat).all():
             raise ValueError(f"run {plan.run_id} shard {shard.index}: the model produced NaN/inf {name} vectors")
@@ -267,7 +284,7 @@ def embed_shard(home: DataHome, plan: RunPlan, shard: Shard, *, device: str | No
         text_image_ids=np.array([shard.text_image_ids[k] for k in keep_txt], dtype=str).reshape(-1),
         texts=txt,
         meta=np.array(json.dumps({"device": str(lm.device), "logit_scale": float(lm.logit_scale),
-                                  "embed_dim": int(lm.embed_dim), "rejects": rejects})),
+                                  "embed_dim": int(lm.embed_dim), "rejects": rejects, "profile": prof.as_dict()})),
     )
     return path
 
@@ -290,6 +307,9 @@ def commit_run(home: DataHome, plan: RunPlan, *, seconds: float | None = None) -
             raise RuntimeError(f"run {plan.run_id}: cannot commit, shards not embedded: {', '.join(missing)}")
         n_images = n_texts = 0
         rejects: list[dict] = []
+        from clipgeo.fastpath import EmbedProfile
+
+        profile = EmbedProfile()
         for f in files:
             with np.load(f, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
@@ -297,6 +317,8 @@ def commit_run(home: DataHome, plan: RunPlan, *, seconds: float | None = None) -
                 n_images += z["image_ids"].shape[0]
                 n_texts += z["sample_ids"].shape[0]
                 rejects += meta.pop("rejects", [])
+                if meta.get("profile"):
+                    profile.add(EmbedProfile.from_dict(meta.pop("profile")))
         n = vectors.write_run_batches(home, plan.run_id, dim, _shard_batches(plan.run_id, files))
     except (RuntimeError, FileNotFoundError):
         # Another process embedding the same run may have committed it and cleared the
@@ -320,6 +342,8 @@ def commit_run(home: DataHome, plan: RunPlan, *, seconds: float | None = None) -
     shutil.rmtree(staging_dir(home, plan.run_id), ignore_errors=True)
     log.info("run %s: committed %d vectors (%d images, %d captions; %d rejects)", plan.run_id, n, n_images, n_texts,
              len(reject_rows))
+    if profile.wall > 0:
+        log.info("run %s: %s", plan.run_id, profile.line())
     return RunPlan(plan.run_id, plan.model_id, plan.dataset_id, plan.ref, False, n_images, n_texts, plan.shards,
                    seconds or 0.0)
 
@@ -340,7 +364,8 @@ def mark_failed(home: DataHome, run_id: str, error: str) -> None:
 
 def embed_run(home: DataHome, ref: ModelRef, dataset_id: str, *, force: bool = False, device: str | None = None,
               shard_images: int = DEFAULT_SHARD_IMAGES, image_batch_size: int = 256, text_batch_size: int = 1024,
-              progress: bool = True) -> RunPlan:
+              progress: bool = True, num_workers: int | None = None, decode: str = "auto",
+              precision: str = "auto") -> RunPlan:
     """Embed every image and caption of ``dataset_id`` with ``ref`` in-process (no orchestration).
 
     The flows fan the shards out as tasks instead; this is the same work, one shard after another.
@@ -352,7 +377,8 @@ def embed_run(home: DataHome, ref: ModelRef, dataset_id: str, *, force: bool = F
     try:
         for shard in plan.shards:
             embed_shard(home, plan, shard, device=device, image_batch_size=image_batch_size,
-                        text_batch_size=text_batch_size, progress=progress)
+                        text_batch_size=text_batch_size, progress=progress, num_workers=num_workers, decode=decode,
+                        precision=precision)
         return commit_run(home, plan, seconds=time.perf_counter() - t0)
     except BaseException as exc:
         mark_failed(home, plan.run_id, f"{type(exc).__name__}: {exc}")
