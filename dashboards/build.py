@@ -75,7 +75,8 @@ class Paths:
     """Shareable paths: inside the data home relative to it, outside it the file name plus a
     short content hash (``name #1a2b3c4d5e``); ``full=True`` keeps every path as stored."""
 
-    _ABS = re.compile(r"(?<![\w/.~-])/(?:[^\s/'\"<>:;,()]+/)*[^\s/'\"<>:;,()]+")
+    # an absolute path of 2+ parts, at the start or after a space, quote, bracket, '=', ':' or '@'
+    _ABS = re.compile(r"(?:(?<=^)|(?<=[\s'\"(\[=:@]))/(?:[^\s/'\"<>:;,()]+/)+[^\s/'\"<>:;,()]+")
 
     def __init__(self, home: Path, *, full: bool = False):
         self.root = str(home)

@@ -50,7 +50,7 @@ def recall_curve(df: pl.DataFrame, *, color: str = "direction_label", width: Wid
     """Cumulative recall@k for k = 1..K from per-query ranks, log-log, with the chance level dotted."""
     y_scale = alt.Scale(type="log", domainMin=_log_floor(df, ("recall", "chance")), domainMax=1, clamp=True)
     base = alt.Chart(df)
-    enc = dict(x=alt.X("k:Q", scale=alt.Scale(type="log"), title="k"), color=alt.Color(f"{color}:N"),
+    enc = dict(x=alt.X("k:Q", scale=alt.Scale(type="log"), title="k"), color=alt.Color(f"{color}:N", title="run" if color == "label" else "direction"),
                detail="direction_label:N")
     line = base.mark_line(point=True).encode(
         y=alt.Y("recall:Q", scale=y_scale, title="recall@k (log)"),
@@ -226,7 +226,7 @@ def density_lines(df: pl.DataFrame, *, x: str, x_title: str, color: str, column:
         .encode(
             x=alt.X(f"{x}:Q", title=x_title),
             y=alt.Y("density:Q", title="density"),
-            color=alt.Color(f"{color}:N"),
+            color=alt.Color(f"{color}:N", title="run" if color == "label" else "direction"),
             tooltip=["label:N", f"{color}:N", alt.Tooltip(f"{x}:Q", format=".3f"), alt.Tooltip("density:Q", format=".3f")],
         )
         .properties(width=width, height=240)
