@@ -249,6 +249,8 @@ _EMBED_JS = """<script>
       return document.querySelector("#" + item[0] + " svg, #" + item[0] + " canvas") !== null;
     }).length;
     status.jsErrors = window.clipgeoErrors;
+    status.pageWidth = document.documentElement.scrollWidth;  // wider than the window = horizontal overflow
+    status.windowWidth = document.documentElement.clientWidth;
     document.getElementById("clipgeo-status").textContent = JSON.stringify(status);
   });
 })();
@@ -256,5 +258,6 @@ _EMBED_JS = """<script>
 
 _NO_CHARTS_JS = """<script>
 document.getElementById("clipgeo-status").textContent = JSON.stringify(
-  { total: 0, rendered: 0, withGraphics: 0, chartErrors: [], jsErrors: window.clipgeoErrors });
+  { total: 0, rendered: 0, withGraphics: 0, chartErrors: [], jsErrors: window.clipgeoErrors,
+    pageWidth: document.documentElement.scrollWidth, windowWidth: document.documentElement.clientWidth });
 </script>"""
