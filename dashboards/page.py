@@ -141,17 +141,31 @@ def _round(v: Any) -> Any:
 
 
 def _columnar(rows: list[dict]) -> dict:
-    """Rows as {columns, data}: each key once instead of once per row (the page rebuilds the rows)."""
+    """Rows packed by column: each key once instead of once per row, and a column with repeated
+    values (run id, label, modality, captions...) as a dictionary plus codes when that is
+    smaller. The page's script
+    rebuilds the same row objects."""
     cols: list[str] = []
-    for r in rows[:1]:
-        cols = list(r)
-    seen = set(cols)
+    seen: set[str] = set()
     for r in rows:
         for k in r:
             if k not in seen:
                 seen.add(k)
                 cols.append(k)
-    return {"columns": cols, "data": [[_round(r.get(c)) for c in cols] for r in rows]}
+    values: dict[str, Any] = {}
+    for c in cols:
+        col = [_round(r.get(c)) for r in rows]
+        try:
+            distinct = list(dict.fromkeys(col))
+        except TypeError:  # unhashable (lists): kept as they are
+            distinct = col
+        values[c] = col
+        if len(distinct) < len(col):
+            code = {v: i for i, v in enumerate(distinct)}
+            packed = {"dict": distinct, "codes": [code[v] for v in col]}
+            if len(json.dumps(packed, default=str)) < len(json.dumps(col, default=str)):  # whichever is smaller
+                values[c] = packed
+    return {"columns": cols, "n": len(rows), "values": values}
 
 
 def _fmt(v: Any) -> str:
@@ -192,7 +206,7 @@ table.data th { background: #f4f4f4; }
 .chart-error { color: #a33; white-space: pre-wrap; }
 .chart { width: 100%; max-width: 100%; overflow-x: auto; }
 .table-wrap { max-width: 100%; overflow-x: auto; }
-table.data td { max-width: 40em; overflow-wrap: anywhere; }
+table.data td { max-width: 40em; overflow-wrap: break-word; }
 .cut { cursor: help; border-bottom: 1px dotted #999; }
 .query code { font-size: .85em; background: #f4f4f4; padding: 0 .3em; overflow-wrap: anywhere; }
 nav.toc { background: #fafafa; border: 1px solid #ddd; padding: .3em 1em; columns: 2; }
@@ -222,12 +236,16 @@ _EMBED_JS = """<script>
   var specs = JSON.parse(document.getElementById("specs").textContent);
   var packed = JSON.parse(document.getElementById("datasets").textContent);
   var rows = {};
-  function dataset(name) {  // {columns, data} -> row objects, built once and shared by every chart using them
+  function dataset(name) {  // packed columns -> row objects, built once and shared by every chart using them
     if (!rows[name]) {
-      var cols = packed[name].columns;
-      rows[name] = packed[name].data.map(function (r) {
-        var o = {}; for (var i = 0; i < cols.length; i++) { o[cols[i]] = r[i]; } return o;
+      var p = packed[name], out = new Array(p.n);
+      for (var i = 0; i < p.n; i++) { out[i] = {}; }
+      p.columns.forEach(function (c) {
+        var v = p.values[c];
+        if (Array.isArray(v)) { for (var i = 0; i < p.n; i++) { out[i][c] = v[i]; } }
+        else { for (var j = 0; j < p.n; j++) { out[j][c] = v.dict[v.codes[j]]; } }
       });
+      rows[name] = out;
     }
     return rows[name];
   }

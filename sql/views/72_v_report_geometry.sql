@@ -34,7 +34,7 @@ SELECT s.*, r.label FROM geo_subspaces s JOIN runs r USING (run_id);
 -- hash(item_id) first), with conformity C(v), cos(v, mu), its UMAP position and HDBSCAN cluster
 -- (NULL when not laid out), cluster_group (the 9 largest clusters, 'noise' or 'other': a legend
 -- that stays readable), the caption (shortened by report_text; for an image its first caption)
--- and image_ref. n_total = samples before sampling.
+-- and, for images, image_ref. n_total = samples before sampling.
 CREATE OR REPLACE VIEW v_report_points AS
 WITH per AS (
     SELECT coalesce(g.run_id, u.run_id) AS run_id, coalesce(g.modality, u.modality) AS modality,
@@ -62,7 +62,7 @@ SELECT p.run_id, ru.label, p.modality, p.item_id,
        CASE WHEN c.cluster IS NULL THEN NULL WHEN c.cluster < 0 THEN 'noise'
             WHEN z.size_rank <= 9 THEN c.cluster::VARCHAR ELSE 'other' END AS cluster_group,
        report_text(coalesce(s.caption, i.caption)) AS caption,
-       coalesce(s.image_ref, i.image_ref) AS image_ref,
+       i.image_ref,  -- images only: a caption's image is its own row
        p.n_total
 FROM ranked p
 JOIN runs ru ON ru.run_id = p.run_id

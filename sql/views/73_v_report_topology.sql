@@ -45,7 +45,7 @@ SELECT s.*, r.label FROM topo_spectra_summary s JOIN runs r USING (run_id);
 
 -- Fig. 14: joint spectrum of each cluster (size-matched subsamples).
 CREATE OR REPLACE VIEW v_report_cluster_spectra AS
-SELECT c.*, c.cluster::VARCHAR AS cluster_name, r.label
+SELECT c.run_id, r.label, c.cluster, c.index, round(c.index_frac, 5) AS index_frac, c.sigma_rel
 FROM topo_cluster_spectra c JOIN runs r USING (run_id) WHERE c.scope = 'joint' AND c.sigma_rel > 0;
 
 -- Fig. 15 chart and table: per cluster local dimension against top-1 retrieval.
