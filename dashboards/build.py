@@ -1,6 +1,8 @@
 """Write the HTML reports from the catalog: one per run, one comparing the runs given.
 
-Reports read stored tables (through the views in ``sql/``) and never recompute metrics;
+Every chart and table reads one view (``sql/views/*_v_report_*.sql``, listed in
+``RUN_VIEWS``): Python passes run ids, the views join labels, sample and bin. Reports never
+recompute metrics;
 deleting the report folder and running this again gives the same files apart from the
 generation timestamp. A section whose table has no rows for a run says so instead of
 failing.
@@ -21,7 +23,7 @@ import polars as pl
 from clipgeo.config import ANALYSIS_VERSION, DataHome
 from clipgeo.store import catalog
 from dashboards import charts
-from dashboards.page import STATUS_OK, Page, Section, table_html
+from dashboards.page import STATUS_OK, Page, Section
 
 RECALL_CURVE_KS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100)  # as in the view v_report_recall_curve
 

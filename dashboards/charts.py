@@ -158,7 +158,13 @@ def tilt_points(df: pl.DataFrame, *, column: str | None = None, width: Width = "
 
 
 POINT_TOOLTIP = ["label:N", "modality:N", "item_id:N", "caption:N", "image_ref:N",
-                 alt.Tooltip("conformity:Q", format=".4f"), alt.Tooltip("cos_to_mean:Q", format=".4f")]
+                 alt.Tooltip("conformity:Q", format=".4f"), alt.Tooltip("cos_to_mean:Q", format=".4f"),
+                 alt.Tooltip("image:N", title="image")]
+# A thumbnail in the tooltip (vega-tooltip shows a field titled "image" as a picture) when the
+# page is opened beside its data home: a relative link, nothing inlined. Paths reduced to a
+# name and hash (outside the home) have none.
+THUMBNAIL = ("isValid(datum.image_ref) && !test(/ #/, datum.image_ref) ? "
+             "(substring(datum.image_ref, 0, 1) == '/' ? 'file://' + datum.image_ref : '../' + datum.image_ref) : null")
 
 
 def conformity_scatter(points: pl.DataFrame, fits: pl.DataFrame, *, column: str | None = None,
@@ -168,7 +174,7 @@ def conformity_scatter(points: pl.DataFrame, fits: pl.DataFrame, *, column: str 
     sel = alt.selection_point(fields=["modality"], bind="legend")
 
     def panel(value=None, first=True):
-        p, f = alt.Chart(points), alt.Chart(fits)
+        p, f = alt.Chart(points).transform_calculate(image=THUMBNAIL), alt.Chart(fits)
         if value is not None:
             p, f = p.transform_filter(alt.datum.label == value), f.transform_filter(alt.datum.label == value)
         scatter = p.transform_filter("isValid(datum.conformity)").mark_circle(size=10).encode(
@@ -239,7 +245,7 @@ def umap_linked(df: pl.DataFrame) -> alt.TopLevelMixin:
     Reads the rows of v_report_points (the same rows as the conformity plot and the cluster map)."""
     brush = alt.selection_interval(encodings=["x", "y"])
     legend = alt.selection_point(fields=["modality"], bind="legend")
-    base = alt.Chart(df).transform_filter("isValid(datum.x2d)")
+    base = alt.Chart(df).transform_filter("isValid(datum.x2d)").transform_calculate(image=THUMBNAIL)
     color = alt.condition(brush, alt.Color("modality:N", scale=MODALITY_COLORS), alt.value("lightgray"))
     opacity = alt.condition(legend, alt.value(0.6), alt.value(0.03))
     left = base.mark_circle(size=9).encode(
