@@ -69,10 +69,13 @@ def test_pipeline_fills_every_table(pipeline_runs):
 def test_pipeline_writes_reports(pipeline_runs):
     home, first, _, _ = pipeline_runs
     reports = first["reports"]
-    assert len(reports) == 3  # one per run + comparison
+    assert len(reports) == 4  # one per run + comparison + the index page
     from pathlib import Path
 
-    for r in reports:
+    assert Path(reports[-1]).name == "index.html"
+    index = Path(reports[-1]).read_text()
+    assert all(f'href="{Path(r).name}"' in index for r in reports[:-1])
+    for r in reports[:-1]:
         text = Path(r).read_text()
         assert "vegaEmbed" in text and "cdn.jsdelivr" not in text
         assert "clipgeo-tiny-vit" in text  # provenance: which model
