@@ -169,3 +169,17 @@ def test_report_from_a_read_only_copy_of_the_data_home_is_the_same(measured, tmp
     assert set(again) == set(first)
     for name in first:
         assert strip(again[name]) == strip(first[name]), name
+
+
+def test_reports_use_this_codes_views_on_a_catalog_migrated_by_older_code(measured):
+    from dashboards.build import write_reports
+
+    home, ids = measured
+    con = duckdb.connect(str(home.catalog))  # as if written by a version without these views
+    con.execute("DROP VIEW v_report_conformity_fit")
+    con.execute("DROP VIEW v_report_run_index")
+    con.close()
+    paths = write_reports(home, ids[:1])  # read-only: the current views are used as temporary views
+    assert "v_report_conformity_fit" in paths[0].read_text() and paths[-1].name == "index.html"
+    with catalog.session(home) as con:  # the next writable session stores them again
+        assert "v_report_run_index" in _views(con)

@@ -70,3 +70,14 @@ FROM g JOIN runs r USING (run_id) WHERE g.sample_rank <= 500;
 -- Measurement status: what each section did for a run (ok, skipped, failed) and why.
 CREATE OR REPLACE VIEW v_report_sections AS
 SELECT s.*, r.label FROM measure_sections s JOIN runs r USING (run_id);
+
+-- The index page's run table: the headline figures (v_headline), the run's status and what its
+-- measurement sections did ("12 ok, 1 skipped").
+CREATE OR REPLACE VIEW v_report_run_index AS
+WITH s AS (
+    SELECT run_id, string_agg(n || ' ' || status, ', ' ORDER BY status) AS sections
+    FROM (SELECT run_id, status, count(*) AS n FROM measure_sections GROUP BY run_id, status)
+    GROUP BY run_id
+)
+SELECT h.*, r.status AS run_status, coalesce(s.sections, 'not measured') AS sections
+FROM v_headline h JOIN runs r USING (run_id) LEFT JOIN s USING (run_id);
