@@ -145,6 +145,19 @@ def test_named_datasets_are_stored_once_per_page(measured):
     assert set(used) == set(packed)
     for _, spec, _ in specs:
         assert "datasets" not in spec
+    # the packed columns decode to the chart's rows (floats to 6 significant digits)
+    original = {n: rows for s in page.sections if s.chart is not None for n, rows in s.chart.to_dict()["datasets"].items()}
+    for name, p in packed.items():
+        cols = {c: (v if isinstance(v, list) else [v["dict"][i] for i in v["codes"]]) for c, v in p["values"].items()}
+        decoded = [{c: cols[c][i] for c in p["columns"]} for i in range(p["n"])]
+        assert len(decoded) == len(original[name])
+        for a, b in zip(decoded, original[name]):
+            assert a.keys() == b.keys()
+            for k in a:
+                if isinstance(b[k], float) and b[k] == b[k]:
+                    assert math.isclose(a[k], b[k], rel_tol=1e-5, abs_tol=1e-12), (name, k)
+                elif not isinstance(b[k], float):
+                    assert a[k] == b[k] or str(a[k]) == str(b[k]), (name, k)
 
 
 def test_report_from_a_read_only_copy_of_the_data_home_is_the_same(measured, tmp_path):
