@@ -67,7 +67,7 @@ def format_summary(s: Summary) -> str:
     if s.runs:
         ch = s.runs[0].get("t2i_r1_chance")
         lines.append(f"  dataset: {s.runs[0]['label'].split(' on ', 1)[-1]}  (R@1 = recall@1; chance"
-                     f" {_f(ch, True).strip() if ch is not None else '= 1/imgs'})")
+                     f" {f'{ch:.2%}' if ch is not None else '= 1/imgs'})")
     lines.append("=" * 78)
     return "\n".join(lines)
 
