@@ -202,9 +202,14 @@ class Ctx:
         return Section(
             title, caption,
             chart=chart(df) if chart is not None and df.height else None,
-            table=table(df) if table is not None and df.height else None,
+            table=self._rows(table(df)) if table is not None and df.height else None,
             missing=missing, status=status, views=(view,), query=view_query(view, self.run_ids, extra),
         )
+
+
+    def _rows(self, rows: list[dict]) -> list[dict]:
+        """Table rows; on a run's own page without the label column (the page title names the run)."""
+        return rows if self.column else [{k: v for k, v in r.items() if k != "label"} for r in rows]
 
 
 def _sampled_note(points: pl.DataFrame, what: str) -> str:
@@ -418,7 +423,7 @@ def topology_sections(c: Ctx) -> list[Section]:
         chart=lambda d: charts.density_lines(d, x="cos", x_title="cosine", color="kind", column=column, width=w),
     ))
     if not column and cs.height:
-        out[-1].table = cs.drop("run_id").to_dicts()
+        out[-1].table = c._rows(cs.drop("run_id").to_dicts())
         out[-1].views += ("v_report_cosine_summary",)
     pts = f["points"]
     u = pts.filter(pl.col("x2d").is_not_null()) if pts.height else pts
@@ -475,7 +480,7 @@ def topology_sections(c: Ctx) -> list[Section]:
         chart=lambda d: charts.sigma_curves(d, column=column, width=w),
     ))
     if not column and ss.height:
-        out[-1].table = ss.drop("run_id").to_dicts()
+        out[-1].table = c._rows(ss.drop("run_id").to_dicts())
         out[-1].views += ("v_report_spectra_summary",)
     cc = f["cluster_corr"]
     corr_txt = _per_run(cc, lambda r: f"{r['label']}: {r['n_clusters']} clusters ({r['n_clusters_used']} used), "

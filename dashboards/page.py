@@ -107,7 +107,7 @@ class Page:
             "</head><body>",
             f"<h1>{e(self.title)}</h1>",
             '<div class="table-wrap"><table class="prov">'
-            + "".join(f"<tr><th>{e(k)}</th><td>{_cell(v)}</td></tr>" for k, v in self.provenance)
+            + "".join(f"<tr><th>{e(k)}</th><td>{_cell(v, 600)}</td></tr>" for k, v in self.provenance)
             + "</table></div>",
         ]
         if self.note:
@@ -176,11 +176,11 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def _cell(v: Any) -> str:
-    """An escaped table cell; text longer than CELL_CHARS is cut, with the full text on hover."""
+def _cell(v: Any, limit: int = CELL_CHARS) -> str:
+    """An escaped table cell; text longer than ``limit`` is cut, with the full text on hover."""
     text = _fmt(v)
-    if len(text) > CELL_CHARS:
-        return f'<span class="cut" title="{html.escape(text)}">{html.escape(text[: CELL_CHARS - 1])}…</span>'
+    if len(text) > limit:
+        return f'<span class="cut" title="{html.escape(text)}">{html.escape(text[: limit - 1])}…</span>'
     return html.escape(text)
 
 
