@@ -1,6 +1,8 @@
 """Write the HTML reports from the catalog: one per run, one comparing the runs given.
 
-Reports read stored tables (through the views in ``sql/``) and never recompute metrics;
+Every chart and table reads one view (``sql/views/*_v_report_*.sql``, listed in
+``RUN_VIEWS``): Python passes run ids, the views join labels, sample and bin. Reports never
+recompute metrics;
 deleting the report folder and running this again gives the same files apart from the
 generation timestamp. A section whose table has no rows for a run says so instead of
 failing.
@@ -9,262 +11,218 @@ failing.
 from __future__ import annotations
 
 import hashlib
+import html
 import os
+import re
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
 
-from clipgeo.config import ANALYSIS_VERSION, DataHome
+from clipgeo.config import ANALYSIS_VERSION, SQL_DIR, DataHome
 from clipgeo.store import catalog
 from dashboards import charts
-from dashboards.page import Page, Section
+from dashboards.page import STATUS_OK, Page, Section
 
-RECALL_CURVE_KS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100)
-SCATTER_MAX_POINTS = 3000  # per run and modality; above it a deterministic sample is drawn in SQL
+RECALL_CURVE_KS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100)  # as in the view v_report_recall_curve
+
+# Every chart and table reads one view (sql/views/5x-7x): key -> (view, order of rows).
+# Python passes only run ids; labels, sampling and binning live in the views.
+RUN_VIEWS: dict[str, tuple[str, str]] = {
+    "runs": ("v_runs", "label"),
+    "headline": ("v_headline", "label"),
+    "retrieval": ("v_report_retrieval", "run_id, direction, k"),
+    "curve": ("v_report_recall_curve", "run_id, direction, k"),
+    "gap": ("v_report_gap", "label"),
+    "sep": ("v_report_separability", "label, vectors, features, eval_dataset_id"),
+    "pca": ("v_report_pca_points", "run_id, modality, item_id"),
+    "sections": ("v_report_sections", "run_id, section"),
+    "geo_modality": ("v_report_geo_modality", "label, modality"),
+    "geo_cross": ("v_report_geo_cross", "label"),
+    "geo_subspaces": ("v_report_subspaces", "label, setting"),
+    "shell_hist": ("v_report_shell_hist", "label, modality, bin"),
+    "conf_hist": ("v_report_conformity_hist", "label, modality, bin"),
+    "eigen": ("v_report_ellipsoid_spectrum", "label, modality, axis"),
+    "tilt": ("v_report_tilt", "label, modality, axis"),
+    "points": ("v_report_points", "run_id, modality, item_id"),
+    "fit": ("v_report_conformity_fit", "run_id, modality, x"),
+    "shift": ("v_report_origin_shift", "label, alpha"),
+    "extremes": ("v_report_conformity_extremes", "run_id, modality, kind DESC, rank"),
+    "sepmat": ("v_report_separability_matrix", "label, train_set, eval_set, normalized DESC, pca"),
+    "nearest": ("v_report_nearest_hist", "run_id, modality, max_cos"),
+    "cos_hist": ("v_report_cosine_hist", "label, kind, bin_lo"),
+    "cos_summary": ("v_report_cosine_summary", "label, kind"),
+    "mixing": ("v_report_mixing", "label"),
+    "lines": ("v_report_paired_lines", "label, plane, pair_id"),
+    "spectra": ("v_report_spectra", "label, scope, index"),
+    "spectra_summary": ("v_report_spectra_summary", "label, scope"),
+    "cluster_spectra": ("v_report_cluster_spectra", "label, cluster, index"),
+    "clusters": ("v_report_clusters", "label, cluster"),
+    "cluster_corr": ("v_report_cluster_correlation", "label"),
+    "umap_grid": ("v_report_umap_grid", "run_id, n_neighbors, min_dist, modality, item_index"),
+}
+DATASET_VIEWS: dict[str, tuple[str, str]] = {
+    "rejects": ("v_report_rejects", "dataset_id, stage, reason"),
+    "counts": ("v_report_dataset_counts", "dataset_id"),
+}
+TEXT_COLUMNS_KEPT = {"caption"}  # dataset text shown as it is (escaped), never rewritten as a path
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _load(con, run_ids: list[str]) -> dict[str, pl.DataFrame]:
-    q = lambda sql: catalog.query(con, sql, {"ids": run_ids})  # noqa: E731
-    where = "WHERE list_contains($ids, run_id)"
-    labels = f"(SELECT run_id, label FROM runs {where})"
-    ks = ", ".join(f"({k})" for k in RECALL_CURVE_KS)
-    return {
-        "runs": q(f"SELECT * FROM v_runs {where} ORDER BY label"),
-        "compare": q(f"SELECT * FROM v_compare {where} ORDER BY label"),
-        "retrieval": q(f"SELECT r.*, l.label FROM retrieval r JOIN {labels} l USING (run_id) ORDER BY run_id, direction, k"),
-        "curve": q(
-            f"SELECT r.run_id, l.label, r.direction, ks.k, avg((r.rank < ks.k)::DOUBLE) AS recall"
-            f" FROM retrieval_ranks r JOIN {labels} l USING (run_id) CROSS JOIN (VALUES {ks}) ks(k)"
-            f" GROUP BY ALL ORDER BY r.run_id, r.direction, ks.k"
-        ),
-        "gap": q(f"SELECT g.*, l.label FROM modality_gap g JOIN {labels} l USING (run_id) ORDER BY l.label"),
-        "sep": q(f"SELECT s.*, l.label FROM separability s JOIN {labels} l USING (run_id) ORDER BY l.label, vectors, features"),
-        "pca": q(f"SELECT p.*, l.label FROM pca_points p JOIN {labels} l USING (run_id) ORDER BY run_id, modality, item_id"),
-        "sections": q(f"SELECT * FROM measure_sections {where} ORDER BY run_id, section"),
-        "geo_modality": q(f"SELECT g.*, l.label FROM geo_modality g JOIN {labels} l USING (run_id) ORDER BY l.label, modality"),
-        "geo_cross": q(f"SELECT g.*, l.label FROM geo_cross g JOIN {labels} l USING (run_id) ORDER BY l.label"),
-        "geo_subspaces": q(f"SELECT g.*, l.label FROM geo_subspaces g JOIN {labels} l USING (run_id) ORDER BY l.label, k"),
-        "geo_eigen": q(f"SELECT g.*, l.label FROM geo_eigenvalues g JOIN {labels} l USING (run_id) ORDER BY l.label, modality, axis"),
-        "geo_tilt": q(
-            f"SELECT g.*, l.label, 1 / sqrt(m.d) AS fully_tilted FROM geo_tilt g JOIN {labels} l USING (run_id)"
-            f" JOIN geo_modality m USING (run_id, modality) ORDER BY l.label, modality, axis"
-        ),
-        "geo_hist": q(f"SELECT g.*, l.label FROM geo_histograms g JOIN {labels} l USING (run_id) ORDER BY l.label, kind, modality, bin"),
-        "geo_points": q(
-            f"WITH ranked AS (SELECT p.*, row_number() OVER (PARTITION BY run_id, modality ORDER BY hash(item_id)) AS k,"
-            f" count(*) OVER (PARTITION BY run_id, modality) AS n_total FROM geo_per_sample p {where})"
-            f" SELECT r.run_id, l.label, r.modality, r.item_id, r.conformity, r.cos_to_mean, r.n_total,"
-            f" s.caption, s.image_ref FROM ranked r JOIN {labels} l USING (run_id)"
-            f" JOIN runs ru USING (run_id)"
-            f" LEFT JOIN samples s ON s.dataset_id = ru.dataset_id AND ((r.modality = 'text' AND s.sample_id = r.item_id))"
-            f" WHERE r.k <= {SCATTER_MAX_POINTS} ORDER BY r.run_id, r.modality, r.item_id"
-        ),
-        "geo_shift": q(f"SELECT g.*, l.label FROM geo_origin_shift g JOIN {labels} l USING (run_id) ORDER BY l.label, alpha"),
-        "extremes": q(f"SELECT * FROM v_conformity_extremes {where} ORDER BY run_id, modality, kind DESC, rank"),
-        "headline": q(f"SELECT * FROM v_headline {where} ORDER BY label"),
-        "nearest": q(
-            f"WITH h AS (SELECT n.run_id, n.modality, floor(n.max_cos * 50) / 50 AS max_cos, count(*) AS n,"
-            f" any_value(n.reference_dataset_id) AS reference_dataset_id FROM topo_nearest_reference n {where}"
-            f" GROUP BY n.run_id, n.modality, floor(n.max_cos * 50) / 50)"
-            f" SELECT h.*, l.label, h.n / sum(h.n) OVER (PARTITION BY h.run_id, h.modality) * 50 AS density"
-            f" FROM h JOIN {labels} l USING (run_id) ORDER BY h.run_id, h.modality, h.max_cos"
-        ),
-        "sepmat": q(f"SELECT m.*, l.label FROM topo_separability_matrix m JOIN {labels} l USING (run_id) ORDER BY l.label, train_set, eval_set, normalized DESC, pca"),
-        "cos_hist": q(f"SELECT h.*, (h.bin_lo + h.bin_hi) / 2 AS cos, l.label FROM topo_cosine_hist h JOIN {labels} l USING (run_id) ORDER BY l.label, kind, bin_lo"),
-        "cos_summary": q(f"SELECT s.*, l.label FROM topo_cosine_summary s JOIN {labels} l USING (run_id) ORDER BY l.label, kind"),
-        "umap": q(
-            f"WITH u AS (SELECT u.*, row_number() OVER (PARTITION BY run_id, modality ORDER BY hash(item_id)) AS k,"
-            f" count(*) OVER (PARTITION BY run_id, modality) AS n_total FROM topo_umap u {where})"
-            f" SELECT u.run_id, l.label, u.modality, u.item_id, u.x2d, u.y2d, u.n_total, c.cluster::VARCHAR AS cluster,"
-            f" p.conformity, p.cos_to_mean, s.caption, s.image_ref"
-            f" FROM u JOIN {labels} l USING (run_id) JOIN runs ru USING (run_id)"
-            f" LEFT JOIN topo_cluster_members c ON c.run_id = u.run_id AND c.modality = u.modality AND c.item_index = u.item_index"
-            f" LEFT JOIN geo_per_sample p ON p.run_id = u.run_id AND p.modality = u.modality AND p.item_id = u.item_id"
-            f" LEFT JOIN samples s ON u.modality = 'text' AND s.dataset_id = ru.dataset_id AND s.sample_id = u.item_id"
-            f" WHERE u.k <= {SCATTER_MAX_POINTS} ORDER BY u.run_id, u.modality, u.item_id"
-        ),
-        "mixing": q(f"SELECT m.*, l.label FROM topo_mixing_summary m JOIN {labels} l USING (run_id) ORDER BY l.label"),
-        "lines": q(f"SELECT p.*, l.label FROM topo_paired_lines p JOIN {labels} l USING (run_id) ORDER BY l.label, plane, pair_id"),
-        "spectra": q(f"SELECT s.*, l.label FROM topo_spectra s JOIN {labels} l USING (run_id) ORDER BY l.label, scope, index"),
-        "spectra_summary": q(f"SELECT s.*, l.label FROM topo_spectra_summary s JOIN {labels} l USING (run_id) ORDER BY l.label, scope"),
-        "clusters": q(f"SELECT c.*, c.cluster::VARCHAR AS cluster_name, l.label FROM topo_clusters c JOIN {labels} l USING (run_id) ORDER BY l.label, cluster"),
-        "cluster_spectra": q(
-            f"SELECT c.*, c.cluster::VARCHAR AS cluster_name, l.label FROM topo_cluster_spectra c JOIN {labels} l USING (run_id)"
-            f" WHERE c.scope = 'joint' ORDER BY l.label, c.cluster, c.index"
-        ),
-        "cluster_corr": q(f"SELECT c.*, l.label FROM topo_cluster_correlation c JOIN {labels} l USING (run_id) ORDER BY l.label"),
-        "umap_grid": q(
-            f"WITH g AS (SELECT g.*, row_number() OVER (PARTITION BY run_id, n_neighbors, min_dist, modality ORDER BY item_index) AS k"
-            f" FROM topo_umap_grid g {where}) SELECT g.*, l.label FROM g JOIN {labels} l USING (run_id) WHERE g.k <= 500"
-        ),
-    }
+class Paths:
+    """Shareable paths: inside the data home relative to it, outside it the file name plus a
+    short content hash (``name #1a2b3c4d5e``); ``full=True`` keeps every path as stored."""
+
+    # an absolute path of 2+ parts, at the start or after a space, quote, bracket, '=', ':' or '@'
+    _ABS = re.compile(r"(?:(?<=^)|(?<=[\s'\"(\[=:@]))/(?:[^\s/'\"<>:;,()]+/)+[^\s/'\"<>:;,()]+")
+
+    def __init__(self, home: Path, *, full: bool = False):
+        self.root = str(home)
+        self.full = full
+        self._seen: dict[str, str] = {}
+
+    def path(self, p: str | None) -> str | None:
+        if self.full or not p or not p.startswith("/"):
+            return p
+        if p == self.root:
+            return "."
+        if p.startswith(self.root + "/"):
+            return p[len(self.root) + 1:]
+        if p not in self._seen:
+            f = Path(p)
+            try:
+                h = hashlib.sha256()
+                with f.open("rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(chunk)
+                digest = h.hexdigest()[:10]
+            except OSError:
+                digest = "not found"
+            self._seen[p] = f"{f.name} #{digest}"
+        return self._seen[p]
+
+    def text(self, s: str | None) -> str | None:
+        """Every absolute path inside free text, made shareable."""
+        if self.full or not s or "/" not in s:
+            return s
+        return self._ABS.sub(lambda m: self.path(m.group(0)) or "", s)
+
+    def frame(self, df: pl.DataFrame) -> pl.DataFrame:
+        """The frame with every text column (but captions) made shareable."""
+        if self.full or not df.height:
+            return df
+        out = []
+        for name, dtype in df.schema.items():
+            if name in TEXT_COLUMNS_KEPT:
+                continue
+            if dtype == pl.String and df[name].str.contains("/", literal=True).any():
+                out.append(pl.col(name).map_elements(self.text, return_dtype=pl.String))
+            elif dtype == pl.List(pl.String):
+                out.append(pl.col(name).map_elements(lambda xs: [self.text(x) for x in xs], return_dtype=pl.List(pl.String)))
+        return df.with_columns(out) if out else df
 
 
-def _provenance(run: dict) -> list[tuple[str, str]]:
+def view_query(view: str, run_ids: list[str], extra: str = "", key: str = "run_id") -> str:
+    """The `clipgeo sql` command that returns a section's rows."""
+    ids = ", ".join("'" + r.replace("'", "''") + "'" for r in run_ids)
+    cond = f"{key} = {ids}" if len(run_ids) == 1 else f"{key} IN ({ids})"
+    return f'clipgeo sql "select * from {view} where {cond}{extra}"'
+
+
+def load_view(con, view: str, order: str, ids: list[str], paths: Paths, key: str = "run_id") -> pl.DataFrame:
+    """The rows of one view for the given run (or dataset) ids, paths made shareable."""
+    return paths.frame(catalog.query(con, f"SELECT * FROM {view} WHERE list_contains($ids, {key}) ORDER BY {order}", {"ids": ids}))
+
+
+def use_current_views(con) -> None:
+    """This code's views (sql/views), as temporary views of a read-only connection: a catalog
+    last migrated by older code still gets today's report views (they shadow the stored ones
+    for this connection only; the next writable session stores them)."""
+    for f in sorted((SQL_DIR / "views").glob("*.sql")):
+        catalog.execute(con, f.read_text().replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW")
+                        .replace("CREATE OR REPLACE MACRO", "CREATE OR REPLACE TEMP MACRO"))
+
+
+def _load(con, run_ids: list[str], paths: Paths) -> dict[str, pl.DataFrame]:
+    data = {k: load_view(con, v, o, run_ids, paths) for k, (v, o) in RUN_VIEWS.items()}
+    datasets = sorted(set(data["runs"]["dataset_id"].drop_nulls().to_list()))
+    for k, (v, o) in DATASET_VIEWS.items():
+        data[k] = load_view(con, v, o, datasets, paths, key="dataset_id")
+    return data
+
+
+def _provenance(run: dict, counts: pl.DataFrame, paths: Paths) -> list[tuple[str, str]]:
+    c = counts.filter(pl.col("dataset_id") == run["dataset_id"]).to_dicts() if counts.height else []
+    kept = (f"kept {c[0]['n_images_kept']} images and {c[0]['n_captions_kept']} captions, dropped "
+            f"{c[0]['n_images_dropped']} images and {c[0]['n_captions_dropped']} captions (see Rejected inputs)"
+            if c else f"{run['n_images']} images, {run['n_texts']} captions")
     return [
         ("run", f"{run['run_id']} ({run['status']})"),
         ("model", f"{run['model_name']} — {run['model_id']}"),
-        ("checkpoint", f"{run['pretrained'] or '-'} (sha256 {run['checkpoint_sha256'] or 'n/a'})"),
+        ("checkpoint", f"{paths.path(run['pretrained']) or '-'} (sha256 {run['checkpoint_sha256'] or 'n/a'})"),
         ("training objective", f"{run['objective'] or 'unknown'}{' + Hopfield' if run['hopfield'] else ''}"),
-        ("dataset", f"{run['dataset_id']} ({run['dataset_source']}, {run['n_images']} images, {run['n_texts']} captions)"),
+        ("dataset", f"{run['dataset_id']} ({run['dataset_source']}; {kept}); embedded {run['n_images']} images, "
+                    f"{run['n_texts']} captions"),
         ("vectors", "L2-normalised only (imported)" if run["vectors_normalized"] else "raw (pre-normalisation) and normalised"),
         ("analysis", f"version {run['analysis_version']}, measured {run['analyzed_at']}"),
     ]
 
 
-def _missing(df: pl.DataFrame, what: str, sections: pl.DataFrame | None = None, section: str | None = None) -> str | None:
-    """Why a section has no rows: the recorded failure or skip reason when there is one."""
+def _state(df: pl.DataFrame, sections: pl.DataFrame | None, section: str | None, what: str) -> tuple[str, str | None]:
+    """(status for the table of contents, why the section has no rows)."""
     if df.height:
-        return None
+        return STATUS_OK, None
     if sections is not None and section is not None:
         hit = sections.filter(pl.col("section") == section)
         if hit.height and hit["status"][0] != "ok":
-            return f"section '{section}' {hit['status'][0]}: {hit['message'][0]}"
+            return hit["status"][0], f"section '{section}' {hit['status'][0]}: {hit['message'][0]}"
         if not hit.height:
-            return f"section '{section}' has not been measured for this run (run `clipgeo analyse`)"
-    return f"no {what} rows stored for this run"
+            return "not measured", f"section '{section}' has not been measured for this run (run `clipgeo analyse`)"
+    return "empty", f"no {what} rows stored for this run"
 
 
-def _headline(row: dict) -> str:
-    return (
-        f"text→image R@1 {row['t2i_r1']:.1%}, image→text R@1 {row['i2t_r1']:.1%}, gap {row['gap']:.3f}, "
-        f"separability {row['separability_accuracy']:.1%}"
-        if row.get("t2i_r1") is not None and row.get("gap") is not None and row.get("separability_accuracy") is not None
-        else "headline figures incomplete"
-    )
+@dataclass
+class Ctx:
+    f: dict[str, pl.DataFrame]  # each view's rows for the page's runs
+    run_ids: list[str]
+    who: str
+    column: str | None  # "label" on the comparison page: one panel per run
+    width: int | str  # chart (or panel) width
+
+    def section(self, title: str, caption: str, key: str, section: str | None, what: str, *, chart=None, table=None,
+                rows: pl.DataFrame | None = None, extra: str = "") -> Section:
+        """One report section from one view: ``chart``/``table`` build from its rows when there are any."""
+        df = self.f[key] if rows is None else rows
+        status, missing = _state(df, self.f["sections"], section, what)
+        view = RUN_VIEWS[key][0]
+        return Section(
+            title, caption,
+            chart=chart(df) if chart is not None and df.height else None,
+            table=self._rows(table(df)) if table is not None and df.height else None,
+            missing=missing, status=status, views=(view,), query=view_query(view, self.run_ids, extra),
+        )
 
 
-def _fit_lines(mod: pl.DataFrame, points: pl.DataFrame) -> pl.DataFrame:
-    """Two endpoints per (run, modality) of the stored fit C ≈ a·cos + b over the plotted cos range."""
-    rows = []
-    for r in mod.to_dicts():
-        pts = points.filter((pl.col("run_id") == r["run_id"]) & (pl.col("modality") == r["modality"]))
-        if not pts.height or r.get("conformity_fit_a") is None:
-            continue
-        for x in (pts["cos_to_mean"].min(), pts["cos_to_mean"].max()):
-            rows.append({"run_id": r["run_id"], "label": r["label"], "modality": r["modality"], "x": x,
-                         "y": r["conformity_fit_a"] * x + r["conformity_fit_b"], "a": r["conformity_fit_a"],
-                         "b": r["conformity_fit_b"], "r": r["conformity_fit_pearson_r"]})
-    return pl.DataFrame(rows)
+    def _rows(self, rows: list[dict]) -> list[dict]:
+        """Table rows; on a run's own page without the label column (the page title names the run)."""
+        return rows if self.column else [{k: v for k, v in r.items() if k != "label"} for r in rows]
 
 
-def _sampled_note(points: pl.DataFrame) -> str:
-    if not points.height:
+def _sampled_note(points: pl.DataFrame, what: str) -> str:
+    p = points.filter(pl.col(what).is_not_null()) if points.height else points
+    if not p.height:
         return ""
-    totals = points.group_by("run_id", "modality").agg(pl.col("n_total").first(), pl.len().alias("shown"))
+    totals = p.group_by("run_id", "modality").agg(pl.col("n_total").first(), pl.len().alias("shown"))
     cut = totals.filter(pl.col("n_total") > pl.col("shown"))
     if not cut.height:
         return " All points shown."
     return " Sampled for responsiveness: " + "; ".join(
-        f"{r['modality']} {r['shown']} of {r['n_total']}" for r in cut.to_dicts()) + " points shown (deterministic sample)."
-
-
-def _fmt_pairs(row: dict, keys: list[tuple[str, str]]) -> str:
-    return ", ".join(f"{name} {row[k]:.3f}" for k, name in keys if row.get(k) is not None)
-
-
-def geometry_sections(f: dict[str, pl.DataFrame], who: str, column: str | None = None) -> list[Section]:
-    """The Double-Ellipsoid figures and tables (shared by the run and comparison reports)."""
-    secs = f["sections"]
-    mod, cross = f["geo_modality"], f["geo_cross"]
-    kind = ", ".join(sorted(set(mod["vectors"].to_list()))) if mod.height else "raw"
-    heads = {r["modality"] + "@" + r["label"]: r for r in mod.to_dicts()}
-    out = []
-    hist_r = f["geo_hist"].filter(pl.col("kind") == "radius")
-    out.append(Section(
-        "P2 — thin shell: distribution of ‖x − μ‖",
-        f"Histogram of each sample's distance to its modality mean ({kind} vectors) for {who}. A thin shell has a small "
-        "std/mean and no mass near the mean. "
-        + "; ".join(f"{k.split('@')[0]} ({r['label']}): std/mean {r['shell_std_over_mean']:.3f}, share within half the "
-                    f"median radius {r['shell_frac_near_mean']:.3f}" for k, r in heads.items()),
-        chart=charts.histogram_bars(hist_r, x_title="‖x − μ_modality‖", column=column) if hist_r.height else None,
-        missing=_missing(hist_r, "shell", secs, "double_ellipsoid"),
-    ))
-    eig = f["geo_eigen"]
-    out.append(Section(
-        "P3 — ellipsoid: covariance spectrum (semi-axes √λ)",
-        f"Every semi-axis √λ_k of each modality's covariance for {who}, log scale. "
-        + "; ".join(f"{k.split('@')[0]} ({r['label']}): anisotropy (largest/median semi-axis) {r['ellipsoid_anisotropy']:.2f}, "
-                    f"effective rank {r['ellipsoid_effective_rank']:.1f}, radius CV Euclidean {r['euclidean_radius_cv']:.3f} "
-                    f"vs Mahalanobis {r['mahalanobis_radius_cv']:.3f}" for k, r in heads.items()),
-        chart=charts.spectrum_lines(eig, column=column) if eig.height else None,
-        missing=_missing(eig, "eigenvalue", secs, "double_ellipsoid"),
-    ))
-    tilt = f["geo_tilt"]
-    out.append(Section(
-        "P4 — tilt: alignment of principal axes with the coordinate axes",
-        f"Largest absolute coordinate of each top principal axis for {who} (1 = axis-aligned; dashed: 1/√d, fully tilted). "
-        + "; ".join(f"{r['label']}: angle between the modalities' first axes {r['first_axis_angle_deg']:.1f}°"
-                    for r in cross.to_dicts()),
-        chart=charts.tilt_points(tilt, column=column) if tilt.height else None,
-        missing=_missing(tilt, "tilt", secs, "double_ellipsoid"),
-    ))
-    oc_cols = ["label", "modality", "vectors", "offcentre_mean_norm", "offcentre_mean_norm_over_mean_length",
-               "offcentre_mean_norm_over_max_semi_axis"]
-    out.append(Section(
-        "P5 — off-centre: how far each ellipsoid's centre is from the origin",
-        f"‖μ‖, ‖μ‖ / mean‖x‖ and ‖μ‖ / largest semi-axis per modality for {who}; cos(μ_I, μ_T): "
-        + "; ".join(f"{r['label']} {r['cos_between_means']:.3f}" for r in cross.to_dicts()),
-        table=mod.select(oc_cols).to_dicts() if mod.height else None,
-        missing=_missing(mod, "off-centre", secs, "double_ellipsoid"),
-    ))
-    sub = f["geo_subspaces"]
-    out.append(Section(
-        "P1 — separate subspaces: principal angles",
-        f"Principal angles between the image and text top-k principal subspaces (k covering 90% and 99% of variance, and "
-        f"fixed k) and the share of one modality's variance captured by the other's subspace, for {who}.",
-        table=sub.drop("run_id").to_dicts() if sub.height else None,
-        missing=_missing(sub, "subspace", secs, "double_ellipsoid"),
-    ))
-    pts = f["geo_points"]
-    fits = _fit_lines(mod, pts)
-    out.append(Section(
-        "Conformity against cosine to the mean",
-        f"Per sample, conformity C(v) = mean cos(v, other samples of its modality) against cos(v, μ), with the fit "
-        f"C ≈ a·cos + b (dashed) for {who}. "
-        + "; ".join(f"{k.split('@')[0]} ({r['label']}): a {r['conformity_fit_a']:.3f}, b {r['conformity_fit_b']:.3f}, "
-                    f"Pearson r {r['conformity_fit_pearson_r']:.3f}, Spearman ρ {r['conformity_fit_spearman_rho']:.3f}"
-                    for k, r in heads.items() if r.get("conformity_fit_a") is not None)
-        + "." + _sampled_note(pts),
-        chart=charts.conformity_scatter(pts, fits, column=column) if pts.height and fits.height else None,
-        missing=_missing(pts, "per-sample", secs, "double_ellipsoid"),
-    ))
-    hist_c = f["geo_hist"].filter(pl.col("kind") == "conformity")
-    out.append(Section(
-        "Conformity distributions",
-        f"Distribution of conformity per modality for {who}. Divergence between them: "
-        + "; ".join(f"{r['label']}: Jensen–Shannon {r['conformity_js_divergence']:.3f} bits, KS {r['conformity_ks_statistic']:.3f}"
-                    for r in cross.to_dicts()),
-        chart=charts.histogram_bars(hist_c, x_title="conformity C(v)", column=column) if hist_c.height else None,
-        missing=_missing(hist_c, "conformity", secs, "double_ellipsoid"),
-    ))
-    shift = f["geo_shift"]
-    best = []
-    for label in shift["label"].unique(maintain_order=True).to_list() if shift.height else []:
-        sh = shift.filter(pl.col("label") == label)
-        b = sh.sort("infonce").row(0, named=True)
-        best.append(f"{label}: lowest InfoNCE at α = {b['alpha']:.2f} ({b['infonce']:.3f} vs {sh.filter(pl.col('alpha') == 0)['infonce'][0]:.3f} at α = 0)"
-                    if sh.filter(pl.col("alpha") == 0).height else f"{label}: lowest InfoNCE at α = {b['alpha']:.2f}")
-    out.append(Section(
-        "Origin shift: is the off-origin placement beneficial?",
-        f"Each modality shifted by −α·μ and re-normalised, for {who}: alignment and uniformity (Wang & Isola), symmetric "
-        "InfoNCE at the model's temperature, top-1 retrieval both ways (on a stated image subsample). " + "; ".join(best),
-        chart=charts.shift_curves(shift, color="label" if column else None) if shift.height else None,
-        missing=_missing(shift, "origin-shift", secs, "origin_shift"),
-    ))
-    ext = f["extremes"]
-    out.append(Section(
-        "Most and least conforming samples",
-        f"The 10 most and least conforming samples per modality for {who} (view v_conformity_extremes), with captions.",
-        table=ext.select("modality", "kind", "rank", "item_id", "conformity", "caption").to_dicts() if ext.height else None,
-        missing=_missing(ext, "conformity", secs, "double_ellipsoid"),
-    ))
-    return out
+        f"{r['modality']} {r['shown']} of {r['n_total']}" for r in cut.to_dicts()
+    ) + " points shown (deterministic: smallest hash(item_id) first, view v_report_points)."
 
 
 def _per_run(df: pl.DataFrame, fmt) -> str:
@@ -274,200 +232,364 @@ def _per_run(df: pl.DataFrame, fmt) -> str:
     return "; ".join(fmt(g.row(0, named=True)) for _, g in df.group_by("label", maintain_order=True))
 
 
-def core_sections(f: dict[str, pl.DataFrame], who: str, column: str | None = None) -> list[Section]:
+def core_sections(c: Ctx) -> list[Section]:
     """Retrieval, recall curves, gap, separability and PCA (shared by the run and comparison reports)."""
-    secs = f["sections"]
-    ret, curve, gap, sep, pca = f["retrieval"], f["curve"], f["gap"], f["sep"], f["pca"]
-    r1 = ret.filter((pl.col("direction") == "text_to_image") & (pl.col("k") == 1))
-    full = sep.filter((pl.col("vectors") == "normalized") & (pl.col("features") == "full"))
+    f, who, column, w = c.f, c.who, c.column, c.width
+    r1 = f["retrieval"].filter((pl.col("direction") == "text_to_image") & (pl.col("k") == 1))
+    full = f["sep"].filter((pl.col("vectors") == "normalized") & (pl.col("features") == "full"))
     return [
-        Section(
+        c.section(
             "Cross-modal retrieval (Table II)",
             f"Exact retrieval on normalised vectors of {who}. Text→image: a caption's own image in the top k; "
-            "image→text: any caption of the image in the top k (CLIP_benchmark). Black ticks: chance. Text→image R@1: "
-            + _per_run(r1, lambda r: f"{r['label']} {r['recall']:.1%} (chance {r['chance']:.2%})"),
-            chart=charts.retrieval_bars(ret, column=column) if ret.height else None,
-            missing=_missing(ret, "retrieval", secs, "retrieval"),
+            "image→text: any caption of the image in the top k (CLIP_benchmark). Log scale, so results near chance "
+            "stay readable; black ticks: chance (a random ranking). Text→image R@1: "
+            + _per_run(r1, lambda r: f"{r['label']} {r['recall']:.2%} (chance {r['chance']:.2%}, "
+                                     f"{r['recall_over_chance']:.1f}× chance)" if r["recall_over_chance"] is not None
+                       else f"{r['label']} {r['recall']:.2%}"),
+            "retrieval", "retrieval", "retrieval",
+            chart=lambda d: charts.retrieval_bars(d, column=column, width=w),
         ),
-        Section(
+        c.section(
             "Recall@k curves",
-            f"recall@k for k = 1…{RECALL_CURVE_KS[-1]} from the stored per-query ranks of {who}"
-            + ("; colour = run, dash = direction." if column else "."),
-            chart=charts.recall_curve(curve, color="label" if column else "direction") if curve.height else None,
-            missing=_missing(curve, "retrieval rank", secs, "retrieval"),
+            f"recall@k for k = 1…{RECALL_CURVE_KS[-1]} from the stored per-query ranks of {who}, log–log; dotted: "
+            "chance at each k" + ("; colour = run, dash = direction." if column else "."),
+            "curve", "retrieval", "retrieval rank",
+            chart=lambda d: charts.recall_curve(d, color="label" if column else "direction_label",
+                                                width="container"),
         ),
-        Section(
+        c.section(
             "Modality gap (Liang et al.)",
             f"gap = ‖mean(x̂_I) − mean(x̂_T)‖ on normalised vectors of {who}; gap_raw the same on raw vectors; "
             "paired distance = mean ‖x̂_I − x̂_T‖ over image–caption pairs. Measured gap: "
-            + _per_run(gap, lambda r: f"{r['label']} {r['gap']:.3f}"),
-            table=gap.drop("run_id").to_dicts() if gap.height else None,
-            missing=_missing(gap, "modality-gap", secs, "modality_gap"),
+            + _per_run(f["gap"], lambda r: f"{r['label']} {r['gap']:.3f}"),
+            "gap", "modality_gap", "modality-gap",
+            table=lambda d: d.drop("run_id").to_dicts(),
         ),
-        Section(
+        c.section(
             "Modality separability (Table I)",
             f"Soft-margin linear SVM (C = 1) separating image from text vectors of {who}, image = positive class, "
             "held-out 30% of image–caption pairs; full vectors and their top-2 principal components. Held-out accuracy "
-            "on normalised vectors: " + _per_run(full, lambda r: f"{r['label']} {r['accuracy']:.1%}"),
-            chart=charts.separability_bars(sep, column=column) if sep.height else None,
-            table=sep.select("label", "vectors", "features", "accuracy", "precision", "recall", "n_train", "n_test").to_dicts()
-            if sep.height else None,
-            missing=_missing(sep, "separability", secs, "separability"),
+            "on normalised vectors (chance 50%): " + _per_run(full, lambda r: f"{r['label']} {r['accuracy']:.1%}"),
+            "sep", "separability", "separability",
+            chart=lambda d: charts.separability_bars(d, column=column, width=w),
+            table=lambda d: d.select("label", "vectors", "features", "accuracy", "precision", "recall", "n_train",
+                                     "n_test").to_dicts(),
         ),
-        Section(
+        c.section(
             "Top-2 principal components (Fig. 2)",
             f"Normalised image and caption vectors of {who} projected on the two leading principal components of both "
             "modalities together (at most 2,000 points per modality stored). Click the legend to isolate a modality.",
-            chart=charts.pca_scatter(pca, column=column) if pca.height else None,
-            missing=_missing(pca, "PCA", secs, "pca"),
+            "pca", "pca", "PCA",
+            chart=lambda d: charts.pca_scatter(d, column=column, width=w),
         ),
     ]
 
 
+def geometry_sections(c: Ctx) -> list[Section]:
+    """The Double-Ellipsoid figures and tables (shared by the run and comparison reports)."""
+    f, who, column, w = c.f, c.who, c.column, c.width
+    mod, cross = f["geo_modality"], f["geo_cross"]
+    kind = ", ".join(sorted(set(mod["vectors"].to_list()))) if mod.height else "raw"
+    heads = mod.to_dicts()
+    out = [
+        c.section(
+            "P2 — thin shell: distribution of ‖x − μ‖",
+            f"Histogram of each sample's distance to its modality mean ({kind} vectors) for {who}. A thin shell has a "
+            "small std/mean and no mass near the mean. "
+            + "; ".join(f"{r['modality']} ({r['label']}): std/mean {r['shell_std_over_mean']:.3f}, share within half the "
+                        f"median radius {r['shell_frac_near_mean']:.3f}" for r in heads),
+            "shell_hist", "double_ellipsoid", "shell",
+            chart=lambda d: charts.histogram_bars(d, x_title="‖x − μ_modality‖", column=column, width=w),
+        ),
+        c.section(
+            "P3 — ellipsoid: covariance spectrum (semi-axes √λ)",
+            f"Every semi-axis √λ_k of each modality's covariance for {who}, log scale. "
+            + "; ".join(f"{r['modality']} ({r['label']}): anisotropy (largest/median semi-axis) "
+                        f"{r['ellipsoid_anisotropy']:.2f}, effective rank {r['ellipsoid_effective_rank']:.1f}, radius CV "
+                        f"Euclidean {r['euclidean_radius_cv']:.3f} vs Mahalanobis {r['mahalanobis_radius_cv']:.3f}"
+                        for r in heads),
+            "eigen", "double_ellipsoid", "eigenvalue",
+            chart=lambda d: charts.spectrum_lines(d, column=column, width=w),
+        ),
+        c.section(
+            "P4 — tilt: alignment of principal axes with the coordinate axes",
+            f"Largest absolute coordinate of each top principal axis for {who} (1 = axis-aligned; dashed: 1/√d, fully "
+            "tilted). " + "; ".join(f"{r['label']}: angle between the modalities' first axes "
+                                    f"{r['first_axis_angle_deg']:.1f}°" for r in cross.to_dicts()),
+            "tilt", "double_ellipsoid", "tilt",
+            chart=lambda d: charts.tilt_points(d, column=column, width=w),
+        ),
+        c.section(
+            "P5 — off-centre: how far each ellipsoid's centre is from the origin",
+            f"‖μ‖, ‖μ‖ / mean‖x‖ and ‖μ‖ / largest semi-axis per modality for {who}; cos(μ_I, μ_T): "
+            + "; ".join(f"{r['label']} {r['cos_between_means']:.3f}" for r in cross.to_dicts()),
+            "geo_modality", "double_ellipsoid", "off-centre",
+            table=lambda d: d.select("label", "modality", "vectors", "offcentre_mean_norm",
+                                     "offcentre_mean_norm_over_mean_length",
+                                     "offcentre_mean_norm_over_max_semi_axis").to_dicts(),
+        ),
+        c.section(
+            "P1 — separate subspaces: principal angles",
+            f"Principal angles between the image and text top-k principal subspaces (k covering 90% and 99% of variance, "
+            f"and fixed k) and the share of one modality's variance captured by the other's subspace, for {who}.",
+            "geo_subspaces", "double_ellipsoid", "subspace",
+            table=lambda d: d.drop("run_id").to_dicts(),
+        ),
+    ]
+    pts = f["points"].filter(pl.col("conformity").is_not_null()) if f["points"].height else f["points"]
+    fits = f["fit"]
+    sc = c.section(
+        "Conformity against cosine to the mean",
+        f"Per sample, conformity C(v) = mean cos(v, other samples of its modality) against cos(v, μ), with the fit "
+        f"C ≈ a·cos + b (dashed, view v_report_conformity_fit) for {who}. "
+        + "; ".join(f"{r['modality']} ({r['label']}): a {r['conformity_fit_a']:.3f}, b {r['conformity_fit_b']:.3f}, "
+                    f"Pearson r {r['conformity_fit_pearson_r']:.3f}, Spearman ρ {r['conformity_fit_spearman_rho']:.3f}"
+                    for r in heads if r.get("conformity_fit_a") is not None)
+        + "." + _sampled_note(f["points"], "conformity"),
+        "points", "double_ellipsoid", "per-sample", rows=pts,
+        chart=lambda d: charts.conformity_scatter(f["points"], fits, column=column, width=w),
+    )
+    sc.views += ("v_report_conformity_fit",)
+    out.append(sc)
+    out.append(c.section(
+        "Conformity distributions",
+        f"Distribution of conformity per modality for {who}. Divergence between them: "
+        + "; ".join(f"{r['label']}: Jensen–Shannon {r['conformity_js_divergence']:.3f} bits, KS "
+                    f"{r['conformity_ks_statistic']:.3f}" for r in cross.to_dicts()),
+        "conf_hist", "double_ellipsoid", "conformity",
+        chart=lambda d: charts.histogram_bars(d, x_title="conformity C(v)", column=column, width=w),
+    ))
+    shift = f["shift"]
+    best = []
+    for label in shift["label"].unique(maintain_order=True).to_list() if shift.height else []:
+        sh = shift.filter(pl.col("label") == label)
+        b = sh.sort("infonce").row(0, named=True)
+        at0 = sh.filter(pl.col("alpha") == 0)
+        best.append(f"{label}: lowest InfoNCE at α = {b['alpha']:.2f} ({b['infonce']:.3f} vs {at0['infonce'][0]:.3f} at α = 0)"
+                    if at0.height else f"{label}: lowest InfoNCE at α = {b['alpha']:.2f}")
+    out.append(c.section(
+        "Origin shift: is the off-origin placement beneficial?",
+        f"Each modality shifted by −α·μ and re-normalised, for {who}: alignment and uniformity (Wang & Isola), symmetric "
+        "InfoNCE at the model's temperature, top-1 retrieval both ways (on a stated image subsample). " + "; ".join(best),
+        "shift", "origin_shift", "origin-shift",
+        chart=lambda d: charts.shift_curves(d, color="label" if column else None),
+    ))
+    out.append(c.section(
+        "Most and least conforming samples",
+        f"The 10 most and least conforming samples per modality for {who}, with captions (long ones cut: hover for the "
+        "full text).",
+        "extremes", "double_ellipsoid", "conformity",
+        table=lambda d: d.select(*(["label"] if column else []), "modality", "kind", "rank", "item_id", "conformity",
+                                 "caption").to_dicts(),
+    ))
+    return out
+
+
 def _umap_note(u: pl.DataFrame) -> str:
-    if not u.height:
-        return ""
-    t = u.group_by("run_id", "modality").agg(pl.col("n_total").first(), pl.len().alias("shown"))
-    cut = t.filter(pl.col("n_total") > pl.col("shown"))
-    return (" All laid-out points shown." if not cut.height else " Sampled for responsiveness: " + "; ".join(
-        f"{r['modality']} {r['shown']} of {r['n_total']}" for r in cut.to_dicts()) + " points shown.")
+    return _sampled_note(u, "x2d").replace("points shown", "laid-out points shown").replace(
+        "All points shown", "All laid-out points shown")
 
 
-def topology_sections(f: dict[str, pl.DataFrame], who: str, column: str | None = None) -> list[Section]:
+def topology_sections(c: Ctx) -> list[Section]:
     """The figures and tables of the topological paper (shared by the run and comparison reports)."""
-    secs = f["sections"]
-    out = []
-    sm = f["sepmat"]
-    out.append(Section(
+    f, who, column, w = c.f, c.who, c.column, c.width
+    out = [c.section(
         "Table I — separability across datasets (train × eval)",
         f"Linear SVM on modality labels for {who}, trained on one dataset's pairs and evaluated on the held-out pairs of "
         "the same and of the other dataset embedded by the same model (the reference run); raw and normalised vectors, "
-        "full and top-2 PCs.",
-        table=sm.select("label", "train_set", "eval_set", "normalized", "pca", "n_features", "accuracy", "precision",
-                        "recall", "n_test").to_dicts() if sm.height else None,
-        missing=_missing(sm, "separability-matrix", secs, "separability_matrix"),
-    ))
+        "full and top-2 PCs. Chance: 50%.",
+        "sepmat", "separability_matrix", "separability-matrix",
+        table=lambda d: d.select("label", "train_set", "eval_set", "normalized", "pca", "n_features", "accuracy",
+                                 "precision", "recall", "n_test").to_dicts(),
+    )]
     nr = f["nearest"]
-    out.append(Section(
+    out.append(c.section(
         "Fig. 1 — cosine to the nearest reference sample",
         f"Per sample of {who}, the highest cosine to any sample of the same modality in the reference (training-like) "
         "dataset embedded by the same model; histogram (bins of 0.02)."
         + (f" Reference: {nr['reference_dataset_id'][0]}." if nr.height else ""),
-        chart=density_or_none(nr, "max_cos", "max cos to the reference set", "modality", column),
-        missing=_missing(nr, "nearest-reference", secs, "nearest_reference"),
+        "nearest", "nearest_reference", "nearest-reference",
+        chart=lambda d: charts.density_lines(d, x="max_cos", x_title="max cos to the reference set", color="modality",
+                                             column=column, width=w),
     ))
-    ch = f["cos_hist"]
     cs = f["cos_summary"]
-    out.append(Section(
+    out.append(c.section(
         "Fig. 3 — cosine similarity distributions",
         f"Paired image–text, unpaired image–text, image–image and text–text cosines of {who} (normalised vectors; large "
-        "populations on a fixed-seed sample of pairs, see n_pairs). Means: "
+        "populations on a fixed-seed sample of pairs, see n_pairs; table: view v_report_cosine_summary). Means: "
         + _per_run(cs, lambda r: r["label"]) + " — "
         + "; ".join(f"{r['kind']} {r['mean']:.3f}" for r in cs.to_dicts()[:8] if r.get("mean") is not None),
-        chart=density_or_none(ch, "cos", "cosine", "kind", column),
-        table=cs.drop("run_id").to_dicts() if cs.height and not column else None,
-        missing=_missing(ch, "cosine", secs, "cosines"),
+        "cos_hist", "cosines", "cosine",
+        chart=lambda d: charts.density_lines(d, x="cos", x_title="cosine", color="kind", column=column, width=w),
     ))
-    u = f["umap"]
+    if not column and cs.height:
+        out[-1].table = c._rows(cs.drop("run_id").to_dicts())
+        out[-1].views += ("v_report_cosine_summary",)
+    pts = f["points"]
+    u = pts.filter(pl.col("x2d").is_not_null()) if pts.height else pts
     mx = f["mixing"]
     mix_caption = _per_run(mx, lambda r: f"{r['label']}: mean share of other-modality neighbours (k = {int(r['k'])}) "
-                                         f"{r['mean_share_original']:.3f} in the original space, {r['mean_share_layout']:.3f} "
-                                         f"in the layout (mixing ratio {r['mixing_ratio_original']:.2f} / "
-                                         f"{r['mixing_ratio_layout']:.2f} of what fully mixed modalities give)")
+                                         f"{r['mean_share_original']:.3f} in the original space, "
+                                         f"{r['mean_share_layout']:.3f} in the layout (mixing ratio "
+                                         f"{r['mixing_ratio_original']:.2f} / {r['mixing_ratio_layout']:.2f} of what "
+                                         "fully mixed modalities give)")
     if column:
-        out.append(Section(
+        out.append(c.section(
             "Figs. 4, 5, 7 — UMAP of the joint embedding",
             f"UMAP (cosine input, haversine output, fixed seed) of the first pairs' normalised vectors for {who}. "
-            + mix_caption + "." + _umap_note(u),
-            chart=charts.umap_scatter(u, column=column) if u.height else None,
-            missing=_missing(u, "UMAP", secs, "umap"),
+            + mix_caption + "." + _umap_note(pts),
+            "points", "umap", "UMAP", rows=u,
+            chart=lambda d: charts.umap_scatter(pts, column=column, width=w),
         ))
     else:
-        out.append(Section(
+        out.append(c.section(
             "Figs. 4, 5, 7 — UMAP of the joint embedding, linked to conformity",
             f"UMAP (cosine input, haversine output, fixed seed) of the first pairs' normalised vectors of {who}, shown "
             "equirectangular after rotating the mean direction to the centre; brush it to highlight the same samples in "
-            "the conformity plot. " + mix_caption + "." + _umap_note(u),
-            chart=charts.umap_linked(u) if u.height else None,
-            missing=_missing(u, "UMAP", secs, "umap"),
+            "the conformity plot. " + mix_caption + "." + _umap_note(pts),
+            "points", "umap", "UMAP", rows=u,
+            chart=lambda d: charts.umap_linked(pts),
         ))
-    out.append(Section(
+    out.append(c.section(
         "Modality mixing share",
         "For each point, the share of its k nearest neighbours that are of the other modality, in the original space and "
-        "in the 2-D layout; mixing ratio = mean share / the share fully mixed modalities would give.",
-        table=mx.select("label", "k", "mean_share_original_image", "mean_share_original_text", "mixing_ratio_original",
-                        "mean_share_layout_image", "mean_share_layout_text", "mixing_ratio_layout").to_dicts()
-        if mx.height else None,
-        missing=_missing(mx, "mixing", secs, "umap"),
+        "in the 2-D layout; mixing ratio = mean share / the share fully mixed modalities would give (1 = fully mixed).",
+        "mixing", "umap", "mixing",
+        table=lambda d: d.select("label", "k", "mean_share_original_image", "mean_share_original_text",
+                                 "mixing_ratio_original", "mean_share_layout_image", "mean_share_layout_text",
+                                 "mixing_ratio_layout").to_dicts(),
     ))
     for plane, title in (("pca", "top-2 principal components"), ("umap", "UMAP plane")):
         ln = f["lines"].filter(pl.col("plane") == plane) if f["lines"].height else f["lines"]
-        out.append(Section(
+        out.append(c.section(
             f"Figs. 6, 8 — paired lines ({title})",
             f"500 image–caption pairs of {who} in the {title}, each joined by a line (blue: image, orange: caption). "
             "Long parallel lines mean separated but coordinated modalities.",
-            chart=charts.paired_line_chart(ln, column=column) if ln.height else None,
-            missing=_missing(ln, "paired-line", secs, "umap"),
+            "lines", "umap", "paired-line", rows=ln, extra=f" and plane = '{plane}'",
+            chart=lambda d: charts.paired_line_chart(d, column=column, width=w),
         ))
-    sp, ss = f["spectra"], f["spectra_summary"]
-    out.append(Section(
+    ss = f["spectra_summary"]
+    out.append(c.section(
         "Figs. 10–12 — singular-value spectra",
         f"Singular values σ_k/σ_1 of the centred normalised vectors of {who}, per modality and joint. Collapse point = "
-        "first k with σ_k/σ_1 below the threshold; effective rank = exp(entropy of σ/Σσ). "
+        "first k with σ_k/σ_1 below the threshold; effective rank = exp(entropy of σ/Σσ) (table: view "
+        "v_report_spectra_summary). "
         + "; ".join(f"{r['label']} {r['scope']}: collapse at {r['collapse_index']}, effective rank {r['effective_rank']:.1f}"
                     for r in ss.to_dicts()),
-        chart=charts.sigma_curves(sp, column=column) if sp.height else None,
-        table=ss.drop("run_id").to_dicts() if ss.height and not column else None,
-        missing=_missing(sp, "spectrum", secs, "spectra"),
+        "spectra", "spectra", "spectrum",
+        chart=lambda d: charts.sigma_curves(d, column=column, width=w),
     ))
-    cl, csp, cc = f["clusters"], f["cluster_spectra"], f["cluster_corr"]
+    if not column and ss.height:
+        out[-1].table = c._rows(ss.drop("run_id").to_dicts())
+        out[-1].views += ("v_report_spectra_summary",)
+    cc = f["cluster_corr"]
     corr_txt = _per_run(cc, lambda r: f"{r['label']}: {r['n_clusters']} clusters ({r['n_clusters_used']} used), "
                                       + (f"Pearson r {r['pearson_r']:.3f}, Spearman ρ {r['spearman_rho']:.3f}"
                                          if r.get("pearson_r") is not None else f"no correlation ({r['message']})"))
     if not column and u.height:
-        out.append(Section(
+        out.append(c.section(
             "Fig. 13 — HDBSCAN clusters on the UMAP layout",
-            f"Clusters found by HDBSCAN on the sphere coordinates of the layout of {who} (-1 = noise). " + corr_txt,
-            chart=charts.umap_scatter(u.with_columns(pl.col("cluster").fill_null("-1")), color="cluster"),
+            f"Clusters found by HDBSCAN on the sphere coordinates of the layout of {who}: the nine largest by colour, "
+            "the rest as 'other', HDBSCAN noise as 'noise'. " + corr_txt,
+            "points", "clusters", "cluster", rows=u,
+            chart=lambda d: charts.umap_scatter(pts, color="cluster_group", width=w),
         ))
-    out.append(Section(
+    out.append(c.section(
         "Fig. 14 — per-cluster spectra",
         f"Joint singular values σ_k/σ_1 of each cluster of {who}, against k / number of values, on subsamples of equal "
-        "size so clusters of different sizes are comparable.",
-        chart=charts.sigma_curves(csp, x="index_frac", color="cluster_name", column=column) if csp.height else None,
-        missing=_missing(csp, "cluster-spectrum", secs, "clusters"),
+        "size so clusters of different sizes are comparable (colour: cluster number).",
+        "cluster_spectra", "clusters", "cluster-spectrum",
+        chart=lambda d: charts.sigma_curves(d, x="index_frac", color="cluster", column=column, width=w),
     ))
-    out.append(Section(
+    out.append(c.section(
         "Fig. 15 — local dimension against per-cluster retrieval",
-        f"Per cluster of {who}: area under the log singular-value curve (local dimension) against top-1 retrieval of "
-        "its members. " + corr_txt,
-        chart=charts.localdim_vs_accuracy(cl.filter(pl.col("status") == "ok") if cl.height else cl, column=column)
-        if cl.height else None,
-        table=cl.select("label", "cluster", "n_points", "auc_joint", "erank_joint", "top1", "status", "message").to_dicts()
-        if cl.height and not column else None,
-        missing=_missing(cl, "cluster", secs, "clusters"),
+        f"Per cluster of {who} (status ok): area under the log singular-value curve (local dimension) against top-1 "
+        "retrieval of its members. " + corr_txt,
+        "clusters", "clusters", "cluster",
+        chart=lambda d: charts.localdim_vs_accuracy(d, column=column, width=w),
+        table=None if column else (lambda d: d.select("label", "cluster", "n_points", "auc_joint", "erank_joint", "top1",
+                                                     "status", "message").to_dicts()),
     ))
-    g = f["umap_grid"]
     if not column:
-        out.append(Section(
+        out.append(c.section(
             "Figs. 16–17 — UMAP hyperparameter grid",
             f"Layouts of {who} for n_neighbors (rows) × min_dist (columns), at most 500 points per modality and cell.",
-            chart=charts.umap_grid_chart(g) if g.height else None,
-            missing=_missing(g, "UMAP-grid", secs, "umap_grid"),
+            "umap_grid", "umap_grid", "UMAP-grid",
+            chart=lambda d: charts.umap_grid_chart(d),
         ))
     return out
 
 
-def density_or_none(df: pl.DataFrame, x: str, x_title: str, color: str, column: str | None):
-    return charts.density_lines(df, x=x, x_title=x_title, color=color, column=column) if df.height else None
+def rejects_sections(f: dict[str, pl.DataFrame]) -> list[Section]:
+    """One section per dataset: rejected inputs by stage and reason, counted once, with examples."""
+    out = []
+    for d in f["counts"].to_dicts():
+        rows = f["rejects"].filter(pl.col("dataset_id") == d["dataset_id"]) if f["rejects"].height else f["rejects"]
+        n = int(rows["n"].sum()) if rows.height else 0
+        out.append(Section(
+            f"Rejected inputs — {d['dataset_name']}",
+            f"Inputs of dataset {d['dataset_id']} that were dropped, by stage and reason (each bad input counted once), "
+            f"with up to a few examples. Kept {d['n_images_kept']} images and {d['n_captions_kept']} captions; dropped "
+            f"{d['n_images_dropped']} images and {d['n_captions_dropped']} captions.",
+            table=rows.select("stage", "reason", "n", "examples").to_dicts() if rows.height else None,
+            html_block="" if rows.height else "<p>No input was rejected.</p>",
+            status=STATUS_OK if not n else f"{n} rejected",
+            views=("v_report_rejects", "v_report_dataset_counts"),
+            query=view_query("v_report_rejects", [d["dataset_id"]], key="dataset_id"),
+        ))
+    return out
 
 
-def run_page(data: dict[str, pl.DataFrame], run_id: str) -> Page:
-    f = {k: v.filter(pl.col("run_id") == run_id) for k, v in data.items()}
+def _pct(x) -> str:
+    return "–" if x is None else f"{x:.2%}"
+
+
+def _num(x, fmt=".3f") -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def headline_block(h: dict, embed_dim: int | None) -> str:
+    """"What this run shows": headline figures (view v_headline), each beside its chance level or reference."""
+    def ratio(v, ch):
+        return f"{v / ch:.1f}× chance" if v is not None and ch else ""
+    rows = [
+        ("text → image recall@1", _pct(h.get("t2i_r1")), f"chance {_pct(h.get('t2i_r1_chance'))}",
+         ratio(h.get("t2i_r1"), h.get("t2i_r1_chance"))),
+        ("image → text recall@1", _pct(h.get("i2t_r1")), f"chance {_pct(h.get('i2t_r1_chance'))}",
+         ratio(h.get("i2t_r1"), h.get("i2t_r1_chance"))),
+        ("modality gap ‖mean x̂_I − mean x̂_T‖", _num(h.get("gap")), "0 = no gap; 2 = opposite", ""),
+        ("modality separability (linear SVM, held out)", _pct(h.get("separability_accuracy")), "chance 50.00%",
+         "separate subspaces" if (h.get("separability_accuracy") or 0) > 0.9 else ""),
+        ("mixing ratio in the UMAP layout", _num(h.get("mixing_ratio_layout"), ".2f"), "1 = fully mixed modalities", ""),
+        ("joint effective rank (σ entropy)", _num(h.get("joint_effective_rank"), ".1f"),
+         f"of d = {embed_dim}" if embed_dim else "", ""),
+        ("conformity fit r (image / text)", f"{_num(h.get('image_conformity_r'))} / {_num(h.get('text_conformity_r'))}",
+         "1 = conformity is a linear function of cos to the mean", ""),
+    ]
+    e = html.escape
+    body = "".join(f"<tr><th>{e(a)}</th><td>{e(b)}</td><td class=\"ref\">{e(c)}</td><td class=\"ref\">{e(d)}</td></tr>"
+                   for a, b, c, d in rows)
+    return f'<div class="table-wrap"><table class="data headline" id="headline"><tbody>{body}</tbody></table></div>'
+
+
+def run_page(data: dict[str, pl.DataFrame], run_id: str, paths: Paths) -> Page:
+    f = {k: (v.filter(pl.col("run_id") == run_id) if "run_id" in v.columns else v) for k, v in data.items()}
     run = f["runs"].to_dicts()[0]
+    f["counts"] = data["counts"].filter(pl.col("dataset_id") == run["dataset_id"]) if data["counts"].height else data["counts"]
     label = run["label"]
-    page = Page(title=f"clipgeo report — {label}", provenance=_provenance(run) + [("generated", _now())])
-    for sec in core_sections(f, label) + geometry_sections(f, label) + topology_sections(f, label):
+    page = Page(title=f"clipgeo report — {label}", provenance=_provenance(run, f["counts"], paths) + [("generated", _now())],
+                meta={"kind": "run", "runs": run_id})
+    head = f["headline"].to_dicts()
+    page.add(Section(
+        "What this run shows",
+        "Headline figures of this run, each beside its chance level or reference value.",
+        html_block=headline_block(head[0], run.get("embed_dim")) if head else "",
+        missing=None if head else "no headline figures (the run has not been measured)",
+        status=STATUS_OK if head else "not measured",
+        views=("v_headline",), query=view_query("v_headline", [run_id]),
+    ))
+    c = Ctx(f, [run_id], label, None, "container")
+    for sec in core_sections(c) + geometry_sections(c) + topology_sections(c) + rejects_sections(f):
         page.add(sec)
     sections = f["sections"]
     page.add(Section(
@@ -476,6 +598,8 @@ def run_page(data: dict[str, pl.DataFrame], run_id: str) -> Page:
         "(with the error). Sections that are not ok have no rows above.",
         table=sections.select("section", "status", "message", "seconds", "analysis_version").to_dicts() if sections.height else None,
         missing=None if sections.height else "no measurement has been recorded for this run",
+        status=STATUS_OK if sections.height else "not measured",
+        views=("v_report_sections",), query=view_query("v_report_sections", [run_id]),
     ))
     return page
 
@@ -485,20 +609,26 @@ def compare_page(data: dict[str, pl.DataFrame], run_ids: list[str]) -> Page:
     datasets = sorted(set(runs["dataset_id"].to_list()))
     page = Page(
         title=f"clipgeo comparison — {len(run_ids)} runs",
-        provenance=[("runs", "; ".join(f"{r['run_id']}: {r['label']} (ckpt sha256 {(r['checkpoint_sha256'] or 'n/a')[:12]})" for r in runs.to_dicts())),
+        provenance=[("runs", "; ".join(f"{r['run_id']}: {r['label']} (ckpt sha256 {(r['checkpoint_sha256'] or 'n/a')[:12]})"
+                                       for r in runs.to_dicts())),
                     ("datasets", ", ".join(datasets)), ("analysis version", ANALYSIS_VERSION), ("generated", _now())],
+        meta={"kind": "compare", "runs": ",".join(run_ids)},
     )
     head = data["headline"]
     page.add(Section(
         "Headline figures",
-        "One row per run, from the view v_headline (separability, gap, retrieval, joint collapse point and effective "
-        "rank, conformity fit r, cluster count and the local-dimension/accuracy correlation, mixing ratio): "
-        + "; ".join(f"{r['label']}: {_headline(r)}" for r in data["compare"].to_dicts()),
+        "One row per run from the view v_headline, the one definition of the headline figures (also read by the "
+        "end-of-run summary and the index page): retrieval with its chance level, gap, separability, joint collapse "
+        "point and effective rank, conformity fit r, cluster count and the local-dimension/accuracy correlation, mixing "
+        "ratio.",
         table=head.drop("dataset_id").to_dicts() if head.height else None,
         missing=None if head.height else "no measured runs",
+        status=STATUS_OK if head.height else "not measured",
+        views=("v_headline",), query=view_query("v_headline", run_ids),
     ))
-    for sec in (core_sections(data, "each run", column="label") + geometry_sections(data, "each run", column="label")
-                + topology_sections(data, "each run", column="label")):
+    n = max(1, len(run_ids))
+    c = Ctx(data, run_ids, "each run", "label", max(220, 1240 // n - 60))
+    for sec in core_sections(c) + geometry_sections(c) + topology_sections(c) + rejects_sections(data):
         page.add(sec)
     return page
 
@@ -531,26 +661,85 @@ def export_charts(page: Page, folder: Path, fmt: str) -> list[Path]:
     return out
 
 
-def write_reports(home: DataHome, run_ids: list[str], *, export: str | None = None) -> list[Path]:
-    """Write ``reports/run-<id>.html`` for each run and, for 2+ runs, ``reports/compare-<hash>.html``.
+def index_page(con, reports: Path, paths: Paths) -> Page:
+    """``reports/index.html``: every dataset, run and comparison in the catalog, with headline
+    figures, section status and links to the pages that exist."""
+    e = html.escape
+    head = paths.frame(catalog.query(con, "SELECT * FROM v_report_run_index ORDER BY dataset_id, label"))
+    counts = paths.frame(catalog.query(con, "SELECT * FROM v_report_dataset_counts ORDER BY dataset_id"))
+    page = Page(title="clipgeo reports", provenance=[("generated", _now()), ("analysis version", ANALYSIS_VERSION)],
+                meta={"kind": "index"}, toc=False)
 
-    With ``export="svg"`` or ``"png"``, also each chart as a file under ``reports/<page name>/``.
+    def link(name: str, text: str) -> str:
+        return f'<a href="{e(name)}">{e(text)}</a>' if (reports / name).exists() else e(text)
+
+    ds_rows = "".join(
+        f"<tr><td>{e(d['dataset_name'])}</td><td>{e(d['dataset_id'])}</td><td>{d['n_images_kept']}</td>"
+        f"<td>{d['n_captions_kept']}</td><td>{d['n_images_dropped']}</td><td>{d['n_captions_dropped']}</td></tr>"
+        for d in counts.to_dicts())
+    page.add(Section("Datasets", "Kept and dropped inputs per dataset (view v_report_dataset_counts; the rejects of each "
+                     "dataset are listed on its runs' pages).",
+                     html_block='<div class="table-wrap"><table class="data" id="datasets-table"><thead><tr><th>dataset</th>'
+                     "<th>id</th><th>images kept</th><th>captions kept</th><th>images dropped</th><th>captions dropped</th>"
+                     f"</tr></thead><tbody>{ds_rows}</tbody></table></div>",
+                     query='clipgeo sql "select * from v_report_dataset_counts"'))
+    run_rows = []
+    for h in head.to_dicts():
+        page_name = f"run-{h['run_id']}.html"
+        run_rows.append(
+            f"<tr><td>{link(page_name, h['label'])}</td><td>{e(h['dataset_id'] or '')}</td>"
+            f"<td>{e(h['run_status'])}</td><td>{_pct(h['t2i_r1'])} <span class=\"ref\">(chance "
+            f"{_pct(h['t2i_r1_chance'])})</span></td><td>{_pct(h['i2t_r1'])} <span class=\"ref\">(chance "
+            f"{_pct(h['i2t_r1_chance'])})</span></td><td>{_num(h['gap'])}</td><td>{_pct(h['separability_accuracy'])}</td>"
+            f"<td>{e(h['sections'])}</td></tr>")
+    page.add(Section("Runs", "One row per run (view v_report_run_index: v_headline with the run's status and "
+                     "sections): recall@1 beside chance, modality gap, separability (chance 50%) and what the "
+                     "measurement sections did.",
+                     html_block='<div class="table-wrap"><table class="data" id="runs-table"><thead><tr><th>run</th>'
+                     "<th>dataset</th><th>status</th><th>T→I R@1</th><th>I→T R@1</th><th>gap</th><th>separability</th>"
+                     f"<th>sections</th></tr></thead><tbody>{''.join(run_rows)}</tbody></table></div>",
+                     query='clipgeo sql "select * from v_report_run_index"'))
+    labels = {h["run_id"]: h["label"] for h in head.to_dicts()}
+    comp_rows = []
+    for f in sorted(reports.glob("compare-*.html")):
+        m = re.search(r'<meta name="clipgeo-runs" content="([^"]*)">', f.read_text(encoding="utf-8", errors="replace")[:4000])
+        ids = html.unescape(m.group(1)).split(",") if m else []
+        comp_rows.append(f"<tr><td>{link(f.name, f.stem)}</td><td>{e('; '.join(labels.get(i, i) for i in ids))}</td></tr>")
+    page.add(Section("Comparisons", "Pages comparing runs side by side.",
+                     html_block='<div class="table-wrap"><table class="data" id="compare-table"><thead><tr><th>page</th>'
+                     f"<th>runs</th></tr></thead><tbody>{''.join(comp_rows)}</tbody></table></div>"
+                     if comp_rows else "<p>No comparison yet (a report of two or more runs writes one).</p>"))
+    return page
+
+
+def write_reports(home: DataHome, run_ids: list[str], *, export: str | None = None, full_paths: bool = False) -> list[Path]:
+    """Write ``reports/run-<id>.html`` for each run and, for 2+ runs, ``reports/compare-<hash>.html``,
+    then regenerate ``reports/index.html`` (listed last in the returned paths).
+
+    Paths are shareable unless ``full_paths``: inside the data home relative to it, outside
+    it the file name and a content hash. With ``export="svg"`` or ``"png"``, also each chart
+    as a file under ``reports/<page name>/``.
     """
     if not run_ids:
         return []
+    paths_ = Paths(home.root, full=full_paths)
     with catalog.session(home, read_only=True) as con:
-        data = _load(con, run_ids)
+        use_current_views(con)
+        data = _load(con, run_ids, paths_)
     found = set(data["runs"]["run_id"].to_list())
     unknown = [r for r in run_ids if r not in found]
     if unknown:
         raise KeyError(f"runs not in the catalog {home.catalog}: {', '.join(unknown)} (see `clipgeo runs`)")
     home.reports.mkdir(parents=True, exist_ok=True)
-    pages = [(f"run-{r}", run_page(data, r)) for r in run_ids]
+    pages = [(f"run-{r}", run_page(data, r, paths_)) for r in run_ids]
     if len(run_ids) > 1:
         digest = hashlib.sha1("|".join(sorted(run_ids)).encode()).hexdigest()[:8]
         pages.append((f"compare-{digest}", compare_page(data, run_ids)))
-    paths = [_write(home.reports / f"{name}.html", page.render()) for name, page in pages]
+    out = [_write(home.reports / f"{name}.html", page.render()) for name, page in pages]
     if export:
         for name, page in pages:
             export_charts(page, home.reports / name, export)
-    return paths
+    with catalog.session(home, read_only=True) as con:
+        use_current_views(con)
+        out.append(_write(home.reports / "index.html", index_page(con, home.reports, paths_).render()))
+    return out

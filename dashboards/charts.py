@@ -1,73 +1,75 @@
-"""Altair chart builders shared by the reports. They take stored rows (Polars frames read
-from the catalog) and never compute metrics."""
+"""Altair chart builders shared by the reports. Each takes the rows of one view (Polars
+frames read from the catalog, unchanged) and never computes metrics: reshaping (fold,
+filter) is done by Vega-Lite transforms, so a chart's data is exactly its view's rows."""
 
 from __future__ import annotations
 
 import altair as alt
 import polars as pl
 
-# Point counts are bounded upstream (SQL samples above SCATTER_MAX_POINTS per run and modality,
+# Point counts are bounded upstream (the views sample above report_point_budget() per run and modality,
 # histograms are pre-aggregated), so Altair's own 5,000-row guard would only refuse a
 # comparison of several runs.
 alt.data_transformers.disable_max_rows()
 
 MODALITY_COLORS = alt.Scale(domain=["image", "text"], range=["#1f77b4", "#ff7f0e"])
-DIRECTION_LABELS = {"text_to_image": "text → image", "image_to_text": "image → text"}
+Width = int | str  # pixels, or "container" (fills the page; not for faceted charts)
 
 
-def _with_labels(df: pl.DataFrame) -> pl.DataFrame:
-    if "direction" in df.columns:
-        df = df.with_columns(pl.col("direction").replace(DIRECTION_LABELS).alias("direction"))
-    return df
+def _log_floor(df: pl.DataFrame, cols: tuple[str, ...]) -> float:
+    """A power of ten below every positive value of ``cols`` (the lower end of a log axis)."""
+    import math
+
+    vals = [v for c in cols if c in df.columns for v in df[c].drop_nulls().to_list() if v and v > 0]
+    return 10.0 ** math.floor(math.log10(min(vals) / 2)) if vals else 1e-4
 
 
-def retrieval_bars(df: pl.DataFrame, *, column: str | None = None) -> alt.TopLevelMixin:
-    """recall@k bars per direction with the chance level as a tick (Table II)."""
-    data = _with_labels(df).with_columns(pl.format("R@{}", pl.col("k")).alias("metric"))
-    base = alt.Chart(data)
+def retrieval_bars(df: pl.DataFrame, *, column: str | None = None, width: Width = "container") -> alt.TopLevelMixin:
+    """recall@k bars per direction on a log axis with the chance level as a tick (Table II):
+    results near chance stay readable; a zero recall shows as no bar."""
+    base = alt.Chart(df)
+    y_scale = alt.Scale(type="log", domainMin=_log_floor(df, ("recall", "chance")), domainMax=1, clamp=True)
     bars = base.mark_bar().encode(
         x=alt.X("metric:N", title=None, sort=["R@1", "R@5", "R@10"]),
-        xOffset="direction:N",
-        y=alt.Y("recall:Q", scale=alt.Scale(domain=[0, 1]), title="recall@k"),
-        color=alt.Color("direction:N", title="direction"),
-        tooltip=["label:N", "direction:N", "k:Q", alt.Tooltip("recall:Q", format=".3f"),
-                 alt.Tooltip("chance:Q", format=".4f"), "n_queries:Q", "n_candidates:Q"],
+        xOffset="direction_label:N",
+        y=alt.Y("recall:Q", scale=y_scale, title="recall@k (log)"),
+        color=alt.Color("direction_label:N", title="direction"),
+        tooltip=["label:N", "direction_label:N", "k:Q", alt.Tooltip("recall:Q", format=".4f"),
+                 alt.Tooltip("chance:Q", format=".4f"), alt.Tooltip("recall_over_chance:Q", format=".1f", title="× chance"),
+                 "n_queries:Q", "n_candidates:Q"],
     )
     ticks = base.mark_tick(color="black", thickness=2, size=18).encode(
-        x=alt.X("metric:N", sort=["R@1", "R@5", "R@10"]), xOffset="direction:N", y="chance:Q",
+        x=alt.X("metric:N", sort=["R@1", "R@5", "R@10"]), xOffset="direction_label:N", y=alt.Y("chance:Q", scale=y_scale),
         tooltip=[alt.Tooltip("chance:Q", format=".4f", title="chance")],
     )
-    layered = alt.layer(bars, ticks).properties(width=260, height=220)
-    if column:
-        return layered.facet(column=alt.Column(f"{column}:N", title=None, header=alt.Header(labelLimit=400)))
-    return layered
+    layered = alt.layer(bars, ticks).properties(width=width, height=240)
+    return _facet(layered, column)
 
 
-def recall_curve(df: pl.DataFrame, *, color: str = "direction") -> alt.TopLevelMixin:
-    """Cumulative recall@k for k = 1..K from per-query ranks (rows: direction, k, recall[, label])."""
-    data = _with_labels(df)
-    return (
-        alt.Chart(data)
-        .mark_line(point=False)
-        .encode(
-            x=alt.X("k:Q", scale=alt.Scale(type="log"), title="k"),
-            y=alt.Y("recall:Q", scale=alt.Scale(domain=[0, 1]), title="recall@k"),
-            color=alt.Color(f"{color}:N"),
-            strokeDash="direction:N" if color != "direction" else alt.value([1, 0]),
-            tooltip=["label:N", "direction:N", "k:Q", alt.Tooltip("recall:Q", format=".3f")],
-        )
-        .properties(width=420, height=240)
+def recall_curve(df: pl.DataFrame, *, color: str = "direction_label", width: Width = "container") -> alt.TopLevelMixin:
+    """Cumulative recall@k for k = 1..K from per-query ranks, log-log, with the chance level dotted."""
+    y_scale = alt.Scale(type="log", domainMin=_log_floor(df, ("recall", "chance")), domainMax=1, clamp=True)
+    base = alt.Chart(df)
+    enc = dict(x=alt.X("k:Q", scale=alt.Scale(type="log"), title="k"), color=alt.Color(f"{color}:N", title="run" if color == "label" else "direction"),
+               detail="direction_label:N")
+    line = base.mark_line(point=True).encode(
+        y=alt.Y("recall:Q", scale=y_scale, title="recall@k (log)"),
+        strokeDash="direction_label:N" if color != "direction_label" else alt.value([1, 0]),
+        tooltip=["label:N", "direction_label:N", "k:Q", alt.Tooltip("recall:Q", format=".4f"),
+                 alt.Tooltip("chance:Q", format=".4f")], **enc,
     )
+    chance = base.mark_line(strokeDash=[2, 2], opacity=0.7).encode(
+        y=alt.Y("chance:Q", scale=y_scale), tooltip=["direction_label:N", "k:Q", alt.Tooltip("chance:Q", format=".4f")],
+        **enc,
+    )
+    return alt.layer(line, chance).properties(width=width, height=260)
 
 
-def separability_bars(df: pl.DataFrame, *, column: str | None = None) -> alt.TopLevelMixin:
+def separability_bars(df: pl.DataFrame, *, column: str | None = None, width: Width = "container") -> alt.TopLevelMixin:
     """Held-out accuracy / precision / recall of the linear SVM on modality labels (Table I)."""
-    long = df.unpivot(
-        index=[c for c in df.columns if c not in ("accuracy", "precision", "recall")],
-        on=["accuracy", "precision", "recall"], variable_name="measure", value_name="value",
-    ).with_columns(pl.format("{} / {}", pl.col("vectors"), pl.col("features")).alias("setting"))
     chart = (
-        alt.Chart(long)
+        alt.Chart(df)
+        .transform_fold(["accuracy", "precision", "recall"], as_=["measure", "value"])
         .mark_bar()
         .encode(
             x=alt.X("setting:N", title=None),
@@ -76,14 +78,18 @@ def separability_bars(df: pl.DataFrame, *, column: str | None = None) -> alt.Top
             color=alt.Color("measure:N"),
             tooltip=["label:N", "setting:N", "measure:N", alt.Tooltip("value:Q", format=".3f"), "n_train:Q", "n_test:Q"],
         )
-        .properties(width=260, height=220)
+        .properties(width=width, height=220)
     )
+    return _facet(chart, column)
+
+
+def _facet(chart: alt.TopLevelMixin, column: str | None) -> alt.TopLevelMixin:
     if column:
         return chart.facet(column=alt.Column(f"{column}:N", title=None, header=alt.Header(labelLimit=400)))
     return chart
 
 
-def pca_scatter(df: pl.DataFrame, *, column: str | None = None) -> alt.TopLevelMixin:
+def pca_scatter(df: pl.DataFrame, *, column: str | None = None, width: Width = "container") -> alt.TopLevelMixin:
     """Top-2 principal components of the normalised vectors, coloured by modality (Fig. 2)."""
     sel = alt.selection_point(fields=["modality"], bind="legend")
     chart = (
@@ -97,14 +103,12 @@ def pca_scatter(df: pl.DataFrame, *, column: str | None = None) -> alt.TopLevelM
             tooltip=["label:N", "modality:N", "item_id:N", alt.Tooltip("pc1:Q", format=".3f"), alt.Tooltip("pc2:Q", format=".3f")],
         )
         .add_params(sel)
-        .properties(width=320, height=300)
+        .properties(width=width, height=320)
     )
-    if column:
-        return chart.facet(column=alt.Column(f"{column}:N", title=None, header=alt.Header(labelLimit=400)))
-    return chart
+    return _facet(chart, column)
 
 
-def histogram_bars(df: pl.DataFrame, *, x_title: str, column: str | None = None) -> alt.TopLevelMixin:
+def histogram_bars(df: pl.DataFrame, *, x_title: str, column: str | None = None, width: Width = "container") -> alt.TopLevelMixin:
     """Stored histogram bins (lo, hi, density) per modality, overlaid (P2 shell, conformity)."""
     chart = (
         alt.Chart(df)
@@ -117,19 +121,17 @@ def histogram_bars(df: pl.DataFrame, *, x_title: str, column: str | None = None)
             tooltip=["label:N", "modality:N", alt.Tooltip("lo:Q", format=".3f"), alt.Tooltip("hi:Q", format=".3f"),
                      "count:Q", alt.Tooltip("density:Q", format=".3f")],
         )
-        .properties(width=320, height=200)
+        .properties(width=width, height=220)
     )
-    if column:
-        return chart.facet(column=alt.Column(f"{column}:N", title=None, header=alt.Header(labelLimit=400)))
-    return chart
+    return _facet(chart, column)
 
 
 def spectrum_lines(df: pl.DataFrame, *, y: str = "semi_axis", y_title: str = "semi-axis √λ", column: str | None = None,
-                   color: str = "modality") -> alt.TopLevelMixin:
-    """A spectrum (one value per axis index) on a log scale, per modality (P3, Figs. 10–12)."""
+                   color: str = "modality", width: Width = "container") -> alt.TopLevelMixin:
+    """A spectrum (one value per axis index) on a log scale, per modality (P3)."""
     enc_color = alt.Color(f"{color}:N", scale=MODALITY_COLORS) if color == "modality" else alt.Color(f"{color}:N")
     chart = (
-        alt.Chart(df.filter(pl.col(y) > 0))
+        alt.Chart(df)
         .mark_line(point=alt.OverlayMarkDef(size=10))
         .encode(
             x=alt.X("axis:Q", title="principal axis (sorted)"),
@@ -137,14 +139,12 @@ def spectrum_lines(df: pl.DataFrame, *, y: str = "semi_axis", y_title: str = "se
             color=enc_color,
             tooltip=["label:N", f"{color}:N", "axis:Q", alt.Tooltip(f"{y}:Q", format=".4g")],
         )
-        .properties(width=320, height=220)
+        .properties(width=width, height=240)
     )
-    if column:
-        return chart.facet(column=alt.Column(f"{column}:N", title=None, header=alt.Header(labelLimit=400)))
-    return chart
+    return _facet(chart, column)
 
 
-def tilt_points(df: pl.DataFrame, *, column: str | None = None) -> alt.TopLevelMixin:
+def tilt_points(df: pl.DataFrame, *, column: str | None = None, width: Width = "container") -> alt.TopLevelMixin:
     """Largest absolute coordinate of each top principal axis (1 = axis-aligned; rule at 1/√d) (P4)."""
     base = alt.Chart(df)
     pts = base.mark_line(point=True).encode(
@@ -154,50 +154,58 @@ def tilt_points(df: pl.DataFrame, *, column: str | None = None) -> alt.TopLevelM
         tooltip=["label:N", "modality:N", "axis:Q", alt.Tooltip("max_abs_coord:Q", format=".3f"), "argmax_coord:Q"],
     )
     rule = base.mark_rule(strokeDash=[4, 3], color="gray").encode(y="fully_tilted:Q")
-    chart = alt.layer(pts, rule).properties(width=320, height=200)
-    if column:
-        return chart.facet(column=alt.Column(f"{column}:N", title=None, header=alt.Header(labelLimit=400)))
-    return chart
+    return _facet(alt.layer(pts, rule).properties(width=width, height=220), column)
 
 
-def conformity_scatter(points: pl.DataFrame, fits: pl.DataFrame, *, column: str | None = None) -> alt.TopLevelMixin:
-    """Conformity C(v) against cos(v, μ) per sample, with the stored fit C ≈ a·cos + b."""
+POINT_TOOLTIP = ["label:N", "modality:N", "item_id:N", "caption:N", "image_ref:N",
+                 alt.Tooltip("conformity:Q", format=".4f"), alt.Tooltip("cos_to_mean:Q", format=".4f"),
+                 alt.Tooltip("image:N", title="image")]
+# A thumbnail in the tooltip (vega-tooltip shows a field titled "image" as a picture) when the
+# page is opened beside its data home: a relative link, nothing inlined. Paths reduced to a
+# name and hash (outside the home) have none.
+THUMBNAIL = ("isValid(datum.image_ref) && !test(/ #/, datum.image_ref) ? "
+             "(substring(datum.image_ref, 0, 1) == '/' ? 'file://' + datum.image_ref : '../' + datum.image_ref) : null")
+
+
+def conformity_scatter(points: pl.DataFrame, fits: pl.DataFrame, *, column: str | None = None,
+                       width: Width = "container") -> alt.TopLevelMixin:
+    """Conformity C(v) against cos(v, μ) per sample (rows of v_report_points), with the stored
+    fit C ≈ a·cos + b (rows of v_report_conformity_fit)."""
     sel = alt.selection_point(fields=["modality"], bind="legend")
-    scatter = (
-        alt.Chart(points)
-        .mark_circle(size=10)
-        .encode(
+
+    def panel(value=None, first=True):
+        p, f = alt.Chart(points).transform_calculate(image=THUMBNAIL), alt.Chart(fits)
+        if value is not None:
+            p, f = p.transform_filter(alt.datum.label == value), f.transform_filter(alt.datum.label == value)
+        scatter = p.transform_filter("isValid(datum.conformity)").mark_circle(size=10).encode(
             x=alt.X("cos_to_mean:Q", title="cos(v, μ_modality)", scale=alt.Scale(zero=False)),
             y=alt.Y("conformity:Q", title="conformity C(v)", scale=alt.Scale(zero=False)),
             color=alt.Color("modality:N", scale=MODALITY_COLORS),
             opacity=alt.condition(sel, alt.value(0.5), alt.value(0.05)),
-            tooltip=["label:N", "modality:N", "item_id:N", "caption:N", "image_ref:N",
-                     alt.Tooltip("conformity:Q", format=".4f"), alt.Tooltip("cos_to_mean:Q", format=".4f")],
+            tooltip=POINT_TOOLTIP,
         )
-        .add_params(sel)
-    )
-    fit = alt.Chart(fits).mark_line(strokeDash=[5, 3]).encode(
-        x="x:Q", y="y:Q", color=alt.Color("modality:N", scale=MODALITY_COLORS), detail="modality:N",
-        tooltip=["label:N", "modality:N", alt.Tooltip("a:Q", format=".4f"), alt.Tooltip("b:Q", format=".4f"),
-                 alt.Tooltip("r:Q", format=".4f", title="Pearson r")],
-    )
+        if first:  # one legend selection for every panel
+            scatter = scatter.add_params(sel)
+        fit = f.mark_line(strokeDash=[5, 3]).encode(
+            x="x:Q", y="y:Q", color=alt.Color("modality:N", scale=MODALITY_COLORS), detail="modality:N",
+            tooltip=["label:N", "modality:N", alt.Tooltip("a:Q", format=".4f"), alt.Tooltip("b:Q", format=".4f"),
+                     alt.Tooltip("r:Q", format=".4f", title="Pearson r")],
+        )
+        return alt.layer(scatter, fit)
+
     if column:  # layers with different data cannot be faceted: one panel per value, shared scales
-        panels = [
-            conformity_scatter(points.filter(pl.col(column) == v), fits.filter(pl.col(column) == v)).properties(title=str(v))
-            for v in points[column].unique(maintain_order=True).to_list()
-        ]
+        panels = [panel(v, i == 0).properties(title=str(v), width=width, height=280)
+                  for i, v in enumerate(points[column].unique(maintain_order=True).to_list())]
         return alt.hconcat(*panels).resolve_scale(x="shared", y="shared")
-    return alt.layer(scatter, fit).properties(width=320, height=260)
+    return panel().properties(width=width, height=300)
+
+
+SHIFT_MEASURES = ["alignment", "uniformity", "infonce", "text_to_image_top1", "image_to_text_top1"]
 
 
 def shift_curves(df: pl.DataFrame, *, color: str | None = None) -> alt.TopLevelMixin:
     """Origin shift: each measure against α (x ↦ x − α μ, re-normalised); α = 0 marked."""
-    long = df.unpivot(
-        index=[c for c in ("label", "alpha") if c in df.columns],
-        on=["alignment", "uniformity", "infonce", "text_to_image_top1", "image_to_text_top1"],
-        variable_name="measure", value_name="value",
-    )
-    base = alt.Chart(long)
+    base = alt.Chart(df).transform_fold(SHIFT_MEASURES, as_=["measure", "value"])
     enc = dict(
         x=alt.X("alpha:Q", title="α (shift by −α·μ)"),
         y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
@@ -209,19 +217,14 @@ def shift_curves(df: pl.DataFrame, *, color: str | None = None) -> alt.TopLevelM
     zero = base.transform_filter("datum.alpha == 0").mark_rule(color="gray", strokeDash=[3, 3]).encode(x="alpha:Q")
     return (
         alt.layer(line, zero)
-        .properties(width=200, height=160)
-        .facet(facet=alt.Facet("measure:N", title=None), columns=5)
+        .properties(width=190, height=160)
+        .facet(facet=alt.Facet("measure:N", title=None, sort=SHIFT_MEASURES), columns=5)
         .resolve_scale(y="independent")
     )
 
 
-def _facet(chart: alt.TopLevelMixin, column: str | None) -> alt.TopLevelMixin:
-    if column:
-        return chart.facet(column=alt.Column(f"{column}:N", title=None, header=alt.Header(labelLimit=400)))
-    return chart
-
-
-def density_lines(df: pl.DataFrame, *, x: str, x_title: str, color: str, column: str | None = None) -> alt.TopLevelMixin:
+def density_lines(df: pl.DataFrame, *, x: str, x_title: str, color: str, column: str | None = None,
+                  width: Width = "container") -> alt.TopLevelMixin:
     """Stored histogram densities as lines (Fig. 1 nearest reference, Fig. 3 cosine populations)."""
     chart = (
         alt.Chart(df)
@@ -229,49 +232,52 @@ def density_lines(df: pl.DataFrame, *, x: str, x_title: str, color: str, column:
         .encode(
             x=alt.X(f"{x}:Q", title=x_title),
             y=alt.Y("density:Q", title="density"),
-            color=alt.Color(f"{color}:N"),
+            color=alt.Color(f"{color}:N", title="run" if color == "label" else "direction"),
             tooltip=["label:N", f"{color}:N", alt.Tooltip(f"{x}:Q", format=".3f"), alt.Tooltip("density:Q", format=".3f")],
         )
-        .properties(width=340, height=220)
+        .properties(width=width, height=240)
     )
     return _facet(chart, column)
 
 
 def umap_linked(df: pl.DataFrame) -> alt.TopLevelMixin:
-    """UMAP layout beside the conformity plot of the same samples, linked by a brush (Figs. 4, 5, 7)."""
+    """UMAP layout beside the conformity plot of the same samples, linked by a brush (Figs. 4, 5, 7).
+    Reads the rows of v_report_points (the same rows as the conformity plot and the cluster map)."""
     brush = alt.selection_interval(encodings=["x", "y"])
     legend = alt.selection_point(fields=["modality"], bind="legend")
-    base = alt.Chart(df).add_params(legend)
-    tooltip = ["label:N", "modality:N", "item_id:N", "caption:N", "image_ref:N",
-               alt.Tooltip("conformity:Q", format=".4f"), alt.Tooltip("cos_to_mean:Q", format=".4f")]
+    base = alt.Chart(df).transform_filter("isValid(datum.x2d)").transform_calculate(image=THUMBNAIL)
     color = alt.condition(brush, alt.Color("modality:N", scale=MODALITY_COLORS), alt.value("lightgray"))
     opacity = alt.condition(legend, alt.value(0.6), alt.value(0.03))
     left = base.mark_circle(size=9).encode(
         x=alt.X("x2d:Q", title="UMAP longitude (°, rotated)"), y=alt.Y("y2d:Q", title="UMAP latitude (°)"),
-        color=color, opacity=opacity, tooltip=tooltip,
-    ).add_params(brush).properties(width=380, height=300, title="UMAP (haversine), equirectangular")
+        color=color, opacity=opacity, tooltip=POINT_TOOLTIP,
+    ).add_params(brush, legend).properties(width=640, height=400, title="UMAP (haversine), equirectangular")
     right = base.mark_circle(size=9).encode(
         x=alt.X("cos_to_mean:Q", title="cos(v, μ_modality)", scale=alt.Scale(zero=False)),
         y=alt.Y("conformity:Q", title="conformity C(v)", scale=alt.Scale(zero=False)),
-        color=color, opacity=opacity, tooltip=tooltip,
-    ).properties(width=300, height=300, title="conformity (brush the UMAP to select)")
+        color=color, opacity=opacity, tooltip=POINT_TOOLTIP,
+    ).properties(width=480, height=400, title="conformity (brush the UMAP to select)")
     return alt.hconcat(left, right)
 
 
-def umap_scatter(df: pl.DataFrame, *, color: str = "modality", column: str | None = None) -> alt.TopLevelMixin:
-    """UMAP layout coloured by modality or by cluster."""
-    enc_color = alt.Color("modality:N", scale=MODALITY_COLORS) if color == "modality" else alt.Color(f"{color}:N")
+def umap_scatter(df: pl.DataFrame, *, color: str = "modality", column: str | None = None,
+                 width: Width = "container") -> alt.TopLevelMixin:
+    """UMAP layout (rows of v_report_points that have a position) coloured by modality or by
+    cluster group (at most 11 legend entries: the largest clusters, 'other', 'noise')."""
+    enc_color = alt.Color("modality:N", scale=MODALITY_COLORS) if color == "modality" else alt.Color(
+        f"{color}:N", legend=alt.Legend(symbolLimit=12, columns=1))
     chart = (
         alt.Chart(df)
+        .transform_filter("isValid(datum.x2d)")
         .mark_circle(size=8, opacity=0.6)
         .encode(x=alt.X("x2d:Q", title="longitude (°)"), y=alt.Y("y2d:Q", title="latitude (°)"), color=enc_color,
-                tooltip=["label:N", "modality:N", "item_id:N", f"{color}:N"])
-        .properties(width=300, height=240)
+                tooltip=["label:N", "modality:N", "item_id:N", "cluster:N", "caption:N"])
+        .properties(width=width, height=360)
     )
     return _facet(chart, column)
 
 
-def paired_line_chart(df: pl.DataFrame, *, column: str | None = None) -> alt.TopLevelMixin:
+def paired_line_chart(df: pl.DataFrame, *, column: str | None = None, width: Width = "container") -> alt.TopLevelMixin:
     """Each pair's image and caption joined by a line in a plane (Figs. 6, 8)."""
     base = alt.Chart(df)
     lines = base.mark_rule(opacity=0.25, strokeWidth=0.6, color="gray").encode(
@@ -280,29 +286,35 @@ def paired_line_chart(df: pl.DataFrame, *, column: str | None = None) -> alt.Top
     )
     img = base.mark_circle(size=9, color=MODALITY_COLORS.range[0]).encode(x="image_x:Q", y="image_y:Q")
     txt = base.mark_circle(size=9, color=MODALITY_COLORS.range[1]).encode(x="text_x:Q", y="text_y:Q")
-    return _facet(alt.layer(lines, img, txt).properties(width=300, height=260), column)
+    return _facet(alt.layer(lines, img, txt).properties(width=width, height=300), column)
 
 
-def sigma_curves(df: pl.DataFrame, *, x: str = "index", color: str = "scope", column: str | None = None) -> alt.TopLevelMixin:
-    """Relative singular values σ_k/σ_1 on a log scale (Figs. 10–13)."""
+def sigma_curves(df: pl.DataFrame, *, x: str = "index", color: str = "scope", column: str | None = None,
+                 width: Width = "container") -> alt.TopLevelMixin:
+    """Relative singular values σ_k/σ_1 on a log scale (Figs. 10–14). ``color="cluster"`` uses a
+    colour scale (any number of clusters) instead of one legend symbol per cluster."""
+    enc_color = (alt.Color(f"{color}:Q", scale=alt.Scale(scheme="viridis"), title=color) if color == "cluster"
+                 else alt.Color(f"{color}:N"))
     chart = (
-        alt.Chart(df.filter(pl.col("sigma_rel") > 0))
+        alt.Chart(df)
         .mark_line()
         .encode(
             x=alt.X(f"{x}:Q", title="index k" if x == "index" else "k / number of values"),
             y=alt.Y("sigma_rel:Q", scale=alt.Scale(type="log"), title="σ_k / σ_1"),
-            color=alt.Color(f"{color}:N"),
+            color=enc_color,
+            detail=f"{color}:N",
             tooltip=["label:N", f"{color}:N", f"{x}:Q", alt.Tooltip("sigma_rel:Q", format=".3g")],
         )
-        .properties(width=320, height=220)
+        .properties(width=width, height=240)
     )
     return _facet(chart, column)
 
 
-def localdim_vs_accuracy(df: pl.DataFrame, *, column: str | None = None) -> alt.TopLevelMixin:
-    """Per cluster: local dimension (AUC of the log spectrum) against top-1 retrieval (Fig. 15)."""
+def localdim_vs_accuracy(df: pl.DataFrame, *, column: str | None = None, width: Width = "container") -> alt.TopLevelMixin:
+    """Per cluster with status ok: local dimension (AUC of the log spectrum) against top-1 retrieval (Fig. 15)."""
     chart = (
         alt.Chart(df)
+        .transform_filter("datum.status == 'ok'")
         .mark_circle()
         .encode(
             x=alt.X("auc_joint:Q", title="local dimension (AUC of log σ, size-matched)", scale=alt.Scale(zero=False)),
@@ -311,7 +323,7 @@ def localdim_vs_accuracy(df: pl.DataFrame, *, column: str | None = None) -> alt.
             tooltip=["label:N", "cluster:N", "n_points:Q", alt.Tooltip("auc_joint:Q", format=".3f"),
                      alt.Tooltip("top1:Q", format=".3f"), "status:N"],
         )
-        .properties(width=320, height=240)
+        .properties(width=width, height=260)
     )
     return _facet(chart, column)
 
@@ -323,6 +335,6 @@ def umap_grid_chart(df: pl.DataFrame) -> alt.TopLevelMixin:
         .mark_circle(size=4, opacity=0.5)
         .encode(x=alt.X("x2d:Q", title=None, axis=None), y=alt.Y("y2d:Q", title=None, axis=None),
                 color=alt.Color("modality:N", scale=MODALITY_COLORS))
-        .properties(width=120, height=100)
+        .properties(width=200, height=150)
         .facet(row=alt.Row("n_neighbors:O"), column=alt.Column("min_dist:O"))
     )

@@ -50,14 +50,15 @@ def analyse_flow(run_ids: list[str] | None = None, home: str | None = None, stal
 
 
 @flow(name="clipgeo-report", log_prints=True)
-def report_flow(run_ids: list[str] | None = None, home: str | None = None) -> list[str]:
-    """Write the reports of the given runs (default: every measured run) and their comparison."""
+def report_flow(run_ids: list[str] | None = None, home: str | None = None, full_paths: bool = False) -> list[str]:
+    """Write the reports of the given runs (default: every measured run), their comparison and
+    the index page. ``full_paths`` keeps local paths (default: shareable, relative to the home)."""
     h = DataHome.resolve(home)
     ids = run_ids or _select_runs(h, stale_only=False, statuses=("measured",))
     if not ids:
         get_run_logger().info("no measured runs in %s: nothing to report", h.root)
         return []
-    paths = report(str(h.root), ids)
+    paths = report(str(h.root), ids, full_paths)
     create_markdown_artifact(
         key="clipgeo-reports",
         markdown="# clipgeo reports\n\n" + "\n".join(f"- `{p}`" for p in paths),

@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_home(rep)
     rep.add_argument("--run", action="append", default=None, help="run ids (default: all measured runs)")
     rep.add_argument("--export", choices=["svg", "png"], default=None, help="also write each chart as a file")
+    rep.add_argument("--full-paths", action="store_true",
+                     help="keep local paths as stored (default: relative to the data home, else file name + content hash)")
     return ap
 
 
@@ -194,7 +196,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not run_ids:
         with catalog.session(home, read_only=True) as con:
             run_ids = [r for (r,) in catalog.execute(con, "SELECT run_id FROM runs WHERE status = 'measured' ORDER BY label")]
-    for p in write_reports(home, run_ids, export=args.export):
+    for p in write_reports(home, run_ids, export=args.export, full_paths=args.full_paths):
         print(p)
     return 0
 

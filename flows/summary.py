@@ -1,5 +1,6 @@
 """The one-screen summary printed at the end of the main job (and published as a Prefect
-artifact): where things are, row counts, and the headline figures of each run."""
+artifact): where things are, row counts, and the headline figures of each run, read from the
+view ``v_headline`` (their one definition, also read by the reports and `clipgeo sql`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from clipgeo.config import DataHome
 from clipgeo.store import catalog
 
 TABLES = ("datasets", "samples", "models", "runs", "rejects", "retrieval_ranks", "retrieval",
-          "modality_gap", "separability", "pca_points", "run_summary")
+          "modality_gap", "separability", "pca_points")
+HEADLINE_VIEW = "v_headline"
 
 
 @dataclass
@@ -28,8 +30,8 @@ def collect_summary(home: DataHome, run_ids: list[str], reports: list[str], *, s
         rows = {t: catalog.execute(con, f"SELECT count(*) FROM {t}")[0][0] for t in TABLES}
         runs = catalog.query(
             con,
-            "SELECT run_id, label, objective, n_images, n_texts, t2i_r1, t2i_r5, i2t_r1, i2t_r5, gap,"
-            " separability_accuracy, separability_pca2_accuracy FROM v_compare"
+            "SELECT run_id, label, objective, n_images, n_texts, t2i_r1, t2i_r5, i2t_r1, i2t_r5, t2i_r1_chance, gap,"
+            f" separability_accuracy, separability_pca2_accuracy FROM {HEADLINE_VIEW}"
             " WHERE list_contains(?, run_id) ORDER BY label",
             [run_ids],
         ).to_dicts()
@@ -48,7 +50,7 @@ def format_summary(s: Summary) -> str:
         "=" * 78,
         f"clipgeo: done in {s.seconds:.0f} s",
         f"  data home : {s.home}",
-        f"  catalog   : {s.catalog}   (query: clipgeo sql \"select * from v_compare\")",
+        f"  catalog   : {s.catalog}   (query: clipgeo sql \"select * from v_headline\")",
         f"  vectors   : {s.lance}",
     ]
     for r in s.reports:
@@ -63,13 +65,16 @@ def format_summary(s: Summary) -> str:
             f"{_f(r['t2i_r1'], True):>9}{_f(r['i2t_r1'], True):>9}{_f(r['gap']):>7}{_f(r['separability_accuracy'], True):>8}"
         )
     if s.runs:
-        lines.append(f"  dataset: {s.runs[0]['label'].split(' on ', 1)[-1]}  (R@1 = recall@1; chance = 1/imgs)")
+        ch = s.runs[0].get("t2i_r1_chance")
+        lines.append(f"  dataset: {s.runs[0]['label'].split(' on ', 1)[-1]}  (R@1 = recall@1; chance"
+                     f" {f'{ch:.2%}' if ch is not None else '= 1/imgs'})")
     lines.append("=" * 78)
     return "\n".join(lines)
 
 
 def summary_markdown(s: Summary) -> str:
-    out = [f"# clipgeo run summary\n\nData home `{s.home}`; finished in {s.seconds:.0f} s.\n"]
+    out = [f"# clipgeo run summary\n\nData home `{s.home}`; finished in {s.seconds:.0f} s. Figures from the view "
+           f"`{HEADLINE_VIEW}` (`clipgeo sql \"select * from {HEADLINE_VIEW}\"`).\n"]
     out.append("| run | model on dataset | images | captions | T→I R@1 | T→I R@5 | I→T R@1 | gap | separability |")
     out.append("|---|---|---|---|---|---|---|---|---|")
     for r in s.runs:

@@ -63,8 +63,9 @@ def measure(home: str, run_id: str, umap_grid: bool = False) -> dict[str, int]:
 
 
 @task(name="report", cache_policy=NO_CACHE)
-def report(home: str, run_ids: list[str]) -> list[str]:
-    """One HTML report per run and one comparing them; returns the file paths."""
+def report(home: str, run_ids: list[str], full_paths: bool = False) -> list[str]:
+    """One HTML report per run, one comparing them and the index page; returns the file paths.
+    ``full_paths`` keeps local paths as stored (default: shareable, relative to the data home)."""
     from dashboards.build import write_reports
 
-    return [str(p) for p in write_reports(DataHome.resolve(home), run_ids)]
+    return [str(p) for p in write_reports(DataHome.resolve(home), run_ids, full_paths=full_paths)]

@@ -24,14 +24,14 @@ def chromium() -> str:
     return exe
 
 
-def render(path: Path, *, budget_ms: int = 20000, screenshot: Path | None = None) -> tuple[dict, str]:
-    """(status written by the page's script, the DOM after rendering)."""
+def render(path: Path, *, budget_ms: int = 20000, screenshot: Path | None = None, width: int = 1400) -> tuple[dict, str]:
+    """(status written by the page's script, the DOM after rendering in a window ``width`` px wide)."""
     with tempfile.TemporaryDirectory() as profile:
         cmd = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}",
-               "--dump-dom", path.resolve().as_uri()]
+               f"--window-size={width},1000", "--hide-scrollbars", "--dump-dom", path.resolve().as_uri()]
         dom = subprocess.run(cmd, capture_output=True, text=True, timeout=180).stdout
         if screenshot is not None:
-            subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1400,4000",
+            subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={width},4000",
                             f"--virtual-time-budget={budget_ms}", f"--screenshot={screenshot}", path.resolve().as_uri()],
                            capture_output=True, timeout=180)
     m = re.search(r'<pre id="clipgeo-status"[^>]*>(.*?)</pre>', dom, re.S)

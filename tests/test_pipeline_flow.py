@@ -45,7 +45,7 @@ def test_pipeline_fills_every_table(pipeline_runs):
         assert _count(home, "SELECT count(*) FROM modality_gap WHERE run_id = ?", p) == 1
         assert _count(home, "SELECT count(*) FROM separability WHERE run_id = ?", p) == 4  # raw/normalized x full/pca2
         assert _count(home, "SELECT count(*) FROM pca_points WHERE run_id = ?", p) == n_img + n_txt
-        assert _count(home, "SELECT count(*) FROM run_summary WHERE run_id = ?", p) == 1
+        assert _count(home, "SELECT count(*) FROM v_headline WHERE run_id = ? AND t2i_r1 IS NOT NULL", p) == 1
         assert _count(home, "SELECT count(*) FROM measure_sections WHERE run_id = ? AND status = 'failed'", p) == 0
         assert _count(home, "SELECT count(*) FROM geo_modality WHERE run_id = ? AND vectors = 'raw'", p) == 2
         assert _count(home, "SELECT count(*) FROM geo_per_sample WHERE run_id = ?", p) == n_img + n_txt
@@ -69,10 +69,13 @@ def test_pipeline_fills_every_table(pipeline_runs):
 def test_pipeline_writes_reports(pipeline_runs):
     home, first, _, _ = pipeline_runs
     reports = first["reports"]
-    assert len(reports) == 3  # one per run + comparison
+    assert len(reports) == 4  # one per run + comparison + the index page
     from pathlib import Path
 
-    for r in reports:
+    assert Path(reports[-1]).name == "index.html"
+    index = Path(reports[-1]).read_text()
+    assert all(f'href="{Path(r).name}"' in index for r in reports[:-1])
+    for r in reports[:-1]:
         text = Path(r).read_text()
         assert "vegaEmbed" in text and "cdn.jsdelivr" not in text
         assert "clipgeo-tiny-vit" in text  # provenance: which model

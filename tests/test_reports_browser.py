@@ -13,6 +13,7 @@ from tests.test_measure_sections import _register_run
 
 EVIL_LABEL = "model <script>document.body.setAttribute('data-pwned','label')</script>"
 EVIL_CAPTION = "<img src=x onerror=\"document.body.setAttribute('data-pwned','caption')\"> a caption"
+LONG_CAPTION = "a very long caption " + "word " * 2000  # 10,000+ characters
 
 
 @pytest.fixture(scope="module")
@@ -21,13 +22,26 @@ def reports(tmp_path_factory):
     from dashboards.build import write_reports
 
     home = DataHome.resolve(tmp_path_factory.mktemp("reports") / "home").ensure()
+    outside = home.root.parent / "elsewhere"  # a folder of the test's temporary tree outside the data home
+    outside.mkdir()
+    (outside / "broken.png").write_bytes(b"not a png")
     a = _register_run(home, "rA", n=80, seed=1)
     b = _register_run(home, "rB", n=80, seed=2, normalized=True)
     with catalog.session(home) as con:
         catalog.execute(con, "UPDATE runs SET label = ? WHERE run_id = 'rA'", [EVIL_LABEL])
-        rows = [{"dataset_id": "d", "sample_id": f"s{i:03d}_{c}", "image_id": f"i{i:03d}", "image_ref": f"/img/{i}.png",
-                 "caption": EVIL_CAPTION if c == 0 else f"caption {i}"} for i in range(80) for c in range(2)]
+        rows = [{"dataset_id": "d", "sample_id": f"s{i:03d}_{c}", "image_id": f"i{i:03d}",
+                 "image_ref": str(home.datasets / f"{i}.png") if i % 2 else str(outside / f"{i}.png"),
+                 "caption": EVIL_CAPTION if c == 0 else (LONG_CAPTION if i % 3 == 0 else f"caption {i}")}
+                for i in range(80) for c in range(2)]
         catalog.insert(con, "samples", rows)
+        catalog.insert(con, "models", [dict(model_id="m", model_name="tiny", pretrained=str(home.checkpoints / "m.pt"))])
+        catalog.insert(con, "datasets", [dict(dataset_id="d", source="coco", split="hostile", location=str(outside),
+                                              n_images=80, n_samples=160)])
+        catalog.insert(con, "rejects", [
+            dict(dataset_id="d", item_ref=str(outside / "broken.png"), stage="read", reason="undecodable image", sample_id=None),
+            dict(dataset_id="d", item_ref=str(outside / "gone.png"), stage="read", reason="missing file", sample_id=None),
+            dict(dataset_id="d", item_ref="s999_0", stage="read", reason="empty caption", sample_id="s999_0"),
+        ])
     for r in (a, b):
         measure_run(home, r)
     paths = write_reports(home, [a, b])
@@ -40,23 +54,25 @@ def reports(tmp_path_factory):
 
 def test_every_report_renders_offline_without_errors(reports):
     _, paths = reports
-    assert len(paths) == 4  # rA, rB, compare, rC
-    for p in paths:
+    assert [p.name for p in paths] == ["run-rA.html", "run-rB.html", "compare-" + paths[2].name[8:], "index.html",
+                                       "run-rC.html", "index.html"]
+    for p in paths[:5]:
         html = p.read_text()
         assert "http://" not in html.split("<script>")[0] and 'src="http' not in html  # nothing fetched from a network
         assert html.count("vegaEmbed=") <= 1 or html.count("<script>") >= 1
         status, dom = render(p)
         assert status["jsErrors"] == [], (p.name, status["jsErrors"][:3])
         assert status["chartErrors"] == [], (p.name, status["chartErrors"][:3])
-        assert status["total"] > 0
+        assert status["total"] > 0 or p.name == "index.html"
         assert status["rendered"] == status["total"] == status["withGraphics"], (p.name, status)
+        assert status["pageWidth"] <= status["windowWidth"] == 1400, (p.name, status)  # no horizontal overflow
 
 
 def test_vega_scripts_are_inlined_once_per_page(reports):
     _, paths = reports
     for p in paths:
         html = p.read_text()
-        assert html.count("window.vegaEmbed=") == 1, p.name
+        assert html.count("window.vegaEmbed=") == (0 if p.name == "index.html" else 1), p.name
 
 
 def test_markup_from_the_data_shows_as_text_and_runs_nothing(reports):
@@ -87,9 +103,12 @@ def test_reports_regenerate_identically_from_the_database(reports):
     for p in home.reports.iterdir():
         p.unlink()
     again = write_reports(home, ["rA", "rB"]) + write_reports(home, ["rC"])
+    assert [p.name for p in again] == [p.name for p in paths]
     strip = lambda t: re.sub(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", "", t)  # noqa: E731  (generation time)
-    for p in again:
-        assert strip(p.read_text()) == strip(before[p.name]), p.name
+    for p in again[:-1]:
+        if p.name != "index.html":  # the first index was written before rC's page existed
+            assert strip(p.read_text()) == strip(before[p.name]), p.name
+    assert strip(again[-1].read_text()) == strip(before["index.html"])
 
 
 def test_charts_export_as_svg(reports, tmp_path):
@@ -111,3 +130,81 @@ def test_charts_accept_more_rows_than_altairs_default_guard():
                        "pc1": [float(i) for i in range(n)], "pc2": [0.0] * n})
     spec = charts.pca_scatter(df, column="label").to_dict()  # raised MaxRowsError above 5,000 rows before
     assert sum(len(rows) for rows in spec["datasets"].values()) == n
+
+
+def test_index_lists_datasets_runs_and_comparisons_with_links(reports):
+    home, paths = reports
+    index = home.reports / "index.html"
+    status, dom = render(index)
+    assert status["jsErrors"] == [] and status["pageWidth"] <= status["windowWidth"]
+    for name in ("run-rA.html", "run-rB.html", "run-rC.html", next(p.name for p in paths if p.name.startswith("compare-"))):
+        assert f'href="{name}"' in dom, name
+    runs = dom.split('id="runs-table"')[1].split("</table>")[0]
+    assert runs.count("<tr>") == 4  # header + three runs
+    assert "chance 1.25%" in runs  # recall beside chance (80 images)
+    assert "ok" in runs and "not measured" not in runs.split("test rC")[0]
+    datasets = dom.split('id="datasets-table"')[1].split("</table>")[0]
+    assert "hostile" in datasets and "<td>2</td>" in datasets  # two images dropped
+
+
+def test_contents_link_every_section_with_its_status(reports):
+    import re
+
+    home, _ = reports
+    for name, expect in (("run-rA.html", "ok"), ("run-rC.html", "not measured")):
+        html = (home.reports / name).read_text()
+        toc = html.split('<nav class="toc"')[1].split("</nav>")[0]
+        targets = re.findall(r'href="#(s\d+)"', toc)
+        assert len(targets) >= 20 and all(f'<section id="{t}">' in html for t in targets)
+        assert f'class="st st-' in toc and f">{expect}</span>" in toc
+        first = html.split("<section", 1)[1][:2000]
+        assert "What this run shows" in first and "chance" in first  # headline numbers open the page
+    rc = (home.reports / "run-rC.html").read_text()
+    assert "section &#x27;double_ellipsoid&#x27; has not been measured" in rc.split("</nav>")[0]  # reason on hover
+
+
+def test_rejects_section_counts_each_bad_input_with_examples(reports):
+    home, _ = reports
+    status, dom = render(home.reports / "run-rA.html")
+    sec = dom.split("<h2>Rejected inputs — hostile</h2>")[1].split("</section>")[0]
+    assert "undecodable image" in sec and "missing file" in sec and "empty caption" in sec
+    assert "broken.png #" in sec  # an example outside the data home: file name and content hash
+    head = dom.split('<table class="prov">')[1].split("</table>")[0]
+    assert "dropped 2 images and 1 captions" in head
+
+
+def test_long_captions_are_cut_with_the_full_text_on_hover(reports):
+    import html as html_mod
+    import re
+
+    home, _ = reports
+    status, dom = render(home.reports / "run-rA.html")
+    cells = re.findall(r"<td>(.*?)</td>", dom, re.S)
+    visible = [re.sub(r"<[^>]+>", "", c) for c in cells]
+    assert max(len(html_mod.unescape(v)) for v in visible) <= 200
+    titles = re.findall(r'<span class="cut" title="([^"]*)"', dom)
+    assert any(len(html_mod.unescape(t)) > 10_000 for t in titles)  # the whole caption, on hover
+    assert dom.count(LONG_CAPTION[:5000]) == len([t for t in titles if LONG_CAPTION[:5000] in t])  # in full only on hover
+
+
+def test_no_local_path_in_the_pages_unless_asked(reports):
+    from dashboards.build import write_reports
+
+    home, paths = reports
+    tmp_root = str(home.root.parent)
+    for p in home.reports.glob("*.html"):
+        assert tmp_root not in p.read_text(), p.name
+    html = (home.reports / "run-rA.html").read_text()
+    assert "checkpoints/m.pt" in html  # inside the data home: relative
+    try:
+        full = write_reports(home, ["rA"], full_paths=True)
+        assert str(home.checkpoints / "m.pt") in full[0].read_text()
+    finally:
+        write_reports(home, ["rA"])
+
+
+def test_page_sizes_within_targets(reports):
+    home, paths = reports
+    for p in paths:
+        size = p.stat().st_size
+        assert size <= (3 if p.name.startswith("compare-") else 2) * 1024 * 1024, (p.name, size)

@@ -9,8 +9,8 @@ section's tables hold no rows for the run (never stale ones), so reports can say
 missing and why.
 
 Transforms: recall@k is derived from per-query ranks in SQL
-(``sql/transforms/retrieval_recall.sql``); the per-run headline table ``run_summary`` is
-built in Polars (:func:`build_run_summary`).
+(``sql/transforms/retrieval_recall.sql``); the headline figures are the view ``v_headline``
+(``sql/views/50_v_headline.sql``), their one definition.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any
 
@@ -136,42 +135,6 @@ def _pca_rows(run_id: str, rv: vectors.RunVectors, img_n: np.ndarray, txt_n: np.
             )
         )
     return pl.concat(frames)
-
-
-def build_run_summary(con, run_id: str) -> pl.DataFrame:
-    """One row of headline figures for a run, joined and pivoted in Polars from the metric tables."""
-    runs = catalog.query(
-        con, "SELECT run_id, label, model_id, dataset_id, n_images, n_texts FROM runs WHERE run_id = ?", [run_id]
-    )
-    ret = catalog.query(con, "SELECT direction, k, recall FROM retrieval WHERE run_id = ? AND k IN (1, 5)", [run_id])
-    ret_wide = (
-        ret.with_columns(
-            name=pl.format(
-                "{}_recall_at_{}",
-                pl.col("direction").replace({"text_to_image": "t2i", "image_to_text": "i2t"}),
-                pl.col("k"),
-            )
-        )
-        .select("name", "recall")
-        .transpose(column_names="name")
-    )
-    gap = catalog.query(con, "SELECT gap FROM modality_gap WHERE run_id = ?", [run_id])
-    sep = catalog.query(
-        con,
-        "SELECT features, accuracy FROM separability WHERE run_id = ? AND vectors = 'normalized'",
-        [run_id],
-    )
-    sep_acc = {f: a for f, a in sep.iter_rows()}
-    out = runs.with_columns(
-        *(pl.lit(ret_wide[c][0] if c in ret_wide.columns else None, dtype=pl.Float64).alias(c)
-          for c in ("t2i_recall_at_1", "t2i_recall_at_5", "i2t_recall_at_1", "i2t_recall_at_5")),
-        pl.lit(gap["gap"][0] if gap.height else None, dtype=pl.Float64).alias("gap"),
-        pl.lit(sep_acc.get("full"), dtype=pl.Float64).alias("separability_accuracy"),
-        pl.lit(sep_acc.get("pca2"), dtype=pl.Float64).alias("separability_pca2_accuracy"),
-        pl.lit(ANALYSIS_VERSION).alias("analysis_version"),
-        pl.lit(datetime.now(timezone.utc).replace(tzinfo=None)).alias("updated_at"),
-    )
-    return out
 
 
 def _retrieval(d: RunData) -> dict[str, Rows]:
@@ -323,7 +286,6 @@ def measure_run(home: DataHome, run_id: str, *, seed: int = 0, sections: Sequenc
                 catalog.execute(con, "DELETE FROM retrieval WHERE run_id = ?", [run_id])
                 catalog.run_sql_file(con, "transforms/retrieval_recall.sql", {"run_id": run_id})
                 written["retrieval"] = catalog.execute(con, "SELECT count(*) FROM retrieval WHERE run_id = ?", [run_id])[0][0]
-        written["run_summary"] = catalog.delete_insert(con, "run_summary", where, build_run_summary(con, run_id))
         catalog.execute(
             con,
             "UPDATE runs SET status = 'measured', analysis_version = ?, analyzed_at = current_timestamp,"

@@ -5,13 +5,18 @@
 -- cosine to the raw mean per modality, the spread of the distance from the mean (P2 shell),
 -- cluster count and the correlation
 -- between local dimension and per-cluster top-1 (Figs. 13-15), mixing share in the layout.
+-- The one definition of the headline figures: the end-of-run summary, the Prefect artifact,
+-- the reports (index, "what this run shows", comparison table) and `clipgeo sql` read it.
+-- Chance levels (recall@1 of a random ranking) sit beside the recall figures.
 CREATE OR REPLACE VIEW v_headline AS
 SELECT
-    c.run_id, c.label, c.dataset_id, c.n_images, c.n_texts,
+    c.run_id, c.label, c.dataset_id, c.n_images, c.n_texts, c.objective,
     c.t2i_r1, c.i2t_r1,
     rt.recall_pessimistic    AS t2i_r1_pessimistic,
     ri.recall_pessimistic    AS i2t_r1_pessimistic,
     c.gap, c.separability_accuracy, c.separability_pca2_accuracy,
+    c.t2i_r5, c.i2t_r5, c.t2i_r10, c.i2t_r10,
+    ch.t2i_r1_chance, ch.i2t_r1_chance,
     sj.collapse_index        AS joint_collapse_index,
     sj.effective_rank_lambda_entropy AS joint_effective_rank_lambda_entropy,
     sj.effective_rank_sigma_entropy  AS joint_effective_rank_sigma_entropy,
@@ -28,4 +33,10 @@ LEFT JOIN topo_spectra_summary sj ON sj.run_id = c.run_id AND sj.scope = 'joint'
 LEFT JOIN geo_modality gi ON gi.run_id = c.run_id AND gi.modality = 'image'
 LEFT JOIN geo_modality gt ON gt.run_id = c.run_id AND gt.modality = 'text'
 LEFT JOIN topo_cluster_correlation cc ON cc.run_id = c.run_id
-LEFT JOIN topo_mixing_summary ms ON ms.run_id = c.run_id;
+LEFT JOIN topo_mixing_summary ms ON ms.run_id = c.run_id
+LEFT JOIN (
+    SELECT run_id,
+           max(chance) FILTER (WHERE direction = 'text_to_image' AND k = 1) AS t2i_r1_chance,
+           max(chance) FILTER (WHERE direction = 'image_to_text' AND k = 1) AS i2t_r1_chance
+    FROM retrieval GROUP BY run_id
+) ch ON ch.run_id = c.run_id;

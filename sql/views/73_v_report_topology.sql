@@ -1,0 +1,83 @@
+-- Report views: the figures and tables of the topological paper (one per chart or table; label joined).
+
+-- Table I: train x eval separability across datasets.
+CREATE OR REPLACE VIEW v_report_separability_matrix AS
+SELECT m.*, r.label FROM topo_separability_matrix m JOIN runs r USING (run_id);
+
+-- Fig. 1: histogram (bins of 0.02) of each sample's max cosine to the reference dataset.
+CREATE OR REPLACE VIEW v_report_nearest_hist AS
+WITH h AS (
+    SELECT run_id, modality, floor(max_cos * 50) / 50 AS max_cos, count(*) AS n,
+           any_value(reference_dataset_id) AS reference_dataset_id
+    FROM topo_nearest_reference GROUP BY run_id, modality, floor(max_cos * 50) / 50
+)
+SELECT h.run_id, r.label, h.modality, h.max_cos, h.n, h.reference_dataset_id,
+       h.n / sum(h.n) OVER (PARTITION BY h.run_id, h.modality) * 50 AS density
+FROM h JOIN runs r USING (run_id);
+
+-- Fig. 3: cosine histograms of the four populations (cos = bin centre).
+CREATE OR REPLACE VIEW v_report_cosine_hist AS
+SELECT h.*, (h.bin_lo + h.bin_hi) / 2 AS cos, r.label FROM topo_cosine_hist h JOIN runs r USING (run_id);
+
+-- Fig. 3 table: summary statistics of the four cosine populations.
+CREATE OR REPLACE VIEW v_report_cosine_summary AS
+SELECT s.*, r.label FROM topo_cosine_summary s JOIN runs r USING (run_id);
+
+-- Modality mixing share table (original space and layout).
+CREATE OR REPLACE VIEW v_report_mixing AS
+SELECT m.*, r.label FROM topo_mixing_summary m JOIN runs r USING (run_id);
+
+-- Figs. 6, 8: pairs joined by a line, in the PCA plane or the UMAP plane (column plane).
+CREATE OR REPLACE VIEW v_report_paired_lines AS
+SELECT p.run_id, r.label, p.plane, p.pair_id,
+       round(p.image_x, 4) AS image_x, round(p.image_y, 4) AS image_y,
+       round(p.text_x, 4) AS text_x, round(p.text_y, 4) AS text_y,
+       round(p.length, 4) AS length, round(p.cosine, 4) AS cosine
+FROM topo_paired_lines p JOIN runs r USING (run_id);
+
+-- Figs. 10-12: relative singular values sigma_k / sigma_1 (> 0) per scope (image, text, joint).
+CREATE OR REPLACE VIEW v_report_spectra AS
+SELECT s.*, r.label FROM topo_spectra s JOIN runs r USING (run_id) WHERE s.sigma_rel > 0;
+
+-- Figs. 10-12 table: collapse point and effective rank per scope.
+CREATE OR REPLACE VIEW v_report_spectra_summary AS
+SELECT s.*, r.label FROM topo_spectra_summary s JOIN runs r USING (run_id);
+
+-- Fig. 14: joint spectrum of each cluster (size-matched subsamples).
+CREATE OR REPLACE VIEW v_report_cluster_spectra AS
+SELECT c.run_id, r.label, c.cluster, c.index, round(c.index_frac, 5) AS index_frac, c.sigma_rel
+FROM topo_cluster_spectra c JOIN runs r USING (run_id) WHERE c.scope = 'joint' AND c.sigma_rel > 0;
+
+-- Fig. 15 chart and table: per cluster local dimension against top-1 retrieval.
+CREATE OR REPLACE VIEW v_report_clusters AS
+SELECT c.*, r.label FROM topo_clusters c JOIN runs r USING (run_id);
+
+-- Captions of Figs. 13-15: correlation between local dimension and top-1 across clusters.
+CREATE OR REPLACE VIEW v_report_cluster_correlation AS
+SELECT c.*, r.label FROM topo_cluster_correlation c JOIN runs r USING (run_id);
+
+-- Figs. 16-17: UMAP grid layouts, at most 500 points per cell and modality (smallest hash first).
+CREATE OR REPLACE VIEW v_report_umap_grid AS
+WITH g AS (
+    SELECT g.*, row_number() OVER (PARTITION BY run_id, n_neighbors, min_dist, modality
+                                   ORDER BY hash(item_index), item_index) AS sample_rank
+    FROM topo_umap_grid g
+)
+SELECT g.run_id, r.label, g.n_neighbors, g.min_dist, g.modality, g.item_index,
+       round(g.x2d, 3) AS x2d, round(g.y2d, 3) AS y2d
+FROM g JOIN runs r USING (run_id) WHERE g.sample_rank <= 500;
+
+-- Measurement status: what each section did for a run (ok, skipped, failed) and why.
+CREATE OR REPLACE VIEW v_report_sections AS
+SELECT s.*, r.label FROM measure_sections s JOIN runs r USING (run_id);
+
+-- The index page's run table: the headline figures (v_headline), the run's status and what its
+-- measurement sections did ("12 ok, 1 skipped").
+CREATE OR REPLACE VIEW v_report_run_index AS
+WITH s AS (
+    SELECT run_id, string_agg(n || ' ' || status, ', ' ORDER BY status) AS sections
+    FROM (SELECT run_id, status, count(*) AS n FROM measure_sections GROUP BY run_id, status)
+    GROUP BY run_id
+)
+SELECT h.*, r.status AS run_status, coalesce(s.sections, 'not measured') AS sections
+FROM v_headline h JOIN runs r USING (run_id) LEFT JOIN s USING (run_id);
