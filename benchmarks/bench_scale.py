@@ -57,7 +57,8 @@ def generate(root: Path, pairs: int, dim: int, *, part_rows: int = 100_000, rank
     rank = min(rank, dim)
     scales = 0.85 ** np.arange(rank)                     # anisotropy: latent std decays geometrically
     w_img = rng.standard_normal((rank, dim)) / np.sqrt(rank)
-    w_txt = rng.standard_normal((rank, dim)) / np.sqrt(rank)
+    # the text map is a perturbation of the image map: paired vectors are correlated across modalities
+    w_txt = 0.8 * w_img + 0.6 * rng.standard_normal((rank, dim)) / np.sqrt(rank)
     radius = float(np.sqrt((scales ** 2).sum() * dim / rank))
     mu_img = rng.standard_normal(dim)
     mu_img *= 1.5 * radius / np.linalg.norm(mu_img)
@@ -101,7 +102,9 @@ def stage_main(args: argparse.Namespace) -> None:
         from clipgeo.stages.measure import measure_run
 
         secs = args.sections.split(",") if args.sections else None
-        res = measure_run(home, args.run_id, sections=secs)
+        kw = {k: getattr(args, k) for k in ("sample_images", "full_gallery_max", "sub_gallery_images")
+              if getattr(args, k, None) is not None}
+        res = measure_run(home, args.run_id, sections=secs, **kw)
         out["sections"] = res.sections
     elif args.stage == "report":
         from dashboards.build import write_reports
@@ -148,6 +151,9 @@ def main() -> None:
     ap.add_argument("--normalized", action="store_true", help="store L2-normalised vectors (as LAION releases do)")
     ap.add_argument("--sections", default=None, help="comma-separated measure sections (default: all)")
     ap.add_argument("--no-report", action="store_true")
+    ap.add_argument("--sample-images", type=int, default=None, help="measure_run's sample size (default: its own)")
+    ap.add_argument("--full-gallery-max", type=int, default=None, help="measure_run's full-gallery limit")
+    ap.add_argument("--sub-gallery-images", type=int, default=None, help="measure_run's sub-gallery size")
     ap.add_argument("--cli", action="store_true", help="run `clipgeo dataset embeddings` in one process instead")
     ap.add_argument("--tmp", default=None, help="folder for the dump and the data home (default: system temp)")
     ap.add_argument("--keep", action="store_true", help="keep the dump and data home")
@@ -188,7 +194,9 @@ def main() -> None:
             imp = _run_stage("import", home, dump=str(dump))
             run_id = imp["run_id"]
             stages.append(imp)
-            stages.append(_run_stage("measure", home, run_id=run_id, sections=args.sections))
+            stages.append(_run_stage("measure", home, run_id=run_id, sections=args.sections,
+                                     sample_images=args.sample_images, full_gallery_max=args.full_gallery_max,
+                                     sub_gallery_images=args.sub_gallery_images))
             if not args.no_report:
                 stages.append(_run_stage("report", home, run_id=run_id))
         for s in stages:

@@ -23,6 +23,7 @@ from clipgeo.topology.spectra import spectra
 from clipgeo.topology.umap_layout import first_pairs, paired_lines, umap_grid, umap_layout
 
 UMAP_PAIRS = 5000
+UMAP_GRID_PAIRS = 2000
 MIXING_K = 15
 
 
@@ -55,7 +56,10 @@ def _cosines(d: RunData) -> dict:
 
 
 def _spectra(d: RunData) -> dict:
-    curve, summary = spectra(d.rv.images, d.rv.texts)
+    if d.stream is not None:  # every vector, streamed from Lance
+        curve, summary = spectra(d.stream.chunks("image"), d.stream.chunks("text"))
+    else:
+        curve, summary = spectra(d.rv.images, d.rv.texts)
     return {"topo_spectra": _tag(curve, d.run_id), "topo_spectra_summary": _tag(summary, d.run_id)}
 
 
@@ -152,7 +156,7 @@ def _sep_matrix(d: RunData) -> dict:
 def _umap_grid(d: RunData) -> dict:
     if not d.options.get("umap_grid"):
         raise Skip("not requested (measure with umap_grid=True; it fits 16 UMAP layouts)")
-    layouts, cells = umap_grid(d.img_n, d.txt_n, n_pairs=min(UMAP_PAIRS, 2000), seed=d.seed, txt_image_index=d.idx)
+    layouts, cells = umap_grid(d.img_n, d.txt_n, n_pairs=min(UMAP_PAIRS, UMAP_GRID_PAIRS), seed=d.seed, txt_image_index=d.idx)
     keep = layouts.select("n_neighbors", "min_dist", "modality", "item_index", "x2d", "y2d")
     return {"topo_umap_grid": _tag(keep, d.run_id), "topo_umap_grid_cells": _tag(cells, d.run_id)}
 
