@@ -86,11 +86,11 @@ def gap_from_moments(moms: dict[str, MomentAccumulator]) -> dict[str, float]:
 def spectra_from_moments(moms: dict[str, MomentAccumulator]) -> tuple[pl.DataFrame, pl.DataFrame]:
     """``topo_spectra`` / ``topo_spectra_summary`` frames (as :func:`clipgeo.topology.spectra.spectra`)
     from the merged moments of the normalised vectors: the joint scope is the exact merge of the two."""
-    from clipgeo.topology import spectra as sp
+    from clipgeo.topology.spectra import _REL_FLOOR, ScatterMoments, spectrum_summary
 
-    def scatter(acc: MomentAccumulator) -> "sp.ScatterMoments":
+    def scatter(acc: MomentAccumulator) -> ScatterMoments:
         m = acc.finalize()
-        return sp.ScatterMoments(m.n, m.mean, m.cov * m.n)
+        return ScatterMoments(m.n, m.mean, m.cov * m.n)
 
     mi, mt = scatter(moms["unit_image"]), scatter(moms["unit_text"])
     curves, rows = [], []
@@ -98,8 +98,8 @@ def spectra_from_moments(moms: dict[str, MomentAccumulator]) -> tuple[pl.DataFra
         s = mom.singular_values()
         rel = s / s[0] if s[0] > 0 else np.zeros_like(s)
         curves.append(pl.DataFrame({"scope": [scope] * s.size, "index": np.arange(s.size, dtype=np.int64), "sigma": s,
-                                    "sigma_rel": rel, "log10_sigma_rel": np.log10(np.maximum(rel, sp._REL_FLOOR))}))
-        rows.append({"scope": scope, **sp.spectrum_summary(s, mom.n)})
+                                    "sigma_rel": rel, "log10_sigma_rel": np.log10(np.maximum(rel, _REL_FLOOR))}))
+        rows.append({"scope": scope, **spectrum_summary(s, mom.n)})
     return pl.concat(curves), pl.DataFrame(rows)
 
 

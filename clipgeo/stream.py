@@ -129,8 +129,8 @@ class LanceRun:
             kw["filter"] = f"modality = '{modality}'"
         frags = self._fragments(fragment_ids)
         if frags is not None:
-            kw["fragments"] = frags
-        for b in self.ds.to_batches(**kw):
+            kw["fragments"] = frags  # only the scanner honours it (to_batches drops it silently, pylance 14)
+        for b in self.ds.scanner(**kw).to_batches():
             if b.num_rows:
                 yield b
 
@@ -148,7 +148,9 @@ class LanceRun:
         for b in self.batches(modality, cols, fragment_ids):
             mat = vectors._matrix(b.column(cols[0]), np.float64 if dtype == np.float64 else np.float32)
             if normalized and self.format == 2:
-                mat = vectors.normalize_chunk(mat, b.column("norm").to_numpy(), dtype)
+                # the stored float32 norm serves float32 output; float64 output gets float64 norms
+                norms = b.column("norm").to_numpy() if dtype != np.float64 else None
+                mat = vectors.normalize_chunk(mat, norms, dtype)
             else:
                 mat = mat.astype(dtype, copy=False)
             if with_ids:
