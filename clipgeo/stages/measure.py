@@ -103,6 +103,8 @@ class RunData:
     def moments(self) -> dict:
         """Streamed moments of every vector (raw and normalised, per modality), computed once:
         :func:`clipgeo.scale.moment_partial`."""
+        if "moments" not in self.cache and self.options.get("moments") is not None:
+            self.cache["moments"] = self.options["moments"]   # merged from per-fragment partials
         if "moments" not in self.cache:
             from clipgeo.scale import moment_partial
 
@@ -366,8 +368,8 @@ def find_reference_run(home: DataHome, run_id: str) -> str | None:
 def measure_run(home: DataHome, run_id: str, *, seed: int = 0, sections: Sequence[str] | None = None,
                 reference_run_id: str | None = None, umap_grid: bool = False,
                 sample_images: int = SAMPLE_IMAGES, full_gallery_max: int = FULL_GALLERY_MAX,
-                sub_gallery_images: int = SUB_GALLERY_IMAGES, sub_gallery_draws: int = SUB_GALLERY_DRAWS
-                ) -> MeasureResult:
+                sub_gallery_images: int = SUB_GALLERY_IMAGES, sub_gallery_draws: int = SUB_GALLERY_DRAWS,
+                moments: dict | None = None) -> MeasureResult:
     """Compute every section (or those named) for one run and store them in one transaction.
 
     ``reference_run_id``: the same model on a training-like dataset, for the nearest-reference
@@ -375,6 +377,9 @@ def measure_run(home: DataHome, run_id: str, *, seed: int = 0, sections: Sequenc
     ``umap_grid``: also fit the UMAP hyperparameter grid. ``sample_images``: size of the hash
     sample the sampled sections use; ``full_gallery_max`` / ``sub_gallery_images`` /
     ``sub_gallery_draws``: the retrieval definition (see :func:`clipgeo.scale.run_retrieval`).
+    ``moments``: the run's streamed moments when computed elsewhere (merged per-fragment
+    partials from :func:`clipgeo.scale.moment_partial`, e.g. on Dask workers: ``flows/measure_dist.py``);
+    the sections that need them then do not scan for them.
     """
     dataset_id, normalized_only, logit_scale, rv, stream, info = _load_run(home, run_id, seed, sample_images)
     reference = None
@@ -384,7 +389,8 @@ def measure_run(home: DataHome, run_id: str, *, seed: int = 0, sections: Sequenc
         reference = RunData(ref_id, r_dataset, r_rv, r_norm, r_scale, seed, stream=r_stream, sample=r_info)
     data = RunData(run_id, dataset_id, rv, normalized_only, logit_scale, seed, reference,
                    {"umap_grid": umap_grid, "lance_dir": str(home.lance), "full_gallery_max": full_gallery_max,
-                    "sub_gallery_images": sub_gallery_images, "sub_gallery_draws": sub_gallery_draws},
+                    "sub_gallery_images": sub_gallery_images, "sub_gallery_draws": sub_gallery_draws,
+                    "moments": moments},
                    stream=stream, sample=info)
     chosen = all_sections()
     if sections is not None:

@@ -21,7 +21,9 @@ def _kind(d: RunData) -> str:
 
 def _suite(d: RunData) -> dict:
     if d.stream is not None:  # every vector, streamed from Lance (two passes per modality)
-        res = double_ellipsoid_suite(d.stream.chunks("image"), d.stream.chunks("text"), keep_per_sample=True)
+        moms = d.moments()  # pass 1 shared with the gap and spectra sections (and mergeable across workers)
+        res = double_ellipsoid_suite(d.stream.chunks("image"), d.stream.chunks("text"), keep_per_sample=True,
+                                     moments_in=(moms["raw_image"].finalize(), moms["raw_text"].finalize()))
         img_ids, txt_ids = d.stream.ids("image")[0], d.stream.ids("text")[0]
     else:
         res = double_ellipsoid_suite(d.rv.images, d.rv.texts, keep_per_sample=True)

@@ -56,8 +56,10 @@ def _cosines(d: RunData) -> dict:
 
 
 def _spectra(d: RunData) -> dict:
-    if d.stream is not None:  # every vector, streamed from Lance
-        curve, summary = spectra(d.stream.chunks("image"), d.stream.chunks("text"))
+    if d.stream is not None:  # every vector: the streamed moments of the normalised vectors
+        from clipgeo.scale import spectra_from_moments
+
+        curve, summary = spectra_from_moments(d.moments())
     else:
         curve, summary = spectra(d.rv.images, d.rv.texts)
     return {"topo_spectra": _tag(curve, d.run_id), "topo_spectra_summary": _tag(summary, d.run_id)}
