@@ -83,6 +83,56 @@ def generate(root: Path, pairs: int, dim: int, *, part_rows: int = 100_000, rank
                        root / "metadata" / f"metadata_{part}.parquet")
 
 
+def disk_write_mb_s(folder: Path, mb: int = 512) -> float:
+    """Sequential write speed of ``folder``'s disk: ``mb`` MiB in 8 MiB writes, then fsync."""
+    path = folder / "ddtest.bin"
+    block = np.random.default_rng(0).integers(0, 255, 8 << 20, dtype=np.uint8).tobytes()
+    t0 = time.perf_counter()
+    with open(path, "wb", buffering=0) as fh:
+        for _ in range(mb // 8):
+            fh.write(block)
+        os.fsync(fh.fileno())
+    dt = time.perf_counter() - t0
+    path.unlink()
+    return mb / dt
+
+
+def storage_alternatives(dump: Path, folder: Path, rows: int = 100_000) -> list[tuple[str, float, float]]:
+    """Bytes per vector and the time of one normalised streamed scan, for three layouts of the
+    first ``rows`` image vectors of the dump: (a) float16 ``vector`` + float32 ``norm`` (what is
+    stored), normalised on read; (b) float32 ``vector`` + float32 ``vector_norm`` (the old layout),
+    normalised column read; (c) float16 ``vector`` + float16 ``vector_norm``, normalised column read."""
+    import lance
+    import pyarrow as pa
+
+    x = np.load(dump / "img_emb" / "img_emb_0.npy")[:rows]
+    d = x.shape[1]
+    norms = np.linalg.norm(x.astype(np.float64), axis=1)
+    xn = (x.astype(np.float64) / norms[:, None])
+    fl = lambda m, t: pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(m, t).reshape(-1)), d)  # noqa: E731
+    layouts = {
+        "f16 vector + norm, normalised on read": (pa.table({"vector": fl(x, np.float16), "norm": norms.astype(np.float32)}), "derive"),
+        "f32 vector + f32 vector_norm (old)": (pa.table({"vector": fl(x, np.float32), "vector_norm": fl(xn, np.float32)}), "vector_norm"),
+        "f16 vector + f16 vector_norm": (pa.table({"vector": fl(x, np.float16), "vector_norm": fl(xn, np.float16)}), "vector_norm"),
+    }
+    out = []
+    for name, (tbl, mode) in layouts.items():
+        uri = folder / f"alt_{len(out)}.lance"
+        ds = lance.write_dataset(tbl, str(uri), mode="overwrite")
+        size = sum(p.stat().st_size for p in uri.rglob("*") if p.is_file())
+        t0 = time.process_time()  # CPU seconds: the machine may be shared
+        total = 0.0
+        cols = ["vector", "norm"] if mode == "derive" else ["vector_norm"]
+        for b in ds.to_batches(columns=cols, batch_size=16384):
+            m = b.column(cols[0]).flatten().to_numpy(zero_copy_only=False).reshape(-1, d).astype(np.float32)
+            if mode == "derive":
+                m = m * (1.0 / b.column("norm").to_numpy()).astype(np.float32)[:, None]
+            total += float(m[:, 0].sum())
+        out.append((name, size / rows, time.process_time() - t0))
+        shutil.rmtree(uri, ignore_errors=True)
+    return out
+
+
 def _peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # Linux: KiB
 
@@ -93,6 +143,7 @@ def stage_main(args: argparse.Namespace) -> None:
 
     home = DataHome.resolve(args.home).ensure()
     t0 = time.perf_counter()
+    c0 = time.process_time()
     out: dict = {"stage": args.stage}
     if args.stage == "import":
         from clipgeo.stages.imports import import_embeddings
@@ -111,6 +162,7 @@ def stage_main(args: argparse.Namespace) -> None:
 
         out["paths"] = [str(p) for p in write_reports(home, [args.run_id])]
     out["wall_s"] = time.perf_counter() - t0
+    out["cpu_s"] = time.process_time() - c0  # this process's CPU seconds (all threads): load-independent
     out["peak_rss_gb"] = _peak_rss_gb()
     print(json.dumps(out))
 
@@ -157,6 +209,7 @@ def main() -> None:
     ap.add_argument("--cli", action="store_true", help="run `clipgeo dataset embeddings` in one process instead")
     ap.add_argument("--tmp", default=None, help="folder for the dump and the data home (default: system temp)")
     ap.add_argument("--keep", action="store_true", help="keep the dump and data home")
+    ap.add_argument("--storage", action="store_true", help="also compare storage layouts (bytes, normalised scan time)")
     # internal: one stage in a subprocess
     ap.add_argument("--stage", choices=("import", "measure", "report"), help=argparse.SUPPRESS)
     ap.add_argument("--home", help=argparse.SUPPRESS)
@@ -200,10 +253,19 @@ def main() -> None:
             if not args.no_report:
                 stages.append(_run_stage("report", home, run_id=run_id))
         for s in stages:
-            print(f"stage {s['stage']:8s} wall {s['wall_s']:9.1f} s   peak RSS {s['peak_rss_gb']:6.2f} GiB", flush=True)
+            cpu = f"   CPU {s['cpu_s']:9.1f} s" if "cpu_s" in s else ""
+            print(f"stage {s['stage']:8s} wall {s['wall_s']:9.1f} s{cpu}   peak RSS {s['peak_rss_gb']:6.2f} GiB", flush=True)
         for name, status, secs in _section_times(home, run_id):
             print(f"  section {name:22s} {status:8s} {secs:9.2f} s")
+        mb_s = disk_write_mb_s(work)
+        imp_s = next((s["wall_s"] for s in stages if s["stage"] == "import"), None)
         lance_bytes = _dir_bytes(home / "lance" / f"vectors_{run_id}.lance")
+        if imp_s:
+            print(f"import: {lance_bytes / 2**20 / imp_s:.0f} MiB/s written to Lance ({2 * args.pairs / imp_s:,.0f} vectors/s); "
+                  f"disk sequential write (fsync'd) {mb_s:.0f} MiB/s, measured now")
+        if args.storage:
+            for name, bpv_, secs in storage_alternatives(dump, work, min(args.pairs, args.part_rows)):
+                print(f"  layout {name:40s} {bpv_:8.0f} B/vector   normalised scan {secs:6.2f} CPU s")
         n_vectors = 2 * args.pairs
         bpv = lance_bytes / n_vectors
         print(f"lance table: {lance_bytes / 2**20:.1f} MiB for {n_vectors} vectors; "
