@@ -189,8 +189,10 @@ def _section_times(home: Path, run_id: str) -> list[tuple[str, str, float]]:
 
     con = duckdb.connect(str(home / "catalog.duckdb"), read_only=True)
     try:
-        return con.execute("SELECT section, status, seconds FROM measure_sections WHERE run_id = ? ORDER BY seconds DESC",
-                           [run_id]).fetchall()
+        cols = [r[0] for r in con.execute("DESCRIBE measure_sections").fetchall()]
+        cpu = "cpu_seconds" if "cpu_seconds" in cols else "NULL"
+        return con.execute(f"SELECT section, status, seconds, {cpu} FROM measure_sections WHERE run_id = ?"
+                           " ORDER BY seconds DESC", [run_id]).fetchall()
     finally:
         con.close()
 
@@ -255,8 +257,9 @@ def main() -> None:
         for s in stages:
             cpu = f"   CPU {s['cpu_s']:9.1f} s" if "cpu_s" in s else ""
             print(f"stage {s['stage']:8s} wall {s['wall_s']:9.1f} s{cpu}   peak RSS {s['peak_rss_gb']:6.2f} GiB", flush=True)
-        for name, status, secs in _section_times(home, run_id):
-            print(f"  section {name:22s} {status:8s} {secs:9.2f} s")
+        for name, status, secs, cpu in _section_times(home, run_id):
+            cpu_s = f"   CPU {cpu:9.2f} s" if cpu is not None else ""
+            print(f"  section {name:22s} {status:8s} {secs:9.2f} s{cpu_s}")
         mb_s = disk_write_mb_s(work)
         imp_s = next((s["wall_s"] for s in stages if s["stage"] == "import"), None)
         lance_bytes = _dir_bytes(home / "lance" / f"vectors_{run_id}.lance")

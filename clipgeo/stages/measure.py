@@ -314,6 +314,7 @@ def sample_row(run_id: str, section: str, d: RunData) -> dict:
 
 def _run_section(sec: Section, data: RunData) -> tuple[str, str | None, dict[str, Rows], float]:
     t0 = time.perf_counter()
+    c0 = time.process_time()
     try:
         out = dict(sec.fn(data))
         status, message = "ok", None
@@ -326,6 +327,7 @@ def _run_section(sec: Section, data: RunData) -> tuple[str, str | None, dict[str
     unknown = set(out) - set(sec.tables)
     if unknown:
         raise RuntimeError(f"section {sec.name} returned rows for undeclared tables {sorted(unknown)}")
+    data.cache.setdefault("cpu_seconds", {})[sec.name] = time.process_time() - c0
     return status, message, out, time.perf_counter() - t0
 
 
@@ -410,6 +412,7 @@ def measure_run(home: DataHome, run_id: str, *, seed: int = 0, sections: Sequenc
             catalog.delete_insert(con, "measure_sections", {"run_id": run_id, "section": sec.name}, [{
                 "run_id": run_id, "section": sec.name, "status": status_, "message": message, "seconds": seconds,
                 "tables": ",".join(sec.tables), "analysis_version": ANALYSIS_VERSION,
+                "cpu_seconds": data.cache.get("cpu_seconds", {}).get(sec.name),
             }])
             catalog.delete_insert(con, "measure_samples", {"run_id": run_id, "section": sec.name},
                                   [sample_row(run_id, sec.name, data)] if status_ == "ok" else [])

@@ -37,3 +37,7 @@ CREATE TABLE IF NOT EXISTS retrieval_gallery (
     statement       VARCHAR NOT NULL,
     PRIMARY KEY (run_id, direction, k)
 );
+
+-- CPU seconds of the measuring process per section (beside the wall-clock seconds): on a shared
+-- machine the wall time says more about the neighbours than about the section.
+ALTER TABLE measure_sections ADD COLUMN IF NOT EXISTS cpu_seconds DOUBLE;
