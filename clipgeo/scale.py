@@ -269,6 +269,50 @@ def gallery_summary(ranks: pl.DataFrame, info: dict, ks: Sequence[int] = KS) -> 
             .sort("direction", "k"))
 
 
+def query_sample_ranks(run: LanceRun, rv: vectors.RunVectors, n_queries: int, *, device: str = "cpu",
+                       dtype: str = "float32") -> tuple[pl.DataFrame, dict]:
+    """Exact ranks of a query sample against the **full** gallery, the gallery streamed from Lance.
+
+    Queries: the first ``n_queries`` images of the hash-ordered sample ``rv`` (image → text) and
+    the first caption of each (text → image). Text → image: ``#{images j : s(c, j) > s(c, g(c))}``
+    over every image of the run; image → text: ``#{captions c of other images : s(i, c) > max over
+    i's captions}`` over every caption of the run. ``rv`` must hold all captions of its images
+    (:meth:`LanceRun.sample` does). Cost ``O(n_queries × N × d)``; memory one gallery batch.
+    """
+    q = min(n_queries, rv.images.shape[0])
+    img_ids = rv.image_ids[:q]
+    idx = rv.text_image_index
+    imgn = vectors.normalize_chunk(rv.images[:q], dtype=np.float64)
+    first_cap = np.array([np.flatnonzero(idx == i)[0] for i in range(q)], dtype=np.int64)
+    capn = vectors.normalize_chunk(rv.texts[first_cap], dtype=np.float64)
+    allcap = vectors.normalize_chunk(rv.texts, dtype=np.float64)
+    # image -> text: the correct score is the best of the image's captions
+    best_cap = np.empty(q, dtype=np.int64)
+    for i in range(q):
+        rows = np.flatnonzero(idx == i)
+        best_cap[i] = rows[np.argmax(allcap[rows] @ imgn[i])]
+
+    def gallery(modality: str, owner_of_query: np.ndarray):
+        for mat, item, owner in run.arrays(modality, normalized=True, dtype=np.float32, with_ids=True):
+            key = item if modality == "image" else owner
+            mask = key[None, :] == owner_of_query[:, None]
+            yield mat, mask
+
+    t2i = blocked_query_ranks(capn, imgn, gallery("image", img_ids), device=device, dtype=dtype)
+    i2t = blocked_query_ranks(imgn, allcap[best_cap], gallery("text", img_ids), device=device, dtype=dtype)
+    ranks = pl.concat([
+        pl.DataFrame({"direction": "text_to_image", "query_id": rv.sample_ids[first_cap].tolist(), "rank": t2i.astype(np.int32),
+                      "gallery": 0}),
+        pl.DataFrame({"direction": "image_to_text", "query_id": img_ids.tolist(), "rank": i2t.astype(np.int32), "gallery": 0}),
+    ])
+    n_img, n_txt = run.count("image"), run.count("text")
+    info = {"definition": "query_sample", "n_galleries": 1, "gallery_images": n_img, "gallery_texts": n_txt,
+            "statement": (f"query sample: {q:,} images (smallest blake2b(seed:image_id) keys) and the first caption of each, "
+                          f"ranked exactly against the full gallery of {n_img:,} images / {n_txt:,} captions "
+                          f"(streamed, {device} {dtype if device.startswith('cuda') else 'float64'} scores)")}
+    return ranks, info
+
+
 def blocked_query_ranks(queries: np.ndarray, correct: np.ndarray, gallery_blocks, *, device: str = "cpu",
                         dtype: str = "float32") -> np.ndarray:
     """Exact ranks of a query sample against a full gallery given in blocks.

@@ -12,6 +12,7 @@ from clipgeo.geometry.ellipsoid import double_ellipsoid_suite
 from clipgeo.geometry.gap import modality_gap
 from clipgeo.scale import (
     blocked_query_ranks,
+    query_sample_ranks,
     gallery_summary,
     gap_from_moments,
     merge_partials,
@@ -188,6 +189,27 @@ def test_blocked_query_ranks_match_brute_force():
     np.testing.assert_array_equal(got, want)
 
 
+def test_query_sample_ranks_against_the_full_gallery(home):
+    img, txt, ii, ss, oo = _pairs(150, 8, seed=11, captions=2)
+    run = _write(home, "rqs", img, txt, ii, ss, oo, chunk=40)
+    rv, _ = run.sample(150, seed=0)
+    ranks, info = query_sample_ranks(run, rv, 25)
+    assert info["definition"] == "query_sample" and info["gallery_images"] == 150 and info["gallery_texts"] == 300
+    im = img.astype(np.float64) / np.linalg.norm(img.astype(np.float64), axis=1, keepdims=True)
+    tx = txt.astype(np.float64) / np.linalg.norm(txt.astype(np.float64), axis=1, keepdims=True)
+    owner = np.repeat(np.arange(150), 2)
+    s = tx @ im.T                                                   # brute force, every caption x image
+    t2i = {ss[c]: int((s[c] > s[c, owner[c]]).sum()) for c in range(300)}
+    best = np.array([s[owner == i, i].max() for i in range(150)])
+    i2t = {ii[i]: int(((s[:, i] > best[i]) & (owner != i)).sum()) for i in range(150)}
+    got_t = ranks.filter(pl.col("direction") == "text_to_image")
+    got_i = ranks.filter(pl.col("direction") == "image_to_text")
+    assert got_i.height == 25 and got_t.height == 25
+    assert all(t2i[q] == r for q, r in zip(got_t["query_id"], got_t["rank"]))
+    assert all(i2t[q] == r for q, r in zip(got_i["query_id"], got_i["rank"]))
+    assert got_i["query_id"].to_list() == rv.image_ids[:25].tolist()   # the hash sample's head
+
+
 def test_float16_release_is_stored_once_in_float16(home):
     img, txt, ii, ss, oo = _pairs(50, 8, seed=8, dtype=np.float16)
     run = _write(home, "rf16", img, txt, ii, ss, oo)
@@ -241,7 +263,7 @@ def test_measure_states_samples_and_gallery(home):
         catalog.insert(con, "runs", [dict(run_id="rms", model_id="m", dataset_id="d", label="t", status="embedded",
                                           n_images=120, n_texts=120, vectors_normalized=False)])
     res = measure.measure_run(home, "rms", sections=["retrieval", "modality_gap", "separability", "spectra"],
-                              sample_images=40, full_gallery_max=60, sub_gallery_images=30)
+                              sample_images=40, full_gallery_max=60, sub_gallery_images=30, query_sample=10)
     assert set(res.sections.values()) == {"ok"}, res.sections
     with catalog.session(home, read_only=True) as con:
         rows = {r[0]: r[1:] for r in catalog.execute(
@@ -253,6 +275,6 @@ def test_measure_states_samples_and_gallery(home):
         assert n_cand == [(30,)]
         gal = catalog.execute(con, "SELECT definition, n_galleries, n_queries FROM retrieval_gallery"
                                    " WHERE direction = 'text_to_image' AND k = 1")
-        assert gal == [("sub_gallery", 4, 120)]
+        assert sorted(gal) == [("query_sample", 1, 10), ("sub_gallery", 4, 120)]
         n_train = catalog.execute(con, "SELECT max(n_train + n_test) FROM separability")[0][0]
         assert n_train == 80   # 40 pairs per modality: the sample, not the run

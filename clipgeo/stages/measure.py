@@ -226,9 +226,18 @@ def _retrieval(d: RunData) -> dict[str, Rows]:
         normalized_only=d.normalized_only,
     )
     d.cache["retrieval_info"] = info
+    galleries = [gallery_summary(ranks, info)]
+    n_q = int(opts.get("query_sample") or 0)
+    if n_q > 0 and d.stream is not None:  # asked for: a stated query sample against the full gallery
+        from clipgeo.scale import query_sample_ranks
+
+        q_ranks, q_info = query_sample_ranks(d.stream, d.rv, n_q, device=opts.get("device") or "cpu",
+                                             dtype=opts.get("query_dtype") or "float32")
+        galleries.append(gallery_summary(q_ranks, q_info))
+        info["statement"] += "; also " + q_info["statement"]
     return {"retrieval_ranks": ranks.with_columns(pl.lit(d.run_id).alias("run_id")).select(
                 "run_id", "direction", "query_id", "rank"),
-            "retrieval_gallery": gallery_summary(ranks, info).with_columns(pl.lit(d.run_id).alias("run_id"))}
+            "retrieval_gallery": pl.concat(galleries).with_columns(pl.lit(d.run_id).alias("run_id"))}
 
 
 def _gap(d: RunData) -> dict[str, Rows]:
@@ -371,7 +380,8 @@ def measure_run(home: DataHome, run_id: str, *, seed: int = 0, sections: Sequenc
                 reference_run_id: str | None = None, umap_grid: bool = False,
                 sample_images: int = SAMPLE_IMAGES, full_gallery_max: int = FULL_GALLERY_MAX,
                 sub_gallery_images: int = SUB_GALLERY_IMAGES, sub_gallery_draws: int = SUB_GALLERY_DRAWS,
-                moments: dict | None = None) -> MeasureResult:
+                moments: dict | None = None, query_sample: int = 0, device: str | None = None,
+                query_dtype: str = "float32") -> MeasureResult:
     """Compute every section (or those named) for one run and store them in one transaction.
 
     ``reference_run_id``: the same model on a training-like dataset, for the nearest-reference
@@ -381,7 +391,9 @@ def measure_run(home: DataHome, run_id: str, *, seed: int = 0, sections: Sequenc
     ``sub_gallery_draws``: the retrieval definition (see :func:`clipgeo.scale.run_retrieval`).
     ``moments``: the run's streamed moments when computed elsewhere (merged per-fragment
     partials from :func:`clipgeo.scale.moment_partial`, e.g. on Dask workers: ``flows/measure_dist.py``);
-    the sections that need them then do not scan for them.
+    the sections that need them then do not scan for them. ``query_sample``: also rank that
+    many hash-sampled queries exactly against the full gallery (streamed; ``device="cuda"`` scores
+    them with torch in ``query_dtype`` float16/float32).
     """
     dataset_id, normalized_only, logit_scale, rv, stream, info = _load_run(home, run_id, seed, sample_images)
     reference = None
@@ -392,7 +404,7 @@ def measure_run(home: DataHome, run_id: str, *, seed: int = 0, sections: Sequenc
     data = RunData(run_id, dataset_id, rv, normalized_only, logit_scale, seed, reference,
                    {"umap_grid": umap_grid, "lance_dir": str(home.lance), "full_gallery_max": full_gallery_max,
                     "sub_gallery_images": sub_gallery_images, "sub_gallery_draws": sub_gallery_draws,
-                    "moments": moments},
+                    "moments": moments, "query_sample": query_sample, "device": device, "query_dtype": query_dtype},
                    stream=stream, sample=info)
     chosen = all_sections()
     if sections is not None:
@@ -419,7 +431,7 @@ def measure_run(home: DataHome, run_id: str, *, seed: int = 0, sections: Sequenc
             if sec.name == "retrieval" and status_ == "ok":
                 catalog.execute(con, "DELETE FROM retrieval WHERE run_id = ?", [run_id])
                 catalog.run_sql_file(con, "transforms/retrieval_recall.sql", {"run_id": run_id})
-                if data.cache.get("retrieval_info", {}).get("definition") != "full_gallery":
+                if data.cache.get("retrieval_info", {}).get("definition") == "sub_gallery":
                     catalog.run_sql_file(con, "transforms/retrieval_sub_gallery.sql", {"run_id": run_id})
                 written["retrieval"] = catalog.execute(con, "SELECT count(*) FROM retrieval WHERE run_id = ?", [run_id])[0][0]
         written["run_summary"] = catalog.delete_insert(con, "run_summary", where, build_run_summary(con, run_id))

@@ -17,10 +17,11 @@ CREATE TABLE IF NOT EXISTS measure_samples (
     PRIMARY KEY (run_id, section)
 );
 
--- Recall@k under the retrieval definition the run used: 'full_gallery' (exact ranks against
--- every image / caption of the run) or 'sub_gallery' (exact ranks within each of n_galleries
--- disjoint hash-drawn galleries of gallery_images images and all their captions; recall is the
--- mean over galleries, with their spread).
+-- Recall@k under each retrieval definition measured for the run: 'full_gallery' (exact ranks
+-- against every image / caption of the run), 'sub_gallery' (exact ranks within each of
+-- n_galleries disjoint hash-drawn galleries of gallery_images images and all their captions;
+-- recall is the mean over galleries, with their spread) and, when asked, 'query_sample'
+-- (exact ranks of a stated hash sample of queries against the full gallery, streamed).
 CREATE TABLE IF NOT EXISTS retrieval_gallery (
     run_id          VARCHAR NOT NULL,
     definition      VARCHAR NOT NULL,
@@ -35,7 +36,7 @@ CREATE TABLE IF NOT EXISTS retrieval_gallery (
     recall_min      DOUBLE,
     recall_max      DOUBLE,
     statement       VARCHAR NOT NULL,
-    PRIMARY KEY (run_id, direction, k)
+    PRIMARY KEY (run_id, definition, direction, k)
 );
 
 -- CPU seconds of the measuring process per section (beside the wall-clock seconds): on a shared
