@@ -213,7 +213,7 @@ def build_run_summary(con, run_id: str) -> pl.DataFrame:
 
 def _retrieval(d: RunData) -> dict[str, Rows]:
     """Exact ranks on the full gallery up to ``FULL_GALLERY_MAX`` images, else within disjoint
-    hash-drawn sub-galleries (:func:`clipgeo.scale.sub_gallery_ranks`); ``retrieval_gallery``
+    hash-drawn sub-galleries (:func:`clipgeo.scale.run_retrieval`); ``retrieval_gallery``
     states which, with the spread over sub-galleries."""
     from clipgeo.scale import gallery_summary, run_retrieval
 
@@ -247,6 +247,7 @@ def _gap(d: RunData) -> dict[str, Rows]:
         from clipgeo.scale import streamed_gap
 
         g = streamed_gap(d.stream, d.rv, d.moments())
+        d.cache["gap_pairs_from"] = g.get("pairs_from")
     return {"modality_gap": [{
         "run_id": d.run_id,
         "gap": g["gap"],
@@ -304,6 +305,9 @@ def sample_row(run_id: str, section: str, d: RunData) -> dict:
         if section == "retrieval":
             ri = d.cache.get("retrieval_info", {})
             extra = f"; {ri.get('statement', '')}" if ri else ""
+        elif section == "modality_gap" and d.cache.get("gap_pairs_from") == "sample":
+            extra = ("; the paired values (paired_distance, mean_paired_cos) over the captions of the "
+                     "hash sample, as caption rows do not line up with image rows in this table")
         return {"run_id": run_id, "section": section, "method": "streamed",
                 "n_images": info.population_images if info else None, "n_texts": info.population_texts if info else None,
                 "population_images": info.population_images if info else None,
