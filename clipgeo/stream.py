@@ -124,7 +124,8 @@ class LanceRun:
     def batches(self, modality: str | None, columns: Sequence[str], fragment_ids: Sequence[int] | None = None
                 ) -> Iterator[pa.RecordBatch]:
         """Record batches of ``columns`` for one modality (all rows when None), in scan order."""
-        kw = {"columns": list(columns), "batch_size": self.batch_rows}
+        # bounded read-ahead: Lance's default (16 batches x 4 fragments) would hold ~64 batches in flight
+        kw = {"columns": list(columns), "batch_size": self.batch_rows, "batch_readahead": 2, "fragment_readahead": 1}
         if modality is not None:
             kw["filter"] = f"modality = '{modality}'"
         frags = self._fragments(fragment_ids)
