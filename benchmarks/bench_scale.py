@@ -133,6 +133,35 @@ def storage_alternatives(dump: Path, folder: Path, rows: int = 100_000) -> list[
     return out
 
 
+def dask_compare(home, run_id: str, parts: int = 8, workers: int = 2) -> dict:
+    """The distributed part of measuring (the streamed moment pass, per range of Lance rows)
+    on a ``workers``-process Dask LocalCluster vs in this process: wall seconds of each and the
+    largest relative difference of the merged results (gap values and every spectrum value)."""
+    from distributed import Client, LocalCluster
+
+    from clipgeo.scale import gap_from_moments, merge_partials, moment_partial, spectra_from_moments
+    from clipgeo.stream import LanceRun
+
+    run = LanceRun.open(home, run_id)
+    ranges = run.row_slices(parts)
+    t0 = time.perf_counter()
+    single = moment_partial(run.uri)
+    single_s = time.perf_counter() - t0
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        client.run(lambda: None)  # workers up before timing
+        t0 = time.perf_counter()
+        futs = [client.submit(moment_partial, run.uri, grp, pure=False) for grp in ranges]
+        merged = merge_partials(client.gather(futs))
+        dask_s = time.perf_counter() - t0
+    a, b = gap_from_moments(single), gap_from_moments(merged)
+    rel = max(abs(a[k] - b[k]) / max(abs(a[k]), 1e-300) for k in a)
+    sa, sb = spectra_from_moments(single)[0]["sigma"].to_numpy(), spectra_from_moments(merged)[0]["sigma"].to_numpy()
+    rel_s = float(np.max(np.abs(sa - sb) / np.maximum(np.abs(sa), 1e-300 + 1e-12 * np.abs(sa).max())))
+    return {"parts": len(ranges), "workers": workers, "single_s": single_s, "dask_s": dask_s,
+            "dask_over_single": dask_s / single_s, "max_rel_diff_gap": rel, "max_rel_diff_spectra": rel_s}
+
+
 def _peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # Linux: KiB
 
@@ -157,6 +186,8 @@ def stage_main(args: argparse.Namespace) -> None:
               if getattr(args, k, None) is not None}
         res = measure_run(home, args.run_id, sections=secs, **kw)
         out["sections"] = res.sections
+    elif args.stage == "dask":
+        out.update(dask_compare(home, args.run_id, args.parts))
     elif args.stage == "report":
         from dashboards.build import write_reports
 
@@ -213,7 +244,9 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the dump and data home")
     ap.add_argument("--storage", action="store_true", help="also compare storage layouts (bytes, normalised scan time)")
     # internal: one stage in a subprocess
-    ap.add_argument("--stage", choices=("import", "measure", "report"), help=argparse.SUPPRESS)
+    ap.add_argument("--dask", action="store_true", help="also time the streamed moment pass on a 2-worker Dask LocalCluster")
+    ap.add_argument("--parts", type=int, default=8, help="row ranges for --dask")
+    ap.add_argument("--stage", choices=("import", "measure", "report", "dask"), help=argparse.SUPPRESS)
     ap.add_argument("--home", help=argparse.SUPPRESS)
     ap.add_argument("--dump", help=argparse.SUPPRESS)
     ap.add_argument("--run-id", help=argparse.SUPPRESS)
@@ -254,6 +287,11 @@ def main() -> None:
                                      sub_gallery_images=args.sub_gallery_images))
             if not args.no_report:
                 stages.append(_run_stage("report", home, run_id=run_id))
+        if args.dask:
+            dk = _run_stage("dask", home, run_id=run_id, parts=args.parts)
+            print(f"dask: moment pass over {dk['parts']} row ranges, {dk['workers']} workers {dk['dask_s']:.1f} s "
+                  f"vs one process {dk['single_s']:.1f} s (ratio {dk['dask_over_single']:.2f}); max relative difference "
+                  f"gap {dk['max_rel_diff_gap']:.1e}, spectra {dk['max_rel_diff_spectra']:.1e}", flush=True)
         for s in stages:
             cpu = f"   CPU {s['cpu_s']:9.1f} s" if "cpu_s" in s else ""
             print(f"stage {s['stage']:8s} wall {s['wall_s']:9.1f} s{cpu}   peak RSS {s['peak_rss_gb']:6.2f} GiB", flush=True)

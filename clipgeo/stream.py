@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from clipgeo.store import vectors
 
-__all__ = ["LanceRun", "SampleInfo", "fragment_ranges", "hash_keys", "sample_statement"]
+__all__ = ["LanceRun", "SampleInfo", "fragment_ranges", "hash_keys", "row_slices", "sample_statement"]
 
 #: Rows per batch read from Lance (a 16,384 x 768 float16 batch is 24 MiB; float64 temporaries 96 MiB).
 BATCH_ROWS = 16384
@@ -73,6 +73,26 @@ def sample_statement(info: SampleInfo, n_pairs: int | None = None) -> str:
             f"(of {info.population_texts:,}; deterministic hash sample)")
 
 
+def row_slices(fragment_rows: Sequence[tuple[int, int]], parts: int) -> list[list[tuple[int, int, int]]]:
+    """Cut a table's rows into ``parts`` contiguous, near-equal pieces of *physical* rows (so a
+    table of one big fragment still splits): each piece a list of ``(fragment_id, offset, limit)``
+    slices, in table order. ``fragment_rows``: ``(fragment_id, n_rows)`` per fragment, in order."""
+    total = sum(n for _, n in fragment_rows)
+    parts = max(1, min(parts, total))
+    bounds = np.linspace(0, total, parts + 1).round().astype(np.int64)
+    out: list[list[tuple[int, int, int]]] = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        piece, start = [], 0
+        for fid, n in fragment_rows:
+            a, b = max(lo, start), min(hi, start + n)
+            if b > a:
+                piece.append((int(fid), int(a - start), int(b - a)))
+            start += n
+        if piece:
+            out.append(piece)
+    return out
+
+
 def fragment_ranges(fragment_ids: Sequence[int], parts: int) -> list[list[int]]:
     """Split fragment ids into at most ``parts`` contiguous, non-empty groups (in order)."""
     ids = list(fragment_ids)
@@ -112,6 +132,10 @@ class LanceRun:
     def fragment_ids(self) -> list[int]:
         return [f.fragment_id for f in self.ds.get_fragments()]
 
+    def row_slices(self, parts: int) -> list[list[tuple[int, int, int]]]:
+        """:func:`row_slices` of this table: ``parts`` pieces of ``(fragment_id, offset, limit)``."""
+        return row_slices([(f.fragment_id, f.count_rows()) for f in self.ds.get_fragments()], parts)
+
     def count(self, modality: str) -> int:
         return self.ds.count_rows(filter=f"modality = '{modality}'")
 
@@ -121,9 +145,15 @@ class LanceRun:
         wanted = set(fragment_ids)
         return [f for f in self.ds.get_fragments() if f.fragment_id in wanted]
 
-    def batches(self, modality: str | None, columns: Sequence[str], fragment_ids: Sequence[int] | None = None
+    def batches(self, modality: str | None, columns: Sequence[str], fragment_ids: Sequence | None = None
                 ) -> Iterator[pa.RecordBatch]:
-        """Record batches of ``columns`` for one modality (all rows when None), in scan order."""
+        """Record batches of ``columns`` for one modality (all rows when None), in scan order.
+
+        ``fragment_ids``: only these fragments (ints), or only these physical row slices
+        (``(fragment_id, offset, limit)`` triples, see :meth:`row_slices`)."""
+        if fragment_ids is not None and any(isinstance(f, (tuple, list)) for f in fragment_ids):
+            yield from self._slice_batches(modality, columns, fragment_ids)
+            return
         # bounded read-ahead: Lance's default (16 batches x 4 fragments) would hold ~64 batches in flight
         kw = {"columns": list(columns), "batch_size": self.batch_rows, "batch_readahead": 2, "fragment_readahead": 1}
         if modality is not None:
@@ -134,6 +164,23 @@ class LanceRun:
         for b in self.ds.scanner(**kw).to_batches():
             if b.num_rows:
                 yield b
+
+    def _slice_batches(self, modality: str | None, columns: Sequence[str], slices: Sequence
+                       ) -> Iterator[pa.RecordBatch]:
+        import pyarrow.compute as pc
+
+        frags = {f.fragment_id: f for f in self.ds.get_fragments()}
+        cols = list(columns) + (["modality"] if modality is not None and "modality" not in columns else [])
+        for fid, offset, limit in slices:
+            sc = frags[int(fid)].scanner(columns=cols, offset=int(offset), limit=int(limit),
+                                         batch_size=self.batch_rows, batch_readahead=2)
+            for b in sc.to_batches():
+                if modality is not None:
+                    b = b.filter(pc.equal(b.column("modality"), modality))
+                    if "modality" not in columns:
+                        b = b.select(list(columns))
+                if b.num_rows:
+                    yield b
 
     def _vector_cols(self, normalized: bool) -> list[str]:
         if self.format == 1:

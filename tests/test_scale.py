@@ -105,7 +105,7 @@ def test_dask_local_cluster_equals_single_process(home, prefect_harness):
     run_id = _register(home, "rdist")
     from clipgeo.stream import LanceRun
 
-    assert len(LanceRun.open(home, run_id).fragment_ids()) >= 3
+    assert len(LanceRun.open(home, run_id).fragment_ids()) >= 3   # ranges cross fragment boundaries
     sections = ["retrieval", "modality_gap", "double_ellipsoid", "spectra"]
     measure.measure_run(home, run_id, sections=sections)
     single = _snapshot(home, run_id)

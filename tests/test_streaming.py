@@ -278,3 +278,21 @@ def test_measure_states_samples_and_gallery(home):
         assert sorted(gal) == [("query_sample", 1, 10), ("sub_gallery", 4, 120)]
         n_train = catalog.execute(con, "SELECT max(n_train + n_test) FROM separability")[0][0]
         assert n_train == 80   # 40 pairs per modality: the sample, not the run
+
+
+def test_row_slices_split_one_fragment_and_merge_exactly(home):
+    from clipgeo.stream import row_slices
+
+    assert row_slices([(0, 10), (3, 5)], 3) == [[(0, 0, 5)], [(0, 5, 5)], [(3, 0, 5)]]
+    assert row_slices([(0, 7)], 2) == [[(0, 0, 4)], [(0, 4, 3)]]
+    img, txt, ii, ss, oo = _pairs(300, 7, seed=12)
+    run = _write(home, "rsl", img, txt, ii, ss, oo, chunk=64)
+    assert len(run.fragment_ids()) == 1
+    pieces = run.row_slices(5)
+    assert len(pieces) == 5
+    seen = np.concatenate([np.concatenate(list(run.arrays("image", fragment_ids=p))) for p in pieces])
+    np.testing.assert_array_equal(seen, np.concatenate(list(run.arrays("image"))))
+    whole = gap_from_moments(moment_partial(run.uri))
+    merged = gap_from_moments(merge_partials([moment_partial(run.uri, p) for p in pieces]))
+    for k in whole:
+        assert merged[k] == pytest.approx(whole[k], rel=1e-12), k
