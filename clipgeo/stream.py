@@ -228,25 +228,39 @@ class LanceRun:
         Images are ordered by key (so "the first k" of them are the hash sample of k), captions
         by (their image's key, sample_id). Vectors are float32 (raw, or normalised when asked).
         """
+        import pyarrow.compute as pc
+
+        # ids stay Arrow columns (no Python string per row except for hashing the image ids)
         t = self.ds.to_table(columns=["modality", "item_id", "image_id"])
-        mods = np.asarray(t.column("modality").to_pylist())
-        item = np.asarray(t.column("item_id").to_pylist(), dtype=object).astype(str)
-        owner = np.asarray(t.column("image_id").to_pylist(), dtype=object).astype(str)
-        del t
-        img_pos = np.flatnonzero(mods == "image")
-        txt_pos = np.flatnonzero(mods == "text")
-        del mods
-        keys = hash_keys(item[img_pos].tolist(), seed)
-        order = np.lexsort((item[img_pos], keys))[: max(0, n_images)]
+        is_img = pc.equal(t.column("modality"), "image").to_numpy(zero_copy_only=False)
+        img_pos = np.flatnonzero(is_img)
+        txt_pos = np.flatnonzero(~is_img)
+        del is_img
+        img_items = t.column("item_id").take(pa.array(img_pos))
+        keys = hash_keys(img_items.to_pylist(), seed)
+        n = min(max(0, n_images), img_pos.size)
+        if n < img_pos.size:  # candidates up to the n-th key (ties included), then exact order
+            kth = np.partition(keys, n - 1)[n - 1]
+            cand = np.flatnonzero(keys <= kth)
+        else:
+            cand = np.arange(img_pos.size)
+        cand_ids = np.asarray(img_items.take(pa.array(cand)).to_pylist(), dtype=object).astype(str)
+        order = cand[np.lexsort((cand_ids, keys[cand]))][:n]   # by key, ties by id
+        del keys, img_items
         chosen_pos = img_pos[order]
-        chosen_ids = item[chosen_pos]
+        chosen_ids = np.asarray(t.column("item_id").take(pa.array(chosen_pos)).to_pylist(), dtype=object).astype(str)
         rank = {iid: r for r, iid in enumerate(chosen_ids.tolist())}
-        txt_owner = owner[txt_pos]
-        in_sample = np.fromiter((o in rank for o in txt_owner.tolist()), dtype=bool, count=txt_pos.size)
+        owners_all = t.column("image_id").take(pa.array(txt_pos))
+        in_sample = pc.is_in(owners_all, value_set=pa.array(chosen_ids.tolist(), pa.string())).to_numpy(
+            zero_copy_only=False)
+        del owners_all
         cap_pos = txt_pos[in_sample]
-        cap_rank = np.fromiter((rank[o] for o in owner[cap_pos].tolist()), dtype=np.int64, count=cap_pos.size)
-        cap_order = np.lexsort((item[cap_pos], cap_rank))
-        cap_pos = cap_pos[cap_order]
+        cap_items = np.asarray(t.column("item_id").take(pa.array(cap_pos)).to_pylist(), dtype=object).astype(str)
+        cap_owner = np.asarray(t.column("image_id").take(pa.array(cap_pos)).to_pylist(), dtype=object).astype(str)
+        del t
+        cap_rank = np.fromiter((rank[o] for o in cap_owner.tolist()), dtype=np.int64, count=cap_pos.size)
+        cap_order = np.lexsort((cap_items, cap_rank))
+        cap_pos, cap_items, cap_owner = cap_pos[cap_order], cap_items[cap_order], cap_owner[cap_order]
         cols = self._vector_cols(normalized)
 
         def take(pos: np.ndarray) -> np.ndarray:
@@ -265,8 +279,8 @@ class LanceRun:
             run_id=self.run_id or "",
             image_ids=chosen_ids,
             images=take(chosen_pos),
-            sample_ids=item[cap_pos],
-            text_image_ids=owner[cap_pos],
+            sample_ids=cap_items,
+            text_image_ids=cap_owner,
             texts=take(cap_pos),
             normalized_only=normalized,
         )
