@@ -37,7 +37,6 @@ import polars as pl
 from clipgeo.config import ANALYSIS_VERSION, DataHome
 from clipgeo.geometry.gap import modality_gap
 from clipgeo.geometry.separability import linear_separability, pca_project
-from clipgeo.retrieval import retrieval_ranks
 from clipgeo.store import catalog, vectors
 from clipgeo.stream import LanceRun, SampleInfo, sample_statement
 
