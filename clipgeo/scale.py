@@ -220,6 +220,9 @@ def run_retrieval(run: LanceRun | None, rv: vectors.RunVectors, *, sample: Sampl
     n_img = sample.population_images if sample is not None else rv.images.shape[0]
     if n_img <= full_gallery_max:
         full = rv if (sample is None or sample.complete) else run.sample(n_img, seed, normalized=normalized_only)[0]
+        if sample is not None and full.texts.shape[0] != sample.population_texts:
+            raise RuntimeError(f"{sample.population_texts - full.texts.shape[0]} captions have no image vector in the run; "
+                               "their queries cannot be ranked (re-embed or import the run again)")
         galleries = [(full, 0)]
         definition = "full_gallery"
         statement = f"full gallery: exact ranks against all {n_img:,} images / {full.texts.shape[0]:,} captions"
