@@ -88,6 +88,11 @@ def dataset_pipeline(
                    for ref in map(parse_model, models)]
     meas = measure.with_options(refresh_cache="measure" in force or "embed" in force)
     for run_id in run_ids:
+        if cluster_address:  # the streamed pass per Lance fragment range on the Dask workers (flows/measure_dist.py)
+            from flows.measure_dist import measure_dist_flow
+
+            measure_dist_flow.with_options(task_runner=task_runner_for(cluster_address))(run_id, home_s)
+            continue
         meas(home_s, run_id)
         if not analysis_current(home_s, run_id):
             meas.with_options(refresh_cache=True)(home_s, run_id)

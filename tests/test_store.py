@@ -103,7 +103,7 @@ def test_vectors_are_queryable_with_sql(home):
     _write_small_run(home)
     df = read_only_query(
         home,
-        "SELECT modality, count(*) AS n, avg(array_cosine_similarity(vector_norm::FLOAT[8], vector_norm::FLOAT[8])) AS self_cos"
+        "SELECT modality, count(*) AS n, avg(array_cosine_similarity(vector::FLOAT[8], vector::FLOAT[8])) AS self_cos"
         " FROM vectors_rtest GROUP BY modality ORDER BY modality",
     )
     assert df["n"].to_list() == [4, 6]

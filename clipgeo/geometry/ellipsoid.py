@@ -147,6 +147,11 @@ class MomentAccumulator:
     def d(self) -> int | None:
         return self._scatter.d
 
+    @property
+    def scatter_accumulator(self) -> ScatterAccumulator:
+        """The shared count / mean / centred-scatter accumulator inside (read it, don't feed it)."""
+        return self._scatter
+
     def update(self, chunk: np.ndarray) -> "MomentAccumulator":
         """Add the rows of one 2-D chunk (validated: finite, non-zero rows, matching d)."""
         b = np.asarray(chunk)
@@ -567,6 +572,7 @@ def double_ellipsoid_suite(
     mahalanobis_rtol: float = 1e-10,
     keep_per_sample: bool = True,
     names: tuple[str, str] = ("image", "text"),
+    moments_in: tuple[Moments, Moments] | None = None,
 ) -> DoubleEllipsoidResult:
     """Run P1–P5 and conformity on raw image and text vectors (two passes per modality).
 
@@ -575,6 +581,9 @@ def double_ellipsoid_suite(
     modality's rows must come back in the same order on both passes. Definitions are in the
     module docstring and the functions this calls. Linear separability (P1) and the modality
     gap are separate calls (:mod:`~clipgeo.geometry.separability`, :mod:`~clipgeo.geometry.gap`).
+
+    ``moments_in``: the pass-1 moments of ``img`` and ``txt`` when already computed (e.g. merged
+    from per-fragment partials on a cluster, :mod:`clipgeo.scale`): pass 1 is then skipped.
 
     Raises ``ValueError`` on NaN/inf or zero vectors, mismatched dimensions between modalities,
     or fewer than 2 vectors in a modality.
@@ -589,8 +598,7 @@ def double_ellipsoid_suite(
     if s_i is not None and s_t is not None and s_i[1] != s_t[1]:
         raise ValueError(f"mismatched dimensions between modalities: {names[0]} has d={s_i[1]}, {names[1]} has d={s_t[1]}")
 
-    mom_i = moments(img, names[0])
-    mom_t = moments(txt, names[1])
+    mom_i, mom_t = moments_in if moments_in is not None else (moments(img, names[0]), moments(txt, names[1]))
     _same_d(mom_i, mom_t)
     ps_i = per_sample_statistics(img, mom_i, rtol=mahalanobis_rtol)
     ps_t = per_sample_statistics(txt, mom_t, rtol=mahalanobis_rtol)

@@ -60,6 +60,7 @@ __all__ = [
     "detect_normalized",
     "embedding_parts",
     "iter_embedding_chunks",
+    "source_dtype",
 ]
 
 KEY_COLUMNS = ("key",)
@@ -151,13 +152,16 @@ def _open_npy(path: Path) -> tuple[tuple[int, ...], np.dtype, int, bool]:
         del mm
 
 
-def _read_rows(path: Path, dtype: np.dtype, offset: int, fortran: bool, d: int, start: int, stop: int) -> np.ndarray:
-    """Rows ``[start, stop)`` as float32, read with positioned reads (no mapping kept)."""
+def _read_rows(path: Path, dtype: np.dtype, offset: int, fortran: bool, d: int, start: int, stop: int,
+               keep_float16: bool = False) -> np.ndarray:
+    """Rows ``[start, stop)`` as float32 (native float16 with ``keep_float16`` when stored as
+    float16), read with positioned reads (no mapping kept)."""
     n = stop - start
+    out_dt = np.float16 if (keep_float16 and dtype.kind == "f" and dtype.itemsize == 2) else np.float32
     if fortran:  # rare: slice the memmap (column-major rows are not contiguous on disk)
         mm = np.load(path, mmap_mode="r")
         try:
-            return np.asarray(mm[start:stop], dtype=np.float32)
+            return np.asarray(mm[start:stop], dtype=out_dt)
         finally:
             del mm
     buf = np.empty((n, d), dtype=dtype)
@@ -170,9 +174,9 @@ def _read_rows(path: Path, dtype: np.dtype, offset: int, fortran: bool, d: int, 
             if not k:
                 raise OSError(f"{path} ends early (row {start + got // (d * dtype.itemsize)})")
             got += k
-    if buf.dtype == np.float32 and buf.dtype.isnative:
+    if buf.dtype == out_dt and buf.dtype.isnative:
         return buf
-    return buf.astype(np.float32)
+    return buf.astype(out_dt)
 
 
 def _pick(names: list[str], candidates: tuple[str, ...]) -> str | None:
@@ -227,10 +231,30 @@ def _str_or_none(v: object) -> str | None:
     return str(v)
 
 
-def iter_embedding_chunks(root: Path, *, chunk_rows: int = 65536, dedupe: bool = True) -> Iterator[EmbeddingChunk]:
+def source_dtype(root: Path) -> np.dtype:
+    """float16 when every ``img_emb`` / ``text_emb`` part is stored as float16 (read from the
+    ``.npy`` headers only), else float32: the precision an import keeps."""
+    parts, _ = embedding_parts(Path(root))
+    for part in parts:
+        for f in (part.img, part.txt):
+            if f is None:
+                continue
+            try:
+                dt = _open_npy(f)[1]
+            except Exception:  # noqa: BLE001 - unreadable parts are rejected by the reader
+                continue
+            if not (dt.kind == "f" and dt.itemsize == 2):
+                return np.dtype(np.float32)
+    return np.dtype(np.float16)
+
+
+def iter_embedding_chunks(root: Path, *, chunk_rows: int = 65536, dedupe: bool = True,
+                          keep_float16: bool = False) -> Iterator[EmbeddingChunk]:
     """Stream the pairs of a release folder in chunks of at most ``chunk_rows`` rows.
 
-    Chunks never span two parts. Vectors come as float32 whatever the stored dtype; memory
+    Chunks never span two parts. Vectors come as float32 whatever the stored dtype (with
+    ``keep_float16``, a float16 file's rows stay float16: no precision is added that the
+    release did not have, and half the memory); memory
     use is about ``chunk_rows * d * (4 + 4 + itemsize)`` bytes per modality pair plus the
     chunk's metadata, independent of the file sizes. See the module doc for ids and rejects.
 
@@ -312,8 +336,8 @@ def iter_embedding_chunks(root: Path, *, chunk_rows: int = 65536, dedupe: bool =
             stop = min(start + chunk_rows, n)
             rows = np.arange(start, stop, dtype=np.int64)
             try:
-                img = _read_rows(part.img, idt, ioff, ifort, d, start, stop)
-                txt = _read_rows(part.txt, tdt, toff, tfort, d, start, stop)
+                img = _read_rows(part.img, idt, ioff, ifort, d, start, stop, keep_float16)
+                txt = _read_rows(part.txt, tdt, toff, tfort, d, start, stop, keep_float16)
                 meta = next(meta_iter) if meta_cols else {}
             except Exception as exc:  # noqa: BLE001 - a file that ends early / breaks mid-way
                 yield part_reject("read", f"reading rows {start}..{n - 1} failed: {exc}")

@@ -20,7 +20,7 @@ import pyarrow as pa
 import clipgeo
 from clipgeo.config import DataHome
 from clipgeo.sources.base import Reject
-from clipgeo.sources.embeddings import detect_normalized, iter_embedding_chunks
+from clipgeo.sources.embeddings import detect_normalized, iter_embedding_chunks, source_dtype
 from clipgeo.store import catalog, vectors
 
 log = logging.getLogger(__name__)
@@ -34,13 +34,14 @@ def import_embeddings(home: DataHome, root: Path, *, name: str | None = None, ch
     model_id = f"imported@{dataset_id}"
     run_id = "r" + hashlib.sha1(f"{model_id}|{dataset_id}|import".encode()).hexdigest()[:12]
     normalized = detect_normalized(root)
+    dtype = source_dtype(root)  # float16 releases stay float16 in Lance (one copy, no normalised column)
     t0 = time.perf_counter()
     samples: list[pa.Table] = []
     rejects: list[Reject] = []
     state = {"dim": None, "n": 0}
 
     def batches() -> Iterator[pa.RecordBatch]:
-        for chunk in iter_embedding_chunks(root, chunk_rows=chunk_rows):
+        for chunk in iter_embedding_chunks(root, chunk_rows=chunk_rows, keep_float16=dtype == "float16"):
             rejects.extend(chunk.rejects)
             if not len(chunk):
                 continue
@@ -53,7 +54,8 @@ def import_embeddings(home: DataHome, root: Path, *, name: str | None = None, ch
                 "image_ref": [u or "" for u in urls], "caption": [c or "" for c in caps],
             }))
             yield from vectors.record_batches(run_id, image_ids=chunk.image_ids, images=chunk.img,
-                                              sample_ids=chunk.sample_ids, text_image_ids=chunk.image_ids, texts=chunk.txt)
+                                              sample_ids=chunk.sample_ids, text_image_ids=chunk.image_ids, texts=chunk.txt,
+                                              dtype=dtype)
 
     gen = batches()
     first = next(gen, None)

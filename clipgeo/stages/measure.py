@@ -8,6 +8,13 @@ still land. ``measure_sections`` records the outcome of each, and a failed or sk
 section's tables hold no rows for the run (never stale ones), so reports can say what is
 missing and why.
 
+Bounded memory: the run is never read whole. Sections that look at every vector stream the
+run's Lance table in batches (:class:`clipgeo.stream.LanceRun`: the double-ellipsoid suite,
+spectra, the modality gap, exact retrieval); the others (separability, PCA, UMAP, clusters,
+cosine distributions, origin shift, nearest reference) run on ``RunData.rv``, a stated,
+deterministic hash sample of at most :data:`SAMPLE_IMAGES` images with all their captions
+(:meth:`clipgeo.stream.LanceRun.sample`), recorded per section in ``measure_samples``.
+
 Transforms: recall@k is derived from per-query ranks in SQL
 (``sql/transforms/retrieval_recall.sql``); the headline figures are the view ``v_headline``
 (``sql/views/50_v_headline.sql``), their one definition.
@@ -29,12 +36,21 @@ import polars as pl
 from clipgeo.config import ANALYSIS_VERSION, DataHome
 from clipgeo.geometry.gap import modality_gap
 from clipgeo.geometry.separability import linear_separability, pca_project
-from clipgeo.retrieval import retrieval_ranks
 from clipgeo.store import catalog, vectors
+from clipgeo.stream import LanceRun, SampleInfo, sample_statement
 
 log = logging.getLogger(__name__)
 
 PCA_POINTS_PER_MODALITY = 2000
+#: Images (with all their captions) in the in-memory hash sample the sampled sections use.
+SAMPLE_IMAGES = 20_000
+#: Runs with at most this many images get exact ranks against the whole gallery; larger runs
+#: get ranks within disjoint hash-drawn sub-galleries of :data:`SUB_GALLERY_IMAGES` images.
+FULL_GALLERY_MAX = 50_000
+SUB_GALLERY_IMAGES = 5_000       # CLIP_benchmark's COCO 5k test convention
+SUB_GALLERY_DRAWS = 10
+#: Sections computed from every vector (streamed); the others run on the sample.
+STREAMED_SECTIONS = frozenset({"retrieval", "modality_gap", "double_ellipsoid", "spectra"})
 
 
 class Skip(Exception):
@@ -43,7 +59,14 @@ class Skip(Exception):
 
 @dataclass
 class RunData:
-    """What every section receives: a run's vectors and the derived arrays they share."""
+    """What every section receives: the run's streamed table, an in-memory sample, and the
+    derived arrays they share.
+
+    ``rv`` is the hash sample (all of the run when it has at most ``SAMPLE_IMAGES`` images; its
+    images are in hash-key order, so "the first n pairs" of it are the hash sample of n);
+    ``sample`` says what it is. ``stream`` reads every vector in batches (None for a run given
+    as arrays only).
+    """
 
     run_id: str
     dataset_id: str
@@ -54,6 +77,8 @@ class RunData:
     reference: "RunData | None" = None   # the same model on the training-like dataset
     options: dict = field(default_factory=dict)  # e.g. umap_grid=True
     cache: dict = field(default_factory=dict)    # results one section hands to a later one
+    stream: LanceRun | None = None
+    sample: SampleInfo | None = None
 
     @cached_property
     def img_n(self) -> np.ndarray:
@@ -72,6 +97,17 @@ class RunData:
         """Each image with its first caption: row indices (image rows, text rows)."""
         pi, pt, _ = self.rv.first_pairs()
         return pi, pt
+
+    def moments(self) -> dict:
+        """Streamed moments of every vector (raw and normalised, per modality), computed once:
+        :func:`clipgeo.scale.moment_partial`."""
+        if "moments" not in self.cache and self.options.get("moments") is not None:
+            self.cache["moments"] = self.options["moments"]   # merged from per-fragment partials
+        if "moments" not in self.cache:
+            from clipgeo.scale import moment_partial
+
+            self.cache["moments"] = moment_partial(self.stream.uri, batch_rows=self.stream.batch_rows)
+        return self.cache["moments"]
 
     def require_raw(self, what: str) -> None:
         if self.normalized_only:
@@ -138,19 +174,43 @@ def _pca_rows(run_id: str, rv: vectors.RunVectors, img_n: np.ndarray, txt_n: np.
 
 
 def _retrieval(d: RunData) -> dict[str, Rows]:
-    rr = retrieval_ranks(d.rv.images, d.rv.texts, d.idx)  # exact cosines of the stored vectors
-    d.cache["retrieval_ranks"] = rr  # the one ranking every later section uses (per-cluster top-1)
-    ranks = pl.concat([
-        pl.DataFrame({"run_id": d.run_id, "direction": "text_to_image", "query_id": d.rv.sample_ids.tolist(),
-                      "rank": rr.t2i.astype(np.int32), "ties": rr.t2i_ties.astype(np.int32)}),
-        pl.DataFrame({"run_id": d.run_id, "direction": "image_to_text", "query_id": d.rv.image_ids.tolist(),
-                      "rank": rr.i2t.astype(np.int32), "ties": rr.i2t_ties.astype(np.int32)}),
-    ])
-    return {"retrieval_ranks": ranks}
+    """Exact ranks on the full gallery up to ``FULL_GALLERY_MAX`` images, else within disjoint
+    hash-drawn sub-galleries (:func:`clipgeo.scale.run_retrieval`); ``retrieval_gallery``
+    states which, with the spread over sub-galleries."""
+    from clipgeo.scale import gallery_summary, run_retrieval
+
+    opts = d.options
+    ranks, info = run_retrieval(
+        d.stream, d.rv, sample=d.sample, seed=d.seed,
+        full_gallery_max=opts.get("full_gallery_max", FULL_GALLERY_MAX),
+        sub_gallery_images=opts.get("sub_gallery_images", SUB_GALLERY_IMAGES),
+        draws=opts.get("sub_gallery_draws", SUB_GALLERY_DRAWS),
+        normalized_only=d.normalized_only,
+    )
+    d.cache["retrieval_info"] = info
+    d.cache["retrieval_rank_frame"] = ranks  # the one ranking every later section uses (per-cluster top-1)
+    galleries = [gallery_summary(ranks, info)]
+    n_q = int(opts.get("query_sample") or 0)
+    if n_q > 0 and d.stream is not None:  # asked for: a stated query sample against the full gallery
+        from clipgeo.scale import query_sample_ranks
+
+        q_ranks, q_info = query_sample_ranks(d.stream, d.rv, n_q, device=opts.get("device") or "cpu",
+                                             dtype=opts.get("query_dtype") or "float32")
+        galleries.append(gallery_summary(q_ranks, q_info))
+        info["statement"] += "; also " + q_info["statement"]
+    return {"retrieval_ranks": ranks.with_columns(pl.lit(d.run_id).alias("run_id")).select(
+                "run_id", "direction", "query_id", "rank", "ties"),
+            "retrieval_gallery": pl.concat(galleries).with_columns(pl.lit(d.run_id).alias("run_id"))}
 
 
 def _gap(d: RunData) -> dict[str, Rows]:
-    g = modality_gap(d.rv.images, d.rv.texts, txt_image_index=d.idx)
+    if d.stream is None:
+        g = modality_gap(d.rv.images, d.rv.texts, txt_image_index=d.idx)
+    else:
+        from clipgeo.scale import streamed_gap
+
+        g = streamed_gap(d.stream, d.rv, d.moments())
+        d.cache["gap_pairs_from"] = g.get("pairs_from")
     return {"modality_gap": [{
         "run_id": d.run_id,
         "gap": g["gap"],
@@ -158,7 +218,7 @@ def _gap(d: RunData) -> dict[str, Rows]:
         "paired_distance": g.get("paired_distance"),
         "mean_paired_cos": g.get("mean_paired_cos"),
         "mean_unpaired_cos": g.get("mean_unpaired_cos"),
-        "n_pairs": int(len(d.idx)),
+        "n_pairs": int(g.get("n_pairs", len(d.idx))),
     }]}
 
 
@@ -175,7 +235,7 @@ def _pca(d: RunData) -> dict[str, Rows]:
 
 
 CORE_SECTIONS = [
-    Section("retrieval", ("retrieval_ranks", "retrieval"), _retrieval),
+    Section("retrieval", ("retrieval_ranks", "retrieval", "retrieval_gallery"), _retrieval),
     Section("modality_gap", ("modality_gap",), _gap),
     Section("separability", ("separability",), _separability),
     Section("pca", ("pca_points",), _pca),
@@ -196,8 +256,41 @@ def all_sections() -> list[Section]:
     return out
 
 
+#: Pairs the UMAP-based sections take from the head of the hash-ordered sample.
+_SECTION_PAIRS = {"umap": "UMAP_PAIRS", "clusters": "UMAP_PAIRS", "umap_grid": "UMAP_GRID_PAIRS"}
+
+
+def sample_row(run_id: str, section: str, d: RunData) -> dict:
+    """The ``measure_samples`` row of a section: what its vectors were (all, streamed, or a sample)."""
+    info = d.sample
+    if section in STREAMED_SECTIONS or info is None:
+        extra = ""
+        if section == "retrieval":
+            ri = d.cache.get("retrieval_info", {})
+            extra = f"; {ri.get('statement', '')}" if ri else ""
+        elif section == "modality_gap" and d.cache.get("gap_pairs_from") == "sample":
+            extra = ("; the paired values (paired_distance, mean_paired_cos) over the captions of the "
+                     "hash sample, as caption rows do not line up with image rows in this table")
+        return {"run_id": run_id, "section": section, "method": "streamed",
+                "n_images": info.population_images if info else None, "n_texts": info.population_texts if info else None,
+                "population_images": info.population_images if info else None,
+                "population_texts": info.population_texts if info else None, "seed": None,
+                "statement": "every vector, streamed from Lance in batches" + extra}
+    n_pairs = None
+    if section in _SECTION_PAIRS:
+        from clipgeo.stages import measure_topology as mt
+
+        n_pairs = min(getattr(mt, _SECTION_PAIRS[section], mt.UMAP_PAIRS), info.n_images)
+    return {"run_id": run_id, "section": section, "method": "all" if info.complete and n_pairs is None else "hash_sample",
+            "n_images": n_pairs if n_pairs is not None else info.n_images,
+            "n_texts": n_pairs if n_pairs is not None else info.n_texts,
+            "population_images": info.population_images, "population_texts": info.population_texts,
+            "seed": info.seed, "statement": sample_statement(info, n_pairs)}
+
+
 def _run_section(sec: Section, data: RunData) -> tuple[str, str | None, dict[str, Rows], float]:
     t0 = time.perf_counter()
+    c0 = time.process_time()
     try:
         out = dict(sec.fn(data))
         status, message = "ok", None
@@ -210,10 +303,12 @@ def _run_section(sec: Section, data: RunData) -> tuple[str, str | None, dict[str
     unknown = set(out) - set(sec.tables)
     if unknown:
         raise RuntimeError(f"section {sec.name} returned rows for undeclared tables {sorted(unknown)}")
+    data.cache.setdefault("cpu_seconds", {})[sec.name] = time.process_time() - c0
     return status, message, out, time.perf_counter() - t0
 
 
-def _load_run(home: DataHome, run_id: str) -> tuple[str, bool, float | None, vectors.RunVectors]:
+def _load_run(home: DataHome, run_id: str, seed: int = 0, sample_images: int = SAMPLE_IMAGES
+              ) -> tuple[str, bool, float | None, vectors.RunVectors, LanceRun, SampleInfo]:
     with catalog.session(home) as con:
         found = catalog.execute(
             con,
@@ -226,10 +321,11 @@ def _load_run(home: DataHome, run_id: str) -> tuple[str, bool, float | None, vec
     dataset_id, status, normalized_only, logit_scale = found[0]
     if status not in ("embedded", "measured"):
         raise RuntimeError(f"run {run_id} is {status!r}, not embedded: embed it before measuring")
-    rv = vectors.read_run(home, run_id, normalized=bool(normalized_only))
-    if (rv.text_image_index < 0).any():
+    stream = LanceRun.open(home, run_id)
+    rv, info = stream.sample(sample_images, seed, normalized=bool(normalized_only))
+    if info.complete and (rv.text_image_index < 0).any():
         raise RuntimeError(f"run {run_id}: {int((rv.text_image_index < 0).sum())} captions have no image vector")
-    return dataset_id, bool(normalized_only), logit_scale, rv
+    return dataset_id, bool(normalized_only), logit_scale, rv, stream, info
 
 
 def find_reference_run(home: DataHome, run_id: str) -> str | None:
@@ -248,21 +344,35 @@ def find_reference_run(home: DataHome, run_id: str) -> str | None:
 
 
 def measure_run(home: DataHome, run_id: str, *, seed: int = 0, sections: Sequence[str] | None = None,
-                reference_run_id: str | None = None, umap_grid: bool = False) -> MeasureResult:
+                reference_run_id: str | None = None, umap_grid: bool = False,
+                sample_images: int = SAMPLE_IMAGES, full_gallery_max: int = FULL_GALLERY_MAX,
+                sub_gallery_images: int = SUB_GALLERY_IMAGES, sub_gallery_draws: int = SUB_GALLERY_DRAWS,
+                moments: dict | None = None, query_sample: int = 0, device: str | None = None,
+                query_dtype: str = "float32") -> MeasureResult:
     """Compute every section (or those named) for one run and store them in one transaction.
 
     ``reference_run_id``: the same model on a training-like dataset, for the nearest-reference
     and cross-dataset separability sections (default: found by :func:`find_reference_run`).
-    ``umap_grid``: also fit the UMAP hyperparameter grid.
+    ``umap_grid``: also fit the UMAP hyperparameter grid. ``sample_images``: size of the hash
+    sample the sampled sections use; ``full_gallery_max`` / ``sub_gallery_images`` /
+    ``sub_gallery_draws``: the retrieval definition (see :func:`clipgeo.scale.run_retrieval`).
+    ``moments``: the run's streamed moments when computed elsewhere (merged per-fragment
+    partials from :func:`clipgeo.scale.moment_partial`, e.g. on Dask workers: ``flows/measure_dist.py``);
+    the sections that need them then do not scan for them. ``query_sample``: also rank that
+    many hash-sampled queries exactly against the full gallery (streamed; ``device="cuda"`` scores
+    them with torch in ``query_dtype`` float16/float32).
     """
-    dataset_id, normalized_only, logit_scale, rv = _load_run(home, run_id)
+    dataset_id, normalized_only, logit_scale, rv, stream, info = _load_run(home, run_id, seed, sample_images)
     reference = None
     ref_id = reference_run_id or find_reference_run(home, run_id)
     if ref_id:
-        r_dataset, r_norm, r_scale, r_rv = _load_run(home, ref_id)
-        reference = RunData(ref_id, r_dataset, r_rv, r_norm, r_scale, seed)
+        r_dataset, r_norm, r_scale, r_rv, r_stream, r_info = _load_run(home, ref_id, seed, sample_images)
+        reference = RunData(ref_id, r_dataset, r_rv, r_norm, r_scale, seed, stream=r_stream, sample=r_info)
     data = RunData(run_id, dataset_id, rv, normalized_only, logit_scale, seed, reference,
-                   {"umap_grid": umap_grid, "lance_dir": str(home.lance)})
+                   {"umap_grid": umap_grid, "lance_dir": str(home.lance), "full_gallery_max": full_gallery_max,
+                    "sub_gallery_images": sub_gallery_images, "sub_gallery_draws": sub_gallery_draws,
+                    "moments": moments, "query_sample": query_sample, "device": device, "query_dtype": query_dtype},
+                   stream=stream, sample=info)
     chosen = all_sections()
     if sections is not None:
         known = {s.name for s in chosen}
@@ -281,10 +391,15 @@ def measure_run(home: DataHome, run_id: str, *, seed: int = 0, sections: Sequenc
             catalog.delete_insert(con, "measure_sections", {"run_id": run_id, "section": sec.name}, [{
                 "run_id": run_id, "section": sec.name, "status": status_, "message": message, "seconds": seconds,
                 "tables": ",".join(sec.tables), "analysis_version": ANALYSIS_VERSION,
+                "cpu_seconds": data.cache.get("cpu_seconds", {}).get(sec.name),
             }])
+            catalog.delete_insert(con, "measure_samples", {"run_id": run_id, "section": sec.name},
+                                  [sample_row(run_id, sec.name, data)] if status_ == "ok" else [])
             if sec.name == "retrieval" and status_ == "ok":
                 catalog.execute(con, "DELETE FROM retrieval WHERE run_id = ?", [run_id])
                 catalog.run_sql_file(con, "transforms/retrieval_recall.sql", {"run_id": run_id})
+                if data.cache.get("retrieval_info", {}).get("definition") == "sub_gallery":
+                    catalog.run_sql_file(con, "transforms/retrieval_sub_gallery.sql", {"run_id": run_id})
                 written["retrieval"] = catalog.execute(con, "SELECT count(*) FROM retrieval WHERE run_id = ?", [run_id])[0][0]
         catalog.execute(
             con,

@@ -20,15 +20,22 @@ def _kind(d: RunData) -> str:
 
 
 def _suite(d: RunData) -> dict:
-    res = double_ellipsoid_suite(d.rv.images, d.rv.texts, keep_per_sample=True)
+    if d.stream is not None:  # every vector, streamed from Lance (two passes per modality)
+        moms = d.moments()  # pass 1 shared with the gap and spectra sections (and mergeable across workers)
+        res = double_ellipsoid_suite(d.stream.chunks("image"), d.stream.chunks("text"), keep_per_sample=True,
+                                     moments_in=(moms["raw_image"].finalize(), moms["raw_text"].finalize()))
+        img_ids, txt_ids = d.stream.ids("image")[0], d.stream.ids("text")[0]
+    else:
+        res = double_ellipsoid_suite(d.rv.images, d.rv.texts, keep_per_sample=True)
+        img_ids, txt_ids = d.rv.image_ids, d.rv.sample_ids
     run, kind = d.run_id, _kind(d)
     tag = lambda df: df.with_columns(pl.lit(run).alias("run_id"))  # noqa: E731
     mods = res.per_sample["modality"].to_numpy()
     rows = res.per_sample["row"].to_numpy()
     item = np.empty(len(rows), dtype=object)
     is_img = mods == "image"
-    item[is_img] = d.rv.image_ids[rows[is_img]]
-    item[~is_img] = d.rv.sample_ids[rows[~is_img]]
+    item[is_img] = img_ids[rows[is_img]]
+    item[~is_img] = txt_ids[rows[~is_img]]
     per = res.per_sample.with_columns(pl.Series("item_id", item.astype(str))).drop("row")
     return {
         "geo_modality": tag(res.modality).with_columns(pl.lit(kind).alias("vectors")),
@@ -44,7 +51,12 @@ def _suite(d: RunData) -> dict:
 
 def _shift(d: RunData) -> dict:
     scale = float(d.logit_scale) if d.logit_scale else FALLBACK_LOGIT_SCALE
-    df = origin_shift(d.rv.images, d.rv.texts, d.idx, logit_scale=scale, seed=d.seed)
+    mus = {}
+    if d.stream is not None and d.sample is not None and not d.sample.complete:
+        # on the sample, but shifted by the means of every vector (streamed)
+        moms = d.moments()
+        mus = {"mu_img": moms["raw_image"].finalize().mean, "mu_txt": moms["raw_text"].finalize().mean}
+    df = origin_shift(d.rv.images, d.rv.texts, d.idx, logit_scale=scale, seed=d.seed, **mus)
     return {"geo_origin_shift": df.with_columns(pl.lit(d.run_id).alias("run_id"), pl.lit(_kind(d)).alias("vectors"))}
 
 

@@ -24,6 +24,7 @@ from clipgeo.topology.spectra import spectra
 from clipgeo.topology.umap_layout import first_pairs, paired_lines, umap_grid, umap_layout
 
 UMAP_PAIRS = 5000
+UMAP_GRID_PAIRS = 2000
 MIXING_K = 15
 
 
@@ -56,7 +57,12 @@ def _cosines(d: RunData) -> dict:
 
 
 def _spectra(d: RunData) -> dict:
-    curve, summary = spectra(d.rv.images, d.rv.texts)
+    if d.stream is not None:  # every vector: the streamed moments of the normalised vectors
+        from clipgeo.scale import spectra_from_moments
+
+        curve, summary = spectra_from_moments(d.moments())
+    else:
+        curve, summary = spectra(d.rv.images, d.rv.texts)
     return {"topo_spectra": _tag(curve, d.run_id), "topo_spectra_summary": _tag(summary, d.run_id)}
 
 
@@ -82,6 +88,27 @@ def _umap(d: RunData) -> dict:
     }
 
 
+def _run_ranks(d: RunData) -> tuple[np.ndarray, np.ndarray]:
+    """The retrieval section's strict ranks (full gallery, or each query's sub-gallery) in the
+    row order of ``d.rv``: ``(t2i per caption, i2t per image)``. Without that section's ranks
+    (it failed or was not run) the ranks are computed on ``d.rv`` as the gallery."""
+    frame = d.cache.get("retrieval_rank_frame")
+    if frame is not None:
+        def lookup(direction: str, ids) -> np.ndarray | None:
+            f = frame.filter(pl.col("direction") == direction).select("query_id", "rank")
+            got = pl.DataFrame({"query_id": list(ids)}).join(f, on="query_id", how="left", maintain_order="left")
+            r = got["rank"]
+            return None if r.null_count() else r.to_numpy().astype(np.int64)
+        t2i, i2t = lookup("text_to_image", d.rv.sample_ids.tolist()), lookup("image_to_text", d.rv.image_ids.tolist())
+        if t2i is not None and i2t is not None:
+            return t2i, i2t
+    rr = d.cache.get("retrieval_ranks")
+    if rr is None:
+        rr = retrieval_ranks(d.rv.images, d.rv.texts, d.idx)
+        d.cache["retrieval_ranks"] = rr
+    return rr.t2i, rr.i2t
+
+
 def _clusters(d: RunData) -> dict:
     layout = d.cache.get("umap_layout")
     if layout is None:
@@ -94,12 +121,9 @@ def _clusters(d: RunData) -> dict:
     clusters = cluster_points(layout, min_cluster_size=mcs)
     im, tx, img_rows, txt_rows = _pairs(d)
     # per-cluster top-1 from the run's one ranking (the retrieval section's: full gallery)
-    rr = d.cache.get("retrieval_ranks")
-    if rr is None:
-        rr = retrieval_ranks(d.rv.images, d.rv.texts, d.idx)
-        d.cache["retrieval_ranks"] = rr
+    t2i, i2t = _run_ranks(d)
     per_cluster, cluster_spectra, corr = cluster_local_dimension(
-        im, tx, clusters, t2i_ranks=rr.t2i[txt_rows], i2t_ranks=rr.i2t[img_rows], seed=d.seed)
+        im, tx, clusters, t2i_ranks=t2i[txt_rows], i2t_ranks=i2t[img_rows], seed=d.seed)
     assign = clusters.with_columns(_item_ids(d, clusters)).select("modality", "item_id", "item_index", "cluster")
     return {
         "topo_cluster_members": _tag(assign, d.run_id),
@@ -169,7 +193,7 @@ def _sep_matrix(d: RunData) -> dict:
 def _umap_grid(d: RunData) -> dict:
     if not d.options.get("umap_grid"):
         raise Skip("not requested (measure with umap_grid=True; it fits 16 UMAP layouts)")
-    layouts, cells = umap_grid(d.img_n, d.txt_n, n_pairs=min(UMAP_PAIRS, 2000), seed=d.seed, txt_image_index=d.idx)
+    layouts, cells = umap_grid(d.img_n, d.txt_n, n_pairs=min(UMAP_PAIRS, UMAP_GRID_PAIRS), seed=d.seed, txt_image_index=d.idx)
     keep = layouts.select("n_neighbors", "min_dist", "modality", "item_index", "x2d", "y2d")
     return {"topo_umap_grid": _tag(keep, d.run_id), "topo_umap_grid_cells": _tag(cells, d.run_id)}
 

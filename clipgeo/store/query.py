@@ -21,7 +21,7 @@ def read_only_query(home: DataHome, sql: str) -> pl.DataFrame:
         db = vectors.connect(home)
         for name in vectors.table_names(db):
             if name.startswith("vectors_") and name in sql:
-                con.register(name, db.open_table(name).to_lance())
+                con.register(name, vectors.sql_source(db.open_table(name)))
         try:
             return catalog.query(con, sql)
         except duckdb.Error as exc:

@@ -165,6 +165,13 @@ def spectra(
     """
     mi = normalized_scatter(img, "img", block=block)
     mt = normalized_scatter(txt, "txt", block=block)
+    return spectra_from_scatter(mi, mt, threshold=threshold)
+
+
+def spectra_from_scatter(mi: ScatterAccumulator, mt: ScatterAccumulator, *,
+                         threshold: float = DEFAULT_COLLAPSE_THRESHOLD) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """:func:`spectra`'s ``(curve, summary)`` from the scatter accumulators of each modality's
+    normalised vectors (streamed or merged from partials elsewhere); ``joint`` is their exact merge."""
     if mi.d != mt.d:
         raise ValueError(f"mismatched dimensions between modalities: img has d={mi.d}, txt has d={mt.d}")
     curves = []
