@@ -162,10 +162,10 @@ def _provenance(run: dict, counts: pl.DataFrame, paths: Paths) -> list[tuple[str
             if c else f"{run['n_images']} images, {run['n_texts']} captions")
     return [
         ("run", f"{run['run_id']} ({run['status']})"),
-        ("model", f"{run['model_name']} — {run['model_id']}"),
+        ("model", f"{run['model_name'] or 'unnamed model'} — {run['model_id']}"),
         ("checkpoint", f"{paths.path(run['pretrained']) or '-'} (sha256 {run['checkpoint_sha256'] or 'n/a'})"),
         ("training objective", f"{run['objective'] or 'unknown'}{' + Hopfield' if run['hopfield'] else ''}"),
-        ("dataset", f"{run['dataset_id']} ({run['dataset_source']}; {kept}); embedded {run['n_images']} images, "
+        ("dataset", f"{run['dataset_id']} ({run['dataset_source'] or 'source not recorded'}; {kept}); embedded {run['n_images']} images, "
                     f"{run['n_texts']} captions"),
         ("vectors", "L2-normalised only (imported)" if run["vectors_normalized"] else "raw (pre-normalisation) and normalised"),
         ("analysis", f"version {run['analysis_version']}, measured {run['analyzed_at']}"),
@@ -539,7 +539,9 @@ def topology_sections(c: Ctx) -> list[Section]:
     cc = f["cluster_corr"]
     corr_txt = _per_run(cc, lambda r: f"{r['label']}: {r['n_clusters']} clusters ({r['n_clusters_used']} used), "
                                       + (f"Pearson r {r['pearson_r']:.3f}, Spearman ρ {r['spearman_rho']:.3f}"
-                                         if r.get("pearson_r") is not None else f"no correlation ({r['message']})"))
+                                         if _val(r.get("pearson_r")) != "n/a" and _val(r.get("spearman_rho")) != "n/a"
+                                         else "no correlation (" + (r.get("message") or "not enough clusters")
+                                         + ")"))
     if not column and u.height:
         out.append(c.section(
             "Fig. 13 — HDBSCAN clusters on the UMAP layout",
@@ -627,6 +629,7 @@ def headline_block(h: dict, embed_dim: int | None) -> str:
     def ratio(v, ch):
         return f"{v / ch:.1f}× chance" if v is not None and ch else ""
     n_txt = f"N = {h.get('n_images')} images, {h.get('n_texts')} captions"
+    see_above = f"{h.get('joint_spectrum_status')}: see above" if h.get("joint_spectrum_message") else None
     rows = [
         ("text → image recall@1", _recall_pair(h, "t2i"), f"chance {_pct(h.get('t2i_r1_chance'))}",
          ratio(h.get("t2i_r1"), h.get("t2i_r1_chance"))),
@@ -640,10 +643,10 @@ def headline_block(h: dict, embed_dim: int | None) -> str:
          _val(h.get("joint_effective_rank_lambda_entropy"), ".1f", h.get("joint_spectrum_message")),
          f"of d = {embed_dim}" if embed_dim else "", "exp(entropy of the covariance eigenvalues λ/Σλ)"),
         ("joint effective rank (σ-entropy)",
-         _val(h.get("joint_effective_rank_sigma_entropy"), ".1f", h.get("joint_spectrum_message")),
+         _val(h.get("joint_effective_rank_sigma_entropy"), ".1f", see_above),
          f"of d = {embed_dim}" if embed_dim else "", "exp(entropy of the singular values σ/Σσ)"),
         ("joint collapse point (λ_k/λ_1 below threshold)",
-         _val(h.get("joint_collapse_index"), ".0f", h.get("joint_spectrum_message")),
+         _val(h.get("joint_collapse_index"), ".0f", see_above),
          f"of d = {embed_dim}" if embed_dim else "", ""),
         ("conformity fit r, raw mean (image / text)",
          f"{_val(h.get('image_conformity_fit_raw_mean_r'), '.3f', h.get('image_conformity_fit_message'))} / "

@@ -37,10 +37,13 @@ def reports(tmp_path_factory):
         catalog.insert(con, "models", [dict(model_id="m", model_name="tiny", pretrained=str(home.checkpoints / "m.pt"))])
         catalog.insert(con, "datasets", [dict(dataset_id="d", source="coco", split="hostile", location=str(outside),
                                               n_images=80, n_samples=160)])
-        catalog.insert(con, "rejects", [
-            dict(dataset_id="d", item_ref=str(outside / "broken.png"), stage="read", reason="undecodable image", sample_id=None),
-            dict(dataset_id="d", item_ref=str(outside / "gone.png"), stage="read", reason="missing file", sample_id=None),
-            dict(dataset_id="d", item_ref="s999_0", stage="read", reason="empty caption", sample_id="s999_0"),
+        catalog.insert(con, "rejects", [  # as the ingest writer stores them (010): each row says what it dropped
+            dict(dataset_id="d", item_ref=str(outside / "broken.png"), stage="read", reason="undecodable image", sample_id=None,
+                 image_id="i900", n_images=1, n_captions=0),
+            dict(dataset_id="d", item_ref=str(outside / "gone.png"), stage="read", reason="missing file", sample_id=None,
+                 image_id="i901", n_images=1, n_captions=0),
+            dict(dataset_id="d", item_ref="s999_0", stage="read", reason="empty caption", sample_id="s999_0",
+                 image_id="i001", n_images=0, n_captions=1),
         ])
     for r in (a, b):
         measure_run(home, r)
@@ -144,7 +147,7 @@ def test_index_lists_datasets_runs_and_comparisons_with_links(reports):
     assert "chance 1.25%" in runs  # recall beside chance (80 images)
     assert "ok" in runs and "not measured" not in runs.split("test rC")[0]
     datasets = dom.split('id="datasets-table"')[1].split("</table>")[0]
-    assert "hostile" in datasets and "<td>2</td>" in datasets  # two images dropped
+    assert "<td>d</td>" in datasets and "<td>2</td>" in datasets  # two images dropped
 
 
 def test_contents_link_every_section_with_its_status(reports):
@@ -166,9 +169,9 @@ def test_contents_link_every_section_with_its_status(reports):
 def test_rejects_section_counts_each_bad_input_with_examples(reports):
     home, _ = reports
     status, dom = render(home.reports / "run-rA.html")
-    sec = dom.split("<h2>Rejected inputs — hostile</h2>")[1].split("</section>")[0]
+    sec = dom.split("<h2>Rejected inputs — d</h2>")[1].split("</section>")[0]
     assert "undecodable image" in sec and "missing file" in sec and "empty caption" in sec
-    assert "broken.png #" in sec  # an example outside the data home: file name and content hash
+    assert "broken.png (id i900)" in sec and str(home.root.parent) not in sec  # an example: file name and id, no folder
     head = dom.split('<table class="prov">')[1].split("</table>")[0]
     assert "dropped 2 images and 1 captions" in head
 
@@ -208,3 +211,30 @@ def test_page_sizes_within_targets(reports):
     for p in paths:
         size = p.stat().st_size
         assert size <= (3 if p.name.startswith("compare-") else 2) * 1024 * 1024, (p.name, size)
+
+
+def test_small_sample_report_shows_reasons_and_real_counts(tmp_path):
+    """13 images at d = 64 (N <= d): the report renders, prints the stored reason where a figure is
+    NULL (never "nan" or "None"), and its captions state the real counts (13 pairs, not 500)."""
+    import html as html_mod
+    import re
+
+    from clipgeo.config import DataHome
+    from dashboards.build import write_reports
+
+    home = DataHome.resolve(tmp_path / "home").ensure()
+    r = _register_run(home, "rS", n=13, d=64, seed=1)
+    measure_run(home, r)
+    page = write_reports(home, [r])[0]
+    html = page.read_text()
+    visible = html_mod.unescape(re.sub(r"<[^>]+>", " ", re.sub(r"<script.*?</script>", "", html, flags=re.S)))
+    assert not re.search(r"\b(nan|None|NaN)\b", visible), re.search(r".{80}\b(nan|None|NaN)\b.{20}", visible)
+    assert "13 image vectors <= d = 64: the covariance has rank at most 12" in visible  # P3 caption: the reason
+    head = html_mod.unescape(re.sub(r"<[^>]+>", " ", html.split('id="headline"')[1].split("</table>")[0]))
+    assert "joint effective rank (λ-entropy, Roy & Vetterli) n/a (39 vectors <= d = 64" in " ".join(head.split())
+    assert "13 image–caption pairs of test rS in the top-2 principal components" in visible
+    assert "500 image–caption pairs" not in visible
+    assert "26 queries, 13 candidates" in visible
+    status, _ = render(page)
+    assert status["jsErrors"] == [] and status["chartErrors"] == [], status
+    assert status["rendered"] == status["total"] == status["withGraphics"], status
