@@ -521,8 +521,8 @@ def topology_sections(c: Ctx) -> list[Section]:
     thr = ss["collapse_threshold"].drop_nulls() if ss.height else None
     spec = c.section(
         "Figs. 10–12 — covariance eigenvalue spectra",
-        f"Covariance eigenvalues λ_k/λ_1 (log10, as the paper plots them) of the normalised vectors of {who}, per "
-        "modality and joint. Collapse point = first k with λ_k/λ_1 below the threshold"
+        f"Covariance eigenvalues λ_k/λ_1 (log10, as the paper plots them; values at or below 10⁻¹⁶, zero to double "
+        f"precision, not drawn) of the normalised vectors of {who}, per modality and joint. Collapse point = first k with λ_k/λ_1 below the threshold"
         + (f" ({thr[0]:g})" if thr is not None and thr.len() else "")
         + "; effective rank (λ-entropy, Roy & Vetterli) = exp(entropy of λ/Σλ), effective rank (σ-entropy) = the "
         "same with p ∝ σ (table: view v_report_spectra_summary). " + "; ".join(spec_txt(r) for r in ss.to_dicts()),

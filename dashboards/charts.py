@@ -191,7 +191,7 @@ def conformity_scatter(points: pl.DataFrame, fits: pl.DataFrame, *, column: str 
         if value is not None:
             p, f = p.transform_filter(alt.datum.label == value), f.transform_filter(alt.datum.label == value)
         scatter = p.transform_filter("isValid(datum.conformity) && isValid(datum.cos)").mark_circle(size=10).encode(
-            x=alt.X("cos:Q", title="cos(v, mean of its modality): raw mean μ or unit mean m̂ (radio below)",
+            x=alt.X("cos:Q", title="cos(v, μ) or cos(v, m̂): see the radio button",
                     scale=alt.Scale(zero=False)),
             y=alt.Y("conformity:Q", title="conformity C(v)", scale=alt.Scale(zero=False)),
             color=alt.Color("modality:N", scale=MODALITY_COLORS),

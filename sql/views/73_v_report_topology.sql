@@ -37,11 +37,13 @@ FROM topo_paired_lines p JOIN runs r USING (run_id);
 
 -- Figs. 10-12: the paper's spectrum, the covariance eigenvalues lambda_k relative to lambda_1
 -- (log10_eigenvalue_rel), per scope (image, text, joint); sigma (singular values of the centred
--- data, sigma^2 = n lambda) beside it. Rows measured before analysis version 4 have no lambda.
+-- data, sigma^2 = n lambda) beside it. Eigenvalues at or below 1e-16 lambda_1 (zero to double
+-- precision, e.g. beyond rank N - 1 when N <= d) are left out. Rows measured before analysis
+-- version 4 have no lambda.
 CREATE OR REPLACE VIEW v_report_spectra AS
 SELECT s.run_id, r.label, s.scope, s.index, s.eigenvalue, s.eigenvalue_rel,
        round(s.log10_eigenvalue_rel, 5) AS log10_eigenvalue_rel, s.sigma, s.sigma_rel
-FROM topo_spectra s JOIN runs r USING (run_id) WHERE s.eigenvalue_rel > 0;
+FROM topo_spectra s JOIN runs r USING (run_id) WHERE s.eigenvalue_rel > 1e-16;
 
 -- Figs. 10-12 table: collapse point (first k with lambda_k / lambda_1 below the threshold) and the
 -- two effective ranks (lambda-entropy, Roy & Vetterli on the covariance spectrum; sigma-entropy)
