@@ -238,3 +238,32 @@ def test_small_sample_report_shows_reasons_and_real_counts(tmp_path):
     status, _ = render(page)
     assert status["jsErrors"] == [] and status["chartErrors"] == [], status
     assert status["rendered"] == status["total"] == status["withGraphics"], status
+
+
+def test_exact_ties_show_the_optimistic_and_pessimistic_recall(tmp_path):
+    """Two images with the same vector: each of their captions ties with the other image, so the
+    headline and the retrieval caption give recall@1 with ties in favour and against."""
+    from clipgeo.config import DataHome
+    from clipgeo.store import vectors
+    from dashboards.build import write_reports
+
+    home = DataHome.resolve(tmp_path / "home").ensure()
+    rng = np.random.default_rng(0)
+    n, d = 20, 8
+    img = rng.normal(size=(n, d)).astype(np.float32)
+    img[1] = img[0]  # exact tie
+    txt = (img[np.repeat(np.arange(n), 2)] + 0.01 * rng.normal(size=(2 * n, d))).astype(np.float32)
+    ids = [f"i{i:03d}" for i in range(n)]
+    vectors.write_run(home, "rT", image_ids=ids, images=img, sample_ids=[f"s{i:03d}_{c}" for i in range(n) for c in range(2)],
+                      text_image_ids=[ids[i] for i in range(n) for _ in range(2)], texts=txt)
+    with catalog.session(home) as con:
+        catalog.insert(con, "runs", [dict(run_id="rT", model_id="m", dataset_id="d", label="test rT", status="embedded",
+                                          n_images=n, n_texts=2 * n, vectors_normalized=False)])
+    measure_run(home, "rT", sections=["retrieval"])
+    with catalog.session(home, read_only=True) as con:
+        opt, pes, tied = catalog.execute(con, "SELECT t2i_r1, t2i_r1_pessimistic, t2i_n_tied_queries FROM v_headline")[0]
+    assert tied == 4 and pes == pytest.approx(opt - 4 / 40)  # the 4 captions of the two twin images
+    html = write_reports(home, ["rT"])[0].read_text()
+    head = html.split('id="headline"')[1].split("</table>")[0]
+    assert f"{opt:.2%} – {pes:.2%} (4 queries with exact ties: ties in favour – against)" in head
+    assert f"4 queries with exact ties: {pes:.2%} if ties count against" in html
