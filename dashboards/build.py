@@ -751,6 +751,15 @@ def export_charts(page: Page, folder: Path, fmt: str) -> list[Path]:
     return out
 
 
+def _r1_short(h: dict, d: str) -> str:
+    """recall@1, or 'optimistic – pessimistic' when exact ties exist (escaped HTML)."""
+    r, p, n = h.get(f"{d}_r1"), h.get(f"{d}_r1_pessimistic"), h.get(f"{d}_n_tied_queries")
+    if n and p is not None:
+        return html.escape(f"{_pct(r)} – {_pct(p)}") + f' <span class="ref" title="{n} queries with exact ties: ties ' \
+            'in favour – against">(ties)</span>'
+    return html.escape(_pct(r))
+
+
 def index_page(con, reports: Path, paths: Paths) -> Page:
     """``reports/index.html``: every dataset, run and comparison in the catalog, with headline
     figures, section status and links to the pages that exist."""
@@ -778,13 +787,13 @@ def index_page(con, reports: Path, paths: Paths) -> Page:
         page_name = f"run-{h['run_id']}.html"
         run_rows.append(
             f"<tr><td>{link(page_name, h['label'])}</td><td>{e(h['dataset_id'] or '')}</td>"
-            f"<td>{e(h['run_status'])}</td><td>{_pct(h['t2i_r1'])} <span class=\"ref\">(chance "
-            f"{_pct(h['t2i_r1_chance'])})</span></td><td>{_pct(h['i2t_r1'])} <span class=\"ref\">(chance "
+            f"<td>{e(h['run_status'])}</td><td>{_r1_short(h, 't2i')} <span class=\"ref\">(chance "
+            f"{_pct(h['t2i_r1_chance'])})</span></td><td>{_r1_short(h, 'i2t')} <span class=\"ref\">(chance "
             f"{_pct(h['i2t_r1_chance'])})</span></td><td>{_num(h['gap'])}</td><td>{_pct(h['separability_accuracy'])}</td>"
             f"<td>{e(h['sections'])}</td></tr>")
     page.add(Section("Runs", "One row per run (view v_report_run_index: v_headline with the run's status and "
-                     "sections): recall@1 beside chance, modality gap, separability (chance 50%) and what the "
-                     "measurement sections did.",
+                     "sections): recall@1 beside chance (with exact ties: in favour – against), modality gap, "
+                     "separability (chance 50%) and what the measurement sections did.",
                      html_block='<div class="table-wrap"><table class="data" id="runs-table"><thead><tr><th>run</th>'
                      "<th>dataset</th><th>status</th><th>T→I R@1</th><th>I→T R@1</th><th>gap</th><th>separability</th>"
                      f"<th>sections</th></tr></thead><tbody>{''.join(run_rows)}</tbody></table></div>",

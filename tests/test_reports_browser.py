@@ -267,3 +267,5 @@ def test_exact_ties_show_the_optimistic_and_pessimistic_recall(tmp_path):
     head = html.split('id="headline"')[1].split("</table>")[0]
     assert f"{opt:.2%} – {pes:.2%} (4 queries with exact ties: ties in favour – against)" in head
     assert f"4 queries with exact ties: {pes:.2%} if ties count against" in html
+    index = (home.reports / "index.html").read_text()
+    assert f"{opt:.2%} – {pes:.2%}" in index.split('id="runs-table"')[1]
