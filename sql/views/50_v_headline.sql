@@ -31,7 +31,10 @@ SELECT
     nullif(gt.conformity_fit_message, '') AS text_conformity_fit_message,
     gi.dist_to_mean_std_over_mean AS image_dist_to_mean_std_over_mean,
     gt.dist_to_mean_std_over_mean AS text_dist_to_mean_std_over_mean,
-    cc.n_clusters, cc.pearson_r AS localdim_top1_pearson, cc.spearman_rho AS localdim_top1_spearman,
+    cc.n_clusters,
+    CASE WHEN NOT isnan(cc.pearson_r) THEN cc.pearson_r END       AS localdim_top1_pearson,  -- NaN stored: NULL
+    CASE WHEN NOT isnan(cc.spearman_rho) THEN cc.spearman_rho END AS localdim_top1_spearman,
+    nullif(cc.message, '')   AS localdim_top1_message,
     ms.mixing_ratio_layout, ms.mixing_ratio_original
 FROM v_compare c
 LEFT JOIN retrieval rt ON rt.run_id = c.run_id AND rt.direction = 'text_to_image' AND rt.k = 1
