@@ -41,7 +41,7 @@ RUN_VIEWS: dict[str, tuple[str, str]] = {
     "geo_modality": ("v_report_geo_modality", "label, modality"),
     "geo_cross": ("v_report_geo_cross", "label"),
     "geo_subspaces": ("v_report_subspaces", "label, setting"),
-    "shell_hist": ("v_report_shell_hist", "label, modality, bin"),
+    "dist_hist": ("v_report_dist_to_mean_hist", "label, modality, bin"),
     "conf_hist": ("v_report_conformity_hist", "label, modality, bin"),
     "eigen": ("v_report_ellipsoid_spectrum", "label, modality, axis"),
     "tilt": ("v_report_tilt", "label, modality, axis"),
@@ -162,10 +162,10 @@ def _provenance(run: dict, counts: pl.DataFrame, paths: Paths) -> list[tuple[str
             if c else f"{run['n_images']} images, {run['n_texts']} captions")
     return [
         ("run", f"{run['run_id']} ({run['status']})"),
-        ("model", f"{run['model_name']} — {run['model_id']}"),
+        ("model", f"{run['model_name'] or 'unnamed model'} — {run['model_id']}"),
         ("checkpoint", f"{paths.path(run['pretrained']) or '-'} (sha256 {run['checkpoint_sha256'] or 'n/a'})"),
         ("training objective", f"{run['objective'] or 'unknown'}{' + Hopfield' if run['hopfield'] else ''}"),
-        ("dataset", f"{run['dataset_id']} ({run['dataset_source']}; {kept}); embedded {run['n_images']} images, "
+        ("dataset", f"{run['dataset_id']} ({run['dataset_source'] or 'source not recorded'}; {kept}); embedded {run['n_images']} images, "
                     f"{run['n_texts']} captions"),
         ("vectors", "L2-normalised only (imported)" if run["vectors_normalized"] else "raw (pre-normalisation) and normalised"),
         ("analysis", f"version {run['analysis_version']}, measured {run['analyzed_at']}"),
@@ -225,11 +225,26 @@ def _sampled_note(points: pl.DataFrame, what: str) -> str:
     ) + " points shown (deterministic: smallest hash(item_id) first, view v_report_points)."
 
 
+def _val(x, fmt: str = ".3f", why: str | None = None) -> str:
+    """A figure as text; a missing one (None or NaN) as "n/a", with the stored reason when there is one."""
+    if x is None or (isinstance(x, float) and x != x):
+        return f"n/a ({why.strip().rstrip(';').strip()})" if why and why.strip() else "n/a"
+    return format(x, fmt)
+
+
 def _per_run(df: pl.DataFrame, fmt) -> str:
     """One clause per run (``fmt(row)`` for the first row of each label)."""
     if not df.height:
         return ""
     return "; ".join(fmt(g.row(0, named=True)) for _, g in df.group_by("label", maintain_order=True))
+
+
+def _r1_text(r: dict) -> str:
+    """'run 27.20% (chance 0.10%, 272.0× chance; 1,000 queries, 1,000 candidates)', with exact ties if any."""
+    ch = (f"chance {r['chance']:.2%}, {r['recall_over_chance']:.1f}× chance"
+          if r.get("recall_over_chance") is not None else f"chance {_pct(r.get('chance'))}")
+    return (f"{r['label']} {r['recall']:.2%} ({ch}{_ties(r)}; {r['n_queries']:,} queries, "
+            f"{r['n_candidates']:,} candidates)")
 
 
 def core_sections(c: Ctx) -> list[Section]:
@@ -243,9 +258,8 @@ def core_sections(c: Ctx) -> list[Section]:
             f"Exact retrieval on normalised vectors of {who}. Text→image: a caption's own image in the top k; "
             "image→text: any caption of the image in the top k (CLIP_benchmark). Log scale, so results near chance "
             "stay readable; black ticks: chance (a random ranking). Text→image R@1: "
-            + _per_run(r1, lambda r: f"{r['label']} {r['recall']:.2%} (chance {r['chance']:.2%}, "
-                                     f"{r['recall_over_chance']:.1f}× chance)" if r["recall_over_chance"] is not None
-                       else f"{r['label']} {r['recall']:.2%}"),
+            + _per_run(r1, _r1_text) + ". Ranks count the wrong items scoring strictly higher (exact ties in "
+            "favour); where exact ties exist the pessimistic recall (ties against) is given beside it.",
             "retrieval", "retrieval", "retrieval",
             chart=lambda d: charts.retrieval_bars(d, column=column, width=w),
         ),
@@ -278,7 +292,13 @@ def core_sections(c: Ctx) -> list[Section]:
         c.section(
             "Top-2 principal components (Fig. 2)",
             f"Normalised image and caption vectors of {who} projected on the two leading principal components of both "
-            "modalities together (at most 2,000 points per modality stored). Click the legend to isolate a modality.",
+            "modalities together (a bounded sample per modality is stored"
+            + (": " + _per_run(f["pca"].group_by("label", "modality", maintain_order=True).agg(pl.len().alias("n"))
+                               .group_by("label", maintain_order=True).agg(pl.concat_str(
+                                   pl.col("modality"), pl.lit(" "), pl.col("n").cast(pl.String)).str.join(", ").alias("t")),
+                               lambda r: r["t"] + (f" ({r['label']})" if column else "")) + " points"
+               if f["pca"].height else "")
+            + "). Click the legend to isolate a modality.",
             "pca", "pca", "PCA",
             chart=lambda d: charts.pca_scatter(d, column=column, width=w),
         ),
@@ -294,19 +314,28 @@ def geometry_sections(c: Ctx) -> list[Section]:
     out = [
         c.section(
             "P2 — thin shell: distribution of ‖x − μ‖",
-            f"Histogram of each sample's distance to its modality mean ({kind} vectors) for {who}. A thin shell has a "
-            "small std/mean and no mass near the mean. "
-            + "; ".join(f"{r['modality']} ({r['label']}): std/mean {r['shell_std_over_mean']:.3f}, share within half the "
-                        f"median radius {r['shell_frac_near_mean']:.3f}" for r in heads),
-            "shell_hist", "double_ellipsoid", "shell",
-            chart=lambda d: charts.histogram_bars(d, x_title="‖x − μ_modality‖", column=column, width=w),
+            f"Histogram of each sample's distance from the mean of its modality ‖x − μ‖ ({kind} vectors; not the norm "
+            f"‖x‖) for {who}. A thin shell has a small std/mean and no mass near the mean. "
+            + "; ".join(f"{r['modality']} ({r['label']}, N = {r['n']}): std/mean of ‖x − μ‖ "
+                        f"{_val(r.get('dist_to_mean_std_over_mean'))} (of the norm ‖x‖: "
+                        f"{_val(r.get('length_std_over_mean'))}), share within half the median distance "
+                        f"{_val(r.get('dist_to_mean_frac_near_mean'))}" for r in heads),
+            "dist_hist", "double_ellipsoid", "shell",
+            chart=lambda d: charts.histogram_bars(d, x_title="distance from the mean ‖x − μ_modality‖", column=column,
+                                                  width=w),
         ),
         c.section(
             "P3 — ellipsoid: covariance spectrum (semi-axes √λ)",
-            f"Every semi-axis √λ_k of each modality's covariance for {who}, log scale. "
-            + "; ".join(f"{r['modality']} ({r['label']}): anisotropy (largest/median semi-axis) "
-                        f"{r['ellipsoid_anisotropy']:.2f}, effective rank {r['ellipsoid_effective_rank']:.1f}, radius CV "
-                        f"Euclidean {r['euclidean_radius_cv']:.3f} vs Mahalanobis {r['mahalanobis_radius_cv']:.3f}"
+            f"Every semi-axis √λ_k of each modality's covariance (eigenvalues λ) for {who}, log scale. Effective rank "
+            "(λ-entropy, Roy & Vetterli) = exp(entropy of λ/Σλ); (σ-entropy) = the same with p ∝ σ = √λ. "
+            + "; ".join(f"{r['modality']} ({r['label']}, N = {r['n']}, d = {r['d']}): "
+                        + (f"anisotropy (largest/median semi-axis) {_val(r.get('ellipsoid_anisotropy'), '.2f')}, "
+                           f"effective rank (λ-entropy, Roy & Vetterli) "
+                           f"{_val(r.get('ellipsoid_effective_rank_lambda_entropy'), '.1f')}, (σ-entropy) "
+                           f"{_val(r.get('ellipsoid_effective_rank_sigma_entropy'), '.1f')}, radius CV Euclidean "
+                           f"{_val(r.get('euclidean_radius_cv'))} vs Mahalanobis {_val(r.get('mahalanobis_radius_cv'))}"
+                           if (r.get("covariance_status") or "ok") == "ok" else
+                           f"no anisotropy, effective rank or Mahalanobis radius: {r.get('covariance_message')}")
                         for r in heads),
             "eigen", "double_ellipsoid", "eigenvalue",
             chart=lambda d: charts.spectrum_lines(d, column=column, width=w),
@@ -340,11 +369,19 @@ def geometry_sections(c: Ctx) -> list[Section]:
     fits = f["fit"]
     sc = c.section(
         "Conformity against cosine to the mean",
-        f"Per sample, conformity C(v) = mean cos(v, other samples of its modality) against cos(v, μ), with the fit "
-        f"C ≈ a·cos + b (dashed, view v_report_conformity_fit) for {who}. "
-        + "; ".join(f"{r['modality']} ({r['label']}): a {r['conformity_fit_a']:.3f}, b {r['conformity_fit_b']:.3f}, "
-                    f"Pearson r {r['conformity_fit_pearson_r']:.3f}, Spearman ρ {r['conformity_fit_spearman_rho']:.3f}"
-                    for r in heads if r.get("conformity_fit_a") is not None)
+        f"Per sample, conformity C(v) = mean cos(v, other samples of its modality) against the cosine to the mean of "
+        f"its modality, with the fit C ≈ a·cos + b (dashed, view v_report_conformity_fit) for {who}. The radio button "
+        "picks the mean: the raw mean μ (the Double-Ellipsoid figure) or the mean of the unit vectors m̂ (the DE-CLIP "
+        "notebook's relation, exactly affine: r = 1). "
+        + "; ".join(f"{r['modality']} ({r['label']}, N = {r.get('conformity_fit_n') or r['n']}): "
+                    + (f"raw mean a {_val(r.get('conformity_fit_raw_mean_a'))}, b {_val(r.get('conformity_fit_raw_mean_b'))}, "
+                       f"Pearson r {_val(r.get('conformity_fit_raw_mean_pearson_r'))}, Spearman ρ "
+                       f"{_val(r.get('conformity_fit_raw_mean_spearman_rho'))}; unit mean a "
+                       f"{_val(r.get('conformity_fit_unit_mean_a'))}, b {_val(r.get('conformity_fit_unit_mean_b'))}, "
+                       f"Pearson r {_val(r.get('conformity_fit_unit_mean_pearson_r'))}"
+                       if r.get("conformity_fit_raw_mean_a") is not None or r.get("conformity_fit_unit_mean_a") is not None
+                       else f"no fit ({(r.get('conformity_fit_message') or 'not stored').strip().rstrip(';')})")
+                    for r in heads)
         + "." + _sampled_note(f["points"], "conformity"),
         "points", "double_ellipsoid", "per-sample", rows=pts,
         chart=lambda d: charts.conformity_scatter(f["points"], fits, column=column, width=w),
@@ -461,31 +498,50 @@ def topology_sections(c: Ctx) -> list[Section]:
     ))
     for plane, title in (("pca", "top-2 principal components"), ("umap", "UMAP plane")):
         ln = f["lines"].filter(pl.col("plane") == plane) if f["lines"].height else f["lines"]
+        n_pairs = (_per_run(ln.group_by("label", maintain_order=True).agg(pl.col("pair_id").n_unique().alias("n")),
+                            lambda r: f"{r['n']:,} image–caption pairs" + (f" ({r['label']})" if column else ""))
+                   if ln.height else "")
         out.append(c.section(
             f"Figs. 6, 8 — paired lines ({title})",
-            f"500 image–caption pairs of {who} in the {title}, each joined by a line (blue: image, orange: caption). "
-            "Long parallel lines mean separated but coordinated modalities.",
+            f"{n_pairs or 'Image–caption pairs'} of {who} in the {title}, each joined by a line (blue: image, orange: "
+            "caption). Long parallel lines mean separated but coordinated modalities.",
             "lines", "umap", "paired-line", rows=ln, extra=f" and plane = '{plane}'",
             chart=lambda d: charts.paired_line_chart(d, column=column, width=w),
         ))
     ss = f["spectra_summary"]
-    out.append(c.section(
-        "Figs. 10–12 — singular-value spectra",
-        f"Singular values σ_k/σ_1 of the centred normalised vectors of {who}, per modality and joint. Collapse point = "
-        "first k with σ_k/σ_1 below the threshold; effective rank = exp(entropy of σ/Σσ) (table: view "
-        "v_report_spectra_summary). "
-        + "; ".join(f"{r['label']} {r['scope']}: collapse at {r['collapse_index']}, effective rank {r['effective_rank']:.1f}"
-                    for r in ss.to_dicts()),
+
+    def spec_txt(r: dict) -> str:
+        head = f"{r['label']} {r['scope']} (N = {int(r['n']) if r.get('n') is not None else '?'})"
+        if (r.get("status") or "ok") != "ok":
+            return f"{head}: {r.get('status')} — {r.get('message')}"
+        ci = r.get("collapse_index")
+        return (f"{head}: collapse at k = {int(ci) if ci is not None else 'n/a'}, effective rank (λ-entropy, Roy & "
+                f"Vetterli) {_val(r.get('effective_rank_lambda_entropy'), '.1f')}, (σ-entropy) "
+                f"{_val(r.get('effective_rank_sigma_entropy'), '.1f')}")
+    thr = ss["collapse_threshold"].drop_nulls() if ss.height else None
+    spec = c.section(
+        "Figs. 10–12 — covariance eigenvalue spectra",
+        f"Covariance eigenvalues λ_k/λ_1 (log10, as the paper plots them; values at or below 10⁻¹⁶, zero to double "
+        f"precision, not drawn) of the normalised vectors of {who}, per modality and joint. Collapse point = first k with λ_k/λ_1 below the threshold"
+        + (f" ({thr[0]:g})" if thr is not None and thr.len() else "")
+        + "; effective rank (λ-entropy, Roy & Vetterli) = exp(entropy of λ/Σλ), effective rank (σ-entropy) = the "
+        "same with p ∝ σ (table: view v_report_spectra_summary). " + "; ".join(spec_txt(r) for r in ss.to_dicts()),
         "spectra", "spectra", "spectrum",
-        chart=lambda d: charts.sigma_curves(d, column=column, width=w),
-    ))
+        chart=lambda d: charts.eigenvalue_curves(d, column=column, width=w),
+    )
+    stale = ss.filter(pl.col("status") == "stale") if ss.height and "status" in ss.columns else ss.clear()
+    if spec.chart is None and stale.height:
+        spec.status, spec.missing = "stale", f"no covariance eigenvalues stored: {stale['message'][0]}"
+    out.append(spec)
     if not column and ss.height:
         out[-1].table = c._rows(ss.drop("run_id").to_dicts())
         out[-1].views += ("v_report_spectra_summary",)
     cc = f["cluster_corr"]
     corr_txt = _per_run(cc, lambda r: f"{r['label']}: {r['n_clusters']} clusters ({r['n_clusters_used']} used), "
                                       + (f"Pearson r {r['pearson_r']:.3f}, Spearman ρ {r['spearman_rho']:.3f}"
-                                         if r.get("pearson_r") is not None else f"no correlation ({r['message']})"))
+                                         if _val(r.get("pearson_r")) != "n/a" and _val(r.get("spearman_rho")) != "n/a"
+                                         else "no correlation (" + (r.get("message") or "not enough clusters")
+                                         + ")"))
     if not column and u.height:
         out.append(c.section(
             "Fig. 13 — HDBSCAN clusters on the UMAP layout",
@@ -496,19 +552,22 @@ def topology_sections(c: Ctx) -> list[Section]:
         ))
     out.append(c.section(
         "Fig. 14 — per-cluster spectra",
-        f"Joint singular values σ_k/σ_1 of each cluster of {who}, against k / number of values, on subsamples of equal "
-        "size so clusters of different sizes are comparable (colour: cluster number).",
+        f"Joint singular values σ_k/σ_1 (not the covariance eigenvalues λ ∝ σ²) of each cluster of {who}, against "
+        "k / number of values, on subsamples of equal size so clusters of different sizes are comparable (colour: "
+        "cluster number); the local dimension of Fig. 15 is the area under these log σ curves.",
         "cluster_spectra", "clusters", "cluster-spectrum",
         chart=lambda d: charts.sigma_curves(d, x="index_frac", color="cluster", column=column, width=w),
     ))
     out.append(c.section(
         "Fig. 15 — local dimension against per-cluster retrieval",
         f"Per cluster of {who} (status ok): area under the log singular-value curve (local dimension) against top-1 "
-        "retrieval of its members. " + corr_txt,
+        "retrieval of its members (from the run's stored retrieval ranks, whole gallery); erank_sigma_entropy_joint = "
+        "effective rank (σ-entropy) of the cluster's joint subsample. " + corr_txt,
         "clusters", "clusters", "cluster",
         chart=lambda d: charts.localdim_vs_accuracy(d, column=column, width=w),
-        table=None if column else (lambda d: d.select("label", "cluster", "n_points", "auc_joint", "erank_joint", "top1",
-                                                     "status", "message").to_dicts()),
+        table=None if column else (lambda d: d.select("label", "cluster", "n_points", "auc_joint",
+                                                     "erank_sigma_entropy_joint", "top1", "status",
+                                                     "message").to_dicts()),
     ))
     if not column:
         out.append(c.section(
@@ -540,6 +599,14 @@ def rejects_sections(f: dict[str, pl.DataFrame]) -> list[Section]:
     return out
 
 
+def _ties(r: dict) -> str:
+    """', 3 queries with exact ties: 27.10% if ties count against' (nothing when there are none)."""
+    n, p = r.get("n_tied_queries"), r.get("recall_pessimistic")
+    if not n or p is None:
+        return ""
+    return f", {n} queries with exact ties: {p:.2%} if ties count against"
+
+
 def _pct(x) -> str:
     return "–" if x is None else f"{x:.2%}"
 
@@ -548,23 +615,46 @@ def _num(x, fmt=".3f") -> str:
     return "–" if x is None else format(x, fmt)
 
 
+def _recall_pair(h: dict, d: str) -> str:
+    """recall@1, and when exact ties exist the pessimistic value beside it (ties counted against)."""
+    r, p, n = h.get(f"{d}_r1"), h.get(f"{d}_r1_pessimistic"), h.get(f"{d}_n_tied_queries")
+    if r is not None and p is not None and (n or p != r):
+        return f"{_pct(r)} – {_pct(p)} ({n or 0} queries with exact ties: ties in favour – against)"
+    return _pct(r)
+
+
 def headline_block(h: dict, embed_dim: int | None) -> str:
-    """"What this run shows": headline figures (view v_headline), each beside its chance level or reference."""
+    """"What this run shows": headline figures (view v_headline), each beside its chance level or
+    reference; a figure that is missing on a small sample shows the stored reason."""
     def ratio(v, ch):
         return f"{v / ch:.1f}× chance" if v is not None and ch else ""
+    n_txt = f"N = {h.get('n_images')} images, {h.get('n_texts')} captions"
+    see_above = f"{h.get('joint_spectrum_status')}: see above" if h.get("joint_spectrum_message") else None
     rows = [
-        ("text → image recall@1", _pct(h.get("t2i_r1")), f"chance {_pct(h.get('t2i_r1_chance'))}",
+        ("text → image recall@1", _recall_pair(h, "t2i"), f"chance {_pct(h.get('t2i_r1_chance'))}",
          ratio(h.get("t2i_r1"), h.get("t2i_r1_chance"))),
-        ("image → text recall@1", _pct(h.get("i2t_r1")), f"chance {_pct(h.get('i2t_r1_chance'))}",
+        ("image → text recall@1", _recall_pair(h, "i2t"), f"chance {_pct(h.get('i2t_r1_chance'))}",
          ratio(h.get("i2t_r1"), h.get("i2t_r1_chance"))),
-        ("modality gap ‖mean x̂_I − mean x̂_T‖", _num(h.get("gap")), "0 = no gap; 2 = opposite", ""),
+        ("modality gap ‖mean x̂_I − mean x̂_T‖", _num(h.get("gap")), "0 = no gap; 2 = opposite", n_txt),
         ("modality separability (linear SVM, held out)", _pct(h.get("separability_accuracy")), "chance 50.00%",
          "separate subspaces" if (h.get("separability_accuracy") or 0) > 0.9 else ""),
         ("mixing ratio in the UMAP layout", _num(h.get("mixing_ratio_layout"), ".2f"), "1 = fully mixed modalities", ""),
-        ("joint effective rank (σ entropy)", _num(h.get("joint_effective_rank"), ".1f"),
+        ("joint effective rank (λ-entropy, Roy & Vetterli)",
+         _val(h.get("joint_effective_rank_lambda_entropy"), ".1f", h.get("joint_spectrum_message")),
+         f"of d = {embed_dim}" if embed_dim else "", "exp(entropy of the covariance eigenvalues λ/Σλ)"),
+        ("joint effective rank (σ-entropy)",
+         _val(h.get("joint_effective_rank_sigma_entropy"), ".1f", see_above),
+         f"of d = {embed_dim}" if embed_dim else "", "exp(entropy of the singular values σ/Σσ)"),
+        ("joint collapse point (λ_k/λ_1 below threshold)",
+         _val(h.get("joint_collapse_index"), ".0f", see_above),
          f"of d = {embed_dim}" if embed_dim else "", ""),
-        ("conformity fit r (image / text)", f"{_num(h.get('image_conformity_r'))} / {_num(h.get('text_conformity_r'))}",
-         "1 = conformity is a linear function of cos to the mean", ""),
+        ("conformity fit r, raw mean (image / text)",
+         f"{_val(h.get('image_conformity_fit_raw_mean_r'), '.3f', h.get('image_conformity_fit_message'))} / "
+         f"{_val(h.get('text_conformity_fit_raw_mean_r'), '.3f', h.get('text_conformity_fit_message'))}",
+         "1 = conformity is a linear function of the cosine to the raw mean μ", ""),
+        ("spread of the distance from the mean ‖x − μ‖, std/mean (image / text)",
+         f"{_num(h.get('image_dist_to_mean_std_over_mean'))} / {_num(h.get('text_dist_to_mean_std_over_mean'))}",
+         "small = thin shell (P2)", ""),
     ]
     e = html.escape
     body = "".join(f"<tr><th>{e(a)}</th><td>{e(b)}</td><td class=\"ref\">{e(c)}</td><td class=\"ref\">{e(d)}</td></tr>"
@@ -661,6 +751,15 @@ def export_charts(page: Page, folder: Path, fmt: str) -> list[Path]:
     return out
 
 
+def _r1_short(h: dict, d: str) -> str:
+    """recall@1, or 'optimistic – pessimistic' when exact ties exist (escaped HTML)."""
+    r, p, n = h.get(f"{d}_r1"), h.get(f"{d}_r1_pessimistic"), h.get(f"{d}_n_tied_queries")
+    if n and p is not None:
+        return html.escape(f"{_pct(r)} – {_pct(p)}") + f' <span class="ref" title="{n} queries with exact ties: ties ' \
+            'in favour – against">(ties)</span>'
+    return html.escape(_pct(r))
+
+
 def index_page(con, reports: Path, paths: Paths) -> Page:
     """``reports/index.html``: every dataset, run and comparison in the catalog, with headline
     figures, section status and links to the pages that exist."""
@@ -688,13 +787,13 @@ def index_page(con, reports: Path, paths: Paths) -> Page:
         page_name = f"run-{h['run_id']}.html"
         run_rows.append(
             f"<tr><td>{link(page_name, h['label'])}</td><td>{e(h['dataset_id'] or '')}</td>"
-            f"<td>{e(h['run_status'])}</td><td>{_pct(h['t2i_r1'])} <span class=\"ref\">(chance "
-            f"{_pct(h['t2i_r1_chance'])})</span></td><td>{_pct(h['i2t_r1'])} <span class=\"ref\">(chance "
+            f"<td>{e(h['run_status'])}</td><td>{_r1_short(h, 't2i')} <span class=\"ref\">(chance "
+            f"{_pct(h['t2i_r1_chance'])})</span></td><td>{_r1_short(h, 'i2t')} <span class=\"ref\">(chance "
             f"{_pct(h['i2t_r1_chance'])})</span></td><td>{_num(h['gap'])}</td><td>{_pct(h['separability_accuracy'])}</td>"
             f"<td>{e(h['sections'])}</td></tr>")
     page.add(Section("Runs", "One row per run (view v_report_run_index: v_headline with the run's status and "
-                     "sections): recall@1 beside chance, modality gap, separability (chance 50%) and what the "
-                     "measurement sections did.",
+                     "sections): recall@1 beside chance (with exact ties: in favour – against), modality gap, "
+                     "separability (chance 50%) and what the measurement sections did.",
                      html_block='<div class="table-wrap"><table class="data" id="runs-table"><thead><tr><th>run</th>'
                      "<th>dataset</th><th>status</th><th>T→I R@1</th><th>I→T R@1</th><th>gap</th><th>separability</th>"
                      f"<th>sections</th></tr></thead><tbody>{''.join(run_rows)}</tbody></table></div>",

@@ -35,6 +35,8 @@ def retrieval_bars(df: pl.DataFrame, *, column: str | None = None, width: Width 
         y=alt.Y("recall:Q", scale=y_scale, title="recall@k (log)"),
         color=alt.Color("direction_label:N", title="direction"),
         tooltip=["label:N", "direction_label:N", "k:Q", alt.Tooltip("recall:Q", format=".4f"),
+                 alt.Tooltip("recall_pessimistic:Q", format=".4f", title="recall, ties against"),
+                 alt.Tooltip("n_tied_queries:Q", title="queries with exact ties"),
                  alt.Tooltip("chance:Q", format=".4f"), alt.Tooltip("recall_over_chance:Q", format=".1f", title="× chance"),
                  "n_queries:Q", "n_candidates:Q"],
     )
@@ -56,6 +58,7 @@ def recall_curve(df: pl.DataFrame, *, color: str = "direction_label", width: Wid
         y=alt.Y("recall:Q", scale=y_scale, title="recall@k (log)"),
         strokeDash="direction_label:N" if color != "direction_label" else alt.value([1, 0]),
         tooltip=["label:N", "direction_label:N", "k:Q", alt.Tooltip("recall:Q", format=".4f"),
+                 alt.Tooltip("recall_pessimistic:Q", format=".4f", title="recall, ties against"),
                  alt.Tooltip("chance:Q", format=".4f")], **enc,
     )
     chance = base.mark_line(strokeDash=[2, 2], opacity=0.7).encode(
@@ -158,7 +161,9 @@ def tilt_points(df: pl.DataFrame, *, column: str | None = None, width: Width = "
 
 
 POINT_TOOLTIP = ["label:N", "modality:N", "item_id:N", "caption:N", "image_ref:N",
-                 alt.Tooltip("conformity:Q", format=".4f"), alt.Tooltip("cos_to_mean:Q", format=".4f"),
+                 alt.Tooltip("conformity:Q", format=".4f"),
+                 alt.Tooltip("cos_to_raw_mean:Q", format=".4f", title="cos to the raw mean μ"),
+                 alt.Tooltip("cos_to_unit_mean:Q", format=".4f", title="cos to the unit-vector mean m̂"),
                  alt.Tooltip("image:N", title="image")]
 # A thumbnail in the tooltip (vega-tooltip shows a field titled "image" as a picture) when the
 # page is opened beside its data home: a relative link, nothing inlined. Paths reduced to a
@@ -167,18 +172,27 @@ THUMBNAIL = ("isValid(datum.image_ref) && !test(/ #/, datum.image_ref) ? "
              "(substring(datum.image_ref, 0, 1) == '/' ? 'file://' + datum.image_ref : '../' + datum.image_ref) : null")
 
 
+CONFORMITY_MEANS = ["raw mean", "unit mean"]  # the values of v_report_conformity_fit.mean
+
+
 def conformity_scatter(points: pl.DataFrame, fits: pl.DataFrame, *, column: str | None = None,
                        width: Width = "container") -> alt.TopLevelMixin:
-    """Conformity C(v) against cos(v, μ) per sample (rows of v_report_points), with the stored
-    fit C ≈ a·cos + b (rows of v_report_conformity_fit)."""
+    """Conformity C(v) against the cosine to the modality's mean per sample (rows of
+    v_report_points), with the stored fit C ≈ a·cos + b (rows of v_report_conformity_fit).
+    A radio button picks the mean: the raw mean μ (the Double-Ellipsoid figure, default) or the
+    mean of the unit vectors m̂ (the DE-CLIP notebook's relation, exactly affine)."""
     sel = alt.selection_point(fields=["modality"], bind="legend")
+    mean = alt.param(name="conformity_mean", value=CONFORMITY_MEANS[0],
+                     bind=alt.binding_radio(options=CONFORMITY_MEANS, name="cosine to the "))
+    cos = ("conformity_mean == 'unit mean' ? datum.cos_to_unit_mean : datum.cos_to_raw_mean")
 
     def panel(value=None, first=True):
-        p, f = alt.Chart(points).transform_calculate(image=THUMBNAIL), alt.Chart(fits)
+        p, f = alt.Chart(points).transform_calculate(image=THUMBNAIL, cos=cos), alt.Chart(fits)
         if value is not None:
             p, f = p.transform_filter(alt.datum.label == value), f.transform_filter(alt.datum.label == value)
-        scatter = p.transform_filter("isValid(datum.conformity)").mark_circle(size=10).encode(
-            x=alt.X("cos_to_mean:Q", title="cos(v, μ_modality)", scale=alt.Scale(zero=False)),
+        scatter = p.transform_filter("isValid(datum.conformity) && isValid(datum.cos)").mark_circle(size=10).encode(
+            x=alt.X("cos:Q", title="cos(v, μ) or cos(v, m̂): see the radio button",
+                    scale=alt.Scale(zero=False)),
             y=alt.Y("conformity:Q", title="conformity C(v)", scale=alt.Scale(zero=False)),
             color=alt.Color("modality:N", scale=MODALITY_COLORS),
             opacity=alt.condition(sel, alt.value(0.5), alt.value(0.05)),
@@ -186,18 +200,18 @@ def conformity_scatter(points: pl.DataFrame, fits: pl.DataFrame, *, column: str 
         )
         if first:  # one legend selection for every panel
             scatter = scatter.add_params(sel)
-        fit = f.mark_line(strokeDash=[5, 3]).encode(
+        fit = f.transform_filter("datum.mean == conformity_mean").mark_line(strokeDash=[5, 3]).encode(
             x="x:Q", y="y:Q", color=alt.Color("modality:N", scale=MODALITY_COLORS), detail="modality:N",
-            tooltip=["label:N", "modality:N", alt.Tooltip("a:Q", format=".4f"), alt.Tooltip("b:Q", format=".4f"),
-                     alt.Tooltip("r:Q", format=".4f", title="Pearson r")],
+            tooltip=["label:N", "modality:N", "mean:N", alt.Tooltip("a:Q", format=".4f"), alt.Tooltip("b:Q", format=".4f"),
+                     alt.Tooltip("r:Q", format=".4f", title="Pearson r"), alt.Tooltip("n:Q", title="points in the fit")],
         )
         return alt.layer(scatter, fit)
 
     if column:  # layers with different data cannot be faceted: one panel per value, shared scales
         panels = [panel(v, i == 0).properties(title=str(v), width=width, height=280)
                   for i, v in enumerate(points[column].unique(maintain_order=True).to_list())]
-        return alt.hconcat(*panels).resolve_scale(x="shared", y="shared")
-    return panel().properties(width=width, height=300)
+        return alt.hconcat(*panels).resolve_scale(x="shared", y="shared").add_params(mean)
+    return panel().properties(width=width, height=300).add_params(mean)
 
 
 SHIFT_MEASURES = ["alignment", "uniformity", "infonce", "text_to_image_top1", "image_to_text_top1"]
@@ -253,7 +267,7 @@ def umap_linked(df: pl.DataFrame) -> alt.TopLevelMixin:
         color=color, opacity=opacity, tooltip=POINT_TOOLTIP,
     ).add_params(brush, legend).properties(width=640, height=400, title="UMAP (haversine), equirectangular")
     right = base.mark_circle(size=9).encode(
-        x=alt.X("cos_to_mean:Q", title="cos(v, μ_modality)", scale=alt.Scale(zero=False)),
+        x=alt.X("cos_to_raw_mean:Q", title="cos(v, μ): cosine to the raw mean of its modality", scale=alt.Scale(zero=False)),
         y=alt.Y("conformity:Q", title="conformity C(v)", scale=alt.Scale(zero=False)),
         color=color, opacity=opacity, tooltip=POINT_TOOLTIP,
     ).properties(width=480, height=400, title="conformity (brush the UMAP to select)")
@@ -289,10 +303,31 @@ def paired_line_chart(df: pl.DataFrame, *, column: str | None = None, width: Wid
     return _facet(alt.layer(lines, img, txt).properties(width=width, height=300), column)
 
 
+def eigenvalue_curves(df: pl.DataFrame, *, color: str = "scope", column: str | None = None,
+                      width: Width = "container") -> alt.TopLevelMixin:
+    """The paper's spectrum (Figs. 10–12): log10 λ_k/λ_1 of the covariance eigenvalues against
+    the index k (rows of v_report_spectra; λ ∝ σ², so this spans twice the decades of σ_k/σ_1)."""
+    chart = (
+        alt.Chart(df)
+        .mark_line()
+        .encode(
+            x=alt.X("index:Q", title="index k"),
+            y=alt.Y("log10_eigenvalue_rel:Q", title="log10 λ_k / λ_1 (covariance eigenvalues)"),
+            color=alt.Color(f"{color}:N"),
+            detail=f"{color}:N",
+            tooltip=["label:N", f"{color}:N", "index:Q", alt.Tooltip("eigenvalue_rel:Q", format=".3g", title="λ_k / λ_1"),
+                     alt.Tooltip("log10_eigenvalue_rel:Q", format=".2f", title="log10 λ_k / λ_1"),
+                     alt.Tooltip("sigma_rel:Q", format=".3g", title="σ_k / σ_1")],
+        )
+        .properties(width=width, height=240)
+    )
+    return _facet(chart, column)
+
+
 def sigma_curves(df: pl.DataFrame, *, x: str = "index", color: str = "scope", column: str | None = None,
                  width: Width = "container") -> alt.TopLevelMixin:
-    """Relative singular values σ_k/σ_1 on a log scale (Figs. 10–14). ``color="cluster"`` uses a
-    colour scale (any number of clusters) instead of one legend symbol per cluster."""
+    """Relative singular values σ_k/σ_1 on a log scale (Fig. 14, per-cluster curves). ``color="cluster"``
+    uses a colour scale (any number of clusters) instead of one legend symbol per cluster."""
     enc_color = (alt.Color(f"{color}:Q", scale=alt.Scale(scheme="viridis"), title=color) if color == "cluster"
                  else alt.Color(f"{color}:N"))
     chart = (
@@ -300,7 +335,7 @@ def sigma_curves(df: pl.DataFrame, *, x: str = "index", color: str = "scope", co
         .mark_line()
         .encode(
             x=alt.X(f"{x}:Q", title="index k" if x == "index" else "k / number of values"),
-            y=alt.Y("sigma_rel:Q", scale=alt.Scale(type="log"), title="σ_k / σ_1"),
+            y=alt.Y("sigma_rel:Q", scale=alt.Scale(type="log"), title="σ_k / σ_1 (singular values)"),
             color=enc_color,
             detail=f"{color}:N",
             tooltip=["label:N", f"{color}:N", f"{x}:Q", alt.Tooltip("sigma_rel:Q", format=".3g")],

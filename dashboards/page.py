@@ -170,7 +170,7 @@ def _columnar(rows: list[dict]) -> dict:
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return "n/a" if v != v else f"{v:.4g}"  # NaN: not a number to print
     if isinstance(v, (list, tuple)):
         return "; ".join(_fmt(x) for x in v)
     return "" if v is None else str(v)

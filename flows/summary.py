@@ -31,7 +31,8 @@ def collect_summary(home: DataHome, run_ids: list[str], reports: list[str], *, s
         runs = catalog.query(
             con,
             "SELECT run_id, label, objective, n_images, n_texts, t2i_r1, t2i_r5, i2t_r1, i2t_r5, t2i_r1_chance, gap,"
-            f" separability_accuracy, separability_pca2_accuracy FROM {HEADLINE_VIEW}"
+            " separability_accuracy, separability_pca2_accuracy, t2i_r1_pessimistic, i2t_r1_pessimistic,"
+            f" t2i_n_tied_queries, i2t_n_tied_queries FROM {HEADLINE_VIEW}"
             " WHERE list_contains(?, run_id) ORDER BY label",
             [run_ids],
         ).to_dicts()
@@ -42,6 +43,16 @@ def _f(x: float | None, pct: bool = False) -> str:
     if x is None:
         return "-"
     return f"{100 * x:5.1f}%" if pct else f"{x:.3f}"
+
+
+def _ties(r: dict) -> str:
+    """'T→I R@1 27.1% with exact ties counted against (12 tied queries)'; '' without ties."""
+    out = []
+    for d, name in (("t2i", "T→I"), ("i2t", "I→T")):
+        n, p = r.get(f"{d}_n_tied_queries"), r.get(f"{d}_r1_pessimistic")
+        if n and p is not None:
+            out.append(f"{name} R@1 {_f(p, True).strip()} with exact ties counted against ({n} tied queries)")
+    return "; ".join(out)
 
 
 def format_summary(s: Summary) -> str:
@@ -64,6 +75,8 @@ def format_summary(s: Summary) -> str:
             f"  {r['run_id']:<14}{model[:33]:<34}{r['n_images'] or 0:>6}{r['n_texts'] or 0:>6}"
             f"{_f(r['t2i_r1'], True):>9}{_f(r['i2t_r1'], True):>9}{_f(r['gap']):>7}{_f(r['separability_accuracy'], True):>8}"
         )
+        if _ties(r):
+            lines.append(f"  {'':<14}{_ties(r)}")
     if s.runs:
         ch = s.runs[0].get("t2i_r1_chance")
         lines.append(f"  dataset: {s.runs[0]['label'].split(' on ', 1)[-1]}  (R@1 = recall@1; chance"
@@ -82,5 +95,8 @@ def summary_markdown(s: Summary) -> str:
             f"| `{r['run_id']}` | {r['label']} | {r['n_images']} | {r['n_texts']} | {_f(r['t2i_r1'], True)} |"
             f" {_f(r['t2i_r5'], True)} | {_f(r['i2t_r1'], True)} | {_f(r['gap'])} | {_f(r['separability_accuracy'], True)} |"
         )
+    tied = [f"- `{r['run_id']}`: {_ties(r)}" for r in s.runs if _ties(r)]
+    if tied:
+        out.append("\nExact ties (R@1 above counts them in favour):\n" + "\n".join(tied))
     out.append("\nReports:\n" + "\n".join(f"- `{p}`" for p in s.reports))
     return "\n".join(out)

@@ -37,10 +37,13 @@ def reports(tmp_path_factory):
         catalog.insert(con, "models", [dict(model_id="m", model_name="tiny", pretrained=str(home.checkpoints / "m.pt"))])
         catalog.insert(con, "datasets", [dict(dataset_id="d", source="coco", split="hostile", location=str(outside),
                                               n_images=80, n_samples=160)])
-        catalog.insert(con, "rejects", [
-            dict(dataset_id="d", item_ref=str(outside / "broken.png"), stage="read", reason="undecodable image", sample_id=None),
-            dict(dataset_id="d", item_ref=str(outside / "gone.png"), stage="read", reason="missing file", sample_id=None),
-            dict(dataset_id="d", item_ref="s999_0", stage="read", reason="empty caption", sample_id="s999_0"),
+        catalog.insert(con, "rejects", [  # as the ingest writer stores them (010): each row says what it dropped
+            dict(dataset_id="d", item_ref=str(outside / "broken.png"), stage="read", reason="undecodable image", sample_id=None,
+                 image_id="i900", n_images=1, n_captions=0),
+            dict(dataset_id="d", item_ref=str(outside / "gone.png"), stage="read", reason="missing file", sample_id=None,
+                 image_id="i901", n_images=1, n_captions=0),
+            dict(dataset_id="d", item_ref="s999_0", stage="read", reason="empty caption", sample_id="s999_0",
+                 image_id="i001", n_images=0, n_captions=1),
         ])
     for r in (a, b):
         measure_run(home, r)
@@ -144,7 +147,7 @@ def test_index_lists_datasets_runs_and_comparisons_with_links(reports):
     assert "chance 1.25%" in runs  # recall beside chance (80 images)
     assert "ok" in runs and "not measured" not in runs.split("test rC")[0]
     datasets = dom.split('id="datasets-table"')[1].split("</table>")[0]
-    assert "hostile" in datasets and "<td>2</td>" in datasets  # two images dropped
+    assert "<td>d</td>" in datasets and "<td>2</td>" in datasets  # two images dropped
 
 
 def test_contents_link_every_section_with_its_status(reports):
@@ -166,9 +169,9 @@ def test_contents_link_every_section_with_its_status(reports):
 def test_rejects_section_counts_each_bad_input_with_examples(reports):
     home, _ = reports
     status, dom = render(home.reports / "run-rA.html")
-    sec = dom.split("<h2>Rejected inputs — hostile</h2>")[1].split("</section>")[0]
+    sec = dom.split("<h2>Rejected inputs — d</h2>")[1].split("</section>")[0]
     assert "undecodable image" in sec and "missing file" in sec and "empty caption" in sec
-    assert "broken.png #" in sec  # an example outside the data home: file name and content hash
+    assert "broken.png (id i900)" in sec and str(home.root.parent) not in sec  # an example: file name and id, no folder
     head = dom.split('<table class="prov">')[1].split("</table>")[0]
     assert "dropped 2 images and 1 captions" in head
 
@@ -208,3 +211,61 @@ def test_page_sizes_within_targets(reports):
     for p in paths:
         size = p.stat().st_size
         assert size <= (3 if p.name.startswith("compare-") else 2) * 1024 * 1024, (p.name, size)
+
+
+def test_small_sample_report_shows_reasons_and_real_counts(tmp_path):
+    """13 images at d = 64 (N <= d): the report renders, prints the stored reason where a figure is
+    NULL (never "nan" or "None"), and its captions state the real counts (13 pairs, not 500)."""
+    import html as html_mod
+    import re
+
+    from clipgeo.config import DataHome
+    from dashboards.build import write_reports
+
+    home = DataHome.resolve(tmp_path / "home").ensure()
+    r = _register_run(home, "rS", n=13, d=64, seed=1)
+    measure_run(home, r)
+    page = write_reports(home, [r])[0]
+    html = page.read_text()
+    visible = html_mod.unescape(re.sub(r"<[^>]+>", " ", re.sub(r"<script.*?</script>", "", html, flags=re.S)))
+    assert not re.search(r"\b(nan|None|NaN)\b", visible), re.search(r".{80}\b(nan|None|NaN)\b.{20}", visible)
+    assert "13 image vectors <= d = 64: the covariance has rank at most 12" in visible  # P3 caption: the reason
+    head = html_mod.unescape(re.sub(r"<[^>]+>", " ", html.split('id="headline"')[1].split("</table>")[0]))
+    assert "joint effective rank (λ-entropy, Roy & Vetterli) n/a (39 vectors <= d = 64" in " ".join(head.split())
+    assert "13 image–caption pairs of test rS in the top-2 principal components" in visible
+    assert "500 image–caption pairs" not in visible
+    assert "26 queries, 13 candidates" in visible
+    status, _ = render(page)
+    assert status["jsErrors"] == [] and status["chartErrors"] == [], status
+    assert status["rendered"] == status["total"] == status["withGraphics"], status
+
+
+def test_exact_ties_show_the_optimistic_and_pessimistic_recall(tmp_path):
+    """Two images with the same vector: each of their captions ties with the other image, so the
+    headline and the retrieval caption give recall@1 with ties in favour and against."""
+    from clipgeo.config import DataHome
+    from clipgeo.store import vectors
+    from dashboards.build import write_reports
+
+    home = DataHome.resolve(tmp_path / "home").ensure()
+    rng = np.random.default_rng(0)
+    n, d = 20, 8
+    img = rng.normal(size=(n, d)).astype(np.float32)
+    img[1] = img[0]  # exact tie
+    txt = (img[np.repeat(np.arange(n), 2)] + 0.01 * rng.normal(size=(2 * n, d))).astype(np.float32)
+    ids = [f"i{i:03d}" for i in range(n)]
+    vectors.write_run(home, "rT", image_ids=ids, images=img, sample_ids=[f"s{i:03d}_{c}" for i in range(n) for c in range(2)],
+                      text_image_ids=[ids[i] for i in range(n) for _ in range(2)], texts=txt)
+    with catalog.session(home) as con:
+        catalog.insert(con, "runs", [dict(run_id="rT", model_id="m", dataset_id="d", label="test rT", status="embedded",
+                                          n_images=n, n_texts=2 * n, vectors_normalized=False)])
+    measure_run(home, "rT", sections=["retrieval"])
+    with catalog.session(home, read_only=True) as con:
+        opt, pes, tied = catalog.execute(con, "SELECT t2i_r1, t2i_r1_pessimistic, t2i_n_tied_queries FROM v_headline")[0]
+    assert tied == 4 and pes == pytest.approx(opt - 4 / 40)  # the 4 captions of the two twin images
+    html = write_reports(home, ["rT"])[0].read_text()
+    head = html.split('id="headline"')[1].split("</table>")[0]
+    assert f"{opt:.2%} – {pes:.2%} (4 queries with exact ties: ties in favour – against)" in head
+    assert f"4 queries with exact ties: {pes:.2%} if ties count against" in html
+    index = (home.reports / "index.html").read_text()
+    assert f"{opt:.2%} – {pes:.2%}" in index.split('id="runs-table"')[1]

@@ -1,6 +1,8 @@
 -- Report views: the Double-Ellipsoid figures and tables (one per chart or table; label joined).
 
--- P3/P5 tables and captions: per-modality geometry figures.
+-- P2/P3/P5 tables and captions: per-modality geometry figures (dist_to_mean_* = distance from the
+-- modality mean; covariance_status/_message say why figures needing N > d are NULL;
+-- conformity_fit_raw_mean_* / _unit_mean_*: fits against the cosine to the raw mean / unit-vector mean).
 CREATE OR REPLACE VIEW v_report_geo_modality AS
 SELECT g.*, r.label FROM geo_modality g JOIN runs r USING (run_id);
 
@@ -8,8 +10,8 @@ SELECT g.*, r.label FROM geo_modality g JOIN runs r USING (run_id);
 CREATE OR REPLACE VIEW v_report_geo_cross AS
 SELECT g.*, r.label FROM geo_cross g JOIN runs r USING (run_id);
 
--- P2 thin shell: histogram of ||x - mu_m|| per modality.
-CREATE OR REPLACE VIEW v_report_shell_hist AS
+-- P2 thin shell: histogram of the distance from the modality mean ||x - mu_m|| (not the norm ||x||).
+CREATE OR REPLACE VIEW v_report_dist_to_mean_hist AS
 SELECT h.*, r.label FROM geo_histograms h JOIN runs r USING (run_id) WHERE h.kind = 'radius';
 
 -- Conformity distributions: histogram of C(v) per modality.
@@ -31,14 +33,15 @@ SELECT s.*, r.label FROM geo_subspaces s JOIN runs r USING (run_id);
 
 -- Scatter points shared by the conformity plot, the UMAP plot linked to it and the cluster map:
 -- one row per sample (per run and modality at most report_point_budget() rows, the smallest
--- hash(item_id) first), with conformity C(v), cos(v, mu), its UMAP position and HDBSCAN cluster
+-- hash(item_id) first), with conformity C(v), cos(v, mu) to the raw mean (cos_to_raw_mean) and
+-- cos(v, m) to the mean of the unit vectors (cos_to_unit_mean), its UMAP position and HDBSCAN cluster
 -- (NULL when not laid out), cluster_group (the 9 largest clusters, 'noise' or 'other': a legend
 -- that stays readable), the caption (shortened by report_text; for an image its first caption)
 -- and, for images, image_ref. n_total = samples before sampling.
 CREATE OR REPLACE VIEW v_report_points AS
 WITH per AS (
     SELECT coalesce(g.run_id, u.run_id) AS run_id, coalesce(g.modality, u.modality) AS modality,
-           coalesce(g.item_id, u.item_id) AS item_id, g.conformity, g.cos_to_mean, u.x2d, u.y2d, u.item_index
+           coalesce(g.item_id, u.item_id) AS item_id, g.conformity, g.cos_to_raw_mean, g.cos_to_unit_mean, u.x2d, u.y2d, u.item_index
     FROM geo_per_sample g
     FULL OUTER JOIN topo_umap u ON u.run_id = g.run_id AND u.modality = g.modality AND u.item_id = g.item_id
 ),
@@ -56,7 +59,8 @@ images AS (
     FROM samples GROUP BY dataset_id, image_id
 )
 SELECT p.run_id, ru.label, p.modality, p.item_id,
-       round(p.conformity, 5) AS conformity, round(p.cos_to_mean, 5) AS cos_to_mean,
+       round(p.conformity, 5) AS conformity, round(p.cos_to_raw_mean, 5) AS cos_to_raw_mean,
+       round(p.cos_to_unit_mean, 5) AS cos_to_unit_mean,
        round(p.x2d, 3) AS x2d, round(p.y2d, 3) AS y2d,
        c.cluster::VARCHAR AS cluster,
        CASE WHEN c.cluster IS NULL THEN NULL WHEN c.cluster < 0 THEN 'noise'
@@ -72,19 +76,32 @@ LEFT JOIN samples s ON p.modality = 'text' AND s.dataset_id = ru.dataset_id AND 
 LEFT JOIN images i  ON p.modality = 'image' AND i.dataset_id = ru.dataset_id AND i.image_id = p.item_id
 WHERE p.sample_rank <= report_point_budget();
 
--- The conformity fit C ~ a*cos + b drawn over the scatter: two end points per run and
--- modality, at the smallest and largest cos(v, mu) of the plotted points.
+-- The conformity fits C ~ a*cos + b drawn over the scatter: two end points per run, modality and
+-- reference mean, at the smallest and largest cosine of the plotted points. mean = 'raw mean'
+-- (cos to the raw mean mu, the Double-Ellipsoid figure) or 'unit mean' (cos to the mean of the
+-- unit vectors m, the DE-CLIP notebook's relation, exact: r = 1). n = points in the fit.
 CREATE OR REPLACE VIEW v_report_conformity_fit AS
 WITH span AS (
-    SELECT run_id, modality, min(cos_to_mean) AS lo, max(cos_to_mean) AS hi
-    FROM v_report_points WHERE cos_to_mean IS NOT NULL GROUP BY run_id, modality
+    SELECT run_id, modality,
+           min(cos_to_raw_mean) AS raw_lo, max(cos_to_raw_mean) AS raw_hi,
+           min(cos_to_unit_mean) AS unit_lo, max(cos_to_unit_mean) AS unit_hi
+    FROM v_report_points WHERE conformity IS NOT NULL GROUP BY run_id, modality
+),
+fits AS (
+    SELECT m.run_id, m.label, m.modality, 'raw mean' AS mean, m.conformity_fit_raw_mean_a AS a,
+           m.conformity_fit_raw_mean_b AS b, m.conformity_fit_raw_mean_pearson_r AS r,
+           m.conformity_fit_raw_mean_spearman_rho AS rho, m.conformity_fit_n AS n, s.raw_lo AS lo, s.raw_hi AS hi
+    FROM v_report_geo_modality m JOIN span s USING (run_id, modality)
+    UNION ALL
+    SELECT m.run_id, m.label, m.modality, 'unit mean', m.conformity_fit_unit_mean_a, m.conformity_fit_unit_mean_b,
+           m.conformity_fit_unit_mean_pearson_r, m.conformity_fit_unit_mean_spearman_rho, m.conformity_fit_n,
+           s.unit_lo, s.unit_hi
+    FROM v_report_geo_modality m JOIN span s USING (run_id, modality)
 )
-SELECT m.run_id, m.label, m.modality, e.x, m.conformity_fit_a * e.x + m.conformity_fit_b AS y,
-       m.conformity_fit_a AS a, m.conformity_fit_b AS b, m.conformity_fit_pearson_r AS r
-FROM v_report_geo_modality m
-JOIN span s USING (run_id, modality)
-CROSS JOIN LATERAL (VALUES (s.lo), (s.hi)) e(x)
-WHERE m.conformity_fit_a IS NOT NULL;
+SELECT f.run_id, f.label, f.modality, f.mean, e.x, f.a * e.x + f.b AS y, f.a, f.b, f.r, f.rho, f.n
+FROM fits f
+CROSS JOIN LATERAL (VALUES (f.lo), (f.hi)) e(x)
+WHERE f.a IS NOT NULL AND e.x IS NOT NULL;
 
 -- Origin shift curves: alignment, uniformity, InfoNCE and top-1 retrieval against alpha.
 CREATE OR REPLACE VIEW v_report_origin_shift AS

@@ -35,20 +35,30 @@ SELECT p.run_id, r.label, p.plane, p.pair_id,
        round(p.length, 4) AS length, round(p.cosine, 4) AS cosine
 FROM topo_paired_lines p JOIN runs r USING (run_id);
 
--- Figs. 10-12: relative singular values sigma_k / sigma_1 (> 0) per scope (image, text, joint).
+-- Figs. 10-12: the paper's spectrum, the covariance eigenvalues lambda_k relative to lambda_1
+-- (log10_eigenvalue_rel), per scope (image, text, joint); sigma (singular values of the centred
+-- data, sigma^2 = n lambda) beside it. Eigenvalues at or below 1e-16 lambda_1 (zero to double
+-- precision, e.g. beyond rank N - 1 when N <= d) are left out. Rows measured before analysis
+-- version 4 have no lambda.
 CREATE OR REPLACE VIEW v_report_spectra AS
-SELECT s.*, r.label FROM topo_spectra s JOIN runs r USING (run_id) WHERE s.sigma_rel > 0;
+SELECT s.run_id, r.label, s.scope, s.index, s.eigenvalue, s.eigenvalue_rel,
+       round(s.log10_eigenvalue_rel, 5) AS log10_eigenvalue_rel, s.sigma, s.sigma_rel
+FROM topo_spectra s JOIN runs r USING (run_id) WHERE s.eigenvalue_rel > 1e-16;
 
--- Figs. 10-12 table: collapse point and effective rank per scope.
+-- Figs. 10-12 table: collapse point (first k with lambda_k / lambda_1 below the threshold) and the
+-- two effective ranks (lambda-entropy, Roy & Vetterli on the covariance spectrum; sigma-entropy)
+-- per scope; status/message say why a figure is NULL (N <= d, or measured before version 4).
 CREATE OR REPLACE VIEW v_report_spectra_summary AS
 SELECT s.*, r.label FROM topo_spectra_summary s JOIN runs r USING (run_id);
 
--- Fig. 14: joint spectrum of each cluster (size-matched subsamples).
+-- Fig. 14: joint singular values sigma_k / sigma_1 of each cluster (size-matched subsamples;
+-- the local dimension of Fig. 15 is the area under this log-sigma curve).
 CREATE OR REPLACE VIEW v_report_cluster_spectra AS
 SELECT c.run_id, r.label, c.cluster, c.index, round(c.index_frac, 5) AS index_frac, c.sigma_rel
 FROM topo_cluster_spectra c JOIN runs r USING (run_id) WHERE c.scope = 'joint' AND c.sigma_rel > 0;
 
--- Fig. 15 chart and table: per cluster local dimension against top-1 retrieval.
+-- Fig. 15 chart and table: per cluster local dimension against top-1 retrieval
+-- (erank_sigma_entropy_*: effective rank of the cluster's sigma, p proportional to sigma).
 CREATE OR REPLACE VIEW v_report_clusters AS
 SELECT c.*, r.label FROM topo_clusters c JOIN runs r USING (run_id);
 
