@@ -219,3 +219,18 @@ def update_run(con: duckdb.DuckDBPyConnection, run_id: str, **fields: Any) -> No
         f"UPDATE runs SET {sets}, updated_at = current_timestamp WHERE run_id = ?",
         [*fields.values(), run_id],
     )
+
+
+def stage_state(con: duckdb.DuckDBPyConnection, unit: str) -> dict[str, Any] | None:
+    """What ``unit`` (``'<stage>:<id>'``) last produced from, as recorded by :func:`set_stage_state`."""
+    found = execute(con, "SELECT state FROM stage_state WHERE unit = ?", [unit])
+    return json.loads(found[0][0]) if found else None
+
+
+def set_stage_state(con: duckdb.DuckDBPyConnection, unit: str, state: Mapping[str, Any] | None) -> None:
+    """Record (or with None, forget) what ``unit``'s stored result was made from."""
+    with transaction(con):
+        execute(con, "DELETE FROM stage_state WHERE unit = ?", [unit])
+        if state is not None:
+            execute(con, "INSERT INTO stage_state (unit, state) VALUES (?, ?)",
+                    [unit, json.dumps(state, sort_keys=True, default=str)])
