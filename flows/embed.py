@@ -91,9 +91,14 @@ def _embed_locked(h: DataHome, ref: ModelRef, dataset_id: str, force: bool, devi
     progress = create_progress_artifact(0.0, description=f"run {plan.run_id}: shards embedded (of {len(futures)})")
     for done, _ in enumerate(as_completed(futures), start=1):
         update_progress_artifact(progress, 100.0 * done / len(futures))
-    failed = [(s.index, f) for s, f in zip(plan.shards, futures) if not f.state.is_completed()]
+    failed = []
+    for s, f in zip(plan.shards, futures):
+        try:
+            f.result()  # the final state (a future's .state can lag behind its completion)
+        except Exception as exc:  # noqa: BLE001 - every failed shard is named below
+            failed.append((s.index, f"{type(exc).__name__}: {exc}"))
     if failed:
-        reasons = "; ".join(f"shard {i}: {f.state.message or f.state.name}" for i, f in failed)
+        reasons = "; ".join(f"shard {i}: {why}" for i, why in failed)
         mark_failed(h, plan.run_id, f"{len(failed)} of {len(plan.shards)} shards failed after retries ({reasons})")
         raise RuntimeError(f"run {plan.run_id}: {len(failed)} of {len(plan.shards)} shards failed after retries: {reasons}")
     done = commit_run(h, plan, seconds=time.perf_counter() - t0)

@@ -35,8 +35,7 @@ from prefect.cache_policies import NO_CACHE
 
 from clipgeo.config import ANALYSIS_VERSION, DataHome
 from clipgeo.stages.ingest import ingest_shapes, load_samples
-from clipgeo.stages.measure import find_reference_run, measure_run
-from clipgeo.store import catalog, locks, vectors
+from clipgeo.store import catalog, locks
 
 
 def progress_bars() -> bool:
@@ -115,6 +114,9 @@ def train_model(home: str, dataset_id: str, objective: str, hopfield: bool, step
 
 def measure_inputs(h: DataHome, run_id: str, umap_grid: bool) -> dict[str, Any]:
     """What a run's measurement is made from: compared with the recorded state to skip or redo it."""
+    from clipgeo.stages.measure import find_reference_run
+    from clipgeo.store import vectors
+
     ref = find_reference_run(h, run_id)
     return {"lance_version": vectors.table_version(h, run_id), "reference_run": ref,
             "reference_lance_version": vectors.table_version(h, ref) if ref else None,
@@ -135,6 +137,8 @@ def measure(home: str, run_id: str, umap_grid: bool = False, force: bool = False
     Skipped when the run's stored measurement was made from the same vectors (Lance version),
     the same reference run, the same options and this ``ANALYSIS_VERSION``.
     """
+    from clipgeo.stages.measure import measure_run
+
     h = DataHome.resolve(home)
     unit = f"run-{run_id}"
     with locks.claim(h, unit, on_wait=_waiting(unit)):
