@@ -157,8 +157,6 @@ def check_dataset(source: str, path: str, image_dir: str | None = None, models: 
             raise BadInput(f"image folder {Path(image_dir).expanduser()} does not exist; pass --image-dir FOLDER")
         if karpathy_split_file and not Path(karpathy_split_file).expanduser().is_file():
             raise BadInput(f"Karpathy split file {karpathy_split_file} does not exist (dataset_coco.json)")
-        if split and not karpathy_split_file:
-            raise BadInput(f"split {split!r} needs karpathy_split_file (--karpathy-split-file dataset_coco.json)")
     else:
         raise BadInput(f"unknown source {source!r}: expected coco, folder, webdataset or embeddings")
     if not models:
