@@ -244,3 +244,34 @@ def test_dask_runner_gives_the_same_vectors(tmp_path, prefect_harness):
     assert dask.sample_ids.tolist() == local.sample_ids.tolist()
     np.testing.assert_allclose(dask.images, local.images, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(dask.texts, local.texts, rtol=1e-5, atol=1e-6)
+
+
+def test_kill_9_of_a_command_takes_its_temporary_server_down(tmp_path):
+    import psutil
+
+    home, dataset_id, ckpt = make_prepared_home(tmp_path / "home", n_val=400)
+    cmd = CLI + ["embed", "clipgeo-tiny-vit", dataset_id, "--pretrained", ckpt, "--home", str(home.root),
+                 "--shard-images", "8"]
+    log = open(tmp_path / "cmd.log", "w")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(tmp_path, "k"), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def server():
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                if "uvicorn" in " ".join(child.cmdline()):
+                    return child
+            return None
+
+        deadline = time.monotonic() + 600
+        found = None
+        while time.monotonic() < deadline and proc.poll() is None and found is None:
+            found = server()
+            time.sleep(0.2)
+        assert found is not None, (tmp_path / "cmd.log").read_text()[-2000:]
+        proc.kill()  # SIGKILL: no atexit, no cleanup in the command
+        proc.wait()
+        gone, alive = psutil.wait_procs([found], timeout=60)
+        assert not alive, "the temporary Prefect server outlived its command"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
