@@ -22,6 +22,33 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SQL_DIR = Path(os.environ.get("CLIPGEO_SQL_DIR", REPO_ROOT / "sql"))
 
 
+THREADS_ENV = "CLIPGEO_THREADS"
+
+
+def compute_threads() -> int:
+    """Threads for torch and BLAS compute in training and measuring.
+
+    ``$CLIPGEO_THREADS`` when set, else one less than the usable cores (at least 1): on a
+    shared 2-core machine, 2 torch threads beside one other busy process spin at every
+    barrier and training ran 8x slower than with 1 (benchmarks/bench_threads.py), while
+    1 thread loses at most the one core it leaves to the orchestrator and other processes.
+    """
+    value = os.environ.get(THREADS_ENV)
+    if value:
+        try:
+            n = int(value)
+        except ValueError:
+            raise ValueError(f"{THREADS_ENV}={value!r}: expected a whole number of threads") from None
+        if n < 1:
+            raise ValueError(f"{THREADS_ENV}={value!r}: expected at least 1")
+        return n
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
 @dataclass(frozen=True)
 class DataHome:
     """The folder layout of one data home."""

@@ -33,7 +33,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from clipgeo.config import ANALYSIS_VERSION, DataHome
+from clipgeo.config import ANALYSIS_VERSION, DataHome, compute_threads
 from clipgeo.stages.ingest import ingest_shapes, load_samples
 from clipgeo.store import catalog, locks
 
@@ -103,7 +103,8 @@ def train_model(home: str, dataset_id: str, objective: str, hopfield: bool, step
             ckpt = checkpoint_path(spec, h.checkpoints, dataset_id)
             ckpt.with_suffix(".json").unlink(missing_ok=True)  # the sidecar marks a finished checkpoint
             ckpt.unlink(missing_ok=True)
-        res = train_tiny(load_samples(h, dataset_id), spec, h.checkpoints, dataset_id, progress=progress_bars())
+        res = train_tiny(load_samples(h, dataset_id), spec, h.checkpoints, dataset_id, progress=progress_bars(),
+                         num_threads=compute_threads())
     if res.cached:
         return cached(str(res.checkpoint), f"{spec.tag} model of trainer spec {spec.key(dataset_id)[:12]} is stored "
                                            f"at {res.checkpoint} (final loss {res.final_loss:.4f}): not retrained")
@@ -150,7 +151,10 @@ def measure(home: str, run_id: str, umap_grid: bool = False, force: bool = False
             inputs["umap_grid"] = state["umap_grid"]
             return cached(run_id, f"run {run_id} was measured from Lance version {inputs['lance_version']} by analysis "
                                   f"version {ANALYSIS_VERSION} with these options: not re-measured")
-        rows = measure_run(h, run_id, umap_grid=umap_grid).rows
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(compute_threads()):
+            rows = measure_run(h, run_id, umap_grid=umap_grid).rows
         with catalog.session(h) as con:
             catalog.set_stage_state(con, f"measure:{run_id}", inputs)
     get_run_logger().info("run %s measured: %s", run_id, rows)
