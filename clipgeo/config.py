@@ -25,28 +25,47 @@ SQL_DIR = Path(os.environ.get("CLIPGEO_SQL_DIR", REPO_ROOT / "sql"))
 THREADS_ENV = "CLIPGEO_THREADS"
 
 
-def compute_threads() -> int:
-    """Threads for torch and BLAS compute in training and measuring.
-
-    ``$CLIPGEO_THREADS`` when set, else one less than the usable cores (at least 1): on a
-    shared 2-core machine, 2 torch threads beside one other busy process spin at every
-    barrier and training ran 8x slower than with 1 (benchmarks/bench_threads.py), while
-    1 thread loses at most the one core it leaves to the orchestrator and other processes.
-    """
-    value = os.environ.get(THREADS_ENV)
-    if value:
-        try:
-            n = int(value)
-        except ValueError:
-            raise ValueError(f"{THREADS_ENV}={value!r}: expected a whole number of threads") from None
-        if n < 1:
-            raise ValueError(f"{THREADS_ENV}={value!r}: expected at least 1")
-        return n
+def _usable_cores() -> int:
     try:
-        cores = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores - 1)
+        return os.cpu_count() or 1
+
+
+def _threads_env() -> int | None:
+    value = os.environ.get(THREADS_ENV)
+    if not value:
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"{THREADS_ENV}={value!r}: expected a whole number of threads") from None
+    if n < 1:
+        raise ValueError(f"{THREADS_ENV}={value!r}: expected at least 1")
+    return n
+
+
+def torch_threads() -> int:
+    """torch intra-op threads for training: ``$CLIPGEO_THREADS``, else every usable core when
+    OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE``, which ``flows`` sets before
+    torch loads), else one core fewer (at least 1).
+
+    Measured on a shared 2-core machine beside one busy process (benchmarks/bench_threads.py):
+    2 spinning threads trained 3-6x slower than 1 thread; 2 passive threads were faster than 1.
+    """
+    n = _threads_env()
+    if n is not None:
+        return n
+    cores = _usable_cores()
+    return cores if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE" else max(1, cores - 1)
+
+
+def blas_threads() -> int:
+    """BLAS threads for measuring: ``$CLIPGEO_THREADS``, else one less than the usable cores
+    (at least 1). OpenBLAS threads spin whatever ``OMP_WAIT_POLICY`` says; beside one busy
+    process, 2 of them on 2 cores were slower than 1 (benchmarks/bench_threads.py)."""
+    n = _threads_env()
+    return n if n is not None else max(1, _usable_cores() - 1)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from clipgeo.config import ANALYSIS_VERSION, DataHome, compute_threads
+from clipgeo.config import ANALYSIS_VERSION, DataHome, blas_threads, torch_threads
 from clipgeo.stages.ingest import ingest_shapes, load_samples
 from clipgeo.store import catalog, locks
 
@@ -104,7 +104,7 @@ def train_model(home: str, dataset_id: str, objective: str, hopfield: bool, step
             ckpt.with_suffix(".json").unlink(missing_ok=True)  # the sidecar marks a finished checkpoint
             ckpt.unlink(missing_ok=True)
         res = train_tiny(load_samples(h, dataset_id), spec, h.checkpoints, dataset_id, progress=progress_bars(),
-                         num_threads=compute_threads())
+                         num_threads=torch_threads())
     if res.cached:
         return cached(str(res.checkpoint), f"{spec.tag} model of trainer spec {spec.key(dataset_id)[:12]} is stored "
                                            f"at {res.checkpoint} (final loss {res.final_loss:.4f}): not retrained")
@@ -153,7 +153,7 @@ def measure(home: str, run_id: str, umap_grid: bool = False, force: bool = False
                                   f"version {ANALYSIS_VERSION} with these options: not re-measured")
         from threadpoolctl import threadpool_limits
 
-        with threadpool_limits(compute_threads()):
+        with threadpool_limits(blas_threads()):
             rows = measure_run(h, run_id, umap_grid=umap_grid).rows
         with catalog.session(h) as con:
             catalog.set_stage_state(con, f"measure:{run_id}", inputs)
