@@ -10,6 +10,7 @@ release folder with ``img_emb/``, ``text_emb/``, ``metadata/``; no model needed)
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -21,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 
 from clipgeo.config import DataHome
 from clipgeo.stages import ingest
+from clipgeo.store import locks
 from flows.checks import check_dataset
 from flows.embed import embed_flow, task_runner_for
 from flows.pipeline import Stage, parse_model
@@ -33,8 +35,17 @@ Source = Literal["coco", "folder", "webdataset", "embeddings"]
 @task(name="ingest", cache_policy=NO_CACHE)
 def ingest_source(home: str, source: Source, path: str, image_dir: str | None, karpathy_split_file: str | None,
                   split: str | None, name: str | None, limit_images: int | None) -> str:
-    """Read a source and register it; returns the dataset id (for ``embeddings``: the run id)."""
+    """Read a source and register it; returns the dataset id (for ``embeddings``: the run id).
+
+    One process at a time reads a given source into a home (a lock in the data home)."""
     h = DataHome.resolve(home)
+    key = hashlib.sha1(repr((source, path, image_dir, karpathy_split_file, split, name, limit_images)).encode())
+    with locks.claim(h, f"ingest-{key.hexdigest()[:16]}"):
+        return _ingest(h, source, path, image_dir, karpathy_split_file, split, name, limit_images)
+
+
+def _ingest(h: DataHome, source: Source, path: str, image_dir: str | None, karpathy_split_file: str | None,
+            split: str | None, name: str | None, limit_images: int | None) -> str:
     log = get_run_logger()
     if source == "embeddings":
         from clipgeo.stages.imports import import_embeddings
