@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Literal, get_args
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from clipgeo.config import DataHome
 from clipgeo.stages.embedding import ModelRef
 from flows import checks
 from flows.embed import embed_flow, task_runner_for
