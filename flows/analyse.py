@@ -31,7 +31,7 @@ def _select_runs(home: DataHome, *, stale_only: bool, statuses: tuple[str, ...])
 
 @flow(name="clipgeo-analyse", log_prints=True)
 def analyse_flow(run_ids: list[str] | None = None, home: str | None = None, stale_only: bool = False,
-                 force: bool = False, umap_grid: bool = False) -> list[str]:
+                 force: bool = False, umap_grid: bool = False, reference_run_id: str | None = None) -> list[str]:
     """Measure runs already embedded.
 
     A run whose stored measurement was made from its current vectors by this analysis
@@ -43,6 +43,9 @@ def analyse_flow(run_ids: list[str] | None = None, home: str | None = None, stal
         stale_only: only runs whose stored analysis predates this code (or was never made).
         force: measure again even when the stored measurement is current.
         umap_grid: also fit the UMAP hyperparameter grid (16 layouts) for each run.
+        reference_run_id: the run of the same model on a training-like dataset, for the
+            nearest-reference and cross-dataset separability measurements (default: the
+            same model's run on the ``train`` split of the same source, when embedded).
     """
     h = usable_home(home)
     ids = run_ids or _select_runs(h, stale_only=stale_only, statuses=("embedded", "measured"))
@@ -52,7 +55,7 @@ def analyse_flow(run_ids: list[str] | None = None, home: str | None = None, stal
         return []
     progress = Progress(len(ids), "clipgeo analyse")
     for run_id in ids:
-        measure(str(h.root), run_id, umap_grid, force=force)
+        measure(str(h.root), run_id, umap_grid, force=force, reference_run_id=reference_run_id)
         progress.step(f"run {run_id} measured")
     log.info("analysed %d runs: %s", len(ids), ", ".join(ids))
     return ids

@@ -113,12 +113,12 @@ def train_model(home: str, dataset_id: str, objective: str, hopfield: bool, step
     return str(res.checkpoint)
 
 
-def measure_inputs(h: DataHome, run_id: str, umap_grid: bool) -> dict[str, Any]:
+def measure_inputs(h: DataHome, run_id: str, umap_grid: bool, reference_run_id: str | None = None) -> dict[str, Any]:
     """What a run's measurement is made from: compared with the recorded state to skip or redo it."""
     from clipgeo.stages.measure import find_reference_run
     from clipgeo.store import vectors
 
-    ref = find_reference_run(h, run_id)
+    ref = reference_run_id or find_reference_run(h, run_id)
     return {"lance_version": vectors.table_version(h, run_id), "reference_run": ref,
             "reference_lance_version": vectors.table_version(h, ref) if ref else None,
             "umap_grid": bool(umap_grid), "analysis_version": ANALYSIS_VERSION}
@@ -132,7 +132,8 @@ def measure_state(h: DataHome, run_id: str) -> tuple[str | None, dict | None]:
 
 
 @task(name="measure", cache_policy=NO_CACHE)
-def measure(home: str, run_id: str, umap_grid: bool = False, force: bool = False) -> str:
+def measure(home: str, run_id: str, umap_grid: bool = False, force: bool = False,
+            reference_run_id: str | None = None) -> str:
     """Every metric table for one run, into DuckDB (replacing that run's rows); returns the run id.
 
     Skipped when the run's stored measurement was made from the same vectors (Lance version),
@@ -143,7 +144,7 @@ def measure(home: str, run_id: str, umap_grid: bool = False, force: bool = False
     h = DataHome.resolve(home)
     unit = f"run-{run_id}"
     with locks.claim(h, unit, on_wait=_waiting(unit)):
-        inputs = measure_inputs(h, run_id, umap_grid)
+        inputs = measure_inputs(h, run_id, umap_grid, reference_run_id)
         status, state = measure_state(h, run_id)
         same = state is not None and {k: v for k, v in state.items() if k != "umap_grid"} == {
             k: v for k, v in inputs.items() if k != "umap_grid"}
@@ -154,7 +155,7 @@ def measure(home: str, run_id: str, umap_grid: bool = False, force: bool = False
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(blas_threads()):
-            rows = measure_run(h, run_id, umap_grid=umap_grid).rows
+            rows = measure_run(h, run_id, umap_grid=umap_grid, reference_run_id=reference_run_id).rows
         with catalog.session(h) as con:
             catalog.set_stage_state(con, f"measure:{run_id}", inputs)
     get_run_logger().info("run %s measured: %s", run_id, rows)
