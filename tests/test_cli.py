@@ -167,3 +167,21 @@ def test_commands_without_a_flow_import_no_prefect(tmp_path):
     assert "42" in out.stdout
     assert "prefect imported: False torch imported: False" in out.stdout
     assert _no_server_started(tmp_path)
+
+
+def test_thread_defaults(monkeypatch):
+    from clipgeo import config
+
+    for var in ("CLIPGEO_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(config, "_usable_cores", lambda: 2)
+    assert (config.torch_threads(), config.blas_threads()) == (1, 1)  # spinning OpenMP: leave a core free
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    assert (config.torch_threads(), config.blas_threads()) == (2, 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert (config.torch_threads(), config.blas_threads()) == (1, 1)
+    monkeypatch.setenv("CLIPGEO_THREADS", "3")
+    assert (config.torch_threads(), config.blas_threads()) == (3, 3)
+    monkeypatch.setenv("CLIPGEO_THREADS", "0")
+    with pytest.raises(ValueError, match="CLIPGEO_THREADS='0'"):
+        config.torch_threads()
