@@ -22,6 +22,55 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SQL_DIR = Path(os.environ.get("CLIPGEO_SQL_DIR", REPO_ROOT / "sql"))
 
 
+THREADS_ENV = "CLIPGEO_THREADS"
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _threads_env(*fallbacks: str) -> int | None:
+    """``$CLIPGEO_THREADS``, else the first of ``fallbacks`` (e.g. ``OMP_NUM_THREADS``) that is set."""
+    name = next((n for n in (THREADS_ENV, *fallbacks) if os.environ.get(n)), None)
+    if name is None:
+        return None
+    value = os.environ[name]
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: expected a whole number of threads") from None
+    if n < 1:
+        raise ValueError(f"{name}={value!r}: expected at least 1")
+    return n
+
+
+def torch_threads() -> int:
+    """torch intra-op threads for training: ``$CLIPGEO_THREADS`` (or ``$OMP_NUM_THREADS``), else every usable core when
+    OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE``, which ``flows`` sets before
+    torch loads), else one core fewer (at least 1).
+
+    Measured on a shared 2-core machine beside one busy process (benchmarks/bench_threads.py):
+    2 spinning threads trained 3-6x slower than 1 thread; 2 passive threads were faster than 1.
+    """
+    n = _threads_env("OMP_NUM_THREADS")
+    if n is not None:
+        return n
+    cores = _usable_cores()
+    return cores if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE" else max(1, cores - 1)
+
+
+def blas_threads() -> int:
+    """BLAS threads for measuring: ``$CLIPGEO_THREADS`` (or ``$OPENBLAS_NUM_THREADS``,
+    ``$OMP_NUM_THREADS``), else one less than the usable cores
+    (at least 1). OpenBLAS threads spin whatever ``OMP_WAIT_POLICY`` says; beside one busy
+    process, 2 of them on 2 cores were slower than 1 (benchmarks/bench_threads.py)."""
+    n = _threads_env("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+    return n if n is not None else max(1, _usable_cores() - 1)
+
+
 @dataclass(frozen=True)
 class DataHome:
     """The folder layout of one data home."""

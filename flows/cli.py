@@ -1,216 +1,188 @@
-"""The ``clipgeo`` command.
+"""The ``clipgeo`` command, generated from the flows' signatures (cyclopts, as Prefect's own CLI).
 
-    clipgeo run [--home DIR] [--n-train N] [--n-val N] [--steps N] [--model NAME=PRETRAINED] ...
-    clipgeo sql "SELECT * FROM v_compare" [--home DIR] [--format table|csv|json]
-    clipgeo embed --dataset ID --model NAME[=PRETRAINED] [--shard-images N] [--cluster-address tcp://...]
-    clipgeo analyse [--run RUN_ID ...] [--stale-only] [--force]
-    clipgeo runs [--home DIR]
-    clipgeo report [--home DIR] [--run RUN_ID ...]
-    clipgeo serve [--home DIR]          (deployments for the Prefect server at PREFECT_API_URL)
+    clipgeo run       [--home DIR] [--n-train N] [--train-steps N] [--objectives infonce ...] ...   (clipgeo-pipeline)
+    clipgeo ablation  ...                                                                           (clipgeo-ablation)
+    clipgeo dataset   SOURCE PATH [--image-dir DIR] [--models NAME=PRETRAINED ...] ...             (clipgeo-dataset)
+    clipgeo embed     MODEL_NAME DATASET_ID [--pretrained TAG|PATH] [--shard-images N] ...          (clipgeo-embed)
+    clipgeo analyse   [--run-ids ID ...] [--stale-only] [--force] [--umap-grid]                     (clipgeo-analyse)
+    clipgeo report    [--run-ids ID ...] [--export svg|png]
+    clipgeo sql       "SELECT * FROM v_compare" [--format table|csv|json] [--max-rows N]
+    clipgeo runs
+    clipgeo serve     [--home DIR] [--limit N]
 
-``sql`` opens the catalog read-only; every run's LanceDB vectors table is visible to the
-query under its own name (``vectors_<run_id>``), so vectors can be queried with SQL too.
+A flow command's options are its flow's parameters, under the same names as in the Prefect UI
+(``train_steps`` is ``--train-steps``, a list is given by repeating the option or listing
+values after it), with the help text of the flow's docstring: a parameter added to a flow is an
+option at once. Inputs are checked before any flow starts (one line on error, exit code 2).
+
+``sql``, ``runs`` and ``report`` run no flow: they import no Prefect and start no server.
+``sql`` runs in a sandbox (:mod:`clipgeo.store.query`): read-only, no files, no other
+databases, no extensions, settings locked; every run's vectors table is queryable under its
+own name (``vectors_<run_id>``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import Annotated, Literal
 
-import flows  # noqa: F401  (Prefect environment defaults)
-from clipgeo.config import DataHome
+from cyclopts import App, Parameter
 
+import flows  # noqa: F401  (environment defaults: no Prefect import)
 
-def _add_home(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--home", default=None, help="data home (default: $CLIPGEO_HOME or ./clipgeo-data)")
+app = App(
+    name="clipgeo",
+    help="Measure the geometry of CLIP-like embedding spaces.",
+    default_parameter=Parameter(consume_multiple=True, negative_iterable=()),
+    version_flags=(),
+    result_action="return_value",
+)
 
-
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="clipgeo", description="Measure the geometry of CLIP-like embedding spaces.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-
-    run = sub.add_parser("run", help="run the main pipeline (offline default: shapes + two tiny models)")
-    _add_home(run)
-    run.add_argument("--n-train", type=int, default=4000, help="shapes images to train the tiny models on")
-    run.add_argument("--n-val", type=int, default=1000, help="held-out shapes images that are embedded and measured")
-    run.add_argument("--captions-per-image", type=int, default=3)
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--steps", type=int, default=400, help="training steps per tiny model")
-    run.add_argument("--objective", action="append",
-                     choices=["infonce", "infoloob", "infonce+hopfield", "infoloob+hopfield"],
-                     help="tiny models to train (repeatable; default infonce and infoloob)")
-    run.add_argument("--ablation", action="store_true",
-                     help="the paper's 4-way ablation: {infonce, infoloob} x {no Hopfield, Hopfield}")
-    run.add_argument("--model", action="append", default=[], metavar="NAME=PRETRAINED",
-                     help="also embed an open_clip model: NAME=TAG or NAME=/path/checkpoint.pt (repeatable)")
-    run.add_argument("--force", action="append", choices=["train", "embed", "measure"], default=[],
-                     help="redo a stage even if its results are stored (repeatable)")
-    run.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    run.add_argument("--no-report", action="store_true")
-    run.add_argument("--cluster-address", default=None, help="Dask scheduler address (tcp://host:8786) to embed on")
-
-    emb = sub.add_parser("embed", help="embed one registered dataset with one model (the clipgeo-embed flow)")
-    _add_home(emb)
-    emb.add_argument("--dataset", required=True, help="dataset id (see `clipgeo sql \"select * from datasets\"`)")
-    emb.add_argument("--model", required=True, metavar="NAME[=PRETRAINED]")
-    emb.add_argument("--force", action="store_true")
-    emb.add_argument("--device", default=None)
-    emb.add_argument("--shard-images", type=int, default=None, help="images per shard (default 2048)")
-    emb.add_argument("--cluster-address", default=None)
-
-    ds = sub.add_parser("dataset", help="your own data: ingest a source, embed with each --model, measure, report")
-    _add_home(ds)
-    ds.add_argument("source", choices=["coco", "folder", "webdataset", "embeddings"])
-    ds.add_argument("path", help="coco: captions_*.json; folder: captions file; webdataset: tar pattern; embeddings: folder")
-    ds.add_argument("--image-dir", default=None, help="coco/folder: the folder holding the images")
-    ds.add_argument("--model", action="append", default=[], metavar="NAME=PRETRAINED")
-    ds.add_argument("--karpathy", default=None, help="coco: Karpathy split file (dataset_coco.json)")
-    ds.add_argument("--split", default=None, help="coco with --karpathy: train, val, test, restval or a+b")
-    ds.add_argument("--name", default=None, help="a name for the dataset id")
-    ds.add_argument("--limit-images", type=int, default=None)
-    ds.add_argument("--force", action="append", choices=["embed", "measure"], default=[])
-    ds.add_argument("--device", default=None)
-    ds.add_argument("--cluster-address", default=None)
-
-    sql = sub.add_parser("sql", help="run a read-only SQL query on the catalog (and vectors)")
-    _add_home(sql)
-    sql.add_argument("query")
-    sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    sql.add_argument("--max-rows", type=int, default=100, help="rows shown in table format")
-
-    runs = sub.add_parser("runs", help="list runs with their status and provenance")
-    _add_home(runs)
-
-    srv = sub.add_parser("serve", help="serve every deployment to the Prefect server at PREFECT_API_URL")
-    _add_home(srv)
-    srv.add_argument("--limit", type=int, default=None, help="max concurrent flow runs")
-
-    ana = sub.add_parser("analyse", help="re-measure stored runs (the clipgeo-analyse flow)")
-    _add_home(ana)
-    ana.add_argument("--run", action="append", default=None, help="run ids (default: all embedded runs)")
-    ana.add_argument("--stale-only", action="store_true", help="only runs analysed by an older code version")
-    ana.add_argument("--force", action="store_true", help="ignore cached results")
-
-    rep = sub.add_parser("report", help="(re)write the HTML reports from the catalog")
-    _add_home(rep)
-    rep.add_argument("--run", action="append", default=None, help="run ids (default: all measured runs)")
-    rep.add_argument("--export", choices=["svg", "png"], default=None, help="also write each chart as a file")
-    rep.add_argument("--full-paths", action="store_true",
-                     help="keep local paths as stored (default: relative to the data home, else file name + content hash)")
-    return ap
+# Flow commands are loaded only when run (or their own --help is asked for): `clipgeo sql`
+# and `clipgeo --help` never import Prefect, torch or open_clip.
+app.command("flows.commands:run", name="run",
+            help="The main pipeline (clipgeo-pipeline): shapes + tiny models, embed, measure, report.")
+app.command("flows.commands:ablation_command", name="ablation",
+            help="The paper's ablation (clipgeo-ablation): {InfoNCE, InfoLOOB} x {without, with Hopfield}.")
+app.command("flows.commands:dataset", name="dataset",
+            help="Your data (clipgeo-dataset): ingest a source, embed with each model, measure, report.")
+app.command("flows.commands:embed", name="embed",
+            help="Embed one registered dataset with one model (clipgeo-embed); prints the run id.")
+app.command("flows.commands:analyse", name="analyse",
+            help="Measure stored runs (clipgeo-analyse); prints the run ids.")
+app.command("flows.serve:main", name="serve",
+            help="Serve every deployment to the Prefect server at PREFECT_API_URL.")
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from flows.pipeline import pipeline
-
-    pipeline(
-        home=args.home,
-        n_train=args.n_train,
-        n_val=args.n_val,
-        captions_per_image=args.captions_per_image,
-        seed=args.seed,
-        objectives=(["infonce", "infoloob", "infonce+hopfield", "infoloob+hopfield"] if args.ablation
-                    else args.objective or ["infonce", "infoloob"]),
-        train_steps=args.steps,
-        models=args.model,
-        force=args.force,
-        device=args.device,
-        make_report=not args.no_report,
-        cluster_address=args.cluster_address,
-    )
-    return 0
-
-
-def cmd_embed(args: argparse.Namespace) -> int:
-    from flows.embed import embed_flow, task_runner_for
-    from flows.pipeline import parse_model
-
-    ref = parse_model(args.model)
-    kwargs = {"shard_images": args.shard_images} if args.shard_images else {}
-    run_id = embed_flow.with_options(task_runner=task_runner_for(args.cluster_address))(
-        ref.model_name, args.dataset, ref.pretrained, home=args.home, force=args.force, device=args.device, **kwargs
-    )
-    print(run_id)
-    return 0
-
-
-def cmd_dataset(args: argparse.Namespace) -> int:
-    from flows.dataset import dataset_pipeline
-
-    dataset_pipeline(
-        args.source, args.path, image_dir=args.image_dir, models=args.model, karpathy_split_file=args.karpathy,
-        split=args.split, name=args.name, limit_images=args.limit_images, home=args.home, force=args.force,
-        device=args.device, cluster_address=args.cluster_address,
-    )
-    return 0
-
-
-def cmd_sql(args: argparse.Namespace) -> int:
+def _print_table(table, more: bool, max_rows: int, fmt: str) -> None:
     import polars as pl
 
-    from clipgeo.store.query import read_only_query
-
-    df = read_only_query(DataHome.resolve(args.home), args.query)
-    if args.format == "csv":
+    df = pl.from_arrow(table)
+    if fmt == "csv":
         sys.stdout.write(df.write_csv())
-    elif args.format == "json":
+    elif fmt == "json":
         sys.stdout.write(json.dumps(df.to_dicts(), default=str, indent=1) + "\n")
     else:
-        with pl.Config(tbl_rows=args.max_rows, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=200):
+        with pl.Config(tbl_rows=max(len(df), 1), tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=200):
             print(df)
-    return 0
+    if more:
+        print(f"clipgeo sql: {len(df)} rows shown, more were left out; pass --max-rows N (0: all)", file=sys.stderr)
 
 
-def cmd_runs(args: argparse.Namespace) -> int:
-    args.query = (
-        "SELECT run_id, status, label, n_images, n_texts, device, analysis_version, updated_at, error"
-        " FROM v_runs ORDER BY updated_at"
-    )
-    args.format, args.max_rows = "table", 1000
-    return cmd_sql(args)
+@app.command
+def sql(query: str, *, home: str | None = None, format: Literal["table", "csv", "json"] = "table",  # noqa: A002
+        max_rows: int = 1000) -> None:
+    """Run a read-only SQL query on the catalog and the vectors, in a sandbox.
+
+    Args:
+        query: the SQL; each run's vectors are the table ``vectors_<run_id>``.
+        home: data home (default ``$CLIPGEO_HOME`` or ``./clipgeo-data``).
+        format: output format.
+        max_rows: rows fetched at most (0: all, streamed in batches for csv and json).
+    """
+    from clipgeo.store import query as q
+
+    h = _home(home)
+    if max_rows == 0 and format in ("csv", "json"):
+        _stream(h, query, format)
+        return
+    table, more = q.fetch(h, query, max_rows=max_rows or None)
+    _print_table(table, more, max_rows, format)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from flows.serve import main as serve_main
+def _stream(h, query: str, fmt: str) -> None:
+    import polars as pl
 
-    serve_main(args.home, args.limit)
-    return 0
+    from clipgeo.store import query as q
+
+    first = True
+    for batch in q.stream(h, query):
+        df = pl.from_arrow(batch)
+        if fmt == "csv":
+            sys.stdout.write(df.write_csv(include_header=first))
+        else:
+            for row in df.to_dicts():
+                sys.stdout.write(json.dumps(row, default=str) + "\n")
+        first = False
 
 
-def cmd_analyse(args: argparse.Namespace) -> int:
-    from flows.analyse import analyse_flow
+def _home(home: str | None):
+    from flows.checks import usable_home
 
-    for run_id in analyse_flow(args.run, home=args.home, stale_only=args.stale_only, force=args.force):
-        print(run_id)
-    return 0
+    return usable_home(home)
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from dashboards.build import write_reports
+@app.command
+def runs(*, home: str | None = None) -> None:
+    """List runs with their status and provenance.
+
+    Args:
+        home: data home (default ``$CLIPGEO_HOME`` or ``./clipgeo-data``).
+    """
+    sql("SELECT run_id, status, label, n_images, n_texts, device, analysis_version, updated_at, error"
+        " FROM v_runs ORDER BY updated_at", home=home, max_rows=0)
+
+
+@app.command
+def report(run_ids: Annotated[list[str] | None, Parameter(consume_multiple=True)] = None, *, home: str | None = None,
+           export: Literal["svg", "png"] | None = None, full_paths: bool = False) -> None:
+    """(Re)write the HTML reports from the catalog alone (what the clipgeo-report flow does).
+
+    Args:
+        run_ids: runs to report (default: every measured run).
+        home: data home (default ``$CLIPGEO_HOME`` or ``./clipgeo-data``).
+        export: also write each chart as an image file.
+        full_paths: keep local paths as stored (default: shareable, relative to the data home,
+            else file name + content hash).
+    """
     from clipgeo.store import catalog
+    from dashboards.build import write_reports
 
-    home = DataHome.resolve(args.home)
-    run_ids = args.run
+    h = _home(home)
     if not run_ids:
-        with catalog.session(home, read_only=True) as con:
+        with catalog.session(h, read_only=True) as con:
             run_ids = [r for (r,) in catalog.execute(con, "SELECT run_id FROM runs WHERE status = 'measured' ORDER BY label")]
-    for p in write_reports(home, run_ids, export=args.export, full_paths=args.full_paths):
+    for p in write_reports(h, run_ids, export=export, full_paths=full_paths):
         print(p)
-    return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def parse(argv: Sequence[str]):
+    """Parse a command line without running it: (command function, bound arguments)."""
+    command, bound, _ = app.parse_args(list(argv), exit_on_error=False, print_error=False)
+    return command, bound
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from cyclopts import CycloptsError
+
+    from clipgeo.store.catalog import CatalogError
+    from flows.checks import BadInput
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name = next((a for a in argv if not a.startswith("-")), "")
     try:
-        return {"run": cmd_run, "embed": cmd_embed, "dataset": cmd_dataset, "sql": cmd_sql, "runs": cmd_runs, "report": cmd_report,
-                "serve": cmd_serve, "analyse": cmd_analyse}[args.cmd](args)
-    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as exc:
-        if args.cmd in ("run", "embed", "dataset"):
-            raise
-        print(f"clipgeo {args.cmd}: {exc}", file=sys.stderr)
+        app(argv, exit_on_error=False, print_error=False)
+    except CycloptsError as exc:
+        print(f"clipgeo: {_one_line(exc)} (see clipgeo {name} --help)".replace("  ", " "), file=sys.stderr)
         return 2
+    except (BadInput, CatalogError, ValueError, KeyError, FileNotFoundError, NotADirectoryError) as exc:
+        print(f"clipgeo {name}: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"clipgeo {name}: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    except Exception as exc:  # a flow failed: Prefect has logged its traceback above
+        print(f"clipgeo {name}: failed: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -13,30 +13,27 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from clipgeo.config import DataHome
 from clipgeo.stages.embedding import ModelRef
-from flows.caching import analysis_current, checkpoint_present
+from flows import checks
 from flows.embed import embed_flow, task_runner_for
-from flows.tasks import measure, report, source_shapes, train_model
+from flows.tasks import Progress, measure, report, source_shapes, train_model
 from flows.summary import collect_summary, format_summary, summary_markdown
 
+#: The one list of objectives (the CLI's choices and the UI's come from this type).
 Objective = Literal["infonce", "infoloob", "infonce+hopfield", "infoloob+hopfield"]
-ABLATION: list[Objective] = ["infonce", "infoloob", "infonce+hopfield", "infoloob+hopfield"]
+ABLATION: list[Objective] = list(get_args(Objective))
 Stage = Literal["train", "embed", "measure"]
+assert tuple(ABLATION) == checks.OBJECTIVES
 
 
 def parse_model(spec: str) -> ModelRef:
     """``NAME`` or ``NAME=PRETRAINED`` (an open_clip tag or a checkpoint path) -> ModelRef."""
-    name, _, pretrained = spec.partition("=")
-    if not name:
-        raise ValueError(f"model {spec!r}: expected NAME or NAME=PRETRAINED (open_clip tag or checkpoint path)")
-    return ModelRef(name.strip(), pretrained.strip() or None)
+    return ModelRef(*checks.parse_model(spec))
 
 
 @flow(name="clipgeo-pipeline", log_prints=True)
@@ -64,7 +61,11 @@ def pipeline(
 
     Args:
         home: data home (default ``$CLIPGEO_HOME`` or ``./clipgeo-data``).
-        n_train, n_val, captions_per_image, image_size, seed: the ``shapes`` dataset.
+        n_train: ``shapes`` images to train the tiny models on.
+        n_val: held-out ``shapes`` images that are embedded, measured and reported.
+        captions_per_image: captions generated per ``shapes`` image.
+        image_size: ``shapes`` image side in pixels.
+        seed: seeds the dataset, the training and the measurements.
         objectives: tiny models to train on the train split: InfoNCE (CLIP's loss), InfoLOOB
             (CLOOB's), each optionally ``+hopfield`` (CLOOB's Hopfield retrieval layer).
         train_steps: optimiser steps per tiny model.
@@ -81,35 +82,37 @@ def pipeline(
             machine), image path (tensor fast path / pil reference) and model precision.
     """
     t0 = time.perf_counter()
-    h = DataHome.resolve(home).ensure()
+    h = checks.check_pipeline(home=home, n_train=n_train, n_val=n_val, captions_per_image=captions_per_image,
+                              image_size=image_size, objectives=objectives, train_steps=train_steps,
+                              models=models).ensure()
     home_s = str(h.root)
+    n_models = len(objectives) + len(models)
+    progress = Progress(1 + len(objectives) + n_models * (2 + embed_train_split) + make_report, "clipgeo pipeline")
     splits = source_shapes(home_s, n_train, n_val, captions_per_image, image_size, seed)
+    progress.step("dataset ready")
     refs: list[ModelRef] = []
-    train = train_model.with_options(refresh_cache="train" in force)
     for variant in objectives:
         objective, _, extra = variant.partition("+")
-        if objective not in ("infonce", "infoloob") or extra not in ("", "hopfield"):
-            raise ValueError(f"objective {variant!r}: expected infonce or infoloob, optionally +hopfield")
-        args = (home_s, splits["train"], objective, extra == "hopfield", train_steps, seed)
-        ckpt = train(*args, force="train" in force)
-        if not checkpoint_present(ckpt):  # a cached result whose file was removed since
-            ckpt = train.with_options(refresh_cache=True)(*args)
+        ckpt = train_model(home_s, splits["train"], objective, extra == "hopfield", train_steps, seed,
+                           force="train" in force)
+        progress.step(f"{variant} model ready")
         refs.append(ModelRef("clipgeo-tiny-vit", ckpt))
     refs += [parse_model(m) for m in models]
     run_ids = []
     embed = embed_flow.with_options(task_runner=task_runner_for(cluster_address))
-    meas = measure.with_options(refresh_cache="measure" in force or "embed" in force)
     for ref in refs:
         if embed_train_split:
             embed(ref.model_name, splits["train"], ref.pretrained, home=home_s, force="embed" in force, device=device,
                   num_workers=num_workers, decode=decode, precision=precision)
+            progress.step(f"{ref.model_name} train split embedded")
         run_id = embed(ref.model_name, splits["val"], ref.pretrained, home=home_s, force="embed" in force, device=device,
-                       num_workers=num_workers, decode=decode, precision=precision)
-        meas(home_s, run_id, umap_grid)
-        if not analysis_current(home_s, run_id):  # cached, but the tables were removed since
-            meas.with_options(refresh_cache=True)(home_s, run_id, umap_grid)
+                  num_workers=num_workers, decode=decode, precision=precision)
+        progress.step(f"run {run_id} embedded")
+        measure(home_s, run_id, umap_grid, force="measure" in force or "embed" in force)
+        progress.step(f"run {run_id} measured")
         run_ids.append(run_id)
     paths = report(home_s, run_ids) if make_report else []
+    progress.step("done")
     summary = collect_summary(h, run_ids, paths, seconds=time.perf_counter() - t0)
     print(format_summary(summary))
     create_markdown_artifact(key="clipgeo-pipeline-summary", markdown=summary_markdown(summary), description="clipgeo run summary")
@@ -120,7 +123,16 @@ def pipeline(
 def ablation(home: str | None = None, n_train: int = 4000, n_val: int = 1000, train_steps: int = 400, seed: int = 0,
              cluster_address: str | None = None) -> dict:
     """The paper's ablation (Section III.B): {InfoNCE, InfoLOOB} x {without, with Hopfield},
-    four tiny models trained on ``shapes`` and run through the whole pipeline."""
+    four tiny models trained on ``shapes`` and run through the whole pipeline.
+
+    Args:
+        home: data home (default ``$CLIPGEO_HOME`` or ``./clipgeo-data``).
+        n_train: ``shapes`` images to train the tiny models on.
+        n_val: held-out ``shapes`` images that are embedded, measured and reported.
+        train_steps: optimiser steps per tiny model.
+        seed: seeds the dataset, the training and the measurements.
+        cluster_address: a Dask scheduler address to embed on (default: this machine).
+    """
     return pipeline(home=home, n_train=n_train, n_val=n_val, seed=seed, objectives=ABLATION, train_steps=train_steps,
                     cluster_address=cluster_address)
 
@@ -128,4 +140,4 @@ def ablation(home: str | None = None, n_train: int = 4000, n_val: int = 1000, tr
 if __name__ == "__main__":
     from flows.cli import main
 
-    raise SystemExit(main(["run"]))
+    raise SystemExit(main(["run", *__import__("sys").argv[1:]]))

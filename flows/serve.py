@@ -1,53 +1,154 @@
-"""Serve every clipgeo deployment from this process (``clipgeo serve``).
+"""The deployments of clipgeo, declared once: ``clipgeo serve`` serves them and ``prefect.yaml``
+is generated from the same list (``python -m flows.serve --write-prefect-yaml``; a test checks
+that the file on disk is what this module generates).
 
 Start a local Prefect server first (``prefect server start --host 127.0.0.1``), point
 ``PREFECT_API_URL`` at it, then run ``clipgeo serve``: the deployments appear in the UI,
 where runs and re-runs (with changed parameters) are triggered; this process executes them.
-The same deployments are declared in ``prefect.yaml`` for ``prefect deploy`` with a worker.
+Or, with a work pool, ``prefect deploy --all`` registers the very same deployments (same
+names, descriptions, parameters and schedules), so either route leaves the server in the
+same state. The data home of served runs is ``$CLIPGEO_HOME`` (``clipgeo serve --home DIR``
+sets it for this process), never a deployment parameter, so both routes agree on it too.
 """
 
 from __future__ import annotations
 
-from prefect import serve
-
-import flows  # noqa: F401
-from flows.analyse import analyse_flow, report_flow
-from flows.embed import embed_flow
-from flows.dataset import dataset_pipeline
-from flows.pipeline import ablation, pipeline
+import os
+from dataclasses import dataclass, field
+from typing import Any
 
 NIGHTLY = "0 3 * * *"   # re-analyse runs whose analysis is older than the code
 WEEKLY = "0 6 * * 1"    # Monday morning comparison report
+TIMEZONE = "UTC"
+WORK_POOL = "clipgeo-process"
 
 
-def deployments(home: str | None = None) -> list:
-    base = {"home": home} if home else {}
+@dataclass(frozen=True)
+class Deployment:
+    """One deployment: the flow (``module:attribute``), its name, description, fixed
+    parameters and optional cron schedule."""
+
+    entrypoint: str
+    name: str
+    description: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    cron: str | None = None
+
+    @property
+    def path(self) -> str:
+        module, _, attr = self.entrypoint.partition(":")
+        return f"{module.replace('.', '/')}.py:{attr}"
+
+    def flow(self) -> Any:
+        import importlib
+
+        module, _, attr = self.entrypoint.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+DEPLOYMENTS: tuple[Deployment, ...] = (
+    Deployment("flows.pipeline:pipeline", "offline-default",
+               "The whole pipeline on the offline default (shapes + tiny InfoNCE and InfoLOOB models)."),
+    Deployment("flows.pipeline:ablation", "ablation",
+               "Four tiny models: {InfoNCE, InfoLOOB} x {without, with Hopfield} on shapes, each through the pipeline."),
+    Deployment("flows.dataset:dataset_pipeline", "dataset",
+               "Your data (coco / folder / webdataset / embeddings) embedded with your models, measured and reported."),
+    Deployment("flows.embed:embed_flow", "embed",
+               "Embed one registered dataset with one model (sharded, resumable)."),
+    Deployment("flows.analyse:analyse_flow", "analyse", "Measure stored runs (all embedded runs by default)."),
+    Deployment("flows.analyse:analyse_flow", "nightly-reanalysis",
+               "Re-measure runs whose analysis is older than the code's ANALYSIS_VERSION.",
+               {"stale_only": True}, NIGHTLY),
+    Deployment("flows.analyse:report_flow", "weekly-comparison",
+               "Reports for every measured run and their side-by-side comparison.", {}, WEEKLY),
+)
+
+
+def deployments() -> list:
+    """The deployments as Prefect ``RunnerDeployment`` objects, for :func:`prefect.serve`."""
+    from prefect.schedules import Cron
+
+    import flows  # noqa: F401
+
     return [
-        pipeline.to_deployment(name="offline-default", parameters=base,
-                               description="The whole pipeline on the offline default (shapes + tiny InfoNCE/InfoLOOB)."),
-        ablation.to_deployment(name="ablation", parameters=base,
-                               description="Four tiny models: {InfoNCE, InfoLOOB} x {without, with Hopfield} on shapes."),
-        dataset_pipeline.to_deployment(name="dataset", parameters=base,
-                                       description="Your data (coco / folder / webdataset / embeddings) with your models."),
-        embed_flow.to_deployment(name="embed", parameters=base,
-                                 description="Embed one registered dataset with one model (sharded, resumable)."),
-        analyse_flow.to_deployment(name="analyse", parameters=base, description="Measure stored runs."),
-        analyse_flow.to_deployment(name="nightly-reanalysis", parameters={**base, "stale_only": True}, cron=NIGHTLY,
-                                   description="Re-measure runs whose analysis is older than the code's version."),
-        report_flow.to_deployment(name="weekly-comparison", parameters=base, cron=WEEKLY,
-                                  description="Reports for every measured run and their comparison."),
+        d.flow().to_deployment(name=d.name, description=d.description, parameters=dict(d.parameters),
+                               schedules=[Cron(d.cron, timezone=TIMEZONE)] if d.cron else None)
+        for d in DEPLOYMENTS
     ]
 
 
+def _yaml_value(v: Any) -> str:
+    import json
+
+    return json.dumps(v)  # JSON scalars are valid YAML
+
+
+def prefect_yaml(prefect_version: str | None = None) -> str:
+    """The text of ``prefect.yaml``, generated from :data:`DEPLOYMENTS`."""
+    if prefect_version is None:
+        from importlib.metadata import version
+
+        prefect_version = version("prefect")
+    out = [
+        "# GENERATED by `python -m flows.serve --write-prefect-yaml` from flows/serve.py: edit there.",
+        "# The same deployments `clipgeo serve` serves; tests/test_deployments.py checks both agree.",
+        "#",
+        "# Quickest (no work pool): a local server, then serve from this checkout:",
+        "#   .venv/bin/prefect server start --host 127.0.0.1 --port 4200            # terminal 1, UI at http://127.0.0.1:4200",
+        "#   PREFECT_API_URL=http://127.0.0.1:4200/api .venv/bin/clipgeo serve      # terminal 2",
+        "# With a work pool and worker instead (the worker's CLIPGEO_HOME is the data home):",
+        "#   export PREFECT_API_URL=http://127.0.0.1:4200/api CLIPGEO_REPO_DIR=$PWD",
+        f"#   .venv/bin/prefect work-pool create {WORK_POOL} --type process",
+        "#   .venv/bin/prefect deploy --all",
+        f"#   .venv/bin/prefect worker start --pool {WORK_POOL}",
+        "name: clipgeo",
+        f"prefect-version: {prefect_version}",
+        "",
+        "build: null",
+        "push: null",
+        "pull:",
+        "  - prefect.deployments.steps.set_working_directory:",
+        '      directory: "{{ $CLIPGEO_REPO_DIR }}"',
+        "",
+        "deployments:",
+    ]
+    for d in DEPLOYMENTS:
+        out += [f"  - name: {d.name}", f"    description: {_yaml_value(d.description)}", f"    entrypoint: {d.path}"]
+        if d.parameters:
+            out.append("    parameters:")
+            out += [f"      {k}: {_yaml_value(v)}" for k, v in d.parameters.items()]
+        else:
+            out.append("    parameters: {}")
+        if d.cron:
+            out += ["    schedules:", f"      - cron: {_yaml_value(d.cron)}", f"        timezone: {TIMEZONE}"]
+        out += ["    work_pool:", f"      name: {WORK_POOL}", ""]
+    return "\n".join(out)
+
+
 def main(home: str | None = None, limit: int | None = None) -> None:
-    serve(*deployments(home), limit=limit)
+    """Serve every deployment to the Prefect server at ``PREFECT_API_URL``.
+
+    Args:
+        home: data home of the served runs (sets ``$CLIPGEO_HOME`` for this process).
+        limit: most flow runs at once.
+    """
+    if home:
+        os.environ["CLIPGEO_HOME"] = str(os.path.abspath(home))
+    from prefect import serve
+
+    serve(*deployments(), limit=limit)
 
 
 if __name__ == "__main__":
     import argparse
+    from pathlib import Path
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--home", default=None)
     ap.add_argument("--limit", type=int, default=None, help="max concurrent flow runs")
+    ap.add_argument("--write-prefect-yaml", action="store_true", help="write prefect.yaml and exit")
     a = ap.parse_args()
-    main(a.home, a.limit)
+    if a.write_prefect_yaml:
+        (Path(__file__).resolve().parents[1] / "prefect.yaml").write_text(prefect_yaml())
+    else:
+        main(a.home, a.limit)

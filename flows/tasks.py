@@ -1,23 +1,76 @@
 """Prefect tasks shared by the flows: thin wrappers over ``clipgeo.stages`` and ``dashboards``.
 
-Training and measuring use Prefect's persisted-result caching with keys from
-:mod:`flows.caching`; every stage also skips work already present in the store, so a
-re-run is cheap even with a fresh Prefect database.
+One caching mechanism, for every stage: the stage looks at the data home's own state, under a
+lock on its unit of work (:func:`clipgeo.store.locks.claim`), and does the work only when the
+stored result is missing or was made from other inputs:
+
+============  ===========================  =============================================
+stage         unit (lock)                  "already done" when the store holds
+============  ===========================  =============================================
+source        ``source-<dataset id>``      the generated dataset and its registered splits
+train         ``train-<spec key>``         the checkpoint + sidecar of that trainer spec
+                                           hash (spec, dataset, trainer version), sha256 ok
+embed         ``run-<run id>``             the run ``embedded`` with its Lance table's
+                                           row counts matching (flows/embed.py)
+measure       ``run-<run id>``             ``stage_state['measure:<run id>']`` equal to the
+                                           run's Lance version, its reference run and that
+                                           run's Lance version, the options and
+                                           ``ANALYSIS_VERSION``
+============  ===========================  =============================================
+
+A second pipeline that reaches a unit another holds waits for it, then reuses its result; a
+crashed holder's lock dies with its process. Nothing is cached outside the data home (no
+Prefect result persistence). A task that reuses a stored result logs ``reused: <why>``;
+``force`` redoes a stage. Progress bars are drawn only on a terminal; flows publish progress
+as Prefect progress artifacts instead.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import sys
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from clipgeo.config import DataHome
+from clipgeo.config import ANALYSIS_VERSION, DataHome, blas_threads, torch_threads
 from clipgeo.stages.ingest import ingest_shapes, load_samples
-from clipgeo.stages.measure import measure_run
-from flows.caching import measure_key, train_key
+from clipgeo.store import catalog, locks
 
-CACHE_FOR = timedelta(days=30)
+
+def progress_bars() -> bool:
+    """Draw tqdm bars only when stderr is a terminal (never into logs or the Prefect UI)."""
+    return sys.stderr.isatty()
+
+
+class Progress:
+    """A Prefect progress artifact for a flow (the UI's progress bar), stepped as stages finish."""
+
+    def __init__(self, total: int, what: str) -> None:
+        from prefect.artifacts import create_progress_artifact
+
+        self.total, self.done, self.what = max(total, 1), 0, what
+        self.id = create_progress_artifact(0.0, description=f"{what}: starting")
+
+    def step(self, note: str) -> None:
+        from prefect.artifacts import update_progress_artifact
+
+        self.done = min(self.done + 1, self.total)
+        update_progress_artifact(self.id, 100.0 * self.done / self.total,
+                                 description=f"{self.what}: {note} ({self.done}/{self.total})")
+
+
+def cached(value: Any, why: str) -> Any:
+    """The task's result, reused from the store: logs why the work was not redone."""
+    get_run_logger().info("reused: %s", why)
+    return value
+
+
+def _waiting(unit: str):
+    def note(info: dict) -> None:
+        get_run_logger().info("%s is being done by pid %s on %s (since %s): waiting to reuse its result",
+                              unit, info.get("pid"), info.get("host"), info.get("since"))
+    return note
 
 
 @task(name="source-shapes", cache_policy=NO_CACHE)
@@ -25,41 +78,88 @@ def source_shapes(home: str, n_train: int, n_val: int, captions_per_image: int, 
     """Generate (or reuse) ``shapes`` and register its splits; returns {split: dataset_id}."""
     from clipgeo.sources.shapes import ShapesSpec
 
+    h = DataHome.resolve(home)
     spec = ShapesSpec(n_train=n_train, n_val=n_val, captions_per_image=captions_per_image, image_size=image_size, seed=seed)
-    infos = ingest_shapes(DataHome.resolve(home), spec)
+    unit = f"source-{spec.dataset_id()}"
+    with locks.claim(h, unit, on_wait=_waiting(unit)):
+        infos = ingest_shapes(h, spec, progress=progress_bars())
     log = get_run_logger()
     for info in infos.values():
         log.info("dataset %s has %d images and %d captions", info.dataset_id, info.n_images, info.n_samples)
     return {split: info.dataset_id for split, info in infos.items()}
 
 
-@task(name="train-tiny-model", cache_key_fn=train_key, cache_expiration=CACHE_FOR, persist_result=True)
+@task(name="train-tiny-model", cache_policy=NO_CACHE)
 def train_model(home: str, dataset_id: str, objective: str, hopfield: bool, steps: int, seed: int,
                 force: bool = False) -> str:
-    """Train (or reuse the cached) tiny model; returns the checkpoint path. ``force`` retrains."""
+    """Train (or reuse the stored) tiny model; returns the checkpoint path. ``force`` retrains."""
     from clipgeo.models.train import TrainSpec, checkpoint_path, train_tiny
 
     h = DataHome.resolve(home)
     spec = TrainSpec(objective=objective, hopfield=hopfield, steps=steps, seed=seed)  # type: ignore[arg-type]
-    if force:
-        ckpt = checkpoint_path(spec, h.checkpoints, dataset_id)
-        ckpt.with_suffix(".json").unlink(missing_ok=True)  # the sidecar marks a finished checkpoint
-        ckpt.unlink(missing_ok=True)
-    res = train_tiny(load_samples(h, dataset_id), spec, h.checkpoints, dataset_id)
-    log = get_run_logger()
+    unit = f"train-{spec.key(dataset_id)}"
+    with locks.claim(h, unit, on_wait=_waiting(unit)):
+        if force:
+            ckpt = checkpoint_path(spec, h.checkpoints, dataset_id)
+            ckpt.with_suffix(".json").unlink(missing_ok=True)  # the sidecar marks a finished checkpoint
+            ckpt.unlink(missing_ok=True)
+        res = train_tiny(load_samples(h, dataset_id), spec, h.checkpoints, dataset_id, progress=progress_bars(),
+                         num_threads=torch_threads())
     if res.cached:
-        log.info("%s model found at %s (final loss %.4f): not retrained", spec.tag, res.checkpoint, res.final_loss)
-    else:
-        log.info("%s model trained in %.0f s, final loss %.4f -> %s", spec.tag, res.seconds, res.final_loss, res.checkpoint)
+        return cached(str(res.checkpoint), f"{spec.tag} model of trainer spec {spec.key(dataset_id)[:12]} is stored "
+                                           f"at {res.checkpoint} (final loss {res.final_loss:.4f}): not retrained")
+    get_run_logger().info("%s model trained in %.0f s, final loss %.4f -> %s", spec.tag, res.seconds, res.final_loss,
+                          res.checkpoint)
     return str(res.checkpoint)
 
 
-@task(name="measure", cache_key_fn=measure_key, cache_expiration=CACHE_FOR, persist_result=True)
-def measure(home: str, run_id: str, umap_grid: bool = False) -> dict[str, int]:
-    """Every metric table for one run, into DuckDB (replacing that run's rows)."""
-    rows = measure_run(DataHome.resolve(home), run_id, umap_grid=umap_grid).rows
+def measure_inputs(h: DataHome, run_id: str, umap_grid: bool, reference_run_id: str | None = None) -> dict[str, Any]:
+    """What a run's measurement is made from: compared with the recorded state to skip or redo it."""
+    from clipgeo.stages.measure import find_reference_run
+    from clipgeo.store import vectors
+
+    ref = reference_run_id or find_reference_run(h, run_id)
+    return {"lance_version": vectors.table_version(h, run_id), "reference_run": ref,
+            "reference_lance_version": vectors.table_version(h, ref) if ref else None,
+            "umap_grid": bool(umap_grid), "analysis_version": ANALYSIS_VERSION}
+
+
+def measure_state(h: DataHome, run_id: str) -> tuple[str | None, dict | None]:
+    """The run's status and the inputs its stored measurement was made from."""
+    with catalog.session(h) as con:
+        found = catalog.execute(con, "SELECT status FROM runs WHERE run_id = ?", [run_id])
+        return (found[0][0] if found else None), catalog.stage_state(con, f"measure:{run_id}")
+
+
+@task(name="measure", cache_policy=NO_CACHE)
+def measure(home: str, run_id: str, umap_grid: bool = False, force: bool = False,
+            reference_run_id: str | None = None) -> str:
+    """Every metric table for one run, into DuckDB (replacing that run's rows); returns the run id.
+
+    Skipped when the run's stored measurement was made from the same vectors (Lance version),
+    the same reference run, the same options and this ``ANALYSIS_VERSION``.
+    """
+    from clipgeo.stages.measure import measure_run
+
+    h = DataHome.resolve(home)
+    unit = f"run-{run_id}"
+    with locks.claim(h, unit, on_wait=_waiting(unit)):
+        inputs = measure_inputs(h, run_id, umap_grid, reference_run_id)
+        status, state = measure_state(h, run_id)
+        same = state is not None and {k: v for k, v in state.items() if k != "umap_grid"} == {
+            k: v for k, v in inputs.items() if k != "umap_grid"}
+        if not force and status == "measured" and same and (state["umap_grid"] or not umap_grid):
+            inputs["umap_grid"] = state["umap_grid"]
+            return cached(run_id, f"run {run_id} was measured from Lance version {inputs['lance_version']} by analysis "
+                                  f"version {ANALYSIS_VERSION} with these options: not re-measured")
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(blas_threads()):
+            rows = measure_run(h, run_id, umap_grid=umap_grid, reference_run_id=reference_run_id).rows
+        with catalog.session(h) as con:
+            catalog.set_stage_state(con, f"measure:{run_id}", inputs)
     get_run_logger().info("run %s measured: %s", run_id, rows)
-    return rows
+    return run_id
 
 
 @task(name="report", cache_policy=NO_CACHE)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Create .venv and install clipgeo with its pinned stack (idempotent, quick when nothing changed).
+# Create .venv and install clipgeo with its locked stack (idempotent, quick when nothing changed).
 # Usage: scripts/setup.sh [--test]   (--test also installs what the test suite needs)
+# The exact versions come from requirements.lock (pip freeze of a working venv), installed with
+# --no-deps: no resolver run, so a new release upstream cannot change what gets installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
@@ -12,15 +14,16 @@ if [[ ! -x .venv/bin/python ]]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.clipgeo-installed   # "<hash of pyproject+this script> test=<0|1>"
-key="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+key="$(cat pyproject.toml requirements.lock scripts/setup.sh | sha256sum | cut -c1-16)"
 have="$(cat $stamp 2>/dev/null || true)"
 if [[ "$have" == "$key test=1" || ( $want_test == 0 && "$have" == "$key test=0" ) ]]; then
   echo "[setup] .venv is up to date"
 else
   echo "[setup] installing clipgeo and its stack into .venv (first time: a few minutes, ~7 GB)"
-  .venv/bin/python -m pip install -q --upgrade pip
-  extras=""; [[ $want_test == 1 ]] && extras="[test]"
-  .venv/bin/python -m pip install -q -e ".${extras}"
+  .venv/bin/python -m pip install -q --no-deps -r requirements.lock
+  .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null \
+    || .venv/bin/python -m pip install -q --no-deps -e .
+  .venv/bin/python -m pip check >/dev/null || echo "[setup] WARNING: pip check reports conflicts (see .venv/bin/pip check)" >&2
   echo "$key test=$want_test" > $stamp
 fi
 
@@ -28,8 +31,9 @@ fi
 if [[ $want_test == 1 ]] && ! command -v chromium >/dev/null 2>&1; then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
     echo "[setup] installing Debian's chromium for the browser tests"
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    # Wait (up to 10 min) for another apt/dpkg process instead of failing on its lock.
+    apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium >/dev/null
   else
     echo "[setup] WARNING: chromium is not installed and cannot be installed here (need root + apt-get);" \
          "the browser tests will fail: install Debian's 'chromium' package" >&2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 
 from clipgeo.config import DataHome
 from clipgeo.store import catalog, vectors
+from flows.serve import DEPLOYMENTS, prefect_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"n_train": 96, "n_val": 40, "train_steps": 4, "seed": 7}
@@ -106,7 +108,7 @@ def test_served_pipeline_run_and_cached_rerun_from_the_api(server, tmp_path):
             return r.json() if r.status_code == 200 else None
 
         dep = _wait(deployment, 240, "the served deployment to register")
-        expected = {"offline-default", "embed", "analyse", "nightly-reanalysis", "weekly-comparison"}
+        expected = {d.name for d in DEPLOYMENTS}
 
         def all_registered():
             names = {d["name"] for d in httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()}
@@ -126,11 +128,18 @@ def test_served_pipeline_run_and_cached_rerun_from_the_api(server, tmp_path):
         for run_id in run_ids:
             assert vectors.count_rows(home, run_id) == {"image": 40, "text": 120}
 
+        def stored_state():
+            with catalog.session(home, read_only=True) as con:
+                states = catalog.execute(con, "SELECT unit, state, updated_at FROM stage_state ORDER BY unit")
+            ckpts = {p.name: p.stat().st_mtime_ns for p in home.checkpoints.glob("*.pt")}
+            return states, ckpts, {r: vectors.table_version(home, r) for r in run_ids}
+
+        before = stored_state()
         second = _run_deployment(api, dep["id"], SMALL)  # a re-run, as from the UI
         assert second["state"]["type"] == "COMPLETED"
         states = _task_states(api, second["id"])
-        assert [s for n, s in states if n.startswith("train-tiny-model")] == ["Cached", "Cached"], states
-        assert [s for n, s in states if n.startswith("measure")] == ["Cached", "Cached"], states
+        assert [s for n, s in states if n.startswith("train-tiny-model")] == ["Completed", "Completed"], states
+        assert stored_state() == before  # nothing retrained, re-embedded or re-measured: reused from the store
         with catalog.session(home, read_only=True) as con:
             counts2 = {t: catalog.execute(con, f"SELECT count(*) FROM {t}")[0][0] for t in counts1}
         assert counts2 == counts1  # no duplicates
@@ -138,3 +147,33 @@ def test_served_pipeline_run_and_cached_rerun_from_the_api(server, tmp_path):
     finally:
         _stop(serve)
         serve_log.close()
+
+
+def test_prefect_yaml_is_generated_from_the_served_deployments():
+    text = (REPO / "prefect.yaml").read_text()
+    version = re.search(r"^prefect-version: (\S+)$", text, flags=re.M).group(1)
+    assert text == prefect_yaml(version), "prefect.yaml is stale: run python -m flows.serve --write-prefect-yaml"
+
+
+def test_both_routes_declare_the_same_deployments():
+    import yaml
+
+    from flows.serve import deployments
+
+    declared = {d["name"]: d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]}
+    served = {d.name: d for d in deployments()}
+    assert set(declared) == set(served)
+    for name, dep in served.items():
+        y = declared[name]
+        assert dep.description == y["description"], name
+        assert (dep.parameters or {}) == (y["parameters"] or {}), name
+        assert dep.flow_name == _flow_of(y["entrypoint"]).name, name
+        crons = [(s.schedule.cron, s.schedule.timezone) for s in dep.schedules or []]
+        assert crons == [(s["cron"], s["timezone"]) for s in y.get("schedules") or []], name
+
+
+def _flow_of(entrypoint: str):
+    import importlib
+
+    path, _, attr = entrypoint.partition(":")
+    return getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), attr)

@@ -73,7 +73,7 @@ def test_shard_failure_fails_the_run_naming_the_shard_and_commits_nothing(prepar
 def test_sigkill_mid_embedding_then_rerun_gives_each_vector_exactly_once(tmp_path):
     home, dataset_id, ckpt = make_prepared_home(tmp_path / "home", n_val=400)
     run_id = run_id_for(model_identity(ModelRef("clipgeo-tiny-vit", ckpt))[0], dataset_id)
-    cmd = CLI + ["embed", "--home", str(home.root), "--dataset", dataset_id, "--model", f"clipgeo-tiny-vit={ckpt}",
+    cmd = CLI + ["embed", "clipgeo-tiny-vit", dataset_id, "--pretrained", ckpt, "--home", str(home.root),
                  "--shard-images", "8"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=_env(tmp_path, "a"), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -120,12 +120,14 @@ def test_resume_reuses_staged_shards(tmp_path, monkeypatch):
     assert mtime and not first.exists()  # staged files are removed after the commit
 
 
-@pytest.mark.slow
-def test_two_pipelines_on_one_home_at_once_and_a_reader(tmp_path):
+def _pipelines_at_once(tmp_path: Path, n: int = 3) -> None:
+    """``n`` pipelines started at once on one fresh home, and a reader querying meanwhile: all
+    complete; each spec is trained once, each run embedded once (one Lance version) and measured once."""
     home_dir = tmp_path / "shared-home"
-    args = ["run", "--home", str(home_dir), "--n-train", "96", "--n-val", "40", "--steps", "4", "--seed", "5"]
-    procs = [subprocess.Popen(CLI + args, cwd=REPO, env=_env(tmp_path, n), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for n in ("a", "b")]
+    args = ["run", "--home", str(home_dir), "--n-train", "96", "--n-val", "40", "--train-steps", "4", "--seed", "5",
+            "--no-make-report"]
+    procs = [subprocess.Popen(CLI + args, cwd=REPO, env=_env(tmp_path, f"p{i}"), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(n)]
     from clipgeo.config import DataHome
 
     home = DataHome.resolve(home_dir)
@@ -144,13 +146,23 @@ def test_two_pipelines_on_one_home_at_once_and_a_reader(tmp_path):
 
     t = threading.Thread(target=reader)
     t.start()
-    outs = [p.communicate(timeout=900)[0] for p in procs]
-    stop.set()
-    t.join()
+    try:
+        outs = [p.communicate(timeout=1800)[0] for p in procs]
+    finally:
+        stop.set()
+        t.join()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-3000:]
     assert not errors, errors[:3]
     assert answers, "the reader never got an answer"
+    log = "\n".join(outs)
+    assert log.count("model trained in") == 2, "each of the 2 specs is trained exactly once"
+    assert log.count("reused: infonce model") + log.count("reused: infoloob model") == 2 * (n - 1)
+    assert log.count("embedded 96 images") == 2 and log.count("embedded 40 images") == 2, "each run embedded once"
+    assert len([ln for ln in log.splitlines() if "Task run 'measure" in ln and " measured: {" in ln]) == 2
     with catalog.session(home, read_only=True) as con:
         q = lambda sql: catalog.execute(con, sql)[0][0]  # noqa: E731
         assert q("SELECT count(*) FROM runs") == 4  # per model: val (measured) + train (reference)
@@ -158,10 +170,60 @@ def test_two_pipelines_on_one_home_at_once_and_a_reader(tmp_path):
         assert q("SELECT count(*) FROM retrieval") == 12
         assert q("SELECT count(*) FROM retrieval_ranks") == 2 * (40 + 120)
         assert q("SELECT count(*) FROM runs WHERE status = 'measured'") == 2
-        run_ids = [r for (r,) in catalog.execute(con, "SELECT run_id FROM runs WHERE status = 'measured'")]
-    assert len(run_ids) == 2
-    for run_id in run_ids:
+        all_runs = [r for (r,) in catalog.execute(con, "SELECT run_id FROM runs")]
+        measured = [r for (r,) in catalog.execute(con, "SELECT run_id FROM runs WHERE status = 'measured'")]
+    first = vectors.connect(home).open_table(vectors.table_name(all_runs[0])).version
+    assert {vectors.table_version(home, r) for r in all_runs} == {first}, "a run was written more than once"
+    for run_id in measured:
         _exactly_once(home, run_id, 40, 120)
+
+
+ROUNDS = int(os.environ.get("CLIPGEO_CONCURRENCY_ROUNDS", "1"))
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_three_pipelines_on_one_home_at_once_and_a_reader(tmp_path, round_):
+    _pipelines_at_once(tmp_path, 3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("round_", range(5))
+def test_three_pipelines_at_once_five_rounds(tmp_path, round_):
+    _pipelines_at_once(tmp_path, 3)
+
+
+def test_a_unit_has_one_holder_and_a_killed_holders_lock_is_free(tmp_path):
+    from clipgeo.config import DataHome
+    from clipgeo.store import locks
+
+    home = DataHome.resolve(tmp_path / "home").ensure()
+    order = []
+
+    def second():
+        with locks.claim(home, "train-x", poll=0.01) as waited:
+            order.append(("second", waited))
+
+    with locks.claim(home, "train-x") as waited:
+        assert not waited
+        t = threading.Thread(target=second)
+        t.start()
+        time.sleep(0.5)
+        order.append(("first", False))  # the second is still waiting here
+    t.join(timeout=60)
+    assert order == [("first", False), ("second", True)]
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from clipgeo.config import DataHome; from clipgeo.store import locks\n"
+        f"with locks.claim(DataHome.resolve({str(home.root)!r}), 'run-r1'):\n"
+        "    print('held', flush=True); time.sleep(600)")], cwd=REPO, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(locks.LockTimeout, match="run-r1: still held by pid"):
+        with locks.claim(home, "run-r1", wait_seconds=0.3, poll=0.05):
+            pass
+    holder.kill()  # SIGKILL: no cleanup code runs
+    holder.wait()
+    with locks.claim(home, "run-r1", wait_seconds=30) as waited:
+        assert locks.holder(locks.lock_path(home, "run-r1"))["pid"] == os.getpid()
 
 
 @pytest.mark.slow
@@ -182,3 +244,34 @@ def test_dask_runner_gives_the_same_vectors(tmp_path, prefect_harness):
     assert dask.sample_ids.tolist() == local.sample_ids.tolist()
     np.testing.assert_allclose(dask.images, local.images, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(dask.texts, local.texts, rtol=1e-5, atol=1e-6)
+
+
+def test_kill_9_of_a_command_takes_its_temporary_server_down(tmp_path):
+    import psutil
+
+    home, dataset_id, ckpt = make_prepared_home(tmp_path / "home", n_val=400)
+    cmd = CLI + ["embed", "clipgeo-tiny-vit", dataset_id, "--pretrained", ckpt, "--home", str(home.root),
+                 "--shard-images", "8"]
+    log = open(tmp_path / "cmd.log", "w")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(tmp_path, "k"), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def server():
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                if "uvicorn" in " ".join(child.cmdline()):
+                    return child
+            return None
+
+        deadline = time.monotonic() + 600
+        found = None
+        while time.monotonic() < deadline and proc.poll() is None and found is None:
+            found = server()
+            time.sleep(0.2)
+        assert found is not None, (tmp_path / "cmd.log").read_text()[-2000:]
+        proc.kill()  # SIGKILL: no atexit, no cleanup in the command
+        proc.wait()
+        gone, alive = psutil.wait_procs([found], timeout=60)
+        assert not alive, "the temporary Prefect server outlived its command"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()

@@ -18,8 +18,14 @@ def pipeline_runs(prefect_harness, tmp_path_factory):
     home = DataHome.resolve(tmp_path_factory.mktemp("flow") / "home")
     first = pipeline(home=str(home.root), **SMALL)
     ckpts = {p: p.stat().st_mtime_ns for p in home.checkpoints.glob("*.pt")}
+    ckpts["stage_state"] = _states(home)
     second = pipeline(home=str(home.root), **SMALL)
     return home, first, second, ckpts
+
+
+def _states(home):
+    with catalog.session(home, read_only=True) as con:
+        return catalog.execute(con, "SELECT unit, state, updated_at FROM stage_state ORDER BY unit")
 
 
 def _count(home, sql, params=None):
@@ -84,7 +90,9 @@ def test_pipeline_writes_reports(pipeline_runs):
 
 def test_second_run_reuses_training_and_embeddings_without_duplicates(pipeline_runs):
     home, first, second, ckpts = pipeline_runs
+    states = ckpts.pop("stage_state")
     assert {p: p.stat().st_mtime_ns for p in home.checkpoints.glob("*.pt")} == ckpts  # not retrained
+    assert len(states) == 2 and _states(home) == states  # not re-measured
     assert [r["run_id"] for r in first["runs"]] == [r["run_id"] for r in second["runs"]]
     assert first["table_rows"] == second["table_rows"]  # exact counts, nothing duplicated
     assert _count(home, "SELECT count(*) FROM runs") == 4

@@ -43,12 +43,13 @@ def _is_lock_error(exc: BaseException) -> bool:
     return "lock" in msg and ("conflicting" in msg or "could not set" in msg)
 
 
-def _open(path: Path, read_only: bool, wait_seconds: float) -> duckdb.DuckDBPyConnection:
+def _open(path: Path, read_only: bool, wait_seconds: float,
+          config: Mapping[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + wait_seconds
     delay = 0.05
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            return duckdb.connect(str(path), read_only=read_only, config=dict(config or {}))
         except duckdb.Error as exc:  # IOException on a held lock
             if not _is_lock_error(exc) or time.monotonic() > deadline:
                 if _is_lock_error(exc):
@@ -63,9 +64,13 @@ def _open(path: Path, read_only: bool, wait_seconds: float) -> duckdb.DuckDBPyCo
 
 @contextlib.contextmanager
 def session(
-    home: DataHome, *, read_only: bool = False, wait_seconds: float = LOCK_WAIT_SECONDS
+    home: DataHome, *, read_only: bool = False, wait_seconds: float = LOCK_WAIT_SECONDS,
+    config: Mapping[str, Any] | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A short-lived connection to the home's catalog (migrated when writable)."""
+    """A short-lived connection to the home's catalog (migrated when writable).
+
+    ``config``: DuckDB settings fixed when the database opens (see :mod:`clipgeo.store.query`).
+    """
     if read_only and not home.catalog.exists():
         raise CatalogError(
             f"no catalog at {home.catalog}: run the pipeline first (`make run`) "
@@ -73,7 +78,7 @@ def session(
         )
     if not read_only:
         home.ensure()
-    con = _open(home.catalog, read_only, wait_seconds)
+    con = _open(home.catalog, read_only, wait_seconds, config)
     try:
         if not read_only:
             migrate(con)
@@ -233,3 +238,18 @@ def update_run(con: duckdb.DuckDBPyConnection, run_id: str, **fields: Any) -> No
         f"UPDATE runs SET {sets}, updated_at = current_timestamp WHERE run_id = ?",
         [*fields.values(), run_id],
     )
+
+
+def stage_state(con: duckdb.DuckDBPyConnection, unit: str) -> dict[str, Any] | None:
+    """What ``unit`` (``'<stage>:<id>'``) last produced from, as recorded by :func:`set_stage_state`."""
+    found = execute(con, "SELECT state FROM stage_state WHERE unit = ?", [unit])
+    return json.loads(found[0][0]) if found else None
+
+
+def set_stage_state(con: duckdb.DuckDBPyConnection, unit: str, state: Mapping[str, Any] | None) -> None:
+    """Record (or with None, forget) what ``unit``'s stored result was made from."""
+    with transaction(con):
+        execute(con, "DELETE FROM stage_state WHERE unit = ?", [unit])
+        if state is not None:
+            execute(con, "INSERT INTO stage_state (unit, state) VALUES (?, ?)",
+                    [unit, json.dumps(state, sort_keys=True, default=str)])

@@ -1,0 +1,126 @@
+"""``clipgeo sql`` is a sandbox: read-only, no files, no other databases, no extensions,
+settings locked, results capped. Each hostile statement is refused with one clear line and
+leaves the other home's catalog, and the file system, unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clipgeo.config import DataHome
+from clipgeo.store import catalog, vectors
+from clipgeo.store.query import QueryFailed, QueryRefused, fetch, read_only_query
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _home_with_a_run(root: Path, run_id: str) -> DataHome:
+    home = DataHome.resolve(root).ensure()
+    with catalog.session(home) as con:
+        catalog.insert(con, "runs", [{"run_id": run_id, "model_id": "m", "dataset_id": "d", "label": "a run",
+                                      "status": "embedded"}])
+    rng = np.random.default_rng(0)
+    vectors.write_run(home, run_id, image_ids=["i0", "i1"], images=rng.standard_normal((2, 4)).astype(np.float32),
+                      sample_ids=["s0", "s1", "s2"], text_image_ids=["i0", "i1", "i1"],
+                      texts=rng.standard_normal((3, 4)).astype(np.float32))
+    return home
+
+
+@pytest.fixture()
+def homes(tmp_path):
+    mine = _home_with_a_run(tmp_path / "mine", "rmine0001")
+    other = _home_with_a_run(tmp_path / "other", "rother001")
+    return mine, other
+
+
+def _hostile(other: DataHome, tmp: Path) -> list[str]:
+    o = other.catalog
+    return [
+        f"ATTACH '{o}' AS o (READ_WRITE)",
+        f"ATTACH '{o}' AS o (READ_WRITE); DELETE FROM o.runs",
+        f"ATTACH '{o}' AS o",
+        f"ATTACH '{tmp / 'new.duckdb'}' AS n",
+        f"COPY (SELECT 1 AS x) TO '{tmp / 'out.csv'}'",
+        f"COPY runs TO '{tmp / 'runs.parquet'}' (FORMAT parquet)",
+        f"EXPORT DATABASE '{tmp / 'export'}'",
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SELECT * FROM read_text('/etc/passwd')",
+        "SELECT * FROM read_blob('/etc/passwd')",
+        "SELECT * FROM glob('/*')",
+        "INSTALL httpfs",
+        "LOAD httpfs",
+        "SET enable_external_access = true",
+        "SET allowed_directories = ['/']",
+        "SET lock_configuration = false",
+        "RESET lock_configuration",
+        "DELETE FROM runs",
+        "DROP TABLE runs",
+        "CREATE TABLE evil (x INTEGER)",
+        "UPDATE runs SET status = 'failed'",
+    ]
+
+
+def test_every_hostile_statement_is_refused_and_nothing_changes(homes, tmp_path):
+    mine, other = homes
+    before = {h: _digest(h.catalog) for h in (mine, other)}
+    files_before = sorted(p.name for p in tmp_path.iterdir())
+    for sql in _hostile(other, tmp_path):
+        with pytest.raises(QueryRefused) as err:
+            read_only_query(mine, sql)
+        msg = str(err.value)
+        assert "\n" not in msg and msg.startswith("refused:"), (sql, msg)
+    assert {h: _digest(h.catalog) for h in (mine, other)} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == files_before  # no out.csv, new.duckdb, export/
+    with catalog.session(other, read_only=True) as con:
+        assert catalog.execute(con, "SELECT run_id, status FROM runs") == [("rother001", "embedded")]
+
+
+def test_the_sandbox_still_answers_queries_and_reads_vectors(homes):
+    mine, _ = homes
+    assert read_only_query(mine, "SELECT run_id FROM runs")["run_id"].to_list() == ["rmine0001"]
+    df = read_only_query(mine, "SELECT modality, count(*) AS n FROM vectors_rmine0001 GROUP BY 1 ORDER BY 1")
+    assert df.rows() == [("image", 2), ("text", 3)]
+    joined = read_only_query(mine, "SELECT r.label, count(*) AS n FROM runs r JOIN vectors_rmine0001 v"
+                                   " ON v.run_id = r.run_id GROUP BY 1")
+    assert joined.rows() == [("a run", 5)]
+    with pytest.raises(QueryFailed, match="query failed: .*nope"):
+        read_only_query(mine, "SELECT * FROM nope")
+
+
+def test_results_are_capped_without_computing_everything(homes):
+    mine, _ = homes
+    table, more = fetch(mine, "SELECT * FROM range(50000000)", max_rows=25)
+    assert table.num_rows == 25 and more
+    table, more = fetch(mine, "SELECT * FROM range(10)", max_rows=10)
+    assert table.num_rows == 10 and not more
+    table, more = fetch(mine, "SELECT 1 AS x WHERE false", max_rows=10)
+    assert table.num_rows == 0 and table.column_names == ["x"] and not more
+
+
+def test_cli_refuses_in_one_line_and_caps_rows(homes, tmp_path):
+    mine, other = homes
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+
+    def clipgeo(*args):
+        return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    bad = clipgeo("sql", "--home", str(mine.root), f"ATTACH '{other.catalog}' AS o (READ_WRITE); DELETE FROM o.runs")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert len(bad.stderr.strip().splitlines()) == 1 and "refused" in bad.stderr, bad.stderr
+    ok = clipgeo("sql", "--home", str(mine.root), "--format", "csv", "--max-rows", "3", "SELECT * FROM range(1000000) t(i)")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines() == ["i", "0", "1", "2"]
+    assert "3 rows shown" in ok.stderr and "--max-rows" in ok.stderr
+    assert not (Path(env["PREFECT_HOME"]) / "prefect.db").exists()  # no Prefect server was started
