@@ -534,7 +534,10 @@ def topology_sections(c: Ctx) -> list[Section]:
         spec.status, spec.missing = "stale", f"no covariance eigenvalues stored: {stale['message'][0]}"
     out.append(spec)
     if not column and ss.height:
-        out[-1].table = c._rows(ss.drop("run_id").to_dicts())
+        cols = ["scope", "status", "n", "d", "lambda_1", "collapse_index", "collapse_threshold",
+                "effective_rank_lambda_entropy", "effective_rank_sigma_entropy", "largest_drop_index",
+                "largest_drop_decades", "sigma_1"]  # the reasons (message) are in the caption
+        out[-1].table = c._rows(ss.select([k for k in cols if k in ss.columns]).to_dicts())
         out[-1].views += ("v_report_spectra_summary",)
     cc = f["cluster_corr"]
     corr_txt = _per_run(cc, lambda r: f"{r['label']}: {r['n_clusters']} clusters ({r['n_clusters_used']} used), "

@@ -218,8 +218,9 @@ SHIFT_MEASURES = ["alignment", "uniformity", "infonce", "text_to_image_top1", "i
 
 
 def shift_curves(df: pl.DataFrame, *, color: str | None = None) -> alt.TopLevelMixin:
-    """Origin shift: each measure against α (x ↦ x − α μ, re-normalised); α = 0 marked."""
-    base = alt.Chart(df).transform_fold(SHIFT_MEASURES, as_=["measure", "value"])
+    """Origin shift: each measure against α (x ↦ x − α μ, re-normalised); α = 0 marked. The fold
+    into (measure, value) is a transform of the facet itself, so each panel is one measure."""
+    base = alt.Chart()
     enc = dict(
         x=alt.X("alpha:Q", title="α (shift by −α·μ)"),
         y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
@@ -232,7 +233,8 @@ def shift_curves(df: pl.DataFrame, *, color: str | None = None) -> alt.TopLevelM
     return (
         alt.layer(line, zero)
         .properties(width=190, height=160)
-        .facet(facet=alt.Facet("measure:N", title=None, sort=SHIFT_MEASURES), columns=5)
+        .facet(facet=alt.Facet("measure:N", title=None, sort=SHIFT_MEASURES), columns=5, data=df)
+        .transform_fold(SHIFT_MEASURES, as_=["measure", "value"])
         .resolve_scale(y="independent")
     )
 
