@@ -46,7 +46,7 @@ RUN_VIEWS: dict[str, tuple[str, str]] = {
     "eigen": ("v_report_ellipsoid_spectrum", "label, modality, axis"),
     "tilt": ("v_report_tilt", "label, modality, axis"),
     "points": ("v_report_points", "run_id, modality, item_id"),
-    "fit": ("v_report_conformity_fit", "run_id, modality, x"),
+    "fit": ("v_report_conformity_fit", "run_id, modality, mean, x"),
     "shift": ("v_report_origin_shift", "label, alpha"),
     "extremes": ("v_report_conformity_extremes", "run_id, modality, kind DESC, rank"),
     "sepmat": ("v_report_separability_matrix", "label, train_set, eval_set, normalized DESC, pca"),
