@@ -6,6 +6,12 @@
   update). Partials are independent, so they can run anywhere (Dask workers, see
   ``flows/measure_dist.py``); :func:`gap_from_moments` and :func:`spectra_from_moments` turn the
   merged moments into the ``modality_gap`` and ``topo_spectra`` rows.
+* :func:`per_sample_partial` / :func:`read_per_sample`: the per-sample pass (radius, Mahalanobis
+  radius, conformity, cosines to the means, length: :func:`clipgeo.geometry.ellipsoid.per_sample_chunk`)
+  over a row range, given the merged moments, written batch by batch to a Parquet part with the
+  rows' ids; the parts become ``geo_per_sample`` inside DuckDB (``INSERT … FROM read_parquet``)
+  and their statistic columns are read back, row-aligned, for the suite's summaries. No string
+  id of the run is held in memory; parts can be written by Dask workers.
 * :func:`streamed_gap`: the modality gap of every vector, streamed; its paired statistics come
   from a lockstep scan of image and caption rows when the table stores pairs row-aligned (an
   imported release: one caption per image, in the same order), else from the hash sample, and
@@ -34,6 +40,8 @@ __all__ = [
     "gap_from_moments",
     "merge_partials",
     "moment_partial",
+    "per_sample_partial",
+    "read_per_sample",
     "run_retrieval",
     "spectra_from_moments",
     "streamed_gap",
@@ -90,6 +98,68 @@ def spectra_from_moments(moms: dict[str, MomentAccumulator]) -> tuple[pl.DataFra
     from clipgeo.topology.spectra import spectra_from_scatter
 
     return spectra_from_scatter(moms["unit_image"].scatter_accumulator, moms["unit_text"].scatter_accumulator)
+
+
+# ------------------------------------------------------------------------- per-sample pass
+
+
+def per_sample_partial(uri: str, plans: dict, out_path: str, fragment_ids: Sequence | None = None, *,
+                       batch_rows: int | None = None) -> dict[str, int]:
+    """The per-sample pass over the rows of ``fragment_ids`` (all when None) of the table at ``uri``,
+    written to the Parquet file ``out_path``: columns ``modality, item_id`` and
+    :data:`clipgeo.geometry.ellipsoid.PER_SAMPLE_FIELDS`, image rows then caption rows, each in scan
+    order. ``plans``: ``{"image": PerSamplePlan, "text": PerSamplePlan}`` from the *merged* moments
+    of the whole run (:func:`clipgeo.geometry.ellipsoid.per_sample_plan`). Returns rows per modality.
+    Memory: one batch."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from clipgeo.geometry.ellipsoid import PER_SAMPLE_FIELDS, per_sample_chunk
+
+    run = LanceRun(uri) if batch_rows is None else LanceRun(uri, batch_rows=batch_rows)
+    schema = pa.schema([("modality", pa.string()), ("item_id", pa.string())]
+                       + [(f, pa.float64()) for f in PER_SAMPLE_FIELDS])
+    counts = {"image": 0, "text": 0}
+    tmp = f"{out_path}.partial"
+    with pq.ParquetWriter(tmp, schema) as writer:
+        for modality in ("image", "text"):
+            plan = plans[modality]
+            for x, item, _owner in run.arrays(modality, dtype=np.float64, fragment_ids=fragment_ids, with_ids=True):
+                stats = per_sample_chunk(x, plan, offset=counts[modality])
+                cols = [pa.array([modality] * x.shape[0], pa.string()), pa.array(item, pa.string())]
+                writer.write_batch(pa.RecordBatch.from_arrays(cols + [pa.array(stats[f]) for f in PER_SAMPLE_FIELDS],
+                                                              schema=schema))
+                counts[modality] += x.shape[0]
+    import os
+
+    os.replace(tmp, out_path)   # a part exists whole or not at all
+    return counts
+
+
+def read_per_sample(paths: Sequence[str], modality: str, n: int, rank: int):
+    """The statistic columns of ``modality`` from per-sample parts (in the given order, which must
+    be table order) as one :class:`clipgeo.geometry.ellipsoid.PerSample` of ``n`` rows."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from clipgeo.geometry.ellipsoid import PER_SAMPLE_FIELDS, PerSample
+
+    out = {f: np.empty(n) for f in PER_SAMPLE_FIELDS}
+    seen = 0
+    for path in paths:
+        for b in pq.ParquetFile(path).iter_batches(columns=["modality", *PER_SAMPLE_FIELDS], batch_size=65536):
+            b = b.filter(pc.equal(b.column("modality"), modality))
+            m = b.num_rows
+            if m == 0:
+                continue
+            if seen + m > n:
+                raise ValueError(f"{modality}: the per-sample parts hold more than the {n} rows the moments counted")
+            for f in PER_SAMPLE_FIELDS:
+                out[f][seen:seen + m] = b.column(f).to_numpy()
+            seen += m
+    if seen != n:
+        raise ValueError(f"{modality}: the per-sample parts hold {seen} rows, the moments counted {n}")
+    return PerSample(rank=rank, **out)
 
 
 # ------------------------------------------------------------------------- paired stream

@@ -221,43 +221,69 @@ class LanceRun:
         as_np = lambda arrs: np.asarray(pa.chunked_array(arrs, pa.string()).to_pylist(), dtype=object).astype(str)  # noqa: E731
         return as_np(items), as_np(owners)
 
+    def _id_batches(self, columns: Sequence[str]) -> Iterator[tuple[int, pa.RecordBatch]]:
+        """``(offset, batch)`` over every row (unfiltered, table order) for the id ``columns``;
+        ``offset`` is the batch's first row position, as :meth:`lance.LanceDataset.take` counts."""
+        off = 0
+        for b in self.ds.scanner(columns=list(columns), batch_size=4 * self.batch_rows,
+                                 batch_readahead=2, fragment_readahead=1).to_batches():
+            yield off, b
+            off += b.num_rows
+
     def sample(self, n_images: int, seed: int = 0, *, normalized: bool = False
                ) -> tuple[vectors.RunVectors, SampleInfo]:
         """The hash sample (module doc) of ``n_images`` images with all their captions, in memory.
 
         Images are ordered by key (so "the first k" of them are the hash sample of k), captions
         by (their image's key, sample_id). Vectors are float32 (raw, or normalised when asked).
+        Memory O(``n_images`` + their captions): two streamed scans of the id columns (the
+        first keeps the running ``n_images`` smallest keys, the second picks the captions of
+        the chosen images), then one ``take`` of the chosen rows' vectors.
         """
         import pyarrow.compute as pc
 
-        # ids stay Arrow columns (no Python string per row except for hashing the image ids)
-        t = self.ds.to_table(columns=["modality", "item_id", "image_id"])
-        is_img = pc.equal(t.column("modality"), "image").to_numpy(zero_copy_only=False)
-        img_pos = np.flatnonzero(is_img)
-        txt_pos = np.flatnonzero(~is_img)
-        del is_img
-        img_items = t.column("item_id").take(pa.array(img_pos))
-        keys = hash_keys(img_items.to_pylist(), seed)
-        n = min(max(0, n_images), img_pos.size)
-        if n < img_pos.size:  # candidates up to the n-th key (ties included), then exact order
-            kth = np.partition(keys, n - 1)[n - 1]
-            cand = np.flatnonzero(keys <= kth)
-        else:
-            cand = np.arange(img_pos.size)
-        cand_ids = np.asarray(img_items.take(pa.array(cand)).to_pylist(), dtype=object).astype(str)
-        order = cand[np.lexsort((cand_ids, keys[cand]))][:n]   # by key, ties by id
-        del keys, img_items
-        chosen_pos = img_pos[order]
-        chosen_ids = np.asarray(t.column("item_id").take(pa.array(chosen_pos)).to_pylist(), dtype=object).astype(str)
+        n_want = max(0, n_images)
+        keys = np.empty(0, np.uint64)
+        pos = np.empty(0, np.int64)
+        ids = np.empty(0, dtype=object)
+        n_img = n_txt = 0
+        for off, b in self._id_batches(["modality", "item_id"]):
+            is_img = pc.equal(b.column("modality"), "image").to_numpy(zero_copy_only=False)
+            rows = np.flatnonzero(is_img)
+            n_img += rows.size
+            n_txt += b.num_rows - rows.size
+            if rows.size == 0 or n_want == 0:
+                continue
+            b_ids = b.column("item_id").take(pa.array(rows)).to_pylist()
+            keys = np.concatenate([keys, hash_keys(b_ids, seed)])
+            pos = np.concatenate([pos, rows + off])
+            ids = np.concatenate([ids, np.asarray(b_ids, dtype=object)])
+            if keys.size > 2 * n_want:   # keep the candidates up to the n-th key (ties included)
+                kth = np.partition(keys, n_want - 1)[n_want - 1]
+                keep = keys <= kth
+                keys, pos, ids = keys[keep], pos[keep], ids[keep]
+        ids = ids.astype(str) if ids.size else np.empty(0, dtype=str)
+        order = np.lexsort((ids, keys))[:n_want]   # by key, ties by id
+        chosen_pos, chosen_ids = pos[order], ids[order]
+        del keys, pos, ids
         rank = {iid: r for r, iid in enumerate(chosen_ids.tolist())}
-        owners_all = t.column("image_id").take(pa.array(txt_pos))
-        in_sample = pc.is_in(owners_all, value_set=pa.array(chosen_ids.tolist(), pa.string())).to_numpy(
-            zero_copy_only=False)
-        del owners_all
-        cap_pos = txt_pos[in_sample]
-        cap_items = np.asarray(t.column("item_id").take(pa.array(cap_pos)).to_pylist(), dtype=object).astype(str)
-        cap_owner = np.asarray(t.column("image_id").take(pa.array(cap_pos)).to_pylist(), dtype=object).astype(str)
-        del t
+        value_set = pa.array(chosen_ids.tolist(), pa.string())
+        cap_pos_l: list[np.ndarray] = []
+        cap_items_l: list = []
+        cap_owner_l: list = []
+        if rank:
+            for off, b in self._id_batches(["modality", "item_id", "image_id"]):
+                hit = pc.and_(pc.equal(b.column("modality"), "text"),
+                              pc.is_in(b.column("image_id"), value_set=value_set)).to_numpy(zero_copy_only=False)
+                rows = np.flatnonzero(hit)
+                if rows.size:
+                    sel = pa.array(rows)
+                    cap_pos_l.append(rows + off)
+                    cap_items_l += b.column("item_id").take(sel).to_pylist()
+                    cap_owner_l += b.column("image_id").take(sel).to_pylist()
+        cap_pos = np.concatenate(cap_pos_l) if cap_pos_l else np.empty(0, np.int64)
+        cap_items = np.asarray(cap_items_l, dtype=object).astype(str) if cap_items_l else np.empty(0, dtype=str)
+        cap_owner = np.asarray(cap_owner_l, dtype=object).astype(str) if cap_owner_l else np.empty(0, dtype=str)
         cap_rank = np.fromiter((rank[o] for o in cap_owner.tolist()), dtype=np.int64, count=cap_pos.size)
         cap_order = np.lexsort((cap_items, cap_rank))
         cap_pos, cap_items, cap_owner = cap_pos[cap_order], cap_items[cap_order], cap_owner[cap_order]
@@ -284,5 +310,5 @@ class LanceRun:
             texts=take(cap_pos),
             normalized_only=normalized,
         )
-        info = SampleInfo(int(chosen_pos.size), int(cap_pos.size), int(img_pos.size), int(txt_pos.size), seed)
+        info = SampleInfo(int(chosen_pos.size), int(cap_pos.size), n_img, n_txt, seed)
         return rv, info

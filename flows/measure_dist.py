@@ -8,10 +8,18 @@ Dask cluster with ``cluster_address`` (or any ``DaskTaskRunner`` via ``with_opti
 receive the table's URI and row slices (never arrays) and return O(d²) accumulators; the flow
 merges them exactly in table order and hands the result to
 :func:`clipgeo.stages.measure.measure_run`, whose streamed sections (modality gap, spectra,
-double-ellipsoid pass 1, origin-shift means) then use it instead of scanning again. The other
-passes (per-sample radii and conformity, paired cosines, samples, retrieval) run in the flow's
-process, streamed. The workers must see the table's URI: a shared filesystem path, or an
-object-store URI Lance reads (``s3://…``, ``gs://…``, ``az://…``).
+double-ellipsoid pass 1, origin-shift means) then use it instead of scanning again.
+
+The per-sample pass (radius, Mahalanobis radius, conformity, cosines to the means, length of
+every vector: :func:`clipgeo.scale.per_sample_partial`) is a second round of tasks over the same
+ranges, given the merged moments; each writes its rows with their ids to a Parquet part in a
+scratch folder of the data home (``<home>/tmp/measure-<run>-…``), which the catalog then loads
+inside DuckDB (``geo_per_sample``) and the suite's summaries read back. The paired cosines,
+the hash sample and retrieval (bounded by their stated sizes) run in the flow's process.
+
+The workers must see the table's URI (a shared filesystem path, or an object-store URI Lance
+reads: ``s3://…``, ``gs://…``, ``az://…``) and the data home's ``tmp`` folder (a shared
+filesystem).
 """
 
 from __future__ import annotations
@@ -20,8 +28,11 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from clipgeo.config import DataHome
-from clipgeo.scale import merge_partials, moment_partial
-from clipgeo.stages.measure import measure_run
+import shutil
+
+from clipgeo.geometry.ellipsoid import per_sample_plan
+from clipgeo.scale import merge_partials, moment_partial, per_sample_partial
+from clipgeo.stages.measure import measure_run, scratch_dir
 from clipgeo.stream import LanceRun
 from flows.embed import task_runner_for
 
@@ -34,6 +45,13 @@ DEFAULT_PARTS = 8
 def moments_task(uri: str, slices: list[tuple[int, int, int]]) -> dict:
     """Moments of one row range of a run's table (see :func:`clipgeo.scale.moment_partial`)."""
     return moment_partial(uri, slices)
+
+
+@task(name="per-sample-row-range", cache_policy=NO_CACHE, retries=2)
+def per_sample_task(uri: str, plans: dict, out_path: str, slices: list[tuple[int, int, int]]) -> str:
+    """The per-sample pass of one row range into a Parquet part (see :func:`clipgeo.scale.per_sample_partial`)."""
+    per_sample_partial(uri, plans, out_path, slices)
+    return out_path
 
 
 @flow(name="clipgeo-measure-dist", log_prints=True)
@@ -51,7 +69,17 @@ def measure_dist_flow(run_id: str, home: str | None = None, parts: int | None = 
     ranges = run.row_slices(parts or DEFAULT_PARTS)
     futures = [moments_task.submit(run.uri, grp) for grp in ranges]
     merged = merge_partials([f.result() for f in futures])
-    res = measure_run(h, run_id, moments=merged, sections=sections)
+    parts = None
+    work = scratch_dir(h, run_id)
+    try:
+        if sections is None or "double_ellipsoid" in sections:
+            plans = {m: per_sample_plan(merged[f"raw_{m}"].finalize()) for m in ("image", "text")}
+            pending = [per_sample_task.submit(run.uri, plans, str(work / f"per_sample-{i:05d}.parquet"), grp)
+                       for i, grp in enumerate(ranges)]
+            parts = [f.result() for f in pending]   # in range order = table order
+        res = measure_run(h, run_id, moments=merged, sections=sections, per_sample_parts=parts)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     get_run_logger().info("run %s measured from %d row ranges: %s", run_id, len(ranges), res.sections)
     return {"rows": res.rows, "sections": res.sections, "parts": len(ranges)}
 

@@ -296,3 +296,82 @@ def test_row_slices_split_one_fragment_and_merge_exactly(home):
     merged = gap_from_moments(merge_partials([moment_partial(run.uri, p) for p in pieces]))
     for k in whole:
         assert merged[k] == pytest.approx(whole[k], rel=1e-12), k
+
+
+def test_per_sample_rows_stream_through_parquet_parts_and_equal_in_memory(home):
+    """geo_per_sample is written from Parquet parts (per row range, with ids), never as one frame;
+    its values equal the in-memory suite's on the same vectors; the scratch folder is removed, and
+    a crashed measurement's leftover folder (its process gone) is cleaned by the next one."""
+    import subprocess
+
+    from clipgeo.geometry.ellipsoid import double_ellipsoid_suite, moments, per_sample_plan
+    from clipgeo.scale import per_sample_partial, read_per_sample
+
+    img, txt, ii, ss, oo = _pairs(150, 6, seed=21, captions=2)
+    run = _write(home, "rpp", img, txt, ii, ss, oo, chunk=40)
+    with catalog.session(home) as con:
+        catalog.insert(con, "runs", [dict(run_id="rpp", model_id="m", dataset_id="d", label="t", status="embedded",
+                                          n_images=150, n_texts=300, vectors_normalized=False)])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = home.root / "tmp" / f"measure-rpp-{dead.pid}-deadbeef"
+    stale.mkdir(parents=True)
+    (stale / "per_sample-00000.parquet").write_bytes(b"half-written")
+    res = measure.measure_run(home, "rpp", sections=["double_ellipsoid"])
+    assert res.sections == {"double_ellipsoid": "ok"} and res.rows["geo_per_sample"] == 450
+    assert list((home.root / "tmp").iterdir()) == []          # the stale folder and this run's parts are gone
+
+    ref = double_ellipsoid_suite(img.astype(np.float64), txt.astype(np.float64), keep_per_sample=True)
+    mem = ref.per_sample.with_columns(
+        pl.Series("item_id", [ii[r] if m == "image" else ss[r] for m, r in zip(ref.per_sample["modality"],
+                                                                               ref.per_sample["row"])]))
+    with catalog.session(home, read_only=True) as con:
+        got = catalog.query(con, "SELECT * FROM geo_per_sample WHERE run_id = 'rpp'")
+    joined = mem.join(got, on=["modality", "item_id"], suffix="_db")
+    assert joined.height == 450
+    for col in ("radius", "mahalanobis", "conformity", "cos_to_raw_mean", "cos_to_unit_mean", "length"):
+        np.testing.assert_allclose(joined[f"{col}_db"].to_numpy(), joined[col].to_numpy(), rtol=1e-9, atol=1e-12,
+                                   err_msg=col)
+
+    # three row ranges written apart and read back equal one pass over the whole table
+    mi, mt = moments(run.chunks("image"), "image"), moments(run.chunks("text"), "text")
+    plans = {"image": per_sample_plan(mi), "text": per_sample_plan(mt)}
+    paths = []
+    for k, piece in enumerate(run.row_slices(3)):
+        paths.append(str(home.root / f"part{k}.parquet"))
+        per_sample_partial(run.uri, plans, paths[-1], piece, batch_rows=32)
+    whole = str(home.root / "whole.parquet")
+    per_sample_partial(run.uri, plans, whole)
+    for modality, mom in (("image", mi), ("text", mt)):
+        a = read_per_sample(paths, modality, mom.n, plans[modality].rank)
+        b = read_per_sample([whole], modality, mom.n, plans[modality].rank)
+        np.testing.assert_array_equal(a.conformity, b.conformity)
+        np.testing.assert_array_equal(a.radius, b.radius)
+    with pytest.raises(ValueError, match="moments counted"):
+        read_per_sample(paths[:2], "image", mi.n, 1)
+
+
+def test_migration_012_keeps_per_sample_rows_and_drops_the_index(tmp_path):
+    import shutil
+
+    import duckdb
+
+    from clipgeo.config import SQL_DIR
+
+    old = tmp_path / "sql"
+    shutil.copytree(SQL_DIR, old)
+    for f in (old / "schema").glob("01[2-9]_*.sql"):
+        f.unlink()
+    con = duckdb.connect(str(tmp_path / "catalog.duckdb"))
+    catalog.migrate(con, old)
+    catalog.execute(con, "INSERT INTO geo_per_sample (run_id, item_id, modality, radius, cos_to_raw_mean,"
+                         " cos_to_unit_mean) VALUES ('r', 'a', 'image', 1.5, 0.25, 0.5)")
+    assert catalog.execute(con, "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'geo_per_sample'"
+                                " AND constraint_type = 'PRIMARY KEY'")[0][0] == 1
+    assert "012_per_sample_at_scale.sql" in catalog.migrate(con)
+    assert catalog.execute(con, "SELECT run_id, item_id, modality, radius, cos_to_raw_mean, cos_to_unit_mean"
+                                " FROM geo_per_sample") == [("r", "a", "image", 1.5, 0.25, 0.5)]
+    assert catalog.execute(con, "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'geo_per_sample'"
+                                " AND constraint_type = 'PRIMARY KEY'")[0][0] == 0
+    assert catalog.execute(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'run_summary'")[0][0] == 0
+    con.close()

@@ -67,6 +67,10 @@ __all__ = [
     "moments",
     "off_centre",
     "per_sample_statistics",
+    "per_sample_plan",
+    "per_sample_chunk",
+    "PerSamplePlan",
+    "PER_SAMPLE_FIELDS",
     "principal_axis_angle",
     "sample_ellipsoid_shell",
     "shell_summary",
@@ -248,6 +252,51 @@ class PerSample:
     rank: int
 
 
+PER_SAMPLE_FIELDS = ("radius", "mahalanobis", "conformity", "cos_to_raw_mean", "cos_to_unit_mean", "length")
+
+
+@dataclass(frozen=True)
+class PerSamplePlan:
+    """What pass 2 needs from a modality's moments (:func:`per_sample_plan`): the whitening map of
+    the ``rank`` kept eigen-directions, the unit mean directions, ``Σ x̂`` and ``N``."""
+
+    name: str
+    mean: np.ndarray
+    whiten: np.ndarray
+    mu_hat: np.ndarray
+    m_hat: np.ndarray
+    unit_sum: np.ndarray
+    n: int
+    rank: int
+
+
+def per_sample_plan(mom: Moments, *, rtol: float = 1e-10, projection_dtype: type = np.float32) -> PerSamplePlan:
+    """The per-sample pass's constants from a modality's (merged) moments; small (O(d²)), picklable."""
+    keep = mom.eigenvalues > rtol * max(mom.eigenvalues[0], np.finfo(float).tiny)
+    whiten = (mom.eigenvectors[:, keep] / np.sqrt(mom.eigenvalues[keep])).astype(projection_dtype)
+    mu_norm = np.linalg.norm(mom.mean)
+    mu_hat = mom.mean / mu_norm if mu_norm > 0 else np.full(mom.d, np.nan)
+    s_norm = np.linalg.norm(mom.unit_sum)
+    m_hat = mom.unit_sum / s_norm if s_norm > 0 else np.full(mom.d, np.nan)
+    return PerSamplePlan(mom.name, mom.mean, whiten, mu_hat, m_hat, mom.unit_sum, mom.n, int(keep.sum()))
+
+
+def per_sample_chunk(x: np.ndarray, plan: PerSamplePlan, *, offset: int = 0) -> dict[str, np.ndarray]:
+    """:class:`PerSample`'s statistics of the rows ``x`` (float64, rows of the modality ``plan``
+    was made from; ``offset`` only names rows in errors): ``{field: (n,) array}``."""
+    c = x - plan.mean
+    length = row_norms(x)
+    proj = c.astype(plan.whiten.dtype, copy=False) @ plan.whiten
+    return {
+        "radius": row_norms(c),
+        "mahalanobis": np.sqrt(np.einsum("ij,ij->i", proj, proj, dtype=np.float64)),
+        "conformity": conformity_from_unit_sum(x, plan.unit_sum, plan.n, name=plan.name, offset=offset),
+        "cos_to_raw_mean": (x @ plan.mu_hat) / length,
+        "cos_to_unit_mean": (x @ plan.m_hat) / length,
+        "length": length,
+    }
+
+
 def per_sample_statistics(
     source: ChunkSource,
     mom: Moments,
@@ -260,34 +309,22 @@ def per_sample_statistics(
     Everything is computed in float64 except the whitening product ``(x − μ) Λ^{-1/2} V`` for
     the Mahalanobis radius, done in ``projection_dtype`` (float32 by default: it is the one
     O(N·d²) product of this pass and float32 halves it; the radii keep a relative error around
-    1e-6). Pass ``np.float64`` for full precision.
+    1e-6). Pass ``np.float64`` for full precision. Row ranges of one modality can run apart
+    (:func:`per_sample_chunk` with one :func:`per_sample_plan`) and be concatenated.
     """
-    keep = mom.eigenvalues > rtol * max(mom.eigenvalues[0], np.finfo(float).tiny)
-    whiten = (mom.eigenvectors[:, keep] / np.sqrt(mom.eigenvalues[keep])).astype(projection_dtype)
-    mu_norm = np.linalg.norm(mom.mean)
-    mu_hat = mom.mean / mu_norm if mu_norm > 0 else np.full(mom.d, np.nan)
-    s_norm = np.linalg.norm(mom.unit_sum)
-    m_hat = mom.unit_sum / s_norm if s_norm > 0 else np.full(mom.d, np.nan)
-    out = {k: np.empty(mom.n) for k in ("radius", "mahalanobis", "conformity", "cos_to_raw_mean",
-                                        "cos_to_unit_mean", "length")}
+    plan = per_sample_plan(mom, rtol=rtol, projection_dtype=projection_dtype)
+    out = {k: np.empty(mom.n) for k in PER_SAMPLE_FIELDS}
     seen = 0
     for off, x in iter_chunks(source, mom.name, d=mom.d):
         if off + x.shape[0] > mom.n:
             raise ValueError(f"{mom.name}: more rows in the second pass than the {mom.n} in the moments")
         sl = slice(off, off + x.shape[0])
-        c = x - mom.mean
-        length = row_norms(x)
-        out["radius"][sl] = row_norms(c)
-        proj = c.astype(projection_dtype, copy=False) @ whiten
-        out["mahalanobis"][sl] = np.sqrt(np.einsum("ij,ij->i", proj, proj, dtype=np.float64))
-        out["conformity"][sl] = conformity_from_unit_sum(x, mom.unit_sum, mom.n, name=mom.name, offset=off)
-        out["cos_to_raw_mean"][sl] = (x @ mu_hat) / length
-        out["cos_to_unit_mean"][sl] = (x @ m_hat) / length
-        out["length"][sl] = length
+        for k, v in per_sample_chunk(x, plan, offset=off).items():
+            out[k][sl] = v
         seen = sl.stop
     if seen != mom.n:
         raise ValueError(f"{mom.name}: the second pass read {seen} rows, the moments counted {mom.n}")
-    return PerSample(rank=int(keep.sum()), **out)
+    return PerSample(rank=plan.rank, **out)
 
 
 # ------------------------------------------------------------------------------ summaries
@@ -573,6 +610,7 @@ def double_ellipsoid_suite(
     keep_per_sample: bool = True,
     names: tuple[str, str] = ("image", "text"),
     moments_in: tuple[Moments, Moments] | None = None,
+    per_sample_in: tuple[PerSample, PerSample] | None = None,
 ) -> DoubleEllipsoidResult:
     """Run P1–P5 and conformity on raw image and text vectors (two passes per modality).
 
@@ -584,6 +622,8 @@ def double_ellipsoid_suite(
 
     ``moments_in``: the pass-1 moments of ``img`` and ``txt`` when already computed (e.g. merged
     from per-fragment partials on a cluster, :mod:`clipgeo.scale`): pass 1 is then skipped.
+    ``per_sample_in``: the pass-2 statistics too (e.g. concatenated from per-range parts,
+    :func:`clipgeo.scale.per_sample_partial`): pass 2 is then skipped and ``img``/``txt`` are not read.
 
     Raises ``ValueError`` on NaN/inf or zero vectors, mismatched dimensions between modalities,
     or fewer than 2 vectors in a modality.
@@ -600,8 +640,14 @@ def double_ellipsoid_suite(
 
     mom_i, mom_t = moments_in if moments_in is not None else (moments(img, names[0]), moments(txt, names[1]))
     _same_d(mom_i, mom_t)
-    ps_i = per_sample_statistics(img, mom_i, rtol=mahalanobis_rtol)
-    ps_t = per_sample_statistics(txt, mom_t, rtol=mahalanobis_rtol)
+    if per_sample_in is not None:
+        ps_i, ps_t = per_sample_in
+        for mom, ps in ((mom_i, ps_i), (mom_t, ps_t)):
+            if ps.radius.shape[0] != mom.n:
+                raise ValueError(f"{mom.name}: {ps.radius.shape[0]} per-sample rows given, the moments counted {mom.n}")
+    else:
+        ps_i = per_sample_statistics(img, mom_i, rtol=mahalanobis_rtol)
+        ps_t = per_sample_statistics(txt, mom_t, rtol=mahalanobis_rtol)
 
     rows = []
     for mom, ps in ((mom_i, ps_i), (mom_t, ps_t)):

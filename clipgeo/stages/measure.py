@@ -23,11 +23,15 @@ Transforms: recall@k is derived from per-query ranks in SQL
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
+import uuid
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -108,6 +112,25 @@ class RunData:
 
             self.cache["moments"] = moment_partial(self.stream.uri, batch_rows=self.stream.batch_rows)
         return self.cache["moments"]
+
+    def per_sample_parts(self) -> tuple[list[str], dict]:
+        """The per-sample pass over every vector, as Parquet parts in table order, and the plans
+        (from the merged moments) they were made with: given in ``options["per_sample_parts"]``
+        (written elsewhere, e.g. by Dask workers: ``flows/measure_dist.py``) or written now into
+        ``options["work_dir"]`` (:func:`clipgeo.scale.per_sample_partial`), computed once."""
+        if "per_sample" not in self.cache:
+            from clipgeo.geometry.ellipsoid import per_sample_plan
+            from clipgeo.scale import per_sample_partial
+
+            moms = self.moments()
+            plans = {m: per_sample_plan(moms[f"raw_{m}"].finalize()) for m in ("image", "text")}
+            parts = self.options.get("per_sample_parts")
+            if parts is None:
+                out = Path(self.options["work_dir"]) / "per_sample-00000.parquet"
+                per_sample_partial(self.stream.uri, plans, str(out), batch_rows=self.stream.batch_rows)
+                parts = [str(out)]
+            self.cache["per_sample"] = (list(parts), plans)
+        return self.cache["per_sample"]
 
     def require_raw(self, what: str) -> None:
         if self.normalized_only:
@@ -348,7 +371,7 @@ def measure_run(home: DataHome, run_id: str, *, seed: int = 0, sections: Sequenc
                 sample_images: int = SAMPLE_IMAGES, full_gallery_max: int = FULL_GALLERY_MAX,
                 sub_gallery_images: int = SUB_GALLERY_IMAGES, sub_gallery_draws: int = SUB_GALLERY_DRAWS,
                 moments: dict | None = None, query_sample: int = 0, device: str | None = None,
-                query_dtype: str = "float32") -> MeasureResult:
+                query_dtype: str = "float32", per_sample_parts: Sequence[str] | None = None) -> MeasureResult:
     """Compute every section (or those named) for one run and store them in one transaction.
 
     ``reference_run_id``: the same model on a training-like dataset, for the nearest-reference
@@ -360,8 +383,53 @@ def measure_run(home: DataHome, run_id: str, *, seed: int = 0, sections: Sequenc
     partials from :func:`clipgeo.scale.moment_partial`, e.g. on Dask workers: ``flows/measure_dist.py``);
     the sections that need them then do not scan for them. ``query_sample``: also rank that
     many hash-sampled queries exactly against the full gallery (streamed; ``device="cuda"`` scores
-    them with torch in ``query_dtype`` float16/float32).
+    them with torch in ``query_dtype`` float16/float32). ``per_sample_parts``: the per-sample pass
+    already written as Parquet parts in table order from these ``moments``
+    (:func:`clipgeo.scale.per_sample_partial`, e.g. by Dask workers); otherwise it runs here,
+    into a scratch folder under ``<home>/tmp`` that is removed afterwards.
     """
+    work_dir = scratch_dir(home, run_id)
+    try:
+        return _measure_run(home, run_id, work_dir, seed=seed, sections=sections, reference_run_id=reference_run_id,
+                            umap_grid=umap_grid, sample_images=sample_images, full_gallery_max=full_gallery_max,
+                            sub_gallery_images=sub_gallery_images, sub_gallery_draws=sub_gallery_draws,
+                            moments=moments, query_sample=query_sample, device=device, query_dtype=query_dtype,
+                            per_sample_parts=per_sample_parts)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def scratch_dir(home: DataHome, run_id: str) -> Path:
+    """A fresh scratch folder ``<home>/tmp/measure-<run>-<pid>-<uid>`` for this measurement's
+    Parquet parts; earlier ones of the same run whose process is gone (a crash) are removed."""
+    root = home.root / "tmp"
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.glob(f"measure-{run_id}-*"):
+        try:
+            pid = int(old.name[len(f"measure-{run_id}-"):].split("-")[0])
+        except ValueError:
+            continue
+        if not _pid_alive(pid):
+            shutil.rmtree(old, ignore_errors=True)
+    path = root / f"measure-{run_id}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    return path
+
+
+def _measure_run(home: DataHome, run_id: str, work_dir: Path, *, seed: int, sections: Sequence[str] | None,
+                 reference_run_id: str | None, umap_grid: bool, sample_images: int, full_gallery_max: int,
+                 sub_gallery_images: int, sub_gallery_draws: int, moments: dict | None, query_sample: int,
+                 device: str | None, query_dtype: str, per_sample_parts: Sequence[str] | None) -> MeasureResult:
     dataset_id, normalized_only, logit_scale, rv, stream, info = _load_run(home, run_id, seed, sample_images)
     reference = None
     ref_id = reference_run_id or find_reference_run(home, run_id)
@@ -371,7 +439,8 @@ def measure_run(home: DataHome, run_id: str, *, seed: int = 0, sections: Sequenc
     data = RunData(run_id, dataset_id, rv, normalized_only, logit_scale, seed, reference,
                    {"umap_grid": umap_grid, "lance_dir": str(home.lance), "full_gallery_max": full_gallery_max,
                     "sub_gallery_images": sub_gallery_images, "sub_gallery_draws": sub_gallery_draws,
-                    "moments": moments, "query_sample": query_sample, "device": device, "query_dtype": query_dtype},
+                    "moments": moments, "query_sample": query_sample, "device": device, "query_dtype": query_dtype,
+                    "work_dir": str(work_dir), "per_sample_parts": per_sample_parts},
                    stream=stream, sample=info)
     chosen = all_sections()
     if sections is not None:

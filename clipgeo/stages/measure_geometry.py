@@ -20,23 +20,31 @@ def _kind(d: RunData) -> str:
 
 
 def _suite(d: RunData) -> dict:
-    if d.stream is not None:  # every vector, streamed from Lance (two passes per modality)
+    run, kind = d.run_id, _kind(d)
+    if d.stream is not None:  # every vector, streamed from Lance
+        from clipgeo.scale import read_per_sample
+        from clipgeo.store.catalog import ParquetRows
+
         moms = d.moments()  # pass 1 shared with the gap and spectra sections (and mergeable across workers)
-        res = double_ellipsoid_suite(d.stream.chunks("image"), d.stream.chunks("text"), keep_per_sample=True,
-                                     moments_in=(moms["raw_image"].finalize(), moms["raw_text"].finalize()))
-        img_ids, txt_ids = d.stream.ids("image")[0], d.stream.ids("text")[0]
+        mi, mt = moms["raw_image"].finalize(), moms["raw_text"].finalize()
+        parts, plans = d.per_sample_parts()  # pass 2, batch by batch into Parquet parts (or done on workers)
+        ps = (read_per_sample(parts, "image", mi.n, plans["image"].rank),
+              read_per_sample(parts, "text", mt.n, plans["text"].rank))
+        res = double_ellipsoid_suite(d.stream.chunks("image"), d.stream.chunks("text"), keep_per_sample=False,
+                                     moments_in=(mi, mt), per_sample_in=ps)
+        del ps
+        per = ParquetRows(tuple(parts), {"run_id": run})   # moved into DuckDB from the files
     else:
         res = double_ellipsoid_suite(d.rv.images, d.rv.texts, keep_per_sample=True)
         img_ids, txt_ids = d.rv.image_ids, d.rv.sample_ids
-    run, kind = d.run_id, _kind(d)
+        mods = res.per_sample["modality"].to_numpy()
+        rows = res.per_sample["row"].to_numpy()
+        item = np.empty(len(rows), dtype=object)
+        is_img = mods == "image"
+        item[is_img] = img_ids[rows[is_img]]
+        item[~is_img] = txt_ids[rows[~is_img]]
+        per = res.per_sample.with_columns(pl.Series("item_id", item.astype(str)), pl.lit(run).alias("run_id")).drop("row")
     tag = lambda df: df.with_columns(pl.lit(run).alias("run_id"))  # noqa: E731
-    mods = res.per_sample["modality"].to_numpy()
-    rows = res.per_sample["row"].to_numpy()
-    item = np.empty(len(rows), dtype=object)
-    is_img = mods == "image"
-    item[is_img] = img_ids[rows[is_img]]
-    item[~is_img] = txt_ids[rows[~is_img]]
-    per = res.per_sample.with_columns(pl.Series("item_id", item.astype(str))).drop("row")
     return {
         "geo_modality": tag(res.modality).with_columns(pl.lit(kind).alias("vectors")),
         "geo_cross": [{"run_id": run, "vectors": kind, **res.cross}],
@@ -45,7 +53,7 @@ def _suite(d: RunData) -> dict:
         "geo_eigenvalues": tag(res.eigenvalues),
         "geo_tilt": tag(res.tilt),
         "geo_histograms": tag(res.histograms),
-        "geo_per_sample": tag(per),
+        "geo_per_sample": per,
     }
 
 

@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,16 @@ def run_sql_file(
     execute(con, path.read_text(), dict(params or {}))
 
 
+@dataclass(frozen=True)
+class ParquetRows:
+    """Rows that live in Parquet files (e.g. millions of per-sample rows written batch by batch):
+    :func:`insert` moves them inside DuckDB (``INSERT … SELECT … FROM read_parquet``), never
+    through Python. ``constants``: columns with one value for every row (e.g. ``run_id``)."""
+
+    paths: tuple[str, ...]
+    constants: Mapping[str, Any] = field(default_factory=dict)
+
+
 def _as_arrow(rows: pl.DataFrame | pa.Table | Sequence[Mapping[str, Any]]) -> pa.Table:
     if isinstance(rows, pa.Table):
         return rows
@@ -147,6 +158,8 @@ def _as_arrow(rows: pl.DataFrame | pa.Table | Sequence[Mapping[str, Any]]) -> pa
 
 def insert(con: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame | pa.Table | Sequence[Mapping[str, Any]]) -> int:
     """Insert rows by column name (columns not given take their defaults)."""
+    if isinstance(rows, ParquetRows):
+        return _insert_parquet(con, table, rows)
     data = _as_arrow(rows)
     if data.num_rows == 0:
         return 0
@@ -157,6 +170,22 @@ def insert(con: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame | pa.T
     finally:
         con.unregister("_clipgeo_rows")
     return data.num_rows
+
+
+def _insert_parquet(con: duckdb.DuckDBPyConnection, table: str, rows: ParquetRows) -> int:
+    if not rows.paths:
+        return 0
+    import pyarrow.parquet as pq
+
+    names = [n for n in pq.read_schema(rows.paths[0]).names if n not in rows.constants]
+    consts = list(rows.constants)
+    cols = ", ".join(f'"{c}"' for c in consts + names)
+    select = ", ".join([f"${i + 1}" for i in range(len(consts))] + [f'"{n}"' for n in names])
+    files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in rows.paths)
+    before = execute(con, f"SELECT count(*) FROM {table}")[0][0]
+    execute(con, f"INSERT INTO {table} ({cols}) SELECT {select} FROM read_parquet([{files}])",
+            list(rows.constants.values()))
+    return execute(con, f"SELECT count(*) FROM {table}")[0][0] - before
 
 
 #: What makes a reject row unique (``sql/schema/010_rejects_once.sql`` indexes it, NULL as '').
