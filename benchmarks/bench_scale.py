@@ -163,6 +163,16 @@ def dask_compare(home, run_id: str, parts: int = 8, workers: int = 2) -> dict:
 
 
 def _peak_rss_gb() -> float:
+    """This process's peak resident set (``VmHWM``). Not ``ru_maxrss``: on Linux that survives
+    ``exec`` (a stage started by a parent that had just generated a large dump would report the
+    parent's peak)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2 ** 20   # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # Linux: KiB
 
 

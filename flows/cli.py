@@ -8,6 +8,7 @@
     clipgeo report    [--run-ids ID ...] [--export svg|png]
     clipgeo sql       "SELECT * FROM v_compare" [--format table|csv|json] [--max-rows N]
     clipgeo runs
+    clipgeo migrate   [--home DIR]
     clipgeo serve     [--home DIR] [--limit N]
 
 A flow command's options are its flow's parameters, under the same names as in the Prefect UI
@@ -15,7 +16,7 @@ A flow command's options are its flow's parameters, under the same names as in t
 values after it), with the help text of the flow's docstring: a parameter added to a flow is an
 option at once. Inputs are checked before any flow starts (one line on error, exit code 2).
 
-``sql``, ``runs`` and ``report`` run no flow: they import no Prefect and start no server.
+``sql``, ``runs``, ``report`` and ``migrate`` run no flow: they import no Prefect and start no server.
 ``sql`` runs in a sandbox (:mod:`clipgeo.store.query`): read-only, no files, no other
 databases, no extensions, settings locked; every run's vectors table is queryable under its
 own name (``vectors_<run_id>``).
@@ -146,6 +147,30 @@ def report(run_ids: Annotated[list[str] | None, Parameter(consume_multiple=True)
             run_ids = [r for (r,) in catalog.execute(con, "SELECT run_id FROM runs WHERE status = 'measured' ORDER BY label")]
     for p in write_reports(h, run_ids, export=export, full_paths=full_paths):
         print(p)
+
+
+@app.command
+def migrate(*, home: str | None = None) -> None:
+    """Bring a data home up to this version: the catalog's schema, and every vectors table
+    still in storage format 1 rewritten in format 2 (each vector once, in its source
+    precision, with its norm; each table under its run's lock). Measuring a run migrates
+    its table too; this does them all at once. Prints one line per migrated run.
+
+    Args:
+        home: data home (default ``$CLIPGEO_HOME`` or ``./clipgeo-data``).
+    """
+    from clipgeo.store import catalog, vectors
+
+    h = _home(home)
+    if not h.catalog.exists():
+        from flows.checks import BadInput
+
+        raise BadInput(f"no catalog at {h.catalog}: nothing to migrate (pass --home DIR of an existing data home)")
+    with catalog.session(h) as con:   # a writable session applies the pending schema migrations
+        version = catalog.execute(con, "SELECT max(version) FROM schema_migrations")[0][0]
+    print(f"catalog: schema version {version}")
+    for run_id in vectors.migrate_home(h):
+        print(f"run {run_id}: vectors table rewritten in storage format 2")
 
 
 def _one_line(exc: BaseException) -> str:

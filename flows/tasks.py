@@ -144,6 +144,11 @@ def measure(home: str, run_id: str, umap_grid: bool = False, force: bool = False
     h = DataHome.resolve(home)
     unit = f"run-{run_id}"
     with locks.claim(h, unit, on_wait=_waiting(unit)):
+        from clipgeo.store import vectors
+
+        if vectors.migrate_run(h, run_id):   # a format 1 table (before issue 13): stored once, in its precision
+            get_run_logger().info("run %s: vectors table rewritten in storage format 2 (each vector once, "
+                                  "in its source precision, with its norm)", run_id)
         inputs = measure_inputs(h, run_id, umap_grid, reference_run_id)
         status, state = measure_state(h, run_id)
         same = state is not None and {k: v for k, v in state.items() if k != "umap_grid"} == {

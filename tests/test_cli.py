@@ -158,6 +158,7 @@ def test_commands_without_a_flow_import_no_prefect(tmp_path):
         "from flows.cli import main\n"
         f"assert main(['sql', 'select 42 as answer', '--home', {str(home.root)!r}]) == 0\n"
         f"assert main(['runs', '--home', {str(home.root)!r}]) == 0\n"
+        f"assert main(['migrate', '--home', {str(home.root)!r}]) == 0\n"
         "assert main(['--help']) == 0\n"
         "print('prefect imported:', 'prefect' in sys.modules, 'torch imported:', 'torch' in sys.modules)\n"
     )

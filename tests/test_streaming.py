@@ -246,7 +246,16 @@ def test_format1_tables_stay_readable_and_migrate(home):
     s_old = LanceRun.open(home, "rold")
     assert s_old.format == 1
     g_old = streamed_gap(s_old)
-    assert vectors.migrate_home(home) == ["rold"]
+    from clipgeo.store import locks
+    from flows.cli import main
+
+    with locks.claim(home, "run-rold"):      # a flow holds the run: migrating it waits, then gives up
+        with pytest.raises(locks.LockTimeout):
+            vectors.migrate_home(home, wait_seconds=0.5)
+    assert LanceRun.open(home, "rold").format == 1
+    with catalog.session(home):
+        pass
+    assert main(["migrate", "--home", str(home.root)]) in (0, None)   # the command: catalog, then every table
     after_run = LanceRun.open(home, "rold")
     assert after_run.format == 2 and after_run.dtype == np.float16   # exact float16 values: stored as float16
     after = vectors.read_run(home, "rold", normalized=True)
@@ -368,10 +377,27 @@ def test_migration_012_keeps_per_sample_rows_and_drops_the_index(tmp_path):
                          " cos_to_unit_mean) VALUES ('r', 'a', 'image', 1.5, 0.25, 0.5)")
     assert catalog.execute(con, "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'geo_per_sample'"
                                 " AND constraint_type = 'PRIMARY KEY'")[0][0] == 1
-    assert "012_per_sample_at_scale.sql" in catalog.migrate(con)
+    assert "012_rows_at_scale.sql" in catalog.migrate(con)
     assert catalog.execute(con, "SELECT run_id, item_id, modality, radius, cos_to_raw_mean, cos_to_unit_mean"
                                 " FROM geo_per_sample") == [("r", "a", "image", 1.5, 0.25, 0.5)]
     assert catalog.execute(con, "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'geo_per_sample'"
                                 " AND constraint_type = 'PRIMARY KEY'")[0][0] == 0
     assert catalog.execute(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'run_summary'")[0][0] == 0
     con.close()
+
+
+def test_seen_ids_finds_exactly_the_repeats_a_set_finds():
+    from clipgeo.sources.embeddings import SeenIds
+
+    rng = np.random.default_rng(3)
+    seen, ref = SeenIds(), set()
+    for _ in range(40):   # 40 chunks: blocks merge as they grow, repeats within and across chunks
+        ids = [f"k{v}" for v in rng.integers(0, 3000, size=200)]
+        rows = np.flatnonzero(rng.random(200) > 0.1)   # rows already rejected for other reasons are not ids "seen"
+        got = seen.first_seen(ids, rows)
+        want = []
+        for k in rows.tolist():
+            want.append(ids[k] not in ref)
+            ref.add(ids[k])
+        assert got.tolist() == want
+    assert len(seen) == len(ref) and len(seen.blocks) <= 12

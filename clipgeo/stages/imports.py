@@ -22,6 +22,7 @@ from clipgeo.config import DataHome
 from clipgeo.sources.base import Reject
 from clipgeo.sources.embeddings import detect_normalized, iter_embedding_chunks, source_dtype
 from clipgeo.store import catalog, vectors
+from clipgeo.store.scratch import scratch
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,22 @@ def import_embeddings(home: DataHome, root: Path, *, name: str | None = None, ch
     run_id = "r" + hashlib.sha1(f"{model_id}|{dataset_id}|import".encode()).hexdigest()[:12]
     normalized = detect_normalized(root)
     dtype = source_dtype(root)  # float16 releases stay float16 in Lance (one copy, no normalised column)
+    with scratch(home, f"import-{dataset_id}") as work:
+        return _import(home, root, work, dataset_id=dataset_id, model_id=model_id, run_id=run_id,
+                       normalized=normalized, dtype=dtype, chunk_rows=chunk_rows)
+
+
+SAMPLE_SCHEMA = pa.schema([("dataset_id", pa.string()), ("sample_id", pa.string()), ("image_id", pa.string()),
+                           ("image_ref", pa.string()), ("caption", pa.string())])
+
+
+def _import(home: DataHome, root: Path, work: Path, *, dataset_id: str, model_id: str, run_id: str,
+            normalized: bool, dtype: str, chunk_rows: int) -> str:
+    import pyarrow.parquet as pq
+
     t0 = time.perf_counter()
-    samples: list[pa.Table] = []
+    samples_path = work / "samples.parquet"
+    samples = pq.ParquetWriter(samples_path, SAMPLE_SCHEMA)   # written chunk by chunk: no O(N) rows in memory
     rejects: list[Reject] = []
     state = {"dim": None, "n": 0}
 
@@ -49,15 +64,25 @@ def import_embeddings(home: DataHome, root: Path, *, name: str | None = None, ch
             state["n"] += len(chunk)
             caps = chunk.captions or [None] * len(chunk)
             urls = chunk.urls or [None] * len(chunk)
-            samples.append(pa.table({
+            samples.write_table(pa.table({
                 "dataset_id": [dataset_id] * len(chunk), "sample_id": chunk.sample_ids, "image_id": chunk.image_ids,
                 "image_ref": [u or "" for u in urls], "caption": [c or "" for c in caps],
-            }))
+            }, schema=SAMPLE_SCHEMA))
             yield from vectors.record_batches(run_id, image_ids=chunk.image_ids, images=chunk.img,
                                               sample_ids=chunk.sample_ids, text_image_ids=chunk.image_ids, texts=chunk.txt,
                                               dtype=dtype)
 
-    gen = batches()
+    try:
+        return _write(home, root, batches(), samples, samples_path, rejects, state, dataset_id=dataset_id,
+                      model_id=model_id, run_id=run_id, normalized=normalized, t0=t0)
+    finally:
+        if samples.is_open:
+            samples.close()
+
+
+def _write(home: DataHome, root: Path, gen: Iterator[pa.RecordBatch], samples, samples_path: Path,
+           rejects: list[Reject], state: dict, *, dataset_id: str, model_id: str, run_id: str, normalized: bool,
+           t0: float) -> str:
     first = next(gen, None)
     if first is None:
         raise ValueError(f"{root}: no importable vectors ({len(rejects)} rejected: "
@@ -69,6 +94,7 @@ def import_embeddings(home: DataHome, root: Path, *, name: str | None = None, ch
         yield from gen
 
     vectors.write_run_batches(home, run_id, dim, all_batches())
+    samples.close()
     n = state["n"]
     with catalog.session(home) as con, catalog.transaction(con):
         catalog.delete_insert(con, "datasets", {"dataset_id": dataset_id}, [{
@@ -76,7 +102,7 @@ def import_embeddings(home: DataHome, root: Path, *, name: str | None = None, ch
             "params": '{"root": "%s", "normalized": %s}' % (root, str(normalized).lower()),
             "n_images": n, "n_samples": n, "n_rejects": len(rejects),
         }])
-        catalog.delete_insert(con, "samples", {"dataset_id": dataset_id}, pa.concat_tables(samples))
+        catalog.delete_insert(con, "samples", {"dataset_id": dataset_id}, catalog.ParquetRows((str(samples_path),)))
         catalog.delete_insert(con, "models", {"model_id": model_id}, [{
             "model_id": model_id, "model_name": "imported", "pretrained": str(root), "embed_dim": dim,
         }])

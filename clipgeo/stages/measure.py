@@ -23,10 +23,8 @@ Transforms: recall@k is derived from per-query ranks in SQL
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
-import uuid
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -399,31 +397,11 @@ def measure_run(home: DataHome, run_id: str, *, seed: int = 0, sections: Sequenc
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def scratch_dir(home: DataHome, run_id: str) -> Path:
-    """A fresh scratch folder ``<home>/tmp/measure-<run>-<pid>-<uid>`` for this measurement's
-    Parquet parts; earlier ones of the same run whose process is gone (a crash) are removed."""
-    root = home.root / "tmp"
-    root.mkdir(parents=True, exist_ok=True)
-    for old in root.glob(f"measure-{run_id}-*"):
-        try:
-            pid = int(old.name[len(f"measure-{run_id}-"):].split("-")[0])
-        except ValueError:
-            continue
-        if not _pid_alive(pid):
-            shutil.rmtree(old, ignore_errors=True)
-    path = root / f"measure-{run_id}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    path.mkdir()
-    return path
+    """The scratch folder of one measurement of ``run_id`` (:func:`clipgeo.store.scratch.scratch_dir`)."""
+    from clipgeo.store.scratch import scratch_dir as make
+
+    return make(home, f"measure-{run_id}")
 
 
 def _measure_run(home: DataHome, run_id: str, work_dir: Path, *, seed: int, sections: Sequence[str] | None,

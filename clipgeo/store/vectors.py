@@ -368,15 +368,23 @@ def migrate_run(home: DataHome, run_id: str, *, batch_rows: int = 65536) -> bool
     return True
 
 
-def migrate_home(home: DataHome) -> list[str]:
-    """:func:`migrate_run` for every format 1 table of a data home; returns the migrated run ids."""
+def migrate_home(home: DataHome, *, wait_seconds: float | None = None) -> list[str]:
+    """:func:`migrate_run` for every format 1 table of a data home; returns the migrated run ids.
+
+    Each table is rewritten while holding its run's lock (``run-<run_id>``, the unit embedding
+    and measuring claim, :mod:`clipgeo.store.locks`), so a flow never reads a table mid-rewrite.
+    """
+    from clipgeo.store import locks
+
     db = connect(home)
     done = []
     for name in table_names(db):
         if name.startswith("vectors_") and table_format(db.open_table(name).to_lance()) == 1:
             run_id = name[len("vectors_"):]
-            if migrate_run(home, run_id):
-                done.append(run_id)
+            kw = {} if wait_seconds is None else {"wait_seconds": wait_seconds}
+            with locks.claim(home, f"run-{run_id}", **kw):
+                if migrate_run(home, run_id):
+                    done.append(run_id)
     return done
 
 

@@ -20,5 +20,20 @@ INSERT INTO geo_per_sample_012
 DROP TABLE geo_per_sample;
 ALTER TABLE geo_per_sample_012 RENAME TO geo_per_sample;
 
+-- samples: one row per image-caption pair of a dataset (10M for a 10M-pair release): its
+-- (dataset_id, sample_id) key index is rebuilt away for the same reason. Uniqueness holds by
+-- construction: every source drops duplicate sample ids as rejects before writing, and a
+-- dataset's rows are replaced in one transaction under the dataset's lock.
+CREATE TABLE samples_012 (
+    dataset_id   VARCHAR NOT NULL,
+    sample_id    VARCHAR NOT NULL,
+    image_id     VARCHAR NOT NULL,
+    image_ref    VARCHAR NOT NULL,
+    caption      VARCHAR NOT NULL
+);
+INSERT INTO samples_012 SELECT dataset_id, sample_id, image_id, image_ref, caption FROM samples;
+DROP TABLE samples;
+ALTER TABLE samples_012 RENAME TO samples;
+
 -- run_summary was never written after issue 11 (v_headline is the one definition of the headline figures).
 DROP TABLE IF EXISTS run_summary;
