@@ -1,7 +1,7 @@
 """Bad input, built as files on disk: each case either loads correctly or is refused with its reason.
 
 Images go through :func:`clipgeo.sources.images.load_image` (what the embed stage uses) and the
-pre-scan :func:`reject_bad_images`; captions, ids and vectors through the sources' rejects.
+pre-scan :func:`clipgeo.stages.ingest.drop_bad_images`; captions, ids and vectors through the sources' rejects.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from clipgeo.sources import (
     read_folder,
     read_webdataset,
 )
-from clipgeo.sources.images import DEFAULT_MAX_PIXELS, reject_bad_images, tar_ref
+from clipgeo.sources.images import DEFAULT_MAX_PIXELS, tar_ref
+from clipgeo.stages.ingest import drop_bad_images
 
 LONG = ("a very long caption " * 500)[:9_999] + "."  # 10,000 characters, no outer whitespace
 
@@ -220,14 +221,14 @@ def test_prescan_moves_bad_images_to_rejects(tmp_path: Path) -> None:
         Sample("4", "gone", str(tmp_path / "gone.jpg"), "d"),
         Sample("5", "ok", str(tmp_path / "ok.jpg"), "e"),
     ]
-    for decode in (True, False):
-        out = reject_bad_images(SourceRead(samples, []), decode=decode)
-        assert [s.sample_id for s in out.samples] == ["1", "5"]
-        assert [(r.sample_id, r.stage, r.reason) for r in out.rejects] == [
-            ("2", "read", "zero-byte file"),
-            ("3", "decode", "not an image (cannot identify)"),
-            ("4", "read", "missing file"),
-        ]
+    out = drop_bad_images(SourceRead(samples, []), workers=2)
+    assert [s.sample_id for s in out.samples] == ["1", "5"]
+    # one reject per bad image file (not per caption), naming the image and how many captions it took
+    assert sorted((r.image_id, r.stage, r.reason, r.n_captions) for r in out.rejects) == [
+        ("gone", "read", "missing file", 1),
+        ("text", "decode", "not an image (cannot identify)", 1),
+        ("zero", "read", "zero-byte file", 1),
+    ]
 
 
 # --------------------------------------------------------------------------- captions and ids

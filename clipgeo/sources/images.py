@@ -74,7 +74,6 @@ __all__ = [
     "parse_ref",
     "prime_tar_index",
     "read_image_bytes",
-    "reject_bad_images",
     "tar_index",
     "tar_ref",
     "to_rgb",
@@ -412,36 +411,6 @@ def check_image(ref: str, *, max_pixels: int = DEFAULT_MAX_PIXELS, decode: bool 
     except ImageRejected as exc:
         return exc.reason
     return None
-
-
-def reject_bad_images(
-    read: SourceRead, *, max_pixels: int = DEFAULT_MAX_PIXELS, decode: bool = True
-) -> SourceRead:
-    """Pre-scan: move every sample whose image would be refused into the rejects.
-
-    Each distinct ``image_ref`` is checked once; all samples of a bad image become rejects
-    (``item_ref`` = the image ref, stage and reason from :class:`ImageRejected`). Order is kept.
-    """
-    verdict: dict[str, ImageRejected | None] = {}
-    out = SourceRead(rejects=list(read.rejects))
-    for s in read.samples:
-        if s.image_ref not in verdict:
-            try:
-                if decode:
-                    load_image(s.image_ref, max_pixels=max_pixels)
-                    verdict[s.image_ref] = None
-                else:
-                    reason = check_image(s.image_ref, max_pixels=max_pixels, decode=False)
-                    verdict[s.image_ref] = None if reason is None else ImageRejected(
-                        reason, stage="read" if reason.startswith(_READ_REASONS) else "decode")
-            except ImageRejected as exc:
-                verdict[s.image_ref] = exc
-        bad = verdict[s.image_ref]
-        if bad is None:
-            out.samples.append(s)
-        else:
-            out.rejects.append(Reject(s.image_ref, bad.stage, bad.reason, s.sample_id))  # type: ignore[arg-type]
-    return out
 
 
 _READ_REASONS = ("missing file", "missing tar member", "zero-byte file", "unreadable file", "malformed tar ref")
