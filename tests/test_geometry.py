@@ -541,3 +541,26 @@ def test_effective_rank_forms_and_l2_policy():
     with pytest.raises(ValueError, match="x: row 1 is a zero vector"):
         l2_normalize(x, "x")
     np.testing.assert_allclose(l2_normalize(x[:1]), [[0.6, 0.8]], rtol=1e-15)
+
+
+def test_lean_rank_and_ecdf_statistics_equal_scipy():
+    """The O(n)-memory Spearman, KS and Wasserstein used at 10M points against scipy's own."""
+    import scipy.stats as st
+
+    from clipgeo.geometry.conformity import average_ranks, ecdf_distances, spearman_rho
+
+    rng = np.random.default_rng(11)
+    for na, nb in ((2, 2), (5, 3), (1000, 700), (50_000, 61_000)):
+        for ties in (False, True):
+            a, b = rng.normal(size=na), rng.normal(0.3, 1.2, size=nb)
+            if ties:
+                a, b = np.round(a, 1), np.round(b, 1)
+            ks, w1 = ecdf_distances(a, b, block=97)
+            assert ks == pytest.approx(st.ks_2samp(a, b).statistic, abs=1e-15)
+            assert w1 == pytest.approx(st.wasserstein_distance(a, b), rel=1e-12)
+            np.testing.assert_array_equal(average_ranks(a), st.rankdata(a))
+            y = a[: min(na, 1000)] + rng.normal(size=min(na, 1000))
+            x = a[: min(na, 1000)]
+            if ties:
+                y = np.round(y, 0)
+            assert spearman_rho(x, y) == pytest.approx(st.spearmanr(x, y).statistic, abs=1e-12)
