@@ -248,8 +248,13 @@ def extreme_samples(conf: np.ndarray, k: int = 10) -> pl.DataFrame:
     Join ``row`` to the sample ids / captions in the catalog."""
     c = np.asarray(conf, dtype=np.float64)
     k = int(min(k, c.size))
-    order = np.argsort(c, kind="stable")
-    most, least = order[::-1][:k], order[:k]
+    if k == 0:
+        most = least = np.empty(0, dtype=np.int64)
+    else:   # the order of a stable argsort (ties: most by row descending, least ascending) without sorting all rows
+        hi = np.flatnonzero(c >= np.partition(c, c.size - k)[c.size - k])
+        most = hi[np.lexsort((-hi, -c[hi]))][:k]
+        lo = np.flatnonzero(c <= np.partition(c, k - 1)[k - 1])
+        least = lo[np.lexsort((lo, c[lo]))][:k]
     return pl.DataFrame(
         {
             "kind": ["most"] * k + ["least"] * k,
