@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -28,6 +29,15 @@ log = logging.getLogger(__name__)
 
 LOCK_WAIT_SECONDS = 300.0
 
+#: DuckDB's memory cap for the stages' sessions (``CLIPGEO_DUCKDB_MEMORY`` overrides, e.g. ``4GB``).
+#: Above it, joins, sorts and aggregates spill to ``<catalog>.tmp`` in the data home instead of
+#: growing the process: loading 20M per-sample rows or reporting on them stays inside it.
+DEFAULT_DUCKDB_MEMORY = "1GB"
+
+
+def duckdb_memory() -> str:
+    return os.environ.get("CLIPGEO_DUCKDB_MEMORY") or DEFAULT_DUCKDB_MEMORY
+
 
 class CatalogError(RuntimeError):
     """The catalog could not be opened or migrated."""
@@ -36,7 +46,11 @@ class CatalogError(RuntimeError):
 def execute(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[tuple]:
     """Run one statement and fetch its result to the end (DuckDB 2 requires a finished
     result before the next relation on the same connection)."""
-    return con.execute(sql, params if params is not None else []).fetchall()
+    try:
+        return con.execute(sql, params if params is not None else []).fetchall()
+    except duckdb.OutOfMemoryException as exc:
+        raise CatalogError(f"{exc}\n(DuckDB's memory cap is {duckdb_memory()}: raise it with CLIPGEO_DUCKDB_MEMORY, "
+                           "e.g. CLIPGEO_DUCKDB_MEMORY=4GB)") from exc
 
 
 def _is_lock_error(exc: BaseException) -> bool:
@@ -50,7 +64,8 @@ def _open(path: Path, read_only: bool, wait_seconds: float,
     delay = 0.05
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only, config=dict(config or {}))
+            return duckdb.connect(str(path), read_only=read_only,
+                                  config={"memory_limit": duckdb_memory(), **dict(config or {})})
         except duckdb.Error as exc:  # IOException on a held lock
             if not _is_lock_error(exc) or time.monotonic() > deadline:
                 if _is_lock_error(exc):

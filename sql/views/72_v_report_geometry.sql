@@ -39,26 +39,41 @@ SELECT s.*, r.label FROM geo_subspaces s JOIN runs r USING (run_id);
 -- that stays readable), the caption (shortened by report_text; for an image its first caption)
 -- and, for images, image_ref. n_total = samples before sampling.
 CREATE OR REPLACE VIEW v_report_points AS
+-- Scales to millions of rows per run: the budget is cut by a streaming top-n aggregate (the
+-- budget-th smallest hash per run and modality) before any sort, and captions are looked up
+-- for the chosen points only (a join, then the aggregate), never grouped over all samples.
 WITH per AS (
     SELECT coalesce(g.run_id, u.run_id) AS run_id, coalesce(g.modality, u.modality) AS modality,
-           coalesce(g.item_id, u.item_id) AS item_id, g.conformity, g.cos_to_raw_mean, g.cos_to_unit_mean, u.x2d, u.y2d, u.item_index
+           coalesce(g.item_id, u.item_id) AS item_id, g.conformity, g.cos_to_raw_mean, g.cos_to_unit_mean, u.x2d, u.y2d, u.item_index,
+           hash(coalesce(g.item_id, u.item_id)) AS h
     FROM geo_per_sample g
     FULL OUTER JOIN topo_umap u ON u.run_id = g.run_id AND u.modality = g.modality AND u.item_id = g.item_id
 ),
+cut AS (
+    SELECT run_id, modality, count(*) AS n_total, list_max(min(h, report_point_budget())) AS h_max
+    FROM per GROUP BY run_id, modality
+),
 ranked AS (
-    SELECT per.*, row_number() OVER (PARTITION BY run_id, modality ORDER BY hash(item_id), item_id) AS sample_rank,
-           count(*) OVER (PARTITION BY run_id, modality) AS n_total
-    FROM per
+    SELECT per.*, cut.n_total,
+           row_number() OVER (PARTITION BY per.run_id, per.modality ORDER BY per.h, per.item_id) AS sample_rank
+    FROM per JOIN cut ON cut.run_id = per.run_id AND cut.modality = per.modality
+    WHERE per.h <= cut.h_max
+),
+pts AS (
+    SELECT p.*, ru.label, ru.dataset_id FROM ranked p JOIN runs ru ON ru.run_id = p.run_id
+    WHERE p.sample_rank <= report_point_budget()
 ),
 sizes AS (
     SELECT run_id, cluster, row_number() OVER (PARTITION BY run_id ORDER BY count(*) DESC, cluster) AS size_rank
     FROM topo_cluster_members WHERE cluster >= 0 GROUP BY run_id, cluster
 ),
-images AS (
-    SELECT dataset_id, image_id, min(image_ref) AS image_ref, arg_min(caption, sample_id) AS caption
-    FROM samples GROUP BY dataset_id, image_id
+images AS (   -- an image point's first caption and its path: the samples of the chosen images only
+    SELECT p.run_id, p.item_id, min(s.image_ref) AS image_ref, arg_min(s.caption, s.sample_id) AS caption
+    FROM pts p JOIN samples s ON s.dataset_id = p.dataset_id AND s.image_id = p.item_id
+    WHERE p.modality = 'image'
+    GROUP BY p.run_id, p.item_id
 )
-SELECT p.run_id, ru.label, p.modality, p.item_id,
+SELECT p.run_id, p.label, p.modality, p.item_id,
        round(p.conformity, 5) AS conformity, round(p.cos_to_raw_mean, 5) AS cos_to_raw_mean,
        round(p.cos_to_unit_mean, 5) AS cos_to_unit_mean,
        round(p.x2d, 3) AS x2d, round(p.y2d, 3) AS y2d,
@@ -68,13 +83,11 @@ SELECT p.run_id, ru.label, p.modality, p.item_id,
        report_text(coalesce(s.caption, i.caption)) AS caption,
        i.image_ref,  -- images only: a caption's image is its own row
        p.n_total
-FROM ranked p
-JOIN runs ru ON ru.run_id = p.run_id
+FROM pts p
 LEFT JOIN topo_cluster_members c ON c.run_id = p.run_id AND c.modality = p.modality AND c.item_index = p.item_index
 LEFT JOIN sizes z ON z.run_id = c.run_id AND z.cluster = c.cluster
-LEFT JOIN samples s ON p.modality = 'text' AND s.dataset_id = ru.dataset_id AND s.sample_id = p.item_id
-LEFT JOIN images i  ON p.modality = 'image' AND i.dataset_id = ru.dataset_id AND i.image_id = p.item_id
-WHERE p.sample_rank <= report_point_budget();
+LEFT JOIN samples s ON p.modality = 'text' AND s.dataset_id = p.dataset_id AND s.sample_id = p.item_id
+LEFT JOIN images i  ON p.modality = 'image' AND i.run_id = p.run_id AND i.item_id = p.item_id;
 
 -- The conformity fits C ~ a*cos + b drawn over the scatter: two end points per run, modality and
 -- reference mean, at the smallest and largest cosine of the plotted points. mean = 'raw mean'
