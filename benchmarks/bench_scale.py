@@ -134,19 +134,30 @@ def storage_alternatives(dump: Path, folder: Path, rows: int = 100_000) -> list[
 
 
 def dask_compare(home, run_id: str, parts: int = 8, workers: int = 2) -> dict:
-    """The distributed part of measuring (the streamed moment pass, per range of Lance rows)
-    on a ``workers``-process Dask LocalCluster vs in this process: wall seconds of each and the
-    largest relative difference of the merged results (gap values and every spectrum value)."""
+    """The distributed passes of measuring on a ``workers``-process Dask LocalCluster vs in this
+    process: the streamed moment pass (per range of Lance rows, merged) and the per-sample pass
+    (per range, into Parquet parts, given the merged moments). Wall seconds of each and the
+    largest relative difference of the results (gap values, every spectrum value, every
+    per-sample statistic)."""
+    import tempfile
+
     from distributed import Client, LocalCluster
 
-    from clipgeo.scale import gap_from_moments, merge_partials, moment_partial, spectra_from_moments
+    from clipgeo.geometry.ellipsoid import PER_SAMPLE_FIELDS, per_sample_plan
+    from clipgeo.scale import (gap_from_moments, merge_partials, moment_partial, per_sample_partial,
+                               read_per_sample, spectra_from_moments)
     from clipgeo.stream import LanceRun
 
     run = LanceRun.open(home, run_id)
     ranges = run.row_slices(parts)
+    scratch = Path(tempfile.mkdtemp(prefix="dask-", dir=home.root))
     t0 = time.perf_counter()
     single = moment_partial(run.uri)
     single_s = time.perf_counter() - t0
+    plans = {m: per_sample_plan(single[f"raw_{m}"].finalize()) for m in ("image", "text")}
+    t0 = time.perf_counter()
+    per_sample_partial(run.uri, plans, str(scratch / "single.parquet"))
+    single_ps = time.perf_counter() - t0
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         client.run(lambda: None)  # workers up before timing
@@ -154,12 +165,27 @@ def dask_compare(home, run_id: str, parts: int = 8, workers: int = 2) -> dict:
         futs = [client.submit(moment_partial, run.uri, grp, pure=False) for grp in ranges]
         merged = merge_partials(client.gather(futs))
         dask_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        paths = [str(scratch / f"part-{i:05d}.parquet") for i in range(len(ranges))]
+        futs = [client.submit(per_sample_partial, run.uri, plans, path, grp, pure=False)
+                for path, grp in zip(paths, ranges)]
+        client.gather(futs)
+        dask_ps = time.perf_counter() - t0
     a, b = gap_from_moments(single), gap_from_moments(merged)
     rel = max(abs(a[k] - b[k]) / max(abs(a[k]), 1e-300) for k in a)
     sa, sb = spectra_from_moments(single)[0]["sigma"].to_numpy(), spectra_from_moments(merged)[0]["sigma"].to_numpy()
     rel_s = float(np.max(np.abs(sa - sb) / np.maximum(np.abs(sa), 1e-300 + 1e-12 * np.abs(sa).max())))
+    rel_p = 0.0
+    for m in ("image", "text"):
+        n, rank = plans[m].n, plans[m].rank
+        x, y = read_per_sample([str(scratch / "single.parquet")], m, n, rank), read_per_sample(paths, m, n, rank)
+        for f in PER_SAMPLE_FIELDS:
+            u, v = getattr(x, f), getattr(y, f)
+            rel_p = max(rel_p, float(np.max(np.abs(u - v) / np.maximum(np.abs(u), 1e-12 * np.abs(u).max()))))
+    shutil.rmtree(scratch, ignore_errors=True)
     return {"parts": len(ranges), "workers": workers, "single_s": single_s, "dask_s": dask_s,
-            "dask_over_single": dask_s / single_s, "max_rel_diff_gap": rel, "max_rel_diff_spectra": rel_s}
+            "dask_over_single": dask_s / single_s, "max_rel_diff_gap": rel, "max_rel_diff_spectra": rel_s,
+            "single_per_sample_s": single_ps, "dask_per_sample_s": dask_ps, "max_rel_diff_per_sample": rel_p}
 
 
 def _peak_rss_gb() -> float:
@@ -302,6 +328,9 @@ def main() -> None:
             print(f"dask: moment pass over {dk['parts']} row ranges, {dk['workers']} workers {dk['dask_s']:.1f} s "
                   f"vs one process {dk['single_s']:.1f} s (ratio {dk['dask_over_single']:.2f}); max relative difference "
                   f"gap {dk['max_rel_diff_gap']:.1e}, spectra {dk['max_rel_diff_spectra']:.1e}", flush=True)
+            print(f"dask: per-sample pass {dk['dask_per_sample_s']:.1f} s vs one process {dk['single_per_sample_s']:.1f} s "
+                  f"(ratio {dk['dask_per_sample_s'] / dk['single_per_sample_s']:.2f}); max relative difference "
+                  f"{dk['max_rel_diff_per_sample']:.1e}", flush=True)
         for s in stages:
             cpu = f"   CPU {s['cpu_s']:9.1f} s" if "cpu_s" in s else ""
             print(f"stage {s['stage']:8s} wall {s['wall_s']:9.1f} s{cpu}   peak RSS {s['peak_rss_gb']:6.2f} GiB", flush=True)

@@ -37,7 +37,7 @@ def test_bench_scale_small_run(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_scale.py"), "--pairs", "600", "--dim", "16", "--part-rows", "250",
          "--sections", "retrieval,modality_gap,double_ellipsoid,spectra,separability", "--no-report",
-         "--sample-images", "200", "--full-gallery-max", "300", "--sub-gallery-images", "100", "--tmp", str(tmp_path)],
+         "--sample-images", "200", "--full-gallery-max", "300", "--sub-gallery-images", "100", "--tmp", str(tmp_path), "--dask", "--parts", "3"],
         capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
@@ -48,6 +48,13 @@ def test_bench_scale_small_run(tmp_path):
     assert float(last["bytes_per_vector"]) < 16 * 2 * 4
     assert any(line.startswith("stage measure") for line in lines)
     assert any("section retrieval" in line and " ok " in line for line in lines)
+    # the 2-worker LocalCluster passes agree with one process (moments merged; per-sample parts concatenated)
+    dask = [line for line in lines if line.startswith("dask: ")]
+    assert len(dask) == 2, lines
+    import re
+
+    diffs = [float(x) for x in re.findall(r"(?:spectra|gap|difference) ([0-9.e+-]+)", " ".join(dask))]
+    assert diffs and max(diffs) <= 1e-9, dask
 
 
 def _register(home, run_id, n=180, d=12, seed=0, rows_per_file=100):
