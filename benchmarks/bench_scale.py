@@ -202,10 +202,38 @@ def _peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # Linux: KiB
 
 
+def _trace_memory(step_mb: int = 100) -> None:
+    """Print, to stderr, where the main thread is each time the process's RSS passes a new
+    ``step_mb`` high-water mark (a sampling thread, every 50 ms): which code holds the peak."""
+    import threading
+    import traceback
+
+    main_id = threading.main_thread().ident
+
+    def rss_mb() -> float:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024
+
+    def loop() -> None:
+        top = 0.0
+        while True:
+            mb = rss_mb()
+            if mb >= top + step_mb:
+                top = mb
+                frame = sys._current_frames().get(main_id)
+                where = " < ".join(f"{f.name}:{f.lineno}" for f in reversed(traceback.extract_stack(frame)[-5:]))
+                print(f"rss {mb:8.0f} MB at {where}", file=sys.stderr, flush=True)
+            time.sleep(0.05)
+
+    threading.Thread(target=loop, daemon=True).start()
+
+
 def stage_main(args: argparse.Namespace) -> None:
     """One stage in this process; prints one JSON line (the parent reads the last line)."""
     from clipgeo.config import DataHome
 
+    if os.environ.get("CLIPGEO_TRACE_MEMORY"):
+        _trace_memory()
     home = DataHome.resolve(args.home).ensure()
     t0 = time.perf_counter()
     c0 = time.process_time()
