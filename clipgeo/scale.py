@@ -103,14 +103,24 @@ def spectra_from_moments(moms: dict[str, MomentAccumulator]) -> tuple[pl.DataFra
 # ------------------------------------------------------------------------- per-sample pass
 
 
+def _stats_path(part: str, modality: str, field: str) -> str:
+    return f"{part}.{modality}.{field}.f64"
+
+
 def per_sample_partial(uri: str, plans: dict, out_path: str, fragment_ids: Sequence | None = None, *,
                        batch_rows: int | None = None) -> dict[str, int]:
-    """The per-sample pass over the rows of ``fragment_ids`` (all when None) of the table at ``uri``,
-    written to the Parquet file ``out_path``: columns ``modality, item_id`` and
-    :data:`clipgeo.geometry.ellipsoid.PER_SAMPLE_FIELDS`, image rows then caption rows, each in scan
-    order. ``plans``: ``{"image": PerSamplePlan, "text": PerSamplePlan}`` from the *merged* moments
-    of the whole run (:func:`clipgeo.geometry.ellipsoid.per_sample_plan`). Returns rows per modality.
-    Memory: one batch."""
+    """The per-sample pass over the rows of ``fragment_ids`` (all when None) of the table at ``uri``.
+
+    Writes the Parquet file ``out_path`` (columns ``modality, item_id`` and
+    :data:`clipgeo.geometry.ellipsoid.PER_SAMPLE_FIELDS`, image rows then caption rows, each in
+    scan order: what DuckDB loads) and, beside it, each statistic of each modality as raw
+    float64 (``<out_path>.<modality>.<field>.f64``: what :func:`read_per_sample` reads back into
+    preallocated arrays, without Arrow's read buffers). ``plans``: ``{"image": PerSamplePlan,
+    "text": PerSamplePlan}`` from the *merged* moments of the whole run
+    (:func:`clipgeo.geometry.ellipsoid.per_sample_plan`). Returns rows per modality. Memory: one
+    batch. Files appear whole or not at all (written under a temporary name, then renamed)."""
+    import os
+
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -120,43 +130,51 @@ def per_sample_partial(uri: str, plans: dict, out_path: str, fragment_ids: Seque
     schema = pa.schema([("modality", pa.string()), ("item_id", pa.string())]
                        + [(f, pa.float64()) for f in PER_SAMPLE_FIELDS])
     counts = {"image": 0, "text": 0}
-    tmp = f"{out_path}.partial"
-    with pq.ParquetWriter(tmp, schema) as writer:
-        for modality in ("image", "text"):
-            plan = plans[modality]
-            for x, item, _owner in run.arrays(modality, dtype=np.float64, fragment_ids=fragment_ids, with_ids=True):
-                stats = per_sample_chunk(x, plan, offset=counts[modality])
-                cols = [pa.array([modality] * x.shape[0], pa.string()), pa.array(item, pa.string())]
-                writer.write_batch(pa.RecordBatch.from_arrays(cols + [pa.array(stats[f]) for f in PER_SAMPLE_FIELDS],
-                                                              schema=schema))
-                counts[modality] += x.shape[0]
-    import os
-
-    os.replace(tmp, out_path)   # a part exists whole or not at all
+    raw = {(m, f): _stats_path(out_path, m, f) for m in counts for f in PER_SAMPLE_FIELDS}
+    handles = {k: open(v + ".partial", "wb") for k, v in raw.items()}
+    try:
+        with pq.ParquetWriter(f"{out_path}.partial", schema) as writer:
+            for modality in ("image", "text"):
+                plan = plans[modality]
+                for x, item, _owner in run.arrays(modality, dtype=np.float64, fragment_ids=fragment_ids, with_ids=True):
+                    stats = per_sample_chunk(x, plan, offset=counts[modality])
+                    cols = [pa.array([modality] * x.shape[0], pa.string()), pa.array(item, pa.string())]
+                    writer.write_batch(pa.RecordBatch.from_arrays(
+                        cols + [pa.array(stats[f]) for f in PER_SAMPLE_FIELDS], schema=schema))
+                    for f in PER_SAMPLE_FIELDS:
+                        np.ascontiguousarray(stats[f], dtype=np.float64).tofile(handles[(modality, f)])
+                    counts[modality] += x.shape[0]
+    finally:
+        for fh in handles.values():
+            fh.close()
+    for path in raw.values():
+        os.replace(path + ".partial", path)
+    os.replace(f"{out_path}.partial", out_path)   # the Parquet part last: it marks the part complete
+    pa.default_memory_pool().release_unused()
     return counts
 
 
 def read_per_sample(paths: Sequence[str], modality: str, n: int, rank: int):
-    """The statistic columns of ``modality`` from per-sample parts (in the given order, which must
-    be table order) as one :class:`clipgeo.geometry.ellipsoid.PerSample` of ``n`` rows."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+    """The statistics of ``modality`` from per-sample parts (in the given order, which must be
+    table order) as one :class:`clipgeo.geometry.ellipsoid.PerSample` of ``n`` rows, read from
+    the parts' raw float64 files straight into the arrays (memory: the arrays, 48 bytes a row)."""
+    import os
 
     from clipgeo.geometry.ellipsoid import PER_SAMPLE_FIELDS, PerSample
 
     out = {f: np.empty(n) for f in PER_SAMPLE_FIELDS}
     seen = 0
     for path in paths:
-        for b in pq.ParquetFile(path).iter_batches(columns=["modality", *PER_SAMPLE_FIELDS], batch_size=65536):
-            b = b.filter(pc.equal(b.column("modality"), modality))
-            m = b.num_rows
-            if m == 0:
-                continue
-            if seen + m > n:
-                raise ValueError(f"{modality}: the per-sample parts hold more than the {n} rows the moments counted")
-            for f in PER_SAMPLE_FIELDS:
-                out[f][seen:seen + m] = b.column(f).to_numpy()
-            seen += m
+        sizes = {f: os.path.getsize(_stats_path(path, modality, f)) // 8 for f in PER_SAMPLE_FIELDS}
+        m = sizes[PER_SAMPLE_FIELDS[0]]
+        if any(v != m for v in sizes.values()):
+            raise ValueError(f"{path}: the {modality} statistics files differ in length: {sizes}")
+        if seen + m > n:
+            raise ValueError(f"{modality}: the per-sample parts hold more than the {n} rows the moments counted")
+        for f in PER_SAMPLE_FIELDS:
+            with open(_stats_path(path, modality, f), "rb") as fh:
+                fh.readinto(memoryview(out[f][seen:seen + m]).cast("B"))
+        seen += m
     if seen != n:
         raise ValueError(f"{modality}: the per-sample parts hold {seen} rows, the moments counted {n}")
     return PerSample(rank=rank, **out)

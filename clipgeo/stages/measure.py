@@ -14,6 +14,9 @@ spectra, the modality gap, exact retrieval); the others (separability, PCA, UMAP
 cosine distributions, origin shift, nearest reference) run on ``RunData.rv``, a stated,
 deterministic hash sample of at most :data:`SAMPLE_IMAGES` images with all their captions
 (:meth:`clipgeo.stream.LanceRun.sample`), recorded per section in ``measure_samples``.
+The per-sample rows (``geo_per_sample``, two per pair) are written batch by batch to Parquet
+parts in a scratch folder of the data home and loaded inside DuckDB in the run's transaction
+(:class:`clipgeo.store.catalog.ParquetRows`): memory does not grow with the run.
 
 Transforms: recall@k is derived from per-query ranks in SQL
 (``sql/transforms/retrieval_recall.sql``); the headline figures are the view ``v_headline``
