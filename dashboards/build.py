@@ -200,7 +200,7 @@ class Ctx:
         status, missing = _state(df, self.f["sections"], section, what)
         view = RUN_VIEWS[key][0]
         return Section(
-            title, caption,
+            title, caption + _ran_on(self.f["sections"], section),
             chart=chart(df) if chart is not None and df.height else None,
             table=self._rows(table(df)) if table is not None and df.height else None,
             missing=missing, status=status, views=(view,), query=view_query(view, self.run_ids, extra),
@@ -210,6 +210,19 @@ class Ctx:
     def _rows(self, rows: list[dict]) -> list[dict]:
         """Table rows; on a run's own page without the label column (the page title names the run)."""
         return rows if self.column else [{k: v for k, v in r.items() if k != "label"} for r in rows]
+
+
+def _ran_on(sections: pl.DataFrame, section: str | None) -> str:
+    """What a measurement section's vectors were (``measure_samples``: every vector streamed, all
+    of a small run, or a stated hash sample; for retrieval the gallery definition), per run."""
+    if section is None or not sections.height or "ran_on" not in sections.columns:
+        return ""
+    rows = sections.filter((pl.col("section") == section) & pl.col("ran_on").is_not_null()).to_dicts()
+    if not rows:
+        return ""
+    if len(rows) == 1:
+        return f" Computed on: {rows[0]['ran_on']}."
+    return " Computed on: " + "; ".join(f"{r['label']}: {r['ran_on']}" for r in rows) + "."
 
 
 def _sampled_note(points: pl.DataFrame, what: str) -> str:
@@ -688,8 +701,10 @@ def run_page(data: dict[str, pl.DataFrame], run_id: str, paths: Paths) -> Page:
     page.add(Section(
         "Measurement status",
         "What each measurement section did for this run: ok, skipped (not applicable, with the reason) or failed "
-        "(with the error). Sections that are not ok have no rows above.",
-        table=sections.select("section", "status", "message", "seconds", "analysis_version").to_dicts() if sections.height else None,
+        "(with the error), and what it was computed on (every vector streamed, all of a small run, or a stated "
+        "deterministic hash sample; table measure_samples). Sections that are not ok have no rows above.",
+        table=sections.select("section", "status", "ran_on", "message", "seconds", "analysis_version").to_dicts()
+        if sections.height else None,
         missing=None if sections.height else "no measurement has been recorded for this run",
         status=STATUS_OK if sections.height else "not measured",
         views=("v_report_sections",), query=view_query("v_report_sections", [run_id]),

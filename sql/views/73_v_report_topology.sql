@@ -78,8 +78,12 @@ SELECT g.run_id, r.label, g.n_neighbors, g.min_dist, g.modality, g.item_index,
 FROM g JOIN runs r USING (run_id) WHERE g.sample_rank <= 500;
 
 -- Measurement status: what each section did for a run (ok, skipped, failed) and why.
+-- ran_on: what the section's vectors were (measure_samples.statement: every vector streamed, all of a
+-- small run, or a stated deterministic hash sample; for retrieval, the gallery definition).
 CREATE OR REPLACE VIEW v_report_sections AS
-SELECT s.*, r.label FROM measure_sections s JOIN runs r USING (run_id);
+SELECT s.*, r.label, m.method AS ran_on_method, m.n_images AS ran_on_images, m.statement AS ran_on
+FROM measure_sections s JOIN runs r USING (run_id)
+LEFT JOIN measure_samples m ON m.run_id = s.run_id AND m.section = s.section;
 
 -- The index page's run table: the headline figures (v_headline), the run's status and what its
 -- measurement sections did ("12 ok, 1 skipped").
