@@ -559,6 +559,7 @@ def test_lean_rank_and_ecdf_statistics_equal_scipy():
             assert ks == pytest.approx(st.ks_2samp(a, b).statistic, abs=1e-15)
             assert w1 == pytest.approx(st.wasserstein_distance(a, b), rel=1e-12)
             np.testing.assert_array_equal(average_ranks(a), st.rankdata(a))
+            np.testing.assert_array_equal(average_ranks(a, block=7), st.rankdata(a))   # ties across blocks
             y = a[: min(na, 1000)] + rng.normal(size=min(na, 1000))
             x = a[: min(na, 1000)]
             if ties:

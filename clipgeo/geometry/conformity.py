@@ -117,23 +117,28 @@ def cosine_to(source: ChunkSource, v: np.ndarray, name: str = "x") -> np.ndarray
     return np.concatenate(parts) if parts else np.empty(0)
 
 
-def average_ranks(x: np.ndarray) -> np.ndarray:
+def average_ranks(x: np.ndarray, *, block: int = 1 << 20) -> np.ndarray:
     """Ranks 1..n of ``x`` with ties given their average rank (``scipy.stats.rankdata``'s
-    default), in O(n) extra memory: one argsort, one sorted copy, the ranks."""
+    default), in little extra memory: one argsort (int64), the ranks, a flag byte per value;
+    the rest ``block`` values at a time."""
+    n = x.size
     order = np.argsort(x, kind="stable")
-    xs = x[order]
-    ranks = np.empty(x.size, dtype=np.float64)
-    ranks[order] = np.arange(1, x.size + 1, dtype=np.float64)
-    if x.size > 1:
-        new = np.empty(x.size, dtype=bool)
-        new[0] = True
-        np.not_equal(xs[1:], xs[:-1], out=new[1:])
-        del xs
-        if not new.all():   # ties: each group gets the mean of its positions
-            starts = np.flatnonzero(new)
-            ends = np.append(starts[1:], x.size)
-            avg = (starts + 1 + ends) / 2.0                       # mean of positions start+1 .. end
-            ranks[order] = np.repeat(avg, ends - starts)
+    ranks = np.empty(n, dtype=np.float64)
+    new = np.ones(n, dtype=bool)       # new[i]: the i-th smallest differs from the one before it
+    for lo in range(0, n, block):
+        hi = min(lo + block, n)
+        ranks[order[lo:hi]] = np.arange(lo + 1, hi + 1, dtype=np.float64)
+        v = x[order[max(lo - 1, 0):hi]]
+        if lo > 0:
+            new[lo:hi] = v[1:] != v[:-1]
+        elif hi > 1:
+            new[1:hi] = v[1:] != v[:-1]
+    if not new.all():   # ties: each group gets the mean of its positions
+        starts = np.flatnonzero(new)
+        del new
+        ends = np.append(starts[1:], n)
+        avg = (starts + 1 + ends) / 2.0                       # mean of positions start+1 .. end
+        ranks[order] = np.repeat(avg, ends - starts)
     return ranks
 
 
@@ -167,6 +172,7 @@ def conformity_fit(conf: np.ndarray, cos: np.ndarray) -> dict[str, float]:
     b = float(c.mean() - a * z.mean())
     denom = np.sqrt(var_z * float(cc @ cc))
     r = float(zc @ cc / denom) if denom > 0 else float("nan")
+    del zc, cc   # before the ranks: at 10M points each copy is 80 MB
     rho = spearman_rho(z, c) if denom > 0 else float("nan")
     rmse = float(np.sqrt(np.mean((c - (a * z + b)) ** 2)))
     return {"a": a, "b": b, "pearson_r": r, "spearman_rho": rho, "rmse": rmse, "n": float(c.size)}
