@@ -146,7 +146,11 @@ def measure(home: str, run_id: str, umap_grid: bool = False, force: bool = False
     with locks.claim(h, unit, on_wait=_waiting(unit)):
         from clipgeo.store import vectors
 
-        if vectors.migrate_run(h, run_id):   # a format 1 table (before issue 13): stored once, in its precision
+        try:
+            migrated = vectors.migrate_run(h, run_id)   # a format 1 table (before issue 13): stored once, in its precision
+        except KeyError:                                # no vectors yet: measure_run says what is missing
+            migrated = False
+        if migrated:
             get_run_logger().info("run %s: vectors table rewritten in storage format 2 (each vector once, "
                                   "in its source precision, with its norm)", run_id)
         inputs = measure_inputs(h, run_id, umap_grid, reference_run_id)
