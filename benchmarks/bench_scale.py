@@ -272,7 +272,11 @@ def _run_stage(stage: str, home: Path, **kw: str) -> dict:
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
         raise SystemExit(f"stage {stage} failed (exit {proc.returncode})")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    trace = [line for line in proc.stderr.splitlines() if line.startswith("rss ")]
+    if trace:   # CLIPGEO_TRACE_MEMORY=1: where the stage reached its peak
+        out["peak_at"] = trace[-1]
+    return out
 
 
 def _dir_bytes(path: Path) -> int:
@@ -362,6 +366,8 @@ def main() -> None:
         for s in stages:
             cpu = f"   CPU {s['cpu_s']:9.1f} s" if "cpu_s" in s else ""
             print(f"stage {s['stage']:8s} wall {s['wall_s']:9.1f} s{cpu}   peak RSS {s['peak_rss_gb']:6.2f} GiB", flush=True)
+            if s.get("peak_at"):
+                print(f"  {s['stage']} peak: {s['peak_at']}", flush=True)
         for name, status, secs, cpu in _section_times(home, run_id):
             cpu_s = f"   CPU {cpu:9.2f} s" if cpu is not None else ""
             print(f"  section {name:22s} {status:8s} {secs:9.2f} s{cpu_s}")
