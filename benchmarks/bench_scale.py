@@ -143,9 +143,9 @@ def dask_compare(home, run_id: str, parts: int = 8, workers: int = 2) -> dict:
 
     from distributed import Client, LocalCluster
 
-    from clipgeo.geometry.ellipsoid import PER_SAMPLE_FIELDS, per_sample_plan
+    from clipgeo.geometry.ellipsoid import PER_SAMPLE_FIELDS
     from clipgeo.scale import (gap_from_moments, merge_partials, moment_partial, per_sample_partial,
-                               read_per_sample, spectra_from_moments)
+                               per_sample_plans, read_per_sample, spectra_from_moments)
     from clipgeo.stream import LanceRun
 
     run = LanceRun.open(home, run_id)
@@ -154,7 +154,7 @@ def dask_compare(home, run_id: str, parts: int = 8, workers: int = 2) -> dict:
     t0 = time.perf_counter()
     single = moment_partial(run.uri)
     single_s = time.perf_counter() - t0
-    plans = {m: per_sample_plan(single[f"raw_{m}"].finalize()) for m in ("image", "text")}
+    plans = per_sample_plans(single)
     t0 = time.perf_counter()
     per_sample_partial(run.uri, plans, str(scratch / "single.parquet"))
     single_ps = time.perf_counter() - t0

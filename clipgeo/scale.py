@@ -41,6 +41,7 @@ __all__ = [
     "merge_partials",
     "moment_partial",
     "per_sample_partial",
+    "per_sample_plans",
     "read_per_sample",
     "run_retrieval",
     "spectra_from_moments",
@@ -103,6 +104,14 @@ def spectra_from_moments(moms: dict[str, MomentAccumulator]) -> tuple[pl.DataFra
 
 
 # ------------------------------------------------------------------------- per-sample pass
+
+
+def per_sample_plans(moms: dict[str, MomentAccumulator]) -> dict:
+    """``{"image": PerSamplePlan, "text": PerSamplePlan}`` from a run's merged moments
+    (:func:`clipgeo.geometry.ellipsoid.per_sample_plan` of each modality's raw moments)."""
+    from clipgeo.geometry.ellipsoid import per_sample_plan
+
+    return {m: per_sample_plan(moms[f"raw_{m}"].finalize()) for m in ("image", "text")}
 
 
 def _stats_path(part: str, modality: str, field: str) -> str:

@@ -7,7 +7,6 @@ whole. :class:`LanceRun` gives
   arrays, see :data:`clipgeo.geometry._checks.ChunkSource`) over one modality's raw or normalised
   vectors, read ``batch_rows`` rows at a time with ``to_batches(columns=…, filter=…)``; optionally
   restricted to some fragments (the unit of distributed work, :func:`fragment_ranges`);
-* :meth:`LanceRun.ids`: the ids of one modality in scan order (O(N) strings, no vectors);
 * :meth:`LanceRun.sample`: a **stated, deterministic sample** of pairs held in memory (below).
 
 **Sample.** Every image gets the key ``blake2b(f"{seed}:{image_id}")`` (first 8 bytes, big
@@ -210,16 +209,6 @@ class LanceRun:
                fragment_ids: Sequence[int] | None = None) -> Callable[[], Iterator[np.ndarray]]:
         """A chunk source (callable, one fresh scan per call) for the streaming metrics."""
         return lambda: self.arrays(modality, normalized=normalized, dtype=dtype, fragment_ids=fragment_ids)
-
-    def ids(self, modality: str, fragment_ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """``(item_id, image_id)`` of one modality in scan order (the order of :meth:`chunks`)."""
-        items: list[pa.Array] = []
-        owners: list[pa.Array] = []
-        for b in self.batches(modality, ["item_id", "image_id"], fragment_ids):
-            items.append(b.column("item_id"))
-            owners.append(b.column("image_id"))
-        as_np = lambda arrs: np.asarray(pa.chunked_array(arrs, pa.string()).to_pylist(), dtype=object).astype(str)  # noqa: E731
-        return as_np(items), as_np(owners)
 
     def _id_batches(self, columns: Sequence[str]) -> Iterator[tuple[int, pa.RecordBatch]]:
         """``(offset, batch)`` over every row (unfiltered, table order) for the id ``columns``;

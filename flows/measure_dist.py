@@ -28,11 +28,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from clipgeo.config import DataHome
-import shutil
-
-from clipgeo.geometry.ellipsoid import per_sample_plan
-from clipgeo.scale import merge_partials, moment_partial, per_sample_partial
-from clipgeo.stages.measure import measure_run, scratch_dir
+from clipgeo.scale import merge_partials, moment_partial, per_sample_partial, per_sample_plans
+from clipgeo.stages.measure import measure_run
+from clipgeo.store.scratch import scratch
 from clipgeo.stream import LanceRun
 from flows.embed import task_runner_for
 
@@ -70,16 +68,13 @@ def measure_dist_flow(run_id: str, home: str | None = None, parts: int | None = 
     futures = [moments_task.submit(run.uri, grp) for grp in ranges]
     merged = merge_partials([f.result() for f in futures])
     parts = None
-    work = scratch_dir(h, run_id)
-    try:
+    with scratch(h, f"measure-{run_id}") as work:
         if sections is None or "double_ellipsoid" in sections:
-            plans = {m: per_sample_plan(merged[f"raw_{m}"].finalize()) for m in ("image", "text")}
+            plans = per_sample_plans(merged)
             pending = [per_sample_task.submit(run.uri, plans, str(work / f"per_sample-{i:05d}.parquet"), grp)
                        for i, grp in enumerate(ranges)]
             parts = [f.result() for f in pending]   # in range order = table order
         res = measure_run(h, run_id, moments=merged, sections=sections, per_sample_parts=parts)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     get_run_logger().info("run %s measured from %d row ranges: %s", run_id, len(ranges), res.sections)
     return {"rows": res.rows, "sections": res.sections, "parts": len(ranges)}
 

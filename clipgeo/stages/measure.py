@@ -26,7 +26,6 @@ Transforms: recall@k is derived from per-query ranks in SQL
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -120,11 +119,9 @@ class RunData:
         (written elsewhere, e.g. by Dask workers: ``flows/measure_dist.py``) or written now into
         ``options["work_dir"]`` (:func:`clipgeo.scale.per_sample_partial`), computed once."""
         if "per_sample" not in self.cache:
-            from clipgeo.geometry.ellipsoid import per_sample_plan
-            from clipgeo.scale import per_sample_partial
+            from clipgeo.scale import per_sample_partial, per_sample_plans
 
-            moms = self.moments()
-            plans = {m: per_sample_plan(moms[f"raw_{m}"].finalize()) for m in ("image", "text")}
+            plans = per_sample_plans(self.moments())
             parts = self.options.get("per_sample_parts")
             if parts is None:
                 out = Path(self.options["work_dir"]) / "per_sample-00000.parquet"
@@ -389,22 +386,14 @@ def measure_run(home: DataHome, run_id: str, *, seed: int = 0, sections: Sequenc
     (:func:`clipgeo.scale.per_sample_partial`, e.g. by Dask workers); otherwise it runs here,
     into a scratch folder under ``<home>/tmp`` that is removed afterwards.
     """
-    work_dir = scratch_dir(home, run_id)
-    try:
+    from clipgeo.store.scratch import scratch
+
+    with scratch(home, f"measure-{run_id}") as work_dir:
         return _measure_run(home, run_id, work_dir, seed=seed, sections=sections, reference_run_id=reference_run_id,
                             umap_grid=umap_grid, sample_images=sample_images, full_gallery_max=full_gallery_max,
                             sub_gallery_images=sub_gallery_images, sub_gallery_draws=sub_gallery_draws,
                             moments=moments, query_sample=query_sample, device=device, query_dtype=query_dtype,
                             per_sample_parts=per_sample_parts)
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
-
-
-def scratch_dir(home: DataHome, run_id: str) -> Path:
-    """The scratch folder of one measurement of ``run_id`` (:func:`clipgeo.store.scratch.scratch_dir`)."""
-    from clipgeo.store.scratch import scratch_dir as make
-
-    return make(home, f"measure-{run_id}")
 
 
 def _measure_run(home: DataHome, run_id: str, work_dir: Path, *, seed: int, sections: Sequence[str] | None,
