@@ -51,7 +51,6 @@ def _import(home: DataHome, root: Path, work: Path, *, dataset_id: str, model_id
 
     t0 = time.perf_counter()
     samples_path = work / "samples.parquet"
-    samples = pq.ParquetWriter(samples_path, SAMPLE_SCHEMA)   # written chunk by chunk: no O(N) rows in memory
     rejects: list[Reject] = []
     state = {"dim": None, "n": 0}
 
@@ -72,29 +71,20 @@ def _import(home: DataHome, root: Path, work: Path, *, dataset_id: str, model_id
                                               sample_ids=chunk.sample_ids, text_image_ids=chunk.image_ids, texts=chunk.txt,
                                               dtype=dtype)
 
-    try:
-        return _write(home, root, batches(), samples, samples_path, rejects, state, dataset_id=dataset_id,
-                      model_id=model_id, run_id=run_id, normalized=normalized, t0=t0)
-    finally:
-        if samples.is_open:
-            samples.close()
+    # the samples' rows go to Parquet chunk by chunk as the vectors stream (no O(N) rows in memory)
+    with pq.ParquetWriter(samples_path, SAMPLE_SCHEMA) as samples:
+        gen = batches()
+        first = next(gen, None)
+        if first is None:
+            raise ValueError(f"{root}: no importable vectors ({len(rejects)} rejected: "
+                             f"{'; '.join(sorted({r.reason for r in rejects})[:3])})")
+        dim = first.schema.field("vector").type.list_size
 
+        def all_batches() -> Iterator[pa.RecordBatch]:
+            yield first
+            yield from gen
 
-def _write(home: DataHome, root: Path, gen: Iterator[pa.RecordBatch], samples, samples_path: Path,
-           rejects: list[Reject], state: dict, *, dataset_id: str, model_id: str, run_id: str, normalized: bool,
-           t0: float) -> str:
-    first = next(gen, None)
-    if first is None:
-        raise ValueError(f"{root}: no importable vectors ({len(rejects)} rejected: "
-                         f"{'; '.join(sorted({r.reason for r in rejects})[:3])})")
-    dim = first.schema.field("vector").type.list_size
-
-    def all_batches() -> Iterator[pa.RecordBatch]:
-        yield first
-        yield from gen
-
-    vectors.write_run_batches(home, run_id, dim, all_batches())
-    samples.close()
+        vectors.write_run_batches(home, run_id, dim, all_batches())
     n = state["n"]
     with catalog.session(home) as con, catalog.transaction(con):
         catalog.delete_insert(con, "datasets", {"dataset_id": dataset_id}, [{
