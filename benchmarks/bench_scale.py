@@ -276,6 +276,7 @@ def _run_stage(stage: str, home: Path, **kw: str) -> dict:
     trace = [line for line in proc.stderr.splitlines() if line.startswith("rss ")]
     if trace:   # CLIPGEO_TRACE_MEMORY=1: where the stage reached its peak
         out["peak_at"] = trace[-1]
+    out["rss_after_sections"] = [line for line in proc.stderr.splitlines() if line.startswith("section ") and " rss " in line]
     return out
 
 
@@ -310,6 +311,8 @@ def main() -> None:
     ap.add_argument("--cli", action="store_true", help="run `clipgeo dataset embeddings` in one process instead")
     ap.add_argument("--tmp", default=None, help="folder for the dump and the data home (default: system temp)")
     ap.add_argument("--keep", action="store_true", help="keep the dump and data home")
+    ap.add_argument("--drop-dump", action="store_true",
+                    help="delete the dump's vector files once imported (a 10M x 768 run then needs ~35 GB of disk, not ~65)")
     ap.add_argument("--storage", action="store_true", help="also compare storage layouts (bytes, normalised scan time)")
     # internal: one stage in a subprocess
     ap.add_argument("--dask", action="store_true", help="also time the streamed moment pass on a 2-worker Dask LocalCluster")
@@ -350,6 +353,10 @@ def main() -> None:
             imp = _run_stage("import", home, dump=str(dump))
             run_id = imp["run_id"]
             stages.append(imp)
+            if args.drop_dump and not args.storage:
+                for sub in ("img_emb", "text_emb"):
+                    shutil.rmtree(dump / sub)
+                print("dropped the dump's vector files after the import (--drop-dump)", flush=True)
             stages.append(_run_stage("measure", home, run_id=run_id, sections=args.sections,
                                      sample_images=args.sample_images, full_gallery_max=args.full_gallery_max,
                                      sub_gallery_images=args.sub_gallery_images))
@@ -368,6 +375,8 @@ def main() -> None:
             print(f"stage {s['stage']:8s} wall {s['wall_s']:9.1f} s{cpu}   peak RSS {s['peak_rss_gb']:6.2f} GiB", flush=True)
             if s.get("peak_at"):
                 print(f"  {s['stage']} peak: {s['peak_at']}", flush=True)
+            for line in s.get("rss_after_sections", []):
+                print(f"  {s['stage']} {line}", flush=True)
         for name, status, secs, cpu in _section_times(home, run_id):
             cpu_s = f"   CPU {cpu:9.2f} s" if cpu is not None else ""
             print(f"  section {name:22s} {status:8s} {secs:9.2f} s{cpu_s}")

@@ -41,6 +41,7 @@ __all__ = [
     "merge_partials",
     "moment_partial",
     "per_sample_partial",
+    "PerSampleFiles",
     "per_sample_plans",
     "read_per_sample",
     "run_retrieval",
@@ -165,30 +166,69 @@ def per_sample_partial(uri: str, plans: dict, out_path: str, fragment_ids: Seque
     return counts
 
 
+class PerSampleFiles:
+    """The statistics of one modality in per-sample parts (in the given order, which must be
+    table order), ``n`` rows, read lazily: each field (``radius``, ``mahalanobis``, ``conformity``,
+    ``cos_to_raw_mean``, ``cos_to_unit_mean``, ``length``: the attributes of
+    :class:`clipgeo.geometry.ellipsoid.PerSample`) is read from the parts' raw float64 files
+    into a fresh array every time it is asked for, and not kept. A consumer that uses one or two
+    fields at a time (the double-ellipsoid summaries) then holds 8–16 bytes a row, not 48.
+
+    Lengths are checked when it is built: every field file of a part must hold the same number
+    of rows, and the parts together exactly ``n``.
+    """
+
+    def __init__(self, paths: Sequence[str], modality: str, n: int, rank: int) -> None:
+        import os
+
+        from clipgeo.geometry.ellipsoid import PER_SAMPLE_FIELDS
+
+        self.paths, self.modality, self.n, self.rank = tuple(paths), modality, int(n), int(rank)
+        self._rows: list[int] = []
+        for path in self.paths:
+            sizes = {f: os.path.getsize(_stats_path(path, modality, f)) // 8 for f in PER_SAMPLE_FIELDS}
+            m = sizes[PER_SAMPLE_FIELDS[0]]
+            if any(v != m for v in sizes.values()):
+                raise ValueError(f"{path}: the {modality} statistics files differ in length: {sizes}")
+            self._rows.append(m)
+            if sum(self._rows) > self.n:
+                raise ValueError(f"{modality}: the per-sample parts hold more than the {n} rows the moments counted")
+        if sum(self._rows) != self.n:
+            raise ValueError(f"{modality}: the per-sample parts hold {sum(self._rows)} rows, the moments counted {n}")
+
+    def field(self, name: str) -> np.ndarray:
+        """One statistic of every row, as a new float64 array of ``n`` (read from the files)."""
+        from clipgeo.geometry.ellipsoid import PER_SAMPLE_FIELDS
+
+        if name not in PER_SAMPLE_FIELDS:
+            raise AttributeError(f"no per-sample field {name!r}; fields: {PER_SAMPLE_FIELDS}")
+        out = np.empty(self.n)
+        seen = 0
+        for path, m in zip(self.paths, self._rows):
+            with open(_stats_path(path, self.modality, name), "rb") as fh:
+                got = fh.readinto(memoryview(out[seen:seen + m]).cast("B"))
+            if got != 8 * m:
+                raise ValueError(f"{path}: {self.modality} {name} changed while being read ({got} of {8 * m} bytes)")
+            seen += m
+        return out
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self.field(name)
+
+    def load(self):
+        """Every field in memory at once: a :class:`clipgeo.geometry.ellipsoid.PerSample` (48 bytes a row)."""
+        from clipgeo.geometry.ellipsoid import PER_SAMPLE_FIELDS, PerSample
+
+        return PerSample(rank=self.rank, **{f: self.field(f) for f in PER_SAMPLE_FIELDS})
+
+
 def read_per_sample(paths: Sequence[str], modality: str, n: int, rank: int):
     """The statistics of ``modality`` from per-sample parts (in the given order, which must be
-    table order) as one :class:`clipgeo.geometry.ellipsoid.PerSample` of ``n`` rows, read from
-    the parts' raw float64 files straight into the arrays (memory: the arrays, 48 bytes a row)."""
-    import os
-
-    from clipgeo.geometry.ellipsoid import PER_SAMPLE_FIELDS, PerSample
-
-    out = {f: np.empty(n) for f in PER_SAMPLE_FIELDS}
-    seen = 0
-    for path in paths:
-        sizes = {f: os.path.getsize(_stats_path(path, modality, f)) // 8 for f in PER_SAMPLE_FIELDS}
-        m = sizes[PER_SAMPLE_FIELDS[0]]
-        if any(v != m for v in sizes.values()):
-            raise ValueError(f"{path}: the {modality} statistics files differ in length: {sizes}")
-        if seen + m > n:
-            raise ValueError(f"{modality}: the per-sample parts hold more than the {n} rows the moments counted")
-        for f in PER_SAMPLE_FIELDS:
-            with open(_stats_path(path, modality, f), "rb") as fh:
-                fh.readinto(memoryview(out[f][seen:seen + m]).cast("B"))
-        seen += m
-    if seen != n:
-        raise ValueError(f"{modality}: the per-sample parts hold {seen} rows, the moments counted {n}")
-    return PerSample(rank=rank, **out)
+    table order) as one :class:`clipgeo.geometry.ellipsoid.PerSample` of ``n`` rows, every field
+    in memory (48 bytes a row; :class:`PerSampleFiles` reads one field at a time instead)."""
+    return PerSampleFiles(paths, modality, n, rank).load()
 
 
 # ------------------------------------------------------------------------- paired stream

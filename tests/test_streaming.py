@@ -314,7 +314,7 @@ def test_per_sample_rows_stream_through_parquet_parts_and_equal_in_memory(home):
     import subprocess
 
     from clipgeo.geometry.ellipsoid import double_ellipsoid_suite, moments, per_sample_plan
-    from clipgeo.scale import per_sample_partial, read_per_sample
+    from clipgeo.scale import PerSampleFiles, per_sample_partial, read_per_sample
 
     img, txt, ii, ss, oo = _pairs(150, 6, seed=21, captions=2)
     run = _write(home, "rpp", img, txt, ii, ss, oo, chunk=40)
@@ -358,6 +358,21 @@ def test_per_sample_rows_stream_through_parquet_parts_and_equal_in_memory(home):
         np.testing.assert_array_equal(a.radius, b.radius)
     with pytest.raises(ValueError, match="moments counted"):
         read_per_sample(paths[:2], "image", mi.n, 1)
+
+    # the summaries from lazily read parts (one field at a time, as measure_run reads them)
+    # equal the in-memory suite's on the same vectors
+    lazy = tuple(PerSampleFiles(paths, m, mom.n, plans[m].rank) for m, mom in (("image", mi), ("text", mt)))
+    assert lazy[0].n == 150 and lazy[1].n == 300
+    np.testing.assert_array_equal(lazy[1].conformity, read_per_sample(paths, "text", mt.n, 1).conformity)
+    with pytest.raises(AttributeError, match="no per-sample field"):
+        lazy[0].field("nonsense")
+    streamed = double_ellipsoid_suite(run.chunks("image"), run.chunks("text"), keep_per_sample=False,
+                                      moments_in=(mi, mt), per_sample_in=lazy)
+    from polars.testing import assert_frame_equal
+
+    assert_frame_equal(streamed.modality, ref.modality, check_exact=False, rtol=1e-9, atol=1e-12)
+    assert_frame_equal(streamed.histograms, ref.histograms, check_exact=False, rtol=1e-9, atol=1e-12)
+    assert streamed.cross == pytest.approx(ref.cross, rel=1e-9, abs=1e-12)
 
 
 def test_migration_012_keeps_per_sample_rows_and_drops_the_index(tmp_path):

@@ -251,6 +251,11 @@ class PerSample:
     length: np.ndarray
     rank: int
 
+    @property
+    def n(self) -> int:
+        """Rows (vectors)."""
+        return int(self.radius.shape[0])
+
 
 PER_SAMPLE_FIELDS = ("radius", "mahalanobis", "conformity", "cos_to_raw_mean", "cos_to_unit_mean", "length")
 
@@ -624,6 +629,8 @@ def double_ellipsoid_suite(
     from per-fragment partials on a cluster, :mod:`clipgeo.scale`): pass 1 is then skipped.
     ``per_sample_in``: the pass-2 statistics too (e.g. concatenated from per-range parts,
     :func:`clipgeo.scale.per_sample_partial`): pass 2 is then skipped and ``img``/``txt`` are not read.
+    Anything with :class:`PerSample`'s attributes serves, e.g. :class:`clipgeo.scale.PerSampleFiles`,
+    which reads each field from disk when asked: the summaries take one or two fields at a time.
 
     Raises ``ValueError`` on NaN/inf or zero vectors, mismatched dimensions between modalities,
     or fewer than 2 vectors in a modality.
@@ -643,8 +650,8 @@ def double_ellipsoid_suite(
     if per_sample_in is not None:
         ps_i, ps_t = per_sample_in
         for mom, ps in ((mom_i, ps_i), (mom_t, ps_t)):
-            if ps.radius.shape[0] != mom.n:
-                raise ValueError(f"{mom.name}: {ps.radius.shape[0]} per-sample rows given, the moments counted {mom.n}")
+            if ps.n != mom.n:
+                raise ValueError(f"{mom.name}: {ps.n} per-sample rows given, the moments counted {mom.n}")
     else:
         ps_i = per_sample_statistics(img, mom_i, rtol=mahalanobis_rtol)
         ps_t = per_sample_statistics(txt, mom_t, rtol=mahalanobis_rtol)
@@ -654,11 +661,17 @@ def double_ellipsoid_suite(
         row: dict[str, object] = {"modality": mom.name, "n": mom.n, "d": mom.d, "inputs_normalized": mom.is_normalized}
         status, why = covariance_status(mom)
         row["covariance_status"], row["covariance_message"] = status, why
-        row.update({f"dist_to_mean_{k}": v for k, v in shell_summary(ps.radius).items()})
-        row["length_std"] = float(np.std(ps.length))
-        row["length_std_over_mean"] = _cv(ps.length)
+        # each field is read once into a local and dropped after use: with lazily read
+        # per-sample files (clipgeo.scale.PerSampleFiles) only one or two are in memory at a time
+        radius = ps.radius
+        row.update({f"dist_to_mean_{k}": v for k, v in shell_summary(radius).items()})
+        row["euclidean_radius_cv"] = _cv(radius)
+        del radius
+        length = ps.length
+        row["length_std"] = float(np.std(length))
+        row["length_std_over_mean"] = _cv(length)
+        del length
         row.update({f"ellipsoid_{k}": v for k, v in spectrum_summary(mom).items()})
-        row["euclidean_radius_cv"] = _cv(ps.radius)
         row["mahalanobis_radius_cv"] = _cv(ps.mahalanobis) if status == "ok" else None
         row["mahalanobis_rank"] = ps.rank
         tilt = np.abs(mom.eigenvectors[:, : min(n_tilt_axes, mom.d)]).max(axis=0)
@@ -666,10 +679,12 @@ def double_ellipsoid_suite(
         row["tilt_mean_max_abs_coord"] = float(tilt.mean())
         row["tilt_fully_tilted_reference"] = float(1 / np.sqrt(mom.d))
         row.update({f"offcentre_{k}": v for k, v in off_centre(mom).items()})
-        row.update({f"conformity_{k}": v for k, v in conformity_summary(ps.conformity).items()})
+        conf = ps.conformity
+        row.update({f"conformity_{k}": v for k, v in conformity_summary(conf).items()})
         row["conformity_fit_n"] = mom.n
         row["conformity_fit_message"] = ""
-        for which, cos in (("raw_mean", ps.cos_to_raw_mean), ("unit_mean", ps.cos_to_unit_mean)):
+        for which in ("raw_mean", "unit_mean"):
+            cos = getattr(ps, f"cos_to_{which}")
             fit = dict.fromkeys(("a", "b", "pearson_r", "spearman_rho", "rmse"), None)
             if mom.n < MIN_FIT_POINTS:
                 row["conformity_fit_message"] = (
@@ -678,8 +693,10 @@ def double_ellipsoid_suite(
                 row["conformity_fit_message"] += f"{which.replace('_', ' ')} is the zero vector; "
             else:
                 fit = {k: (None if isinstance(v, float) and np.isnan(v) else v)
-                       for k, v in conformity_fit(ps.conformity, cos).items() if k != "n"}
+                       for k, v in conformity_fit(conf, cos).items() if k != "n"}
             row.update({f"conformity_fit_{which}_{k}": v for k, v in fit.items()})
+            del cos
+        del conf
         rows.append(row)
 
     cross = {

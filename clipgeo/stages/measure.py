@@ -26,6 +26,8 @@ Transforms: recall@k is derived from per-query ranks in SQL
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +40,7 @@ import numpy as np
 import polars as pl
 
 from clipgeo.config import ANALYSIS_VERSION, DataHome
+from clipgeo.memory import release_memory, rss_mb
 from clipgeo.geometry.gap import modality_gap
 from clipgeo.geometry.separability import linear_separability, pca_project
 from clipgeo.store import catalog, vectors
@@ -325,7 +328,11 @@ def _run_section(sec: Section, data: RunData) -> tuple[str, str | None, dict[str
     if unknown:
         raise RuntimeError(f"section {sec.name} returned rows for undeclared tables {sorted(unknown)}")
     data.cache.setdefault("cpu_seconds", {})[sec.name] = time.process_time() - c0
-    return status, message, out, time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    release_memory()   # what this section freed must not sit under the next one's peak
+    if os.environ.get("CLIPGEO_TRACE_MEMORY"):
+        print(f"section {sec.name}: rss {rss_mb():.0f} MB after it", file=sys.stderr, flush=True)
+    return status, message, out, seconds
 
 
 def _load_run(home: DataHome, run_id: str, seed: int = 0, sample_images: int = SAMPLE_IMAGES

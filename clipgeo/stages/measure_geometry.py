@@ -22,14 +22,15 @@ def _kind(d: RunData) -> str:
 def _suite(d: RunData) -> dict:
     run, kind = d.run_id, _kind(d)
     if d.stream is not None:  # every vector, streamed from Lance
-        from clipgeo.scale import read_per_sample
+        from clipgeo.scale import PerSampleFiles
         from clipgeo.store.catalog import ParquetRows
 
         moms = d.moments()  # pass 1 shared with the gap and spectra sections (and mergeable across workers)
         mi, mt = moms["raw_image"].finalize(), moms["raw_text"].finalize()
         parts, plans = d.per_sample_parts()  # pass 2, batch by batch into Parquet parts (or done on workers)
-        ps = (read_per_sample(parts, "image", mi.n, plans["image"].rank),
-              read_per_sample(parts, "text", mt.n, plans["text"].rank))
+        # read field by field when the summaries ask (8-16 B a vector at a time, not 48)
+        ps = (PerSampleFiles(parts, "image", mi.n, plans["image"].rank),
+              PerSampleFiles(parts, "text", mt.n, plans["text"].rank))
         res = double_ellipsoid_suite(d.stream.chunks("image"), d.stream.chunks("text"), keep_per_sample=False,
                                      moments_in=(mi, mt), per_sample_in=ps)
         del ps
