@@ -30,6 +30,7 @@ import numpy as np
 import polars as pl
 
 from clipgeo.geometry.ellipsoid import MomentAccumulator
+from clipgeo.memory import bound_heap
 from clipgeo.retrieval import retrieval_ranks
 from clipgeo.store import vectors
 from clipgeo.stream import LanceRun, SampleInfo
@@ -62,6 +63,7 @@ def moment_partial(uri: str, fragment_ids: Sequence[int] | None = None, *, batch
     """Moments of the rows of ``fragment_ids`` (all when None) of the table at ``uri``:
     ``{"raw_image", "raw_text", "unit_image", "unit_text"}`` accumulators (``unit_*``: of the
     normalised vectors ``x/‖x‖``). Takes and returns only small objects (O(d²)): a Dask task."""
+    bound_heap()
     run = LanceRun(uri) if batch_rows is None else LanceRun(uri, batch_rows=batch_rows)
     out: dict[str, MomentAccumulator] = {}
     for modality in ("image", "text"):
@@ -138,6 +140,7 @@ def per_sample_partial(uri: str, plans: dict, out_path: str, fragment_ids: Seque
 
     from clipgeo.geometry.ellipsoid import PER_SAMPLE_FIELDS, per_sample_chunk
 
+    bound_heap()
     run = LanceRun(uri) if batch_rows is None else LanceRun(uri, batch_rows=batch_rows)
     schema = pa.schema([("modality", pa.string()), ("item_id", pa.string())]
                        + [(f, pa.float64()) for f in PER_SAMPLE_FIELDS])

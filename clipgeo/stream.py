@@ -31,8 +31,11 @@ from clipgeo.store import vectors
 
 __all__ = ["LanceRun", "SampleInfo", "fragment_ranges", "hash_keys", "row_slices", "sample_statement"]
 
-#: Rows per batch read from Lance (a 16,384 x 768 float16 batch is 24 MiB; float64 temporaries 96 MiB).
-BATCH_ROWS = 16384
+#: Rows per batch read from Lance. At d = 768 an 8,192-row float16 batch is 12 MiB and each of
+#: the float64 temporaries a streamed pass holds at once (the batch, its normalised copy, the
+#: centred copy, ...) 48 MiB. Measured on a 1M x 768 run, the moment pass peaked 0.42 GB lower
+#: than with 16,384-row batches, in the same time (the scatter GEMM is as efficient at 8,192 rows).
+BATCH_ROWS = 8192
 
 
 def hash_keys(ids: Sequence[str], seed: int = 0) -> np.ndarray:

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 def import_embeddings(home: DataHome, root: Path, *, name: str | None = None, chunk_rows: int = 65536) -> str:
     """Import ``root`` (``img_emb/``, ``text_emb/``, ``metadata/``) as a run; returns its run id."""
+    from clipgeo.memory import bound_heap
+
+    bound_heap()
     root = Path(root).resolve()
     digest = hashlib.sha1(str(root).encode()).hexdigest()[:8]
     dataset_id = f"{name or 'embeddings'}-{digest}"
