@@ -312,7 +312,8 @@ def main() -> None:
     ap.add_argument("--tmp", default=None, help="folder for the dump and the data home (default: system temp)")
     ap.add_argument("--keep", action="store_true", help="keep the dump and data home")
     ap.add_argument("--drop-dump", action="store_true",
-                    help="delete the dump's vector files once imported (a 10M x 768 run then needs ~35 GB of disk, not ~65)")
+                    help="delete the dump's vector files once imported (frees ~31 GB at 10M x 768 before measuring; "
+                         "the import itself still needs the dump and the table, ~62 GB)")
     ap.add_argument("--storage", action="store_true", help="also compare storage layouts (bytes, normalised scan time)")
     # internal: one stage in a subprocess
     ap.add_argument("--dask", action="store_true", help="also time the streamed moment pass on a 2-worker Dask LocalCluster")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import os
 
 __all__ = ["bound_heap", "release_memory", "rss_mb"]
 
@@ -46,14 +47,13 @@ def bound_heap() -> int | None:
     and 0.36 GB with a 4 MiB threshold; the moment pass peaked at 1.60 GB and 1.22 GB, for 8%
     more wall time (page faults). ``CLIPGEO_MMAP_THRESHOLD`` (bytes) changes the threshold, and
     ``0`` leaves the allocator alone. A ``MALLOC_MMAP_THRESHOLD_`` set in the environment
-    wins: glibc has read it at start-up. Called by the stages that stream runs (import,
-    measurement, the per-range partials); repeated calls do nothing.
+    wins: glibc has read it at start-up. Called where a run's table is opened for streaming
+    (:class:`clipgeo.stream.LanceRun`: measurement, the per-range partials on Dask workers)
+    and by the import; repeated calls do nothing.
     """
     global _BOUND
     if _BOUND is not None:
         return _BOUND or None
-    import os
-
     raw = os.environ.get("CLIPGEO_MMAP_THRESHOLD", "").strip()
     try:
         threshold = int(raw) if raw else MMAP_THRESHOLD

@@ -29,8 +29,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import polars as pl
 
-from clipgeo.geometry.ellipsoid import MomentAccumulator
-from clipgeo.memory import bound_heap
+from clipgeo.geometry.ellipsoid import (PER_SAMPLE_FIELDS, MomentAccumulator, PerSample, per_sample_chunk,
+                                        per_sample_plan)
 from clipgeo.retrieval import retrieval_ranks
 from clipgeo.store import vectors
 from clipgeo.stream import LanceRun, SampleInfo
@@ -63,7 +63,6 @@ def moment_partial(uri: str, fragment_ids: Sequence[int] | None = None, *, batch
     """Moments of the rows of ``fragment_ids`` (all when None) of the table at ``uri``:
     ``{"raw_image", "raw_text", "unit_image", "unit_text"}`` accumulators (``unit_*``: of the
     normalised vectors ``x/‖x‖``). Takes and returns only small objects (O(d²)): a Dask task."""
-    bound_heap()
     run = LanceRun(uri) if batch_rows is None else LanceRun(uri, batch_rows=batch_rows)
     out: dict[str, MomentAccumulator] = {}
     for modality in ("image", "text"):
@@ -112,8 +111,6 @@ def spectra_from_moments(moms: dict[str, MomentAccumulator]) -> tuple[pl.DataFra
 def per_sample_plans(moms: dict[str, MomentAccumulator]) -> dict:
     """``{"image": PerSamplePlan, "text": PerSamplePlan}`` from a run's merged moments
     (:func:`clipgeo.geometry.ellipsoid.per_sample_plan` of each modality's raw moments)."""
-    from clipgeo.geometry.ellipsoid import per_sample_plan
-
     return {m: per_sample_plan(moms[f"raw_{m}"].finalize()) for m in ("image", "text")}
 
 
@@ -138,9 +135,6 @@ def per_sample_partial(uri: str, plans: dict, out_path: str, fragment_ids: Seque
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from clipgeo.geometry.ellipsoid import PER_SAMPLE_FIELDS, per_sample_chunk
-
-    bound_heap()
     run = LanceRun(uri) if batch_rows is None else LanceRun(uri, batch_rows=batch_rows)
     schema = pa.schema([("modality", pa.string()), ("item_id", pa.string())]
                        + [(f, pa.float64()) for f in PER_SAMPLE_FIELDS])
@@ -184,8 +178,6 @@ class PerSampleFiles:
     def __init__(self, paths: Sequence[str], modality: str, n: int, rank: int) -> None:
         import os
 
-        from clipgeo.geometry.ellipsoid import PER_SAMPLE_FIELDS
-
         self.paths, self.modality, self.n, self.rank = tuple(paths), modality, int(n), int(rank)
         self._rows: list[int] = []
         for path in self.paths:
@@ -201,8 +193,6 @@ class PerSampleFiles:
 
     def field(self, name: str) -> np.ndarray:
         """One statistic of every row, as a new float64 array of ``n`` (read from the files)."""
-        from clipgeo.geometry.ellipsoid import PER_SAMPLE_FIELDS
-
         if name not in PER_SAMPLE_FIELDS:
             raise AttributeError(f"no per-sample field {name!r}; fields: {PER_SAMPLE_FIELDS}")
         out = np.empty(self.n)
@@ -222,8 +212,6 @@ class PerSampleFiles:
 
     def load(self):
         """Every field in memory at once: a :class:`clipgeo.geometry.ellipsoid.PerSample` (48 bytes a row)."""
-        from clipgeo.geometry.ellipsoid import PER_SAMPLE_FIELDS, PerSample
-
         return PerSample(rank=self.rank, **{f: self.field(f) for f in PER_SAMPLE_FIELDS})
 
 

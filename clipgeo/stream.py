@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from clipgeo.memory import bound_heap
 from clipgeo.store import vectors
 
 __all__ = ["LanceRun", "SampleInfo", "fragment_ranges", "hash_keys", "row_slices", "sample_statement"]
@@ -110,6 +111,7 @@ class LanceRun:
     def __init__(self, uri: str, run_id: str | None = None, *, batch_rows: int = BATCH_ROWS) -> None:
         import lance
 
+        bound_heap()   # Lance's freed decode buffers go back to the system (clipgeo.memory)
         self.uri = str(uri)
         self.ds = lance.dataset(self.uri)
         self.run_id = run_id

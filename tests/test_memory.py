@@ -42,3 +42,23 @@ def test_bound_heap_names_a_bad_setting():
     proc = _run(CLIPGEO_MMAP_THRESHOLD="4MB")
     assert proc.returncode != 0
     assert "CLIPGEO_MMAP_THRESHOLD='4MB'" in proc.stderr and "number of bytes" in proc.stderr
+
+
+def test_opening_a_run_for_streaming_bounds_the_heap(tmp_path):
+    """LanceRun (what measurement and the Dask partials stream through) sets the threshold; importing does not."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc only")
+    code = f"""
+import lance, numpy as np, pyarrow as pa
+from clipgeo import memory
+from clipgeo.stream import LanceRun
+vec = pa.FixedSizeListArray.from_arrays(pa.array(np.ones(8, np.float32)), 4)
+lance.write_dataset(pa.table({{"vector": vec, "modality": ["image", "text"]}}), {str(tmp_path / "t.lance")!r})
+print(memory._BOUND)
+LanceRun({str(tmp_path / "t.lance")!r})
+print(memory._BOUND)
+"""
+    clean = {k: v for k, v in os.environ.items() if k not in ("CLIPGEO_MMAP_THRESHOLD", "MALLOC_MMAP_THRESHOLD_")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=clean, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["None", "4194304"]

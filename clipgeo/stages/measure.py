@@ -40,7 +40,7 @@ import numpy as np
 import polars as pl
 
 from clipgeo.config import ANALYSIS_VERSION, DataHome
-from clipgeo.memory import bound_heap, release_memory, rss_mb
+from clipgeo.memory import release_memory, rss_mb
 from clipgeo.geometry.gap import modality_gap
 from clipgeo.geometry.separability import linear_separability, pca_project
 from clipgeo.store import catalog, vectors
@@ -395,7 +395,6 @@ def measure_run(home: DataHome, run_id: str, *, seed: int = 0, sections: Sequenc
     """
     from clipgeo.store.scratch import scratch
 
-    bound_heap()   # batches of millions of rows: freed buffers go back to the system
     with scratch(home, f"measure-{run_id}") as work_dir:
         return _measure_run(home, run_id, work_dir, seed=seed, sections=sections, reference_run_id=reference_run_id,
                             umap_grid=umap_grid, sample_images=sample_images, full_gallery_max=full_gallery_max,
