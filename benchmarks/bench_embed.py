@@ -5,14 +5,14 @@ hard-linked up to ``--n`` files, or packed into webdataset-style tars with ``--t
 
 * **baseline**: a ``DataLoader`` whose workers open each file with Pillow and apply
   open_clip's preprocess; fp32 weights, bf16 autocast on CUDA (what clip-retrieval does);
-* **fast**: :func:`clipgeo.embed.embed_image_refs` (``decode="tensor"``): bytes read in
+* **fast**: :func:`clipgeo.embedding.embed.embed_image_refs` (``decode="tensor"``): bytes read in
   workers, batched ``decode_jpeg`` (nvjpeg on CUDA, libjpeg-turbo in the workers on CPU),
   batched resize / crop / normalise, fp16 weights on CUDA, the next batch prepared while
   the current one encodes; then the vectors committed to a LanceDB table (``vectors.write_run``),
   which counts in the fast figure (the baseline writes nothing);
 * the minimum per-sample cosine between the two (random weights: preprocessing equality is
   what is compared), the fast path's profile line (bound stage), captions/s through
-  :func:`clipgeo.embed.embed_texts`, and on CUDA the model alone and the GPU utilisation.
+  :func:`clipgeo.embedding.embed.embed_texts`, and on CUDA the model alone and the GPU utilisation.
 
 The last line is ``fast_img_s=<x> baseline_img_s=<y> ratio=<r> min_cos=<c>``.
 
@@ -206,10 +206,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from clipgeo.embed import embed_image_refs, embed_texts
-    from clipgeo.fastpath import EmbedProfile, default_num_workers, prepare_model, resolve_precision
+    from clipgeo.embedding.embed import embed_image_refs, embed_texts
+    from clipgeo.embedding.fastpath import EmbedProfile, default_num_workers, prepare_model, resolve_precision
     from clipgeo.models.loader import load_model
-    from clipgeo.preprocess import spec_from_transform
+    from clipgeo.embedding.preprocess import spec_from_transform
 
     logging.getLogger("root").setLevel(logging.ERROR)  # open_clip's "no pretrained weights" notice
     cuda = a.device.startswith("cuda")
@@ -252,8 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     base_vecs, base_s = run_baseline(base_model, lm.preprocess, refs, a.device, bs, workers)
     print(f"baseline: {n / base_s:.1f} img/s ({base_s:.2f} s; PIL in {workers} workers, open_clip preprocess)")
 
-    from clipgeo.config import DataHome
-    from clipgeo.fastpath import BackgroundStream
+    from clipgeo.core.config import DataHome
+    from clipgeo.embedding.fastpath import BackgroundStream
     from clipgeo.store import vectors
 
     util = GpuUtil() if cuda else None

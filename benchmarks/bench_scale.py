@@ -144,9 +144,9 @@ def dask_compare(home, run_id: str, parts: int = 8, workers: int = 2) -> dict:
     from distributed import Client, LocalCluster
 
     from clipgeo.geometry.ellipsoid import PER_SAMPLE_FIELDS
-    from clipgeo.scale import (gap_from_moments, merge_partials, moment_partial, per_sample_partial,
+    from clipgeo.streaming.partials import (gap_from_moments, merge_partials, moment_partial, per_sample_partial,
                                per_sample_plans, read_per_sample, spectra_from_moments)
-    from clipgeo.stream import LanceRun
+    from clipgeo.streaming.reader import LanceRun
 
     run = LanceRun.open(home, run_id)
     ranges = run.row_slices(parts)
@@ -230,7 +230,7 @@ def _trace_memory(step_mb: int = 100) -> None:
 
 def stage_main(args: argparse.Namespace) -> None:
     """One stage in this process; prints one JSON line (the parent reads the last line)."""
-    from clipgeo.config import DataHome
+    from clipgeo.core.config import DataHome
 
     if os.environ.get("CLIPGEO_TRACE_MEMORY"):
         _trace_memory()

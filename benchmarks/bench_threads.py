@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--busy", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     a = ap.parse_args()
-    from clipgeo.config import DataHome
+    from clipgeo.core.config import DataHome
     from clipgeo.sources.shapes import ShapesSpec
     from clipgeo.stages.ingest import ingest_shapes
 

@@ -45,7 +45,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from clipgeo.geometry._checks import (
+from clipgeo.core.arrays import (
     check_modalities,
     normalize_rows,
     resolve_index,

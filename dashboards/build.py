@@ -20,7 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
-from clipgeo.config import ANALYSIS_VERSION, SQL_DIR, DataHome
+from clipgeo.core.config import ANALYSIS_VERSION, SQL_DIR, DataHome
 from clipgeo.store import catalog
 from dashboards import charts
 from dashboards.page import STATUS_OK, Page, Section

@@ -11,7 +11,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from clipgeo.config import ANALYSIS_VERSION, DataHome
+from clipgeo.core.config import ANALYSIS_VERSION, DataHome
 from clipgeo.store import catalog
 from flows.checks import usable_home
 from flows.tasks import Progress, measure, report

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from clipgeo.config import DataHome
+from clipgeo.core.config import DataHome
 
 
 class BadInput(ValueError):

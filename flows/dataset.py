@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from clipgeo.config import DataHome
+from clipgeo.core.config import DataHome
 from clipgeo.stages import ingest
 from clipgeo.store import locks
 from flows.checks import check_dataset

@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from clipgeo.config import DataHome
+from clipgeo.core.config import DataHome
 from clipgeo.stages.embedding import (
     DEFAULT_SHARD_IMAGES,
     ModelRef,

@@ -2,7 +2,7 @@
 
 ``clipgeo-measure-dist`` splits a run's Lance table into ``parts`` contiguous ranges of
 physical rows (``(fragment, offset, limit)`` slices, so one large fragment splits too); each range's
-moments (raw and normalised, per modality: :func:`clipgeo.scale.moment_partial`) are one
+moments (raw and normalised, per modality: :func:`clipgeo.streaming.partials.moment_partial`) are one
 Prefect task, run by the flow's task runner — in-process threads by default, the workers of a
 Dask cluster with ``cluster_address`` (or any ``DaskTaskRunner`` via ``with_options``). Tasks
 receive the table's URI and row slices (never arrays) and return O(d²) accumulators; the flow
@@ -11,7 +11,7 @@ merges them exactly in table order and hands the result to
 double-ellipsoid pass 1, origin-shift means) then use it instead of scanning again.
 
 The per-sample pass (radius, Mahalanobis radius, conformity, cosines to the means, length of
-every vector: :func:`clipgeo.scale.per_sample_partial`) is a second round of tasks over the same
+every vector: :func:`clipgeo.streaming.partials.per_sample_partial`) is a second round of tasks over the same
 ranges, given the merged moments; each writes its rows with their ids to a Parquet part in a
 scratch folder of the data home (``<home>/tmp/measure-<run>-…``), which the catalog then loads
 inside DuckDB (``geo_per_sample``) and the suite's summaries read back. The paired cosines,
@@ -27,11 +27,11 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from clipgeo.config import DataHome
-from clipgeo.scale import merge_partials, moment_partial, per_sample_partial, per_sample_plans
+from clipgeo.core.config import DataHome
+from clipgeo.streaming.partials import merge_partials, moment_partial, per_sample_partial, per_sample_plans
 from clipgeo.stages.measure import measure_run
 from clipgeo.store.scratch import scratch
-from clipgeo.stream import LanceRun
+from clipgeo.streaming.reader import LanceRun
 from flows.embed import task_runner_for
 
 
@@ -41,13 +41,13 @@ DEFAULT_PARTS = 8
 
 @task(name="moments-row-range", cache_policy=NO_CACHE, retries=2)
 def moments_task(uri: str, slices: list[tuple[int, int, int]]) -> dict:
-    """Moments of one row range of a run's table (see :func:`clipgeo.scale.moment_partial`)."""
+    """Moments of one row range of a run's table (see :func:`clipgeo.streaming.partials.moment_partial`)."""
     return moment_partial(uri, slices)
 
 
 @task(name="per-sample-row-range", cache_policy=NO_CACHE, retries=2)
 def per_sample_task(uri: str, plans: dict, out_path: str, slices: list[tuple[int, int, int]]) -> str:
-    """The per-sample pass of one row range into a Parquet part (see :func:`clipgeo.scale.per_sample_partial`)."""
+    """The per-sample pass of one row range into a Parquet part (see :func:`clipgeo.streaming.partials.per_sample_partial`)."""
     per_sample_partial(uri, plans, out_path, slices)
     return out_path
 

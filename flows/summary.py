@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from clipgeo.config import DataHome
+from clipgeo.core.config import DataHome
 from clipgeo.store import catalog
 
 TABLES = ("datasets", "samples", "models", "runs", "rejects", "retrieval_ranks", "retrieval",

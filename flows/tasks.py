@@ -33,7 +33,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from clipgeo.config import ANALYSIS_VERSION, DataHome, blas_threads, torch_threads
+from clipgeo.core.config import ANALYSIS_VERSION, DataHome, blas_threads, torch_threads
 from clipgeo.stages.ingest import ingest_shapes, load_samples
 from clipgeo.store import catalog, locks
 

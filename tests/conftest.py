@@ -21,7 +21,7 @@ def prefect_harness():
 
 @pytest.fixture()
 def home(tmp_path):
-    from clipgeo.config import DataHome
+    from clipgeo.core.config import DataHome
 
     return DataHome.resolve(tmp_path / "home").ensure()
 
@@ -31,7 +31,7 @@ def make_prepared_home(root, *, n_train: int = 64, n_val: int = 40, steps: int =
 
     Returns (home, val dataset id, checkpoint path). Uses the library directly (no Prefect).
     """
-    from clipgeo.config import DataHome
+    from clipgeo.core.config import DataHome
     from clipgeo.models.train import TrainSpec, train_tiny
     from clipgeo.sources.shapes import ShapesSpec
     from clipgeo.stages.ingest import ingest_shapes, load_samples

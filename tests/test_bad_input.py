@@ -507,7 +507,7 @@ def _rows(con, sql: str, params=None) -> list[tuple]:
 
 
 def test_hostile_coco_rejects_counted_once_on_a_multi_model_run(tmp_path: Path) -> None:
-    from clipgeo.config import DataHome
+    from clipgeo.core.config import DataHome
     from clipgeo.stages.embedding import ModelRef, embed_run
     from clipgeo.stages.ingest import ingest_coco
     from clipgeo.store import catalog
@@ -562,7 +562,7 @@ def test_hostile_coco_rejects_counted_once_on_a_multi_model_run(tmp_path: Path) 
 
 
 def test_report_views_on_an_empty_catalog(tmp_path: Path) -> None:
-    from clipgeo.config import DataHome
+    from clipgeo.core.config import DataHome
     from clipgeo.store import catalog
 
     home = DataHome.resolve(tmp_path / "home")
@@ -579,7 +579,7 @@ def test_report_views_on_an_empty_catalog(tmp_path: Path) -> None:
 def test_unique_index_refuses_a_repeated_reject(tmp_path: Path) -> None:
     import duckdb
 
-    from clipgeo.config import DataHome
+    from clipgeo.core.config import DataHome
     from clipgeo.store import catalog
 
     home = DataHome.resolve(tmp_path / "home")
@@ -598,7 +598,7 @@ def test_migration_010_folds_per_model_rows_of_an_old_home(tmp_path: Path) -> No
 
     import duckdb
 
-    from clipgeo.config import SQL_DIR
+    from clipgeo.core.config import SQL_DIR
     from clipgeo.store import catalog
 
     old = tmp_path / "sql_old"

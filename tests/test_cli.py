@@ -147,7 +147,7 @@ def test_bad_arguments_fail_in_one_line_before_any_flow(tmp_path, case):
 
 
 def test_commands_without_a_flow_import_no_prefect(tmp_path):
-    from clipgeo.config import DataHome
+    from clipgeo.core.config import DataHome
     from clipgeo.store import catalog
 
     home = DataHome.resolve(tmp_path / "home")
@@ -171,7 +171,7 @@ def test_commands_without_a_flow_import_no_prefect(tmp_path):
 
 
 def test_thread_defaults(monkeypatch):
-    from clipgeo import config
+    from clipgeo.core import config
 
     for var in ("CLIPGEO_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY"):
         monkeypatch.delenv(var, raising=False)

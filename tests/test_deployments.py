@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from clipgeo.config import DataHome
+from clipgeo.core.config import DataHome
 from clipgeo.store import catalog, vectors
 from flows.serve import DEPLOYMENTS, prefect_yaml
 

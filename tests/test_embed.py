@@ -1,4 +1,4 @@
-"""Tests for clipgeo.embed: raw, order-preserving, batch-invariant embeddings."""
+"""Tests for clipgeo.embedding.embed: raw, order-preserving, batch-invariant embeddings."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from clipgeo.embed import embed_images, embed_texts
+from clipgeo.embedding.embed import embed_images, embed_texts
 from clipgeo.models.loader import LoadedModel, load_model
 
 TINY = "clipgeo-tiny-vit"

@@ -27,8 +27,8 @@ import pytest
 import torch
 from PIL import Image, ImageFile, ImageOps
 
-from clipgeo.embed import embed_image_refs, embed_images
-from clipgeo.fastpath import (
+from clipgeo.embedding.embed import embed_image_refs, embed_images
+from clipgeo.embedding.fastpath import (
     EmbedProfile,
     default_num_workers,
     prepare_model,
@@ -38,7 +38,7 @@ from clipgeo.fastpath import (
     resolve_precision,
 )
 from clipgeo.models.loader import LoadedModel, load_model
-from clipgeo.preprocess import apply_orientation, spec_from_transform
+from clipgeo.embedding.preprocess import apply_orientation, spec_from_transform
 from clipgeo.sources.images import load_image, tar_ref
 from tests.test_bad_input import huge_png
 
@@ -364,7 +364,7 @@ def test_device_decode_loop_on_cpu(lm, bad_files, overlap, workers):
     """The CUDA path's logic (workers ship bytes; a producer thread decodes with
     decode_jpeg(list) and preprocesses with the float resize; vectors gathered one batch late)
     run on CPU without streams: same rejects, same kept images, same vectors as the reference."""
-    from clipgeo.fastpath import embed_image_refs_fast
+    from clipgeo.embedding.fastpath import embed_image_refs_fast
 
     seen = []
     got, ok, fails = embed_image_refs_fast(lm, bad_files, batch_size=6, num_workers=workers, progress=False,
@@ -379,7 +379,7 @@ def test_device_decode_loop_on_cpu(lm, bad_files, overlap, workers):
 
 
 def test_device_decode_error_in_producer_is_raised(lm, good_files, monkeypatch):
-    import clipgeo.fastpath as fp
+    import clipgeo.embedding.fastpath as fp
 
     def boom(*a, **k):
         raise RuntimeError("decoder exploded")
@@ -424,7 +424,7 @@ def test_worker_side_objects_pickle(bad_files):
     """Workers get refs (strings) and numbers only, so any start method can carry them."""
     import pickle
 
-    import clipgeo.fastpath as fp
+    import clipgeo.embedding.fastpath as fp
 
     spec = spec_from_transform(open_clip.image_transform(64, is_train=False))
     for obj in (fp._ImageBytes(bad_files, 10**8), fp._Collate(bad_files, 10**8, spec, torch.float32),

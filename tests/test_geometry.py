@@ -490,7 +490,7 @@ def test_small_samples_show_no_number_and_say_why():
 
 
 def test_scatter_accumulator_add_merge_finalize_against_numpy():
-    from clipgeo.stats import ScatterAccumulator
+    from clipgeo.core.stats import ScatterAccumulator
 
     rng = np.random.default_rng(12)
     x = rng.standard_normal((3000, 12)) * np.arange(1, 13) + 50.0  # far off-centre
@@ -518,7 +518,7 @@ def test_scatter_accumulator_add_merge_finalize_against_numpy():
 
 
 def test_centred_eigenvalues_both_routes_equal_the_accumulator():
-    from clipgeo.stats import ScatterAccumulator, centred_eigenvalues
+    from clipgeo.core.stats import ScatterAccumulator, centred_eigenvalues
 
     rng = np.random.default_rng(13)
     for n, d in ((7, 20), (40, 20)):  # Gram route (n <= d) and scatter route
@@ -529,7 +529,7 @@ def test_centred_eigenvalues_both_routes_equal_the_accumulator():
 
 
 def test_effective_rank_forms_and_l2_policy():
-    from clipgeo.stats import effective_rank_lambda_entropy, effective_rank_sigma_entropy, l2_normalize
+    from clipgeo.core.stats import effective_rank_lambda_entropy, effective_rank_sigma_entropy, l2_normalize
 
     lam = np.array([4.0, 1.0, 0.0])
     p = lam[:2] / 5

@@ -1,4 +1,4 @@
-"""clipgeo.memory: the allocator setting streamed stages use, and its switches (each case in a
+"""clipgeo.core.memory: the allocator setting streamed stages use, and its switches (each case in a
 fresh interpreter: the setting is process-wide)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 import pytest
 
 CODE = """
-from clipgeo.memory import bound_heap, release_memory, rss_mb
+from clipgeo.core.memory import bound_heap, release_memory, rss_mb
 first = bound_heap()
 assert bound_heap() == first          # repeated calls change nothing
 release_memory()
@@ -50,8 +50,8 @@ def test_opening_a_run_for_streaming_bounds_the_heap(tmp_path):
         pytest.skip("glibc only")
     code = f"""
 import lance, numpy as np, pyarrow as pa
-from clipgeo import memory
-from clipgeo.stream import LanceRun
+from clipgeo.core import memory
+from clipgeo.streaming.reader import LanceRun
 vec = pa.FixedSizeListArray.from_arrays(pa.array(np.ones(8, np.float32)), 4)
 lance.write_dataset(pa.table({{"vector": vec, "modality": ["image", "text"]}}), {str(tmp_path / "t.lance")!r})
 print(memory._BOUND)

@@ -109,10 +109,10 @@ def test_resume_reuses_staged_shards(tmp_path, monkeypatch):
     first = shard_file(home, plan.run_id, 0)
     mtime = first.stat().st_mtime_ns
     seen = []
-    import clipgeo.embed
+    import clipgeo.embedding.embed
 
-    real = clipgeo.embed.embed_image_refs
-    monkeypatch.setattr("clipgeo.embed.embed_image_refs",
+    real = clipgeo.embedding.embed.embed_image_refs
+    monkeypatch.setattr("clipgeo.embedding.embed.embed_image_refs",
                         lambda lm, refs, **kw: seen.append(len(refs)) or real(lm, refs, **kw))
     embedding.embed_run(home, ref, dataset_id, shard_images=10, progress=False)
     assert seen == [10, 10, 10]  # shard 0 was not embedded again
@@ -128,7 +128,7 @@ def _pipelines_at_once(tmp_path: Path, n: int = 3) -> None:
             "--no-make-report"]
     procs = [subprocess.Popen(CLI + args, cwd=REPO, env=_env(tmp_path, f"p{i}"), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for i in range(n)]
-    from clipgeo.config import DataHome
+    from clipgeo.core.config import DataHome
 
     home = DataHome.resolve(home_dir)
     answers, errors = [], []
@@ -193,7 +193,7 @@ def test_three_pipelines_at_once_five_rounds(tmp_path, round_):
 
 
 def test_a_unit_has_one_holder_and_a_killed_holders_lock_is_free(tmp_path):
-    from clipgeo.config import DataHome
+    from clipgeo.core.config import DataHome
     from clipgeo.store import locks
 
     home = DataHome.resolve(tmp_path / "home").ensure()
@@ -212,7 +212,7 @@ def test_a_unit_has_one_holder_and_a_killed_holders_lock_is_free(tmp_path):
     t.join(timeout=60)
     assert order == [("first", False), ("second", True)]
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from clipgeo.config import DataHome; from clipgeo.store import locks\n"
+        "import sys, time; from clipgeo.core.config import DataHome; from clipgeo.store import locks\n"
         f"with locks.claim(DataHome.resolve({str(home.root)!r}), 'run-r1'):\n"
         "    print('held', flush=True); time.sleep(600)")], cwd=REPO, stdout=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -28,7 +28,7 @@ def _q(home, sql, params=None) -> pl.DataFrame:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from clipgeo.config import DataHome
+    from clipgeo.core.config import DataHome
     from clipgeo.models.train import TrainSpec, train_tiny
     from clipgeo.sources.shapes import ShapesSpec
     from clipgeo.stages.embedding import ModelRef, embed_run

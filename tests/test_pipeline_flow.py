@@ -13,7 +13,7 @@ SMALL = dict(n_train=160, n_val=48, captions_per_image=3, train_steps=8, seed=1)
 def pipeline_runs(prefect_harness, tmp_path_factory):
     from flows.pipeline import pipeline
 
-    from clipgeo.config import DataHome
+    from clipgeo.core.config import DataHome
 
     home = DataHome.resolve(tmp_path_factory.mktemp("flow") / "home")
     first = pipeline(home=str(home.root), **SMALL)

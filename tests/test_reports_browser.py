@@ -18,7 +18,7 @@ LONG_CAPTION = "a very long caption " + "word " * 2000  # 10,000+ characters
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory):
-    from clipgeo.config import DataHome
+    from clipgeo.core.config import DataHome
     from dashboards.build import write_reports
 
     home = DataHome.resolve(tmp_path_factory.mktemp("reports") / "home").ensure()
@@ -219,7 +219,7 @@ def test_small_sample_report_shows_reasons_and_real_counts(tmp_path):
     import html as html_mod
     import re
 
-    from clipgeo.config import DataHome
+    from clipgeo.core.config import DataHome
     from dashboards.build import write_reports
 
     home = DataHome.resolve(tmp_path / "home").ensure()
@@ -243,7 +243,7 @@ def test_small_sample_report_shows_reasons_and_real_counts(tmp_path):
 def test_exact_ties_show_the_optimistic_and_pessimistic_recall(tmp_path):
     """Two images with the same vector: each of their captions ties with the other image, so the
     headline and the retrieval caption give recall@1 with ties in favour and against."""
-    from clipgeo.config import DataHome
+    from clipgeo.core.config import DataHome
     from clipgeo.store import vectors
     from dashboards.build import write_reports
 

@@ -110,7 +110,7 @@ def test_dask_local_cluster_equals_single_process(home, prefect_harness):
     from flows.measure_dist import measure_dist
 
     run_id = _register(home, "rdist")
-    from clipgeo.stream import LanceRun
+    from clipgeo.streaming.reader import LanceRun
 
     assert len(LanceRun.open(home, run_id).fragment_ids()) >= 3   # ranges cross fragment boundaries
     sections = ["retrieval", "modality_gap", "double_ellipsoid", "spectra"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipgeo.config import DataHome
+from clipgeo.core.config import DataHome
 from clipgeo.store import catalog, vectors
 from tests.conftest import make_prepared_home
 from tests.test_sources_real import (  # noqa: F401  (fixtures)

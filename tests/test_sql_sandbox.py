@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipgeo.config import DataHome
+from clipgeo.core.config import DataHome
 from clipgeo.store import catalog, vectors
 from clipgeo.store.query import QueryFailed, QueryRefused, fetch, read_only_query
 

@@ -49,7 +49,7 @@ def test_replace_where_is_exact_and_atomic(home):
 
 
 def test_read_only_session_needs_an_existing_catalog(tmp_path):
-    from clipgeo.config import DataHome
+    from clipgeo.core.config import DataHome
 
     with pytest.raises(catalog.CatalogError, match="no catalog"):
         with catalog.session(DataHome.resolve(tmp_path / "none"), read_only=True):

@@ -10,7 +10,7 @@ import pytest
 
 from clipgeo.geometry.ellipsoid import double_ellipsoid_suite
 from clipgeo.geometry.gap import modality_gap
-from clipgeo.scale import (
+from clipgeo.streaming.partials import (
     blocked_query_ranks,
     query_sample_ranks,
     gallery_summary,
@@ -23,7 +23,7 @@ from clipgeo.scale import (
 )
 from clipgeo.stages import measure
 from clipgeo.store import catalog, vectors
-from clipgeo.stream import LanceRun, fragment_ranges, hash_keys
+from clipgeo.streaming.reader import LanceRun, fragment_ranges, hash_keys
 from clipgeo.topology.spectra import spectra
 
 
@@ -290,7 +290,7 @@ def test_measure_states_samples_and_gallery(home):
 
 
 def test_row_slices_split_one_fragment_and_merge_exactly(home):
-    from clipgeo.stream import row_slices
+    from clipgeo.streaming.reader import row_slices
 
     assert row_slices([(0, 10), (3, 5)], 3) == [[(0, 0, 5)], [(0, 5, 5)], [(3, 0, 5)]]
     assert row_slices([(0, 7)], 2) == [[(0, 0, 4)], [(0, 4, 3)]]
@@ -314,7 +314,7 @@ def test_per_sample_rows_stream_through_parquet_parts_and_equal_in_memory(home):
     import subprocess
 
     from clipgeo.geometry.ellipsoid import double_ellipsoid_suite, moments, per_sample_plan
-    from clipgeo.scale import PerSampleFiles, per_sample_partial, read_per_sample
+    from clipgeo.streaming.partials import PerSampleFiles, per_sample_partial, read_per_sample
 
     img, txt, ii, ss, oo = _pairs(150, 6, seed=21, captions=2)
     run = _write(home, "rpp", img, txt, ii, ss, oo, chunk=40)
@@ -380,7 +380,7 @@ def test_migration_012_keeps_per_sample_rows_and_drops_the_index(tmp_path):
 
     import duckdb
 
-    from clipgeo.config import SQL_DIR
+    from clipgeo.core.config import SQL_DIR
 
     old = tmp_path / "sql"
     shutil.copytree(SQL_DIR, old)

@@ -24,7 +24,7 @@ from clipgeo.topology.nearest import (
     reference_table,
 )
 from clipgeo.topology.separability_matrix import separability_matrix
-from clipgeo.stats import effective_rank
+from clipgeo.core.stats import effective_rank
 from clipgeo.topology.spectra import (
     collapse_point,
     covariance_spectrum,

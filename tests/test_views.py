@@ -12,7 +12,7 @@ import stat
 import duckdb
 import pytest
 
-from clipgeo.config import SQL_DIR, DataHome
+from clipgeo.core.config import SQL_DIR, DataHome
 from clipgeo.stages.measure import measure_run
 from clipgeo.store import catalog
 from tests.test_measure_sections import _register_run

@@ -17,14 +17,14 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from clipgeo.geometry._checks import (
+from clipgeo.core.arrays import (
     ChunkSource,
     check_matrix,
     iter_chunks,
     row_blocks,
     row_norms,
 )
-from clipgeo.stats import l2_normalize
+from clipgeo.core.stats import l2_normalize
 
 __all__ = [
     "conformity",
@@ -79,7 +79,7 @@ def conformity(source: ChunkSource, name: str = "x") -> np.ndarray:
     """Exact conformity of every vector in ``source`` in O(N·d) (two passes over the chunks).
 
     ``C(v_j) = mean_{k≠j} cos(v_j, v_k) = (x̂_j · s − 1)/(N − 1)`` with ``s = Σ_k x̂_k``.
-    ``source`` is an array or a chunk source (see :data:`clipgeo.geometry._checks.ChunkSource`).
+    ``source`` is an array or a chunk source (see :data:`clipgeo.core.arrays.ChunkSource`).
     Raises ``ValueError`` on NaN/inf or zero vectors and on fewer than 2 vectors.
     """
     s, n = unit_sum(source, name)

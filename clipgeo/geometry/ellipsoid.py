@@ -24,7 +24,7 @@ coordinate is positive).
 
 Streaming: every statistic comes from two passes over chunks of rows. Pass 1
 (:class:`MomentAccumulator`) accumulates, in float64, the count, mean and centred scatter
-``Σ (x − μ)(x − μ)ᵀ`` (the shared :class:`clipgeo.stats.ScatterAccumulator`), ``Σ ||x||`` and
+``Σ (x − μ)(x − μ)ᵀ`` (the shared :class:`clipgeo.core.stats.ScatterAccumulator`), ``Σ ||x||`` and
 ``Σ x̂``. Pass 2 (:func:`per_sample_statistics`)
 computes per-vector radii, Mahalanobis radii, conformity and ``cos(x, μ)``. Memory is
 ``O(d² + block·d)`` plus O(N) per-sample scalars; no N×N matrix is ever formed.
@@ -39,8 +39,8 @@ import numpy as np
 import polars as pl
 from scipy.linalg import subspace_angles
 
-from clipgeo.geometry._checks import ChunkSource, check_finite, iter_chunks, row_norms
-from clipgeo.stats import (
+from clipgeo.core.arrays import ChunkSource, check_finite, iter_chunks, row_norms
+from clipgeo.core.stats import (
     ScatterAccumulator,
     effective_rank_lambda_entropy,
     effective_rank_sigma_entropy,
@@ -129,7 +129,7 @@ class MomentAccumulator:
     >>> mom = acc.finalize()                          # doctest: +SKIP
 
     The count, mean and centred scatter come from the shared
-    :class:`clipgeo.stats.ScatterAccumulator` (Chan et al.'s merge); beside it this keeps
+    :class:`clipgeo.core.stats.ScatterAccumulator` (Chan et al.'s merge); beside it this keeps
     ``Σ||x||``, ``min/max ||x||`` and ``Σ x̂``. Accumulators of disjoint parts can be
     :meth:`merge`-d (e.g. one per shard).
     """
@@ -620,16 +620,16 @@ def double_ellipsoid_suite(
     """Run P1–P5 and conformity on raw image and text vectors (two passes per modality).
 
     ``img`` / ``txt`` are arrays or chunk sources (see
-    :data:`clipgeo.geometry._checks.ChunkSource`; a callable is called once per pass). Each
+    :data:`clipgeo.core.arrays.ChunkSource`; a callable is called once per pass). Each
     modality's rows must come back in the same order on both passes. Definitions are in the
     module docstring and the functions this calls. Linear separability (P1) and the modality
     gap are separate calls (:mod:`~clipgeo.geometry.separability`, :mod:`~clipgeo.geometry.gap`).
 
     ``moments_in``: the pass-1 moments of ``img`` and ``txt`` when already computed (e.g. merged
-    from per-fragment partials on a cluster, :mod:`clipgeo.scale`): pass 1 is then skipped.
+    from per-fragment partials on a cluster, :mod:`clipgeo.streaming.partials`): pass 1 is then skipped.
     ``per_sample_in``: the pass-2 statistics too (e.g. concatenated from per-range parts,
-    :func:`clipgeo.scale.per_sample_partial`): pass 2 is then skipped and ``img``/``txt`` are not read.
-    Anything with :class:`PerSample`'s attributes serves, e.g. :class:`clipgeo.scale.PerSampleFiles`,
+    :func:`clipgeo.streaming.partials.per_sample_partial`): pass 2 is then skipped and ``img``/``txt`` are not read.
+    Anything with :class:`PerSample`'s attributes serves, e.g. :class:`clipgeo.streaming.partials.PerSampleFiles`,
     which reads each field from disk when asked: the summaries take one or two fields at a time.
 
     Raises ``ValueError`` on NaN/inf or zero vectors, mismatched dimensions between modalities,
@@ -662,7 +662,7 @@ def double_ellipsoid_suite(
         status, why = covariance_status(mom)
         row["covariance_status"], row["covariance_message"] = status, why
         # each field is read once into a local and dropped after use: with lazily read
-        # per-sample files (clipgeo.scale.PerSampleFiles) only one or two are in memory at a time
+        # per-sample files (clipgeo.streaming.partials.PerSampleFiles) only one or two are in memory at a time
         radius = ps.radius
         row.update({f"dist_to_mean_{k}": v for k, v in shell_summary(radius).items()})
         row["euclidean_radius_cv"] = _cv(radius)

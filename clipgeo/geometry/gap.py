@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clipgeo.geometry._checks import check_index, check_modalities, row_blocks, row_norms
+from clipgeo.core.arrays import check_index, check_modalities, row_blocks, row_norms
 
 __all__ = ["modality_gap"]
 

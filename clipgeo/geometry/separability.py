@@ -22,7 +22,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from clipgeo.geometry._checks import check_fraction, check_matrix, check_modalities
+from clipgeo.core.arrays import check_fraction, check_matrix, check_modalities
 
 __all__ = [
     "evaluate_classifier",

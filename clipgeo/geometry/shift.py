@@ -29,9 +29,9 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from clipgeo.geometry._checks import check_matrix, check_modalities, resolve_index, row_blocks
+from clipgeo.core.arrays import check_matrix, check_modalities, resolve_index, row_blocks
 from clipgeo.retrieval import retrieval_ranks
-from clipgeo.stats import l2_normalize
+from clipgeo.core.stats import l2_normalize
 
 __all__ = [
     "DEFAULT_ALPHAS",

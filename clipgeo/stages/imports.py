@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 
 import clipgeo
-from clipgeo.config import DataHome
+from clipgeo.core.config import DataHome
 from clipgeo.sources.base import Reject
 from clipgeo.sources.embeddings import detect_normalized, iter_embedding_chunks, source_dtype
 from clipgeo.store import catalog, vectors
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 def import_embeddings(home: DataHome, root: Path, *, name: str | None = None, chunk_rows: int = 65536) -> str:
     """Import ``root`` (``img_emb/``, ``text_emb/``, ``metadata/``) as a run; returns its run id."""
-    from clipgeo.memory import bound_heap
+    from clipgeo.core.memory import bound_heap
 
     bound_heap()
     root = Path(root).resolve()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from clipgeo.config import DataHome
+from clipgeo.core.config import DataHome
 from clipgeo.sources.base import Reject, Sample, SourceRead, settle_drops
 from clipgeo.sources.coco import read_coco, read_coco_captions
 from clipgeo.sources.shapes import ShapesSpec, generate_shapes, shapes_split

@@ -9,11 +9,11 @@ section's tables hold no rows for the run (never stale ones), so reports can say
 missing and why.
 
 Bounded memory: the run is never read whole. Sections that look at every vector stream the
-run's Lance table in batches (:class:`clipgeo.stream.LanceRun`: the double-ellipsoid suite,
+run's Lance table in batches (:class:`clipgeo.streaming.reader.LanceRun`: the double-ellipsoid suite,
 spectra, the modality gap, exact retrieval); the others (separability, PCA, UMAP, clusters,
 cosine distributions, origin shift, nearest reference) run on ``RunData.rv``, a stated,
 deterministic hash sample of at most :data:`SAMPLE_IMAGES` images with all their captions
-(:meth:`clipgeo.stream.LanceRun.sample`), recorded per section in ``measure_samples``.
+(:meth:`clipgeo.streaming.reader.LanceRun.sample`), recorded per section in ``measure_samples``.
 The per-sample rows (``geo_per_sample``, two per pair) are written batch by batch to Parquet
 parts in a scratch folder of the data home and loaded inside DuckDB in the run's transaction
 (:class:`clipgeo.store.catalog.ParquetRows`): memory does not grow with the run.
@@ -39,12 +39,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from clipgeo.config import ANALYSIS_VERSION, DataHome
-from clipgeo.memory import release_memory, rss_mb
+from clipgeo.core.config import ANALYSIS_VERSION, DataHome
+from clipgeo.core.memory import release_memory, rss_mb
 from clipgeo.geometry.gap import modality_gap
 from clipgeo.geometry.separability import linear_separability, pca_project
 from clipgeo.store import catalog, vectors
-from clipgeo.stream import LanceRun, SampleInfo, sample_statement
+from clipgeo.streaming.reader import LanceRun, SampleInfo, sample_statement
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +107,11 @@ class RunData:
 
     def moments(self) -> dict:
         """Streamed moments of every vector (raw and normalised, per modality), computed once:
-        :func:`clipgeo.scale.moment_partial`."""
+        :func:`clipgeo.streaming.partials.moment_partial`."""
         if "moments" not in self.cache and self.options.get("moments") is not None:
             self.cache["moments"] = self.options["moments"]   # merged from per-fragment partials
         if "moments" not in self.cache:
-            from clipgeo.scale import moment_partial
+            from clipgeo.streaming.partials import moment_partial
 
             self.cache["moments"] = moment_partial(self.stream.uri, batch_rows=self.stream.batch_rows)
         return self.cache["moments"]
@@ -120,9 +120,9 @@ class RunData:
         """The per-sample pass over every vector, as Parquet parts in table order, and the plans
         (from the merged moments) they were made with: given in ``options["per_sample_parts"]``
         (written elsewhere, e.g. by Dask workers: ``flows/measure_dist.py``) or written now into
-        ``options["work_dir"]`` (:func:`clipgeo.scale.per_sample_partial`), computed once."""
+        ``options["work_dir"]`` (:func:`clipgeo.streaming.partials.per_sample_partial`), computed once."""
         if "per_sample" not in self.cache:
-            from clipgeo.scale import per_sample_partial, per_sample_plans
+            from clipgeo.streaming.partials import per_sample_partial, per_sample_plans
 
             plans = per_sample_plans(self.moments())
             parts = self.options.get("per_sample_parts")
@@ -199,9 +199,9 @@ def _pca_rows(run_id: str, rv: vectors.RunVectors, img_n: np.ndarray, txt_n: np.
 
 def _retrieval(d: RunData) -> dict[str, Rows]:
     """Exact ranks on the full gallery up to ``FULL_GALLERY_MAX`` images, else within disjoint
-    hash-drawn sub-galleries (:func:`clipgeo.scale.run_retrieval`); ``retrieval_gallery``
+    hash-drawn sub-galleries (:func:`clipgeo.streaming.partials.run_retrieval`); ``retrieval_gallery``
     states which, with the spread over sub-galleries."""
-    from clipgeo.scale import gallery_summary, run_retrieval
+    from clipgeo.streaming.partials import gallery_summary, run_retrieval
 
     opts = d.options
     ranks, info = run_retrieval(
@@ -216,7 +216,7 @@ def _retrieval(d: RunData) -> dict[str, Rows]:
     galleries = [gallery_summary(ranks, info)]
     n_q = int(opts.get("query_sample") or 0)
     if n_q > 0 and d.stream is not None:  # asked for: a stated query sample against the full gallery
-        from clipgeo.scale import query_sample_ranks
+        from clipgeo.streaming.partials import query_sample_ranks
 
         q_ranks, q_info = query_sample_ranks(d.stream, d.rv, n_q, device=opts.get("device") or "cpu",
                                              dtype=opts.get("query_dtype") or "float32")
@@ -231,7 +231,7 @@ def _gap(d: RunData) -> dict[str, Rows]:
     if d.stream is None:
         g = modality_gap(d.rv.images, d.rv.texts, txt_image_index=d.idx)
     else:
-        from clipgeo.scale import streamed_gap
+        from clipgeo.streaming.partials import streamed_gap
 
         g = streamed_gap(d.stream, d.rv, d.moments())
         d.cache["gap_pairs_from"] = g.get("pairs_from")
@@ -383,14 +383,14 @@ def measure_run(home: DataHome, run_id: str, *, seed: int = 0, sections: Sequenc
     and cross-dataset separability sections (default: found by :func:`find_reference_run`).
     ``umap_grid``: also fit the UMAP hyperparameter grid. ``sample_images``: size of the hash
     sample the sampled sections use; ``full_gallery_max`` / ``sub_gallery_images`` /
-    ``sub_gallery_draws``: the retrieval definition (see :func:`clipgeo.scale.run_retrieval`).
+    ``sub_gallery_draws``: the retrieval definition (see :func:`clipgeo.streaming.partials.run_retrieval`).
     ``moments``: the run's streamed moments when computed elsewhere (merged per-fragment
-    partials from :func:`clipgeo.scale.moment_partial`, e.g. on Dask workers: ``flows/measure_dist.py``);
+    partials from :func:`clipgeo.streaming.partials.moment_partial`, e.g. on Dask workers: ``flows/measure_dist.py``);
     the sections that need them then do not scan for them. ``query_sample``: also rank that
     many hash-sampled queries exactly against the full gallery (streamed; ``device="cuda"`` scores
     them with torch in ``query_dtype`` float16/float32). ``per_sample_parts``: the per-sample pass
     already written as Parquet parts in table order from these ``moments``
-    (:func:`clipgeo.scale.per_sample_partial`, e.g. by Dask workers); otherwise it runs here,
+    (:func:`clipgeo.streaming.partials.per_sample_partial`, e.g. by Dask workers); otherwise it runs here,
     into a scratch folder under ``<home>/tmp`` that is removed afterwards.
     """
     from clipgeo.store.scratch import scratch

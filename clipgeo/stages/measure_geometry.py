@@ -22,7 +22,7 @@ def _kind(d: RunData) -> str:
 def _suite(d: RunData) -> dict:
     run, kind = d.run_id, _kind(d)
     if d.stream is not None:  # every vector, streamed from Lance
-        from clipgeo.scale import PerSampleFiles
+        from clipgeo.streaming.partials import PerSampleFiles
         from clipgeo.store.catalog import ParquetRows
 
         moms = d.moments()  # pass 1 shared with the gap and spectra sections (and mergeable across workers)

@@ -58,7 +58,7 @@ def _cosines(d: RunData) -> dict:
 
 def _spectra(d: RunData) -> dict:
     if d.stream is not None:  # every vector: the streamed moments of the normalised vectors
-        from clipgeo.scale import spectra_from_moments
+        from clipgeo.streaming.partials import spectra_from_moments
 
         curve, summary = spectra_from_moments(d.moments())
     else:

@@ -23,7 +23,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-from clipgeo.config import SQL_DIR, DataHome
+from clipgeo.core.config import SQL_DIR, DataHome
 
 log = logging.getLogger(__name__)
 

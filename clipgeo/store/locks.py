@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from clipgeo.config import DataHome
+from clipgeo.core.config import DataHome
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-from clipgeo.config import DataHome
+from clipgeo.core.config import DataHome
 from clipgeo.store import catalog
 
 DEFAULT_MAX_ROWS = 1000

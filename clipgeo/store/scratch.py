@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from clipgeo.config import DataHome
+from clipgeo.core.config import DataHome
 
 
 def _pid_alive(pid: int) -> bool:

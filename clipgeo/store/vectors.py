@@ -44,7 +44,7 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 
-from clipgeo.config import DataHome
+from clipgeo.core.config import DataHome
 
 
 def table_name(run_id: str) -> str:
@@ -98,9 +98,9 @@ def _row_norms64(mat: np.ndarray) -> np.ndarray:
 
 
 def l2_normalize(mat: np.ndarray) -> np.ndarray:
-    """``x / ‖x‖`` row-wise as float32: :func:`clipgeo.stats.l2_normalize` (a zero row raises
+    """``x / ‖x‖`` row-wise as float32: :func:`clipgeo.core.stats.l2_normalize` (a zero row raises
     ``ValueError``; sources reject zero vectors before they are stored)."""
-    from clipgeo.stats import l2_normalize as _l2
+    from clipgeo.core.stats import l2_normalize as _l2
 
     return _l2(mat, "vectors", np.float32)
 
@@ -277,7 +277,7 @@ def read_run(home: DataHome, run_id: str, *, normalized: bool = False) -> RunVec
     """Read a run's vectors (raw by default, as float32), images ordered by image_id, captions
     by sample_id. ``normalized``: ``vector / ‖vector‖``, derived here (format 1 tables: their
     stored ``vector_norm``). Holds the whole run in memory: for large runs use
-    :class:`clipgeo.stream.LanceRun`, which reads in batches."""
+    :class:`clipgeo.streaming.reader.LanceRun`, which reads in batches."""
     db = connect(home)
     name = table_name(run_id)
     if not has_table(db, name):

@@ -50,9 +50,9 @@ import polars as pl
 from scipy import stats
 from threadpoolctl import threadpool_limits
 
-from clipgeo.geometry._checks import check_modalities, normalize_rows
+from clipgeo.core.arrays import check_modalities, normalize_rows
 from clipgeo.retrieval import retrieval_ranks
-from clipgeo.stats import centred_eigenvalues, effective_rank
+from clipgeo.core.stats import centred_eigenvalues, effective_rank
 
 __all__ = [
     "cluster_local_dimension",
@@ -143,7 +143,7 @@ def cluster_points(
 
 def centred_singular_values(v: np.ndarray) -> np.ndarray:
     """Singular values (descending) of ``v`` centred by its mean, the ``min(n − 1, d)`` that can
-    be non-zero: ``σ_k = √(n λ_k)`` with λ from :func:`clipgeo.stats.centred_eigenvalues` (the
+    be non-zero: ``σ_k = √(n λ_k)`` with λ from :func:`clipgeo.core.stats.centred_eigenvalues` (the
     shared covariance primitive, through the smaller Gram matrix)."""
     v = np.asarray(v, dtype=np.float64)
     return np.sqrt(v.shape[0] * centred_eigenvalues(v))

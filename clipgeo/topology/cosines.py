@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from clipgeo.geometry._checks import check_modalities, normalize_rows, resolve_index, row_blocks
+from clipgeo.core.arrays import check_modalities, normalize_rows, resolve_index, row_blocks
 
 __all__ = ["COSINE_KINDS", "QUANTILES", "cosine_distributions"]
 

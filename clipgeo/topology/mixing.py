@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 from scipy.spatial import cKDTree
 
-from clipgeo.geometry._checks import check_matrix, check_modalities, normalize_rows, row_blocks
+from clipgeo.core.arrays import check_matrix, check_modalities, normalize_rows, row_blocks
 
 __all__ = [
     "knn_cosine",

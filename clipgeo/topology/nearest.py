@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from clipgeo.geometry._checks import check_matrix, normalize_rows, row_blocks
+from clipgeo.core.arrays import check_matrix, normalize_rows, row_blocks
 from clipgeo.topology.mixing import knn_cosine
 
 __all__ = [

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from clipgeo.geometry._checks import check_modalities, normalize_rows
+from clipgeo.core.arrays import check_modalities, normalize_rows
 from clipgeo.geometry.separability import (
     evaluate_classifier,
     fit_modality_classifier,

@@ -9,7 +9,7 @@ vectors ``x_1 … x_n`` (rows, dimension ``d``)::
 
 ``σ_k = √(n λ_k)`` are the singular values of the centred data matrix; they are kept under their
 own name (``sigma``), but every summary here is on λ. The scatter comes from
-:class:`clipgeo.stats.ScatterAccumulator` (streaming, mergeable): the joint spectrum of
+:class:`clipgeo.core.stats.ScatterAccumulator` (streaming, mergeable): the joint spectrum of
 ``[img; txt]`` (centred by the joint mean) is the merge of the two modalities' accumulators.
 
 Precision: eigenvalues carry an absolute error of about ``ε·λ_1`` (ε = 2.2e-16), so relative
@@ -29,7 +29,7 @@ so, and ``collapse_index``, ``largest_drop_*`` and both effective ranks are NULL
 eigenvalues themselves are still stored.
 
 **Effective rank** (Roy & Vetterli, 2007), in both common forms, each under its own name
-(:mod:`clipgeo.stats`): ``effective_rank_lambda_entropy`` (``p_k = λ_k/Σλ``) and
+(:mod:`clipgeo.core.stats`): ``effective_rank_lambda_entropy`` (``p_k = λ_k/Σλ``) and
 ``effective_rank_sigma_entropy`` (``p_k = σ_k/Σσ``, ``σ ∝ √λ``); they differ by about 2×.
 """
 
@@ -38,8 +38,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from clipgeo.geometry._checks import DEFAULT_BLOCK_ROWS, iter_chunks
-from clipgeo.stats import (  # noqa: F401  (effective_rank re-exported)
+from clipgeo.core.arrays import DEFAULT_BLOCK_ROWS, iter_chunks
+from clipgeo.core.stats import (  # noqa: F401  (effective_rank re-exported)
     ScatterAccumulator,
     effective_rank,
     effective_rank_lambda_entropy,
@@ -65,8 +65,8 @@ _REL_FLOOR = 1e-16
 
 
 def normalized_scatter(source, name: str = "x", *, block: int = DEFAULT_BLOCK_ROWS) -> ScatterAccumulator:
-    """One streaming pass: a :class:`~clipgeo.stats.ScatterAccumulator` of the L2-normalised
-    rows of ``source`` (anything :func:`clipgeo.geometry._checks.iter_chunks` accepts; a zero row
+    """One streaming pass: a :class:`~clipgeo.core.stats.ScatterAccumulator` of the L2-normalised
+    rows of ``source`` (anything :func:`clipgeo.core.arrays.iter_chunks` accepts; a zero row
     raises ``ValueError``). Memory: ``O(block·d + d²)``."""
     acc = ScatterAccumulator(name=name)
     for offset, chunk in iter_chunks(source, name, block=block):

@@ -61,7 +61,7 @@ import numba
 import numpy as np
 import polars as pl
 
-from clipgeo.geometry._checks import check_index, check_modalities, normalize_rows
+from clipgeo.core.arrays import check_index, check_modalities, normalize_rows
 from clipgeo.geometry.separability import pca_project
 from clipgeo.topology.mixing import knn_cosine
 

@@ -3,7 +3,7 @@
 
 -- One row per (run, section) that ran ok: method = streamed | all | hash_sample; the sample is
 -- the n_images images with the smallest blake2b(seed:image_id) key (with their captions, or
--- their first caption for pair-based sections), see clipgeo/stream.py.
+-- their first caption for pair-based sections), see clipgeo/streaming/reader.py.
 CREATE TABLE IF NOT EXISTS measure_samples (
     run_id             VARCHAR NOT NULL,
     section            VARCHAR NOT NULL,

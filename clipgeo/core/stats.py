@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clipgeo.geometry._checks import DEFAULT_BLOCK_ROWS, check_finite, iter_chunks, row_blocks, row_norms
+from clipgeo.core.arrays import DEFAULT_BLOCK_ROWS, check_finite, iter_chunks, row_blocks, row_norms
 
 __all__ = [
     "ScatterAccumulator",
@@ -141,7 +141,7 @@ class ScatterAccumulator:
         return self
 
     def add_source(self, source, *, block: int = DEFAULT_BLOCK_ROWS) -> "ScatterAccumulator":
-        """Add every chunk of ``source`` (anything :func:`clipgeo.geometry._checks.iter_chunks` reads)."""
+        """Add every chunk of ``source`` (anything :func:`clipgeo.core.arrays.iter_chunks` reads)."""
         for _, chunk in iter_chunks(source, self.name, d=self.d, block=block):
             self.add(chunk, validate=False)  # iter_chunks validated and converted it
         return self

@@ -48,7 +48,7 @@ def bound_heap() -> int | None:
     more wall time (page faults). ``CLIPGEO_MMAP_THRESHOLD`` (bytes) changes the threshold, and
     ``0`` leaves the allocator alone. A ``MALLOC_MMAP_THRESHOLD_`` set in the environment
     wins: glibc has read it at start-up. Called where a run's table is opened for streaming
-    (:class:`clipgeo.stream.LanceRun`: measurement, the per-range partials on Dask workers)
+    (:class:`clipgeo.streaming.reader.LanceRun`: measurement, the per-range partials on Dask workers)
     and by the import; repeated calls do nothing.
     """
     global _BOUND

@@ -147,9 +147,9 @@ def row_norms(x: np.ndarray) -> np.ndarray:
 
 
 def normalize_rows(x: np.ndarray, name: str, dtype: type = np.float64) -> np.ndarray:
-    """``x / ||x||`` row-wise: :func:`clipgeo.stats.l2_normalize` (the one zero-row policy:
+    """``x / ||x||`` row-wise: :func:`clipgeo.core.stats.l2_normalize` (the one zero-row policy:
     a zero row raises ``ValueError``)."""
-    from clipgeo.stats import l2_normalize
+    from clipgeo.core.stats import l2_normalize
 
     return l2_normalize(x, name, dtype)
 

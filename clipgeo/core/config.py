@@ -18,7 +18,7 @@ DEFAULT_HOME = "clipgeo-data"
 # results can say which code produced them and stale analyses can be found.
 ANALYSIS_VERSION = "4"  # 2: double-ellipsoid suite; 3: topological suite; 4: reference definitions (issue 11)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SQL_DIR = Path(os.environ.get("CLIPGEO_SQL_DIR", REPO_ROOT / "sql"))
 
 

@@ -4,7 +4,7 @@ A run's table (:mod:`clipgeo.store.vectors`) can hold millions of rows; nothing 
 whole. :class:`LanceRun` gives
 
 * :meth:`LanceRun.chunks`: a *chunk source* (a callable returning a fresh iterator of ``(n, d)``
-  arrays, see :data:`clipgeo.geometry._checks.ChunkSource`) over one modality's raw or normalised
+  arrays, see :data:`clipgeo.core.arrays.ChunkSource`) over one modality's raw or normalised
   vectors, read ``batch_rows`` rows at a time with ``to_batches(columns=…, filter=…)``; optionally
   restricted to some fragments (the unit of distributed work, :func:`fragment_ranges`);
 * :meth:`LanceRun.sample`: a **stated, deterministic sample** of pairs held in memory (below).
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from clipgeo.memory import bound_heap
+from clipgeo.core.memory import bound_heap
 from clipgeo.store import vectors
 
 __all__ = ["LanceRun", "SampleInfo", "fragment_ranges", "hash_keys", "row_slices", "sample_statement"]
@@ -111,7 +111,7 @@ class LanceRun:
     def __init__(self, uri: str, run_id: str | None = None, *, batch_rows: int = BATCH_ROWS) -> None:
         import lance
 
-        bound_heap()   # Lance's freed decode buffers go back to the system (clipgeo.memory)
+        bound_heap()   # Lance's freed decode buffers go back to the system (clipgeo.core.memory)
         self.uri = str(uri)
         self.ds = lance.dataset(self.uri)
         self.run_id = run_id

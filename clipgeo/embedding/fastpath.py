@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from clipgeo.preprocess import PreprocessSpec, apply_orientation, preprocess_uint8, spec_from_transform
+from clipgeo.embedding.preprocess import PreprocessSpec, apply_orientation, preprocess_uint8, spec_from_transform
 
 if TYPE_CHECKING:  # pragma: no cover
     from clipgeo.models.loader import LoadedModel
@@ -584,7 +584,7 @@ def embed_image_refs_fast(
     device_decode: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str, str]]]:
     """Raw image embeddings through the fast path; same contract as
-    :func:`clipgeo.embed.embed_image_refs` (``(vectors, ok, failures)``, input order).
+    :func:`clipgeo.embedding.embed.embed_image_refs` (``(vectors, ok, failures)``, input order).
 
     Args:
         spec: the preprocessing to reproduce (default: read from ``lm.preprocess``; raises

@@ -33,7 +33,7 @@ from clipgeo.geometry.ellipsoid import (PER_SAMPLE_FIELDS, MomentAccumulator, Pe
                                         per_sample_plan)
 from clipgeo.retrieval import retrieval_ranks
 from clipgeo.store import vectors
-from clipgeo.stream import LanceRun, SampleInfo
+from clipgeo.streaming.reader import LanceRun, SampleInfo
 
 __all__ = [
     "blocked_query_ranks",
@@ -329,7 +329,7 @@ def run_retrieval(run: LanceRun | None, rv: vectors.RunVectors, *, sample: Sampl
 
     * ``full_gallery`` (at most ``full_gallery_max`` images): every caption against every image
       and every image against every caption (:func:`clipgeo.retrieval.retrieval_ranks`).
-    * ``sub_gallery`` (more images): the images in hash-key order (:mod:`clipgeo.stream`) cut into
+    * ``sub_gallery`` (more images): the images in hash-key order (:mod:`clipgeo.streaming.reader`) cut into
       ``min(draws, N // sub_gallery_images)`` disjoint galleries of ``sub_gallery_images`` images
       each, with all their captions; every query is ranked within its own gallery (CLIP_benchmark's
       5k COCO test is the reference size). Each gallery is a uniform random subset; recall is
