@@ -182,7 +182,7 @@ def import_arrays(home: Any, images: Any, texts: Any, text_image: Any = None, *,
                   captions: Sequence[str] | None = None, image_ids: Sequence[Any] | None = None,
                   sample_ids: Sequence[Any] | None = None, image_refs: Sequence[str] | None = None,
                   model: str = "arrays", pretrained: str | None = None, checkpoint_sha256: str | None = None,
-                  logit_scale: float | None = None, dataset: str = "arrays", split: str | None = None,
+                  logit_scale: float | None = None, objective: str | None = None, dataset: str = "arrays", split: str | None = None,
                   normalized: bool | None = None) -> str:
     """Store image and text vectors of any model as a run of a data home; returns its run id.
 
@@ -209,7 +209,8 @@ def import_arrays(home: Any, images: Any, texts: Any, text_image: Any = None, *,
         Where each image is (path or URL), for the reports.
     model, pretrained, checkpoint_sha256 : str, optional
         The model's identity as you state it (e.g. ``"ViT-B-32"``, ``"openai"``); recorded in
-        ``models``. ``logit_scale``: the scale its loss used, when known (origin-shift InfoNCE).
+        ``models``. ``logit_scale``: the scale its loss used, when known (origin-shift InfoNCE);
+        ``objective``: its training objective (``infonce``, ``infoloob``, …), when known.
     dataset, split : str, optional
         The data's name and split, recorded in ``datasets`` (the id adds a content hash).
     normalized : bool, optional
@@ -280,7 +281,7 @@ def import_arrays(home: Any, images: Any, texts: Any, text_image: Any = None, *,
         catalog.delete_insert(con, "samples", {"dataset_id": dataset_id}, samples)
         catalog.delete_insert(con, "models", {"model_id": model_id}, [{
             "model_id": model_id, "model_name": model, "pretrained": pretrained, "checkpoint_sha256": checkpoint_sha256,
-            "logit_scale": logit_scale, "embed_dim": img.shape[1],
+            "logit_scale": logit_scale, "objective": objective, "embed_dim": img.shape[1],
         }])
         catalog.delete_insert(con, "runs", {"run_id": run_id}, [{
             "run_id": run_id, "model_id": model_id, "dataset_id": dataset_id,
@@ -421,7 +422,7 @@ def measure(images: Any, texts: Any, text_image: Any = None, *, captions: Sequen
         Also fit the UMAP hyperparameter grid.
     **identity
         Passed to :func:`import_arrays`: ``model``, ``pretrained``, ``checkpoint_sha256``,
-        ``logit_scale``, ``dataset``, ``split``, ``image_ids``, ``sample_ids``, ``image_refs``,
+        ``logit_scale``, ``objective``, ``dataset``, ``split``, ``image_ids``, ``sample_ids``, ``image_refs``,
         ``normalized``.
 
     Returns
