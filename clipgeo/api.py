@@ -31,6 +31,8 @@ __all__ = ["Measurement", "as_vectors", "import_arrays", "measure"]
 
 #: |‖v‖ − 1| at most this for every row: the vectors count as already L2-normalised.
 NORMALIZED_TOL = 1e-2
+#: Rows checked, hashed and written at a time (bounded memory for memory-mapped inputs).
+CHUNK_ROWS = 65536
 
 
 def _from_torch(x: Any) -> np.ndarray:
@@ -123,13 +125,18 @@ def as_vectors(x: Any, name: str, *, min_rows: int = 2) -> np.ndarray:
         raise ValueError(f"{name}: vectors have dimension 0")
     if n < min_rows:
         raise ValueError(f"{name}: at least {min_rows} vectors are needed, got {n}")
-    finite = np.isfinite(arr).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
+    from clipgeo.core.arrays import row_blocks
+
+    nonfinite, zero = [], []
+    for sl in row_blocks(n, CHUNK_ROWS):      # block by block: a memory-mapped file stays on disk
+        block = arr[sl]
+        nonfinite.append(sl.start + np.flatnonzero(~np.isfinite(block).all(axis=1)))
+        zero.append(sl.start + np.flatnonzero(~block.any(axis=1)))
+    bad = np.concatenate(nonfinite)
+    if bad.size:
         raise ValueError(f"{name}: {bad.size} row(s) contain NaN or infinite values (first: row {int(bad[0])})")
-    zero = ~arr.any(axis=1)
-    if zero.any():
-        bad = np.flatnonzero(zero)
+    bad = np.concatenate(zero)
+    if bad.size:
         raise ValueError(f"{name}: {bad.size} row(s) are all zeros (first: row {int(bad[0])}); a zero vector has "
                          "no direction")
     return arr
@@ -161,7 +168,8 @@ def _digest(*parts: Any) -> str:
     for p in parts:
         if isinstance(p, np.ndarray):
             h.update(str((p.dtype, p.shape)).encode())
-            h.update(np.ascontiguousarray(p).data)
+            for start in range(0, len(p), CHUNK_ROWS):
+                h.update(np.ascontiguousarray(p[start:start + CHUNK_ROWS]).data)
         else:
             h.update(repr(p).encode())
         h.update(b"\x00")
@@ -172,7 +180,7 @@ def _is_normalized(*mats: np.ndarray) -> bool:
     from clipgeo.core.arrays import row_norms, row_blocks
 
     for m in mats:
-        for sl in row_blocks(m.shape[0], 65536):
+        for sl in row_blocks(m.shape[0], CHUNK_ROWS):
             if np.abs(row_norms(m[sl].astype(np.float64)) - 1.0).max() > NORMALIZED_TOL:
                 return False
     return True
@@ -235,6 +243,7 @@ def import_arrays(home: Any, images: Any, texts: Any, text_image: Any = None, *,
     import pyarrow as pa
 
     import clipgeo
+    from clipgeo.core.arrays import row_blocks
     from clipgeo.core.config import DataHome
     from clipgeo.store import catalog, vectors
 
@@ -265,9 +274,18 @@ def import_arrays(home: Any, images: Any, texts: Any, text_image: Any = None, *,
         return run_id       # the same content under the same identity: already stored
     t0 = time.perf_counter()
     owners = [i_ids[k] for k in idx]
-    batches = vectors.record_batches(run_id, image_ids=i_ids, images=img, sample_ids=s_ids, text_image_ids=owners,
-                                     texts=txt, dtype=np.float16 if img.dtype == txt.dtype == np.float16 else np.float32)
-    vectors.write_run_batches(h, run_id, img.shape[1], batches)
+    dtype = np.float16 if img.dtype == txt.dtype == np.float16 else np.float32
+    none = np.zeros((0, img.shape[1]), dtype)
+
+    def batches():     # images, then captions, CHUNK_ROWS at a time, one Lance commit
+        for sl in row_blocks(img.shape[0], CHUNK_ROWS):
+            yield from vectors.record_batches(run_id, image_ids=i_ids[sl], images=img[sl], sample_ids=[],
+                                              text_image_ids=[], texts=none, dtype=dtype)
+        for sl in row_blocks(txt.shape[0], CHUNK_ROWS):
+            yield from vectors.record_batches(run_id, image_ids=[], images=none, sample_ids=s_ids[sl],
+                                              text_image_ids=owners[sl], texts=txt[sl], dtype=dtype)
+
+    vectors.write_run_batches(h, run_id, img.shape[1], batches())
     samples = pa.table({"dataset_id": [dataset_id] * len(s_ids), "sample_id": s_ids, "image_id": owners,
                         "image_ref": [refs[k] for k in idx], "caption": caps})
     import json

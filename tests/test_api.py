@@ -241,3 +241,44 @@ def test_readme_from_python_section_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for code in blocks:
         exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+
+
+def test_cli_import_of_npy_and_parquet_files(f16, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    img, txt = f16
+    np.save(tmp_path / "img.npy", img)
+    pq.write_table(pa.table({"id": list(range(160)), "embedding": pa.FixedSizeListArray.from_arrays(
+        pa.array(np.repeat(txt, 2, axis=0).ravel().astype(np.float32)), 12)}), tmp_path / "txt.parquet")
+    np.save(tmp_path / "idx.npy", np.repeat(np.arange(80), 2))
+    (tmp_path / "caps.txt").write_text("\n".join(f"caption {j}" for j in range(160)), encoding="utf-8")
+    cmd = [sys.executable, "-m", "flows.cli", "import", str(tmp_path / "img.npy"), str(tmp_path / "txt.parquet"),
+           "--text-image", str(tmp_path / "idx.npy"), "--captions", str(tmp_path / "caps.txt"), "--model", "SigLIP-x",
+           "--home", str(tmp_path / "h")]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    run = out.stdout.strip().splitlines()[-1]
+    assert vectors.count_rows(clipgeo.DataHome.resolve(tmp_path / "h"), run) == {"image": 80, "text": 160}
+    bad = subprocess.run(cmd[:5] + [str(tmp_path / "missing.npy"), "--home", str(tmp_path / "h")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "texts: no file" in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr
+
+
+def test_the_prefect_task_reuses_a_library_measurement_and_force_redoes_it(f16, tmp_path, prefect_harness):
+    from flows.tasks import measure as measure_task
+
+    home = clipgeo.DataHome.resolve(tmp_path / "h")
+    run = clipgeo.import_arrays(home, f16[0][:40], f16[1][:40])
+    res, _ = clipgeo.measure_if_stale(home, run)          # the notebook's path, every section
+
+    def stamp():
+        with catalog.session(home, read_only=True) as con:
+            return catalog.execute(con, "SELECT max(measured_at) FROM measure_sections WHERE run_id = ?", [run])[0][0]
+
+    first = stamp()
+    assert res is not None and first is not None
+    assert measure_task(str(home.root), run) == run        # the pipeline's path: reused
+    assert stamp() == first
+    assert measure_task(str(home.root), run, force=True) == run
+    assert stamp() > first
