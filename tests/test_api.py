@@ -16,6 +16,7 @@ import pytest
 
 import clipgeo
 from clipgeo.store import catalog, vectors
+from tests.tables import assert_columns_close
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "numba", "lancedb", "prefect", "umap", "hdbscan", "open_clip", "duckdb", "sklearn")
@@ -69,14 +70,8 @@ def _assert_same_table(a: pl.DataFrame, b: pl.DataFrame, table: str, rel: float 
     assert a.height == b.height, (table, a.height, b.height)
     keys = [c for c in _keys(a) if c not in ("run_id", "message") and not c.endswith("dataset_id")]
     a, b = a.drop("run_id").sort(keys, nulls_last=True), b.drop("run_id").sort(keys, nulls_last=True)
-    for col in a.columns:
-        x, y = a[col], b[col]
-        if x.dtype.is_float():
-            xa, ya = x.to_numpy(), y.to_numpy()
-            scale = max(float(np.nanmax(np.abs(xa))) if np.isfinite(xa).any() else 1.0, 1.0)
-            np.testing.assert_allclose(ya, xa, rtol=rel, atol=rel * scale, err_msg=f"{table}.{col}")
-        elif not col.endswith("dataset_id"):      # the data's identity: a dataset id of its own
-            assert x.to_list() == y.to_list(), f"{table}.{col}"
+    # the data's identity has a dataset id of its own
+    assert_columns_close(a, b, table, rel, skip=lambda col: col.endswith("dataset_id"))
 
 
 def _stored_order(home, run_id):
