@@ -329,6 +329,18 @@ class Measurement:
         Section → ``ok`` / ``skipped`` / ``failed`` (the reason is in ``tables["measure_sections"]``).
     reused : str or None
         Why the stored measurement was reused, when it was.
+
+    Examples
+    --------
+    >>> import numpy as np, clipgeo
+    >>> rng = np.random.default_rng(0)
+    >>> img = rng.normal(size=(40, 8)) + 2.0
+    >>> m = clipgeo.measure(img, img - 4.0, sections=["modality_gap"])
+    >>> m
+    Measurement(run_id='r...', tables=['measure_samples', 'measure_sections', 'modality_gap'],
+                sections={'modality_gap': 'ok'})
+    >>> m.tables["modality_gap"].height, m.headline.height
+    (1, 1)
     """
 
     run_id: str
@@ -397,6 +409,21 @@ def run_tables(home: Any, run_id: str, sections: Sequence[str] | None = None) ->
     Returns
     -------
     dict of str to polars.DataFrame
+        Table name → that run's rows (every column of the catalog table, ``run_id`` first).
+
+    Examples
+    --------
+    >>> import numpy as np, shutil, tempfile
+    >>> rng = np.random.default_rng(0)
+    >>> img = rng.normal(size=(40, 8))
+    >>> home = tempfile.mkdtemp()
+    >>> m = measure(img, img + 1.0, sections=["modality_gap"], home=home)
+    >>> tables = run_tables(home, m.run_id, ["modality_gap"])
+    >>> sorted(tables)
+    ['measure_samples', 'measure_sections', 'modality_gap']
+    >>> tables["modality_gap"]["run_id"].to_list() == [m.run_id]
+    True
+    >>> shutil.rmtree(home)
     """
     from clipgeo.core.config import DataHome
     from clipgeo.stages.measure import all_sections

@@ -49,6 +49,35 @@ def l2_normalize(x, name: str = "x", dtype: type = np.float64, *, block: int = D
     ``name`` and the row (its direction, hence every cosine involving it, is undefined);
     ``row_offset`` is added to the row number in that message (for chunks of a larger set).
     Works block by block, so the float64 temporaries stay ``O(block · d)``.
+
+    Parameters
+    ----------
+    x : array-like, shape (n, d)
+        Vectors, one per row (any numeric dtype).
+    name : str
+        What ``x`` is, for the error message.
+    dtype : numpy dtype
+        The result's dtype (float64 by default).
+    block : int
+        Rows per block.
+    row_offset : int
+        Added to the row number in the zero-row error.
+
+    Returns
+    -------
+    numpy.ndarray of shape (n, d) and dtype ``dtype``
+        The unit vectors (a new array).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> l2_normalize(np.array([[3.0, 4.0], [0.0, 2.0]]))
+    array([[0.6, 0.8],
+           [0. , 1. ]])
+    >>> l2_normalize(np.zeros((1, 2)), "img")
+    Traceback (most recent call last):
+    ...
+    ValueError: img: row 0 is a zero vector and cannot be L2-normalised (reject it at the source: its direction is undefined)
     """
     arr = np.asarray(x)
     if arr.ndim != 2:
@@ -258,6 +287,24 @@ def effective_rank(values: np.ndarray) -> float:
 
     ``values`` must be finite and non-negative; all zeros give 0. ``r`` equal positive values
     give exactly ``r``. Which spectrum is passed decides what is measured: use the named forms.
+
+    Parameters
+    ----------
+    values : array-like of shape (k,)
+        Non-negative values (eigenvalues λ, or singular values σ), any order.
+
+    Returns
+    -------
+    float
+        In ``[1, k]`` (0 for all zeros).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> effective_rank(np.ones(4)), effective_rank([1.0, 1.0, 0.0, 0.0])
+    (4.0, 2.0)
+    >>> round(effective_rank([3.0, 1.0]), 4)      # exp(−¾ ln ¾ − ¼ ln ¼)
+    1.7548
     """
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 1 or v.size == 0:

@@ -634,6 +634,53 @@ def double_ellipsoid_suite(
 
     Raises ``ValueError`` on NaN/inf or zero vectors, mismatched dimensions between modalities,
     or fewer than 2 vectors in a modality.
+
+    Parameters
+    ----------
+    img, txt : array-like of shape (n_img, d) and (n_txt, d), or chunk sources
+        Raw image and text vectors (float16/32/64; need not be paired). Accumulated in float64.
+    fixed_k : int
+        The ``fixed`` setting of the principal-subspace comparison (P1): the top ``fixed_k``
+        axes of each modality (at most d), beside the variance-level settings.
+    n_tilt_axes : int
+        Principal axes whose tilt is summarised (P4).
+    bins : int
+        Bins of the ``histograms`` table.
+    n_extremes : int
+        Most / least conforming rows kept per modality (``extremes``).
+    mahalanobis_rtol : float
+        The Mahalanobis radius uses the axes with ``λ_k > rtol · λ_1`` (a pseudo-inverse).
+    keep_per_sample : bool
+        Keep the ``per_sample`` table (one row per vector); ``False`` sets it to None.
+    names : (str, str)
+        The modalities' names in the tables and in errors.
+    moments_in, per_sample_in : optional
+        Precomputed pass-1 moments / pass-2 statistics of both modalities (see above).
+
+    Returns
+    -------
+    DoubleEllipsoidResult
+        ``modality`` (polars, one row per modality), ``cross`` (dict of float) and the tables
+        listed in :class:`DoubleEllipsoidResult`.
+
+    Examples
+    --------
+    Two clouds shifted to opposite sides of the origin along ``e1``: the means point opposite
+    ways, and the gap is :func:`clipgeo.geometry.gap.modality_gap`'s:
+
+    >>> import numpy as np
+    >>> from clipgeo.geometry.gap import modality_gap
+    >>> rng = np.random.default_rng(0)
+    >>> e1 = np.eye(8)[0]
+    >>> img = rng.normal(size=(200, 8)) + 3.0 * e1
+    >>> txt = rng.normal(size=(200, 8)) - 3.0 * e1
+    >>> res = double_ellipsoid_suite(img, txt, keep_per_sample=False)
+    >>> res.modality.select("modality", "n", "d", "covariance_status").rows()
+    [('image', 200, 8, 'ok'), ('text', 200, 8, 'ok')]
+    >>> round(res.cross["cos_between_means"], 1)
+    -1.0
+    >>> abs(res.cross["modality_gap"] - modality_gap(img, txt)["gap"]) < 1e-12
+    True
     """
     for src, nm in ((img, names[0]), (txt, names[1])):
         shape = getattr(src, "shape", None)

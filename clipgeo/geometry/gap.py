@@ -60,6 +60,38 @@ def modality_gap(
 
     Raises ``ValueError`` on NaN/inf or zero vectors, mismatched dimensions, fewer than 2
     vectors in a modality, or ``paired=True`` with different lengths.
+
+    Parameters
+    ----------
+    img_raw : array-like, shape (n_img, d)
+        Raw (not necessarily normalised) image vectors, any float dtype; read in row blocks, so a
+        ``np.memmap`` is never loaded whole.
+    txt_raw : array-like, shape (n_txt, d)
+        Raw text vectors, same ``d``.
+    paired : bool
+        Row ``i`` of ``txt_raw`` describes row ``i`` of ``img_raw`` (needs ``n_img == n_txt``).
+    txt_image_index : array-like of int, shape (n_txt,), optional
+        ``g(c)``: the image row of each caption (several captions per image allowed).
+
+    Returns
+    -------
+    dict of str to float
+        ``gap, gap_raw, mean_cross_cos, n_img, n_txt``; with pairs also ``paired_distance,
+        mean_paired_cos, mean_unpaired_cos, n_pairs`` (counts as floats).
+
+    Examples
+    --------
+    A planted gap: every image points along ``e1``, every text along ``e2``, so
+    ``m̂_I = e1``, ``m̂_T = e2`` and ``gap = ||e1 − e2|| = √2``:
+
+    >>> import numpy as np
+    >>> img = np.array([[3.0, 0.0], [1.0, 0.0]])
+    >>> txt = np.array([[0.0, 2.0], [0.0, 5.0]])
+    >>> m = modality_gap(img, txt, paired=True)
+    >>> round(m["gap"], 4), round(m["gap_raw"], 4)   # √2 and ||(2, 0) − (0, 3.5)||
+    (1.4142, 4.0311)
+    >>> m["mean_paired_cos"], m["mean_unpaired_cos"], m["n_pairs"]
+    (0.0, 0.0, 2.0)
     """
     img, txt = check_modalities(img_raw, txt_raw, paired=paired)
     n_i, n_t = img.shape[0], txt.shape[0]

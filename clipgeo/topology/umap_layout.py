@@ -554,6 +554,46 @@ def umap_layout(
     equirectangular projection, degrees; UMAP's plane for Euclidean output, where the sphere
     columns are null). Raises ``ValueError`` for too few points (fewer than
     ``MIN_UMAP_POINTS`` or not more than ``n_neighbors``) and for bad vectors.
+
+    Parameters
+    ----------
+    img : array-like, shape (n_img, d)
+        Image vectors (raw; normalised here).
+    txt : array-like, shape (n_txt, d)
+        Text vectors.
+    n_pairs : int
+        Pairs laid out (:func:`first_pairs`; capped at what exists).
+    n_neighbors : int
+        UMAP's neighbour count (the exact cosine kNN).
+    min_dist : float
+        UMAP's ``min_dist``.
+    seed : int
+        UMAP's ``random_state``.
+    output_metric : str
+        ``"haversine"`` or ``"euclidean"``.
+    txt_image_index : array-like of int, shape (n_txt,), optional
+        The image row of each caption; ``None``: row-aligned pairs.
+    n_epochs : int, optional
+        SGD epochs.
+    engine : str
+        ``"numba"`` (default; haversine only) or ``"umap"`` (module doc).
+
+    Returns
+    -------
+    polars.DataFrame
+        ``2 · N`` rows with :data:`LAYOUT_COLUMNS`: ``modality`` str, ``item_index`` /
+        ``row_index`` int64, the coordinates float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> img, txt = rng.normal(size=(30, 8)) + 2.0, rng.normal(size=(30, 8)) - 2.0
+    >>> layout = umap_layout(img, txt, n_neighbors=5, n_epochs=50)
+    >>> layout.shape, layout["modality"].value_counts(sort=True).rows()
+    ((60, 10), [('image', 30), ('text', 30)])
+    >>> bool(np.allclose(layout["x"] ** 2 + layout["y"] ** 2 + layout["z"] ** 2, 1.0))   # on the sphere
+    True
     """
     if output_metric not in ("haversine", "euclidean"):
         raise ValueError(f"output_metric must be 'haversine' or 'euclidean', got {output_metric!r}")
@@ -671,6 +711,38 @@ def paired_lines(
 
     Returns ``pair_id`` (pair index), ``image_x, image_y, text_x, text_y``, ``length`` (the
     line's length in the plane) and ``cosine`` (``x̂·t̂`` in the original space).
+
+    Parameters
+    ----------
+    img : array-like, shape (n_img, d)
+        Image vectors (raw; normalised here).
+    txt : array-like, shape (n_txt, d)
+        Text vectors.
+    n_lines : int
+        Pairs drawn for lines.
+    txt_image_index : array-like of int, shape (n_txt,), optional
+        The image row of each caption; ``None``: row-aligned pairs.
+    layout : polars.DataFrame, optional
+        A :func:`umap_layout` frame of the same ``n_fit`` pairs.
+    n_fit : int
+        Pairs the plane is fitted on.
+    seed : int
+        Seed of the draw.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``min(n_lines, n_fit)`` rows: ``pair_id`` int64, the rest float64.
+
+    Examples
+    --------
+    A caption that is its image scaled has the same direction: a line of length 0, cosine 1:
+
+    >>> import numpy as np
+    >>> img = np.random.default_rng(0).normal(size=(10, 4))
+    >>> lines = paired_lines(img, 2.0 * img, n_lines=3)
+    >>> lines["length"].round(6).to_list(), lines["cosine"].round(6).to_list()
+    ([0.0, 0.0, 0.0], [1.0, 1.0, 1.0])
     """
     im, tx, _, _ = first_pairs(img, txt, n_fit, txt_image_index)
     n = im.shape[0]
