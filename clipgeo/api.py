@@ -239,6 +239,7 @@ def import_arrays(home: Any, images: Any, texts: Any, text_image: Any = None, *,
     >>> run = import_arrays(home, img, txt, text_image=np.repeat(np.arange(50), 2), model="my-model")
     >>> run == import_arrays(home, img, txt, text_image=np.repeat(np.arange(50), 2), model="my-model")
     True
+    >>> import shutil; shutil.rmtree(home)
     """
     import pyarrow as pa
 

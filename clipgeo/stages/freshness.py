@@ -181,6 +181,7 @@ def measure_if_stale(home: DataHome | str | None, run_id: str, *, force: bool = 
     {'modality_gap': 'ok'}
     >>> measure_if_stale(home, run, sections=["modality_gap"])[0] is None
     True
+    >>> import shutil; shutil.rmtree(home)
     """
     from threadpoolctl import threadpool_limits
 
