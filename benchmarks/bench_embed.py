@@ -207,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from clipgeo.embedding.embed import embed_image_refs, embed_texts
-    from clipgeo.embedding.image_path import EmbedProfile, default_num_workers, prepare_model, resolve_precision
+    from clipgeo.embedding.image_path import EmbedProfile
+    from clipgeo.embedding.precision import prepare_model, resolve_precision
+    from clipgeo.embedding.workers import default_num_workers
     from clipgeo.models.loader import load_model
     from clipgeo.embedding.preprocess import spec_from_transform
 

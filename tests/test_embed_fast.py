@@ -28,15 +28,9 @@ import torch
 from PIL import Image, ImageFile, ImageOps
 
 from clipgeo.embedding.embed import embed_image_refs, embed_images
-from clipgeo.embedding.image_path import (
-    EmbedProfile,
-    default_num_workers,
-    prepare_model,
-    preprocess_refs,
-    probe_jpeg,
-    resolve_num_workers,
-    resolve_precision,
-)
+from clipgeo.embedding.image_path import EmbedProfile, preprocess_refs, probe_jpeg
+from clipgeo.embedding.precision import prepare_model, resolve_precision
+from clipgeo.embedding.workers import default_num_workers, resolve_num_workers
 from clipgeo.models.loader import LoadedModel, load_model
 from clipgeo.embedding.preprocess import apply_orientation, spec_from_transform
 from clipgeo.sources.images import load_image, tar_ref

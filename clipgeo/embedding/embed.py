@@ -14,7 +14,7 @@ Images take one of two paths (``decode=``):
 
 Both read and decode in DataLoader workers sized to the machine by default
 (``num_workers=None``; 0 = in the main process) and reject the same bad images with the same
-reasons. The model's dtype (see :func:`clipgeo.embedding.image_path.prepare_model`) sets the inputs'.
+reasons. The model's dtype (see :func:`clipgeo.embedding.precision.prepare_model`) sets the inputs'.
 """
 
 from __future__ import annotations
@@ -111,7 +111,8 @@ def embed_image_refs(
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from clipgeo.embedding.image_path import EmbedProfile, embed_image_refs_fast, resolve_num_workers
+    from clipgeo.embedding.image_path import EmbedProfile, embed_image_refs_fast
+    from clipgeo.embedding.workers import resolve_num_workers
     from clipgeo.embedding.preprocess import spec_from_transform
 
     if batch_size < 1:
@@ -222,7 +223,8 @@ def embed_texts(
     captions = list(captions)
     if not captions:
         return np.zeros((0, lm.embed_dim), dtype=np.float32)
-    from clipgeo.embedding.image_path import resolve_num_workers, token_batches
+    from clipgeo.embedding.text_batches import token_batches
+    from clipgeo.embedding.workers import resolve_num_workers
 
     n_batches = -(-len(captions) // batch_size)
     cuda = str(lm.device).startswith("cuda")

@@ -218,8 +218,8 @@ _MODELS_LOCK = threading.Lock()
 def cached_model(ref: ModelRef, device: str | None = None, precision: str = "auto"):
     """Load a model once per process (shards of a run share it; Dask workers keep theirs), in
     its inference precision (``auto``: fp16 weights on CUDA, fp32 on CPU; see
-    :func:`clipgeo.embedding.image_path.prepare_model`)."""
-    from clipgeo.embedding.image_path import prepare_model, resolve_precision
+    :func:`clipgeo.embedding.precision.prepare_model`)."""
+    from clipgeo.embedding.precision import prepare_model, resolve_precision
     from clipgeo.models.loader import default_device, load_model
 
     resolved = resolve_precision(precision, device or default_device())
