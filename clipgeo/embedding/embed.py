@@ -63,14 +63,6 @@ def _collate(items: list[Any]) -> Any:
     return batch, [i for _, i in good], bad
 
 
-def _model_dtype(model: Any) -> Any:
-    for p in model.parameters():
-        return p.dtype
-    import torch
-
-    return torch.float32
-
-
 def embed_image_refs(
     lm: LoadedModel,
     refs: Sequence[str],
@@ -112,6 +104,7 @@ def embed_image_refs(
     from tqdm.auto import tqdm
 
     from clipgeo.embedding.image_path import EmbedProfile, embed_image_refs_fast
+    from clipgeo.embedding.precision import model_dtype
     from clipgeo.embedding.workers import resolve_num_workers
     from clipgeo.embedding.preprocess import spec_from_transform
 
@@ -142,7 +135,7 @@ def embed_image_refs(
         collate_fn=_collate,
         pin_memory=str(lm.device).startswith("cuda"),
     )
-    dtype = _model_dtype(lm.model)
+    dtype = model_dtype(lm.model)
     out: list[np.ndarray] = []
     failures: list[tuple[int, str, str]] = []
     with torch.inference_mode():
