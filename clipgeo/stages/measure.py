@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from clipgeo.core.arrays import normalize_rows
 from clipgeo.core.config import ANALYSIS_VERSION, DataHome
 from clipgeo.core.memory import release_memory, rss_mb
 from clipgeo.geometry.gap import modality_gap
@@ -89,11 +90,11 @@ class RunData:
 
     @cached_property
     def img_n(self) -> np.ndarray:
-        return vectors.l2_normalize(self.rv.images)
+        return normalize_rows(self.rv.images, "images", np.float32)
 
     @cached_property
     def txt_n(self) -> np.ndarray:
-        return vectors.l2_normalize(self.rv.texts)
+        return normalize_rows(self.rv.texts, "texts", np.float32)
 
     @cached_property
     def idx(self) -> np.ndarray:
