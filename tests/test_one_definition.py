@@ -234,3 +234,25 @@ def test_first_caption_pairs_against_a_loop():
     assert cap_rows.tolist() == [first[i] for i in sorted(first)]
     with pytest.raises(ValueError, match="below 45"):
         first_caption_pairs(np.array([0, 45]), 45)
+
+
+def test_sql_first_caption_is_the_python_one(tmp_path):
+    """The views' ``first_caption(caption, sample_id)`` picks, per image, the caption that
+    ``first_caption_pairs`` pairs it with when captions are in sample_id order (as a run's are)."""
+    from clipgeo.core.config import DataHome
+    from clipgeo.store import catalog
+
+    rng = np.random.default_rng(5)
+    n_img, n_txt = 30, 200
+    owner = rng.integers(0, n_img, n_txt)
+    sample_ids = np.array([f"s{k:04d}" for k in rng.permutation(n_txt)])
+    captions = np.array([f"caption {k}" for k in range(n_txt)])
+    order = np.argsort(sample_ids)
+    img_rows, cap_rows = first_caption_pairs(owner[order], n_img)
+    expected = {f"i{i}": captions[order][c] for i, c in zip(img_rows.tolist(), cap_rows.tolist())}
+    with catalog.session(DataHome(tmp_path)) as con:
+        con.execute("CREATE TEMP TABLE caps (image_id VARCHAR, sample_id VARCHAR, caption VARCHAR)")
+        con.executemany("INSERT INTO caps VALUES (?, ?, ?)",
+                        [(f"i{o}", s, c) for o, s, c in zip(owner.tolist(), sample_ids.tolist(), captions.tolist())])
+        got = dict(catalog.execute(con, "SELECT image_id, first_caption(caption, sample_id) FROM caps GROUP BY image_id"))
+    assert got == expected
