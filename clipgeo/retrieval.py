@@ -47,10 +47,10 @@ import numpy as np
 
 from clipgeo.core.arrays import (
     check_modalities,
+    nonzero_row_norms,
     normalize_rows,
     resolve_index,
     row_blocks,
-    row_norms,
 )
 
 __all__ = [
@@ -181,12 +181,8 @@ def _ranks(img, txt, txt_image_index, want_i2t, dtype, query_block, gallery_bloc
 
     imgn = normalize_rows(img, "img", dtype)
     txtn = normalize_rows(txt, "txt", dtype)
-    i_norm = np.empty(n_img)
-    t_norm = np.empty(n_txt)
-    for sl in row_blocks(n_img):
-        i_norm[sl] = row_norms(np.asarray(img[sl], dtype=np.float64))
-    for sl in row_blocks(n_txt):
-        t_norm[sl] = row_norms(np.asarray(txt[sl], dtype=np.float64))
+    i_norm = nonzero_row_norms(img, "img")
+    t_norm = nonzero_row_norms(txt, "txt")
 
     # Correct-pair scores, exact (float64 from the raw rows).
     correct = np.empty(n_txt, dtype=np.float64)

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
-from scipy import stats
 
 from clipgeo.core.arrays import (
     ChunkSource,
     check_matrix,
     iter_chunks,
+    nonzero_row_norms,
+    normalize_rows,
     row_blocks,
-    row_norms,
 )
-from clipgeo.core.stats import l2_normalize
 
 __all__ = [
     "conformity",
@@ -41,26 +40,12 @@ __all__ = [
 QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
 
 
-def _norms(chunk: np.ndarray, name: str, offset: int = 0) -> np.ndarray:
-    norms = row_norms(chunk)
-    if np.any(norms == 0):
-        raise ValueError(
-            f"{name}: row {offset + int(np.flatnonzero(norms == 0)[0])} is a zero vector; "
-            "its cosine to other vectors is undefined"
-        )
-    return norms
-
-
-def _unit_rows(chunk: np.ndarray, name: str, offset: int = 0) -> np.ndarray:
-    return l2_normalize(chunk, name, row_offset=offset)
-
-
 def unit_sum(source: ChunkSource, name: str = "x") -> tuple[np.ndarray, int]:
     """``(s, N)`` with ``s = Σ_k x̂_k`` accumulated in float64 over the chunks of ``source``."""
     s = None
     n = 0
     for off, chunk in iter_chunks(source, name):
-        part = (1.0 / _norms(chunk, name, off)) @ chunk  # Σ_rows x / ||x|| as one gemv
+        part = (1.0 / nonzero_row_norms(chunk, name, row_offset=off)) @ chunk  # Σ_rows x / ||x|| as one gemv
         s = part if s is None else s + part
         n += chunk.shape[0]
     if s is None or n < 2:
@@ -72,7 +57,7 @@ def conformity_from_unit_sum(chunk: np.ndarray, s: np.ndarray, n: int, *, name: 
     """``C(v_j) = (x̂_j · s − 1) / (N − 1)`` for the rows of ``chunk``, given ``s = Σ_k x̂_k`` over
     the whole modality of ``n`` vectors (the chunk's rows must be among them)."""
     x = np.asarray(chunk, dtype=np.float64)
-    return ((x @ s) / _norms(x, name, offset) - 1.0) / (n - 1)
+    return ((x @ s) / nonzero_row_norms(x, name, row_offset=offset) - 1.0) / (n - 1)
 
 
 def conformity(source: ChunkSource, name: str = "x") -> np.ndarray:
@@ -120,7 +105,7 @@ def conformity_brute_force(x: np.ndarray, *, block: int = 1024) -> np.ndarray:
     A reference for tests and benchmarks; use :func:`conformity` for real data.
     """
     x = check_matrix(x, "x")
-    u = _unit_rows(np.asarray(x, dtype=np.float64), "x")
+    u = normalize_rows(x, "x")
     n = u.shape[0]
     out = np.empty(n)
     for sl in row_blocks(n, block):
@@ -138,7 +123,7 @@ def cosine_to(source: ChunkSource, v: np.ndarray, name: str = "x") -> np.ndarray
         raise ValueError("cosine_to: v must be a finite, non-zero 1-D vector")
     parts = []
     for off, chunk in iter_chunks(source, name, d=v.shape[0]):
-        parts.append(_unit_rows(chunk, name, off) @ (v / nv))
+        parts.append(normalize_rows(chunk, name, row_offset=off) @ (v / nv))
     return np.concatenate(parts) if parts else np.empty(0)
 
 

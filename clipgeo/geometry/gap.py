@@ -13,23 +13,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from clipgeo.core.arrays import check_index, check_modalities, row_blocks, row_norms
+from clipgeo.core.arrays import check_index, check_modalities, nonzero_row_norms, normalize_rows, row_blocks
 
 __all__ = ["modality_gap"]
 
 
-def _sums(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _sums(x: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(Σ x_i, Σ x̂_i) in float64, block by block; zero rows raise ValueError."""
     d = x.shape[1]
     s_raw = np.zeros(d)
     s_unit = np.zeros(d)
     for sl in row_blocks(x.shape[0]):
         blk = np.asarray(x[sl], dtype=np.float64)
-        norms = row_norms(blk)
-        if np.any(norms == 0):
-            raise ValueError(f"row {sl.start + int(np.flatnonzero(norms == 0)[0])} is a zero vector")
         s_raw += blk.sum(axis=0)
-        s_unit += (1.0 / norms) @ blk
+        s_unit += (1.0 / nonzero_row_norms(blk, name, row_offset=sl.start)) @ blk  # Σ x̂_i as one gemv
     return s_raw, s_unit
 
 
@@ -95,8 +92,8 @@ def modality_gap(
     """
     img, txt = check_modalities(img_raw, txt_raw, paired=paired)
     n_i, n_t = img.shape[0], txt.shape[0]
-    s_raw_i, s_unit_i = _sums(img)
-    s_raw_t, s_unit_t = _sums(txt)
+    s_raw_i, s_unit_i = _sums(img, "img")
+    s_raw_t, s_unit_t = _sums(txt, "txt")
     m_i, m_t = s_unit_i / n_i, s_unit_t / n_t
     out: dict[str, float] = {
         "gap": float(np.linalg.norm(m_i - m_t)),
@@ -115,9 +112,7 @@ def modality_gap(
     cos_sum = 0.0
     dist_sum = 0.0
     for sl in row_blocks(n_t):
-        a = np.asarray(img[idx[sl]], dtype=np.float64)
-        b = np.asarray(txt[sl], dtype=np.float64)
-        cos = np.einsum("ij,ij->i", a, b) / (row_norms(a) * row_norms(b))
+        cos = np.einsum("ij,ij->i", normalize_rows(img[idx[sl]], "img"), normalize_rows(txt[sl], "txt", row_offset=sl.start))
         cos_sum += cos.sum()
         # ||â − b̂|| = sqrt(2 − 2 cos), clipped against rounding below 0
         dist_sum += np.sqrt(np.clip(2.0 - 2.0 * cos, 0.0, None)).sum()

@@ -38,13 +38,12 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from clipgeo.core.arrays import DEFAULT_BLOCK_ROWS, iter_chunks
+from clipgeo.core.arrays import DEFAULT_BLOCK_ROWS, iter_chunks, normalize_rows
 from clipgeo.core.stats import (  # noqa: F401  (effective_rank re-exported)
     ScatterAccumulator,
     effective_rank,
     effective_rank_lambda_entropy,
     effective_rank_sigma_entropy,
-    l2_normalize,
 )
 
 __all__ = [
@@ -55,7 +54,7 @@ __all__ = [
     "largest_log_drop",
     "normalized_scatter",
     "spectra",
-    "spectrum_summary",
+    "spectrum_collapse_summary",
 ]
 
 #: Relative threshold τ of the collapse point, applied to λ: λ_k < τ·λ_1 counts as collapsed.
@@ -70,7 +69,7 @@ def normalized_scatter(source, name: str = "x", *, block: int = DEFAULT_BLOCK_RO
     raises ``ValueError``). Memory: ``O(block·d + d²)``."""
     acc = ScatterAccumulator(name=name)
     for offset, chunk in iter_chunks(source, name, block=block):
-        acc.add(l2_normalize(chunk, name, row_offset=offset), validate=False)
+        acc.add(normalize_rows(chunk, name, row_offset=offset), validate=False)
     if acc.n == 0:
         raise ValueError(f"{name}: no vectors")
     return acc
@@ -157,7 +156,7 @@ def largest_log_drop(eigenvalues: np.ndarray) -> tuple[int, float]:
     return k + 1, float(drops[k])
 
 
-def spectrum_summary(eigenvalues: np.ndarray, n: int, *,
+def spectrum_collapse_summary(eigenvalues: np.ndarray, n: int, *,
                      threshold: float = DEFAULT_COLLAPSE_THRESHOLD) -> dict[str, object]:
     """Named values of one covariance spectrum λ over ``n`` vectors: ``n, d, lambda_1, sigma_1
     (= √(n λ_1)), collapse_index, collapse_threshold, largest_drop_index, largest_drop_decades,
@@ -205,7 +204,7 @@ def spectra(
     * ``curve``: one row per eigenvalue — ``scope`` (image / text / joint), ``index`` (0-based),
       ``eigenvalue`` (λ_k), ``eigenvalue_rel`` (λ_k/λ_1), ``log10_eigenvalue_rel`` (floored at
       1e-16), and ``sigma`` = √(n λ_k), ``sigma_rel``, ``log10_sigma_rel`` (floored at 1e-8);
-    * ``summary``: one row per scope — ``scope`` plus the keys of :func:`spectrum_summary`.
+    * ``summary``: one row per scope — ``scope`` plus the keys of :func:`spectrum_collapse_summary`.
 
     Parameters
     ----------
@@ -273,7 +272,7 @@ def spectra_from_scatter(mi: ScatterAccumulator, mt: ScatterAccumulator, *,
                 }
             )
         )
-        rows.append({"scope": scope, **spectrum_summary(lam, acc.n, threshold=threshold)})
+        rows.append({"scope": scope, **spectrum_collapse_summary(lam, acc.n, threshold=threshold)})
     schema = {"scope": pl.Utf8, "n": pl.Float64, "d": pl.Float64, "lambda_1": pl.Float64, "sigma_1": pl.Float64,
               "collapse_threshold": pl.Float64, "rank_limited_by_n": pl.Float64, "collapse_index": pl.Float64,
               "largest_drop_index": pl.Float64, "largest_drop_decades": pl.Float64,

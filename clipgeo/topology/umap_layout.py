@@ -61,7 +61,7 @@ import numba
 import numpy as np
 import polars as pl
 
-from clipgeo.core.arrays import check_index, check_modalities, normalize_rows
+from clipgeo.core.arrays import check_index, check_modalities, first_caption_pairs, normalize_rows
 from clipgeo.geometry.separability import pca_project
 from clipgeo.topology.mixing import knn_cosine
 
@@ -98,7 +98,8 @@ def first_pairs(
 
     Row-aligned input (``txt_image_index=None``, equal lengths): pair i = (img[i], txt[i]).
     With ``txt_image_index`` (caption -> image row): pair i = (image i, its first caption), for
-    the first ``n_pairs`` images that have a caption. ``n_pairs`` is capped at what exists.
+    the first ``n_pairs`` images that have a caption (:func:`clipgeo.core.arrays.first_caption_pairs`).
+    ``n_pairs`` is capped at what exists.
     """
     img, txt = check_modalities(img, txt, min_rows=1)
     if n_pairs < 1:
@@ -113,12 +114,9 @@ def first_pairs(
         rows = np.arange(n, dtype=np.int64)
         return img[:n], txt[:n], rows, rows.copy()
     idx = check_index(txt_image_index, txt.shape[0], img.shape[0])
-    first_caption = np.full(img.shape[0], -1, dtype=np.int64)
-    order = np.arange(idx.size - 1, -1, -1)  # reversed: the smallest caption row wins
-    first_caption[idx[order]] = order
-    img_rows = np.flatnonzero(first_caption >= 0)[:n_pairs]
-    txt_rows = first_caption[img_rows]
-    return img[img_rows], txt[txt_rows], img_rows.astype(np.int64), txt_rows
+    img_rows, txt_rows = first_caption_pairs(idx, img.shape[0])
+    img_rows, txt_rows = img_rows[:n_pairs], txt_rows[:n_pairs]
+    return img[img_rows], txt[txt_rows], img_rows, txt_rows
 
 
 # ----------------------------------------------------------------------------- sphere
