@@ -237,6 +237,24 @@ def effective_rank(values: np.ndarray) -> float:
 
     ``values`` must be finite and non-negative; all zeros give 0. ``r`` equal positive values
     give exactly ``r``. Which spectrum is passed decides what is measured: use the named forms.
+
+    Parameters
+    ----------
+    values : array-like of shape (k,)
+        Non-negative values (eigenvalues λ, or singular values σ), any order.
+
+    Returns
+    -------
+    float
+        In ``[1, k]`` (0 for all zeros).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> effective_rank(np.ones(4)), effective_rank([1.0, 1.0, 0.0, 0.0])
+    (4.0, 2.0)
+    >>> round(effective_rank([3.0, 1.0]), 4)      # exp(−¾ ln ¾ − ¼ ln ¼)
+    1.7548
     """
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 1 or v.size == 0:
