@@ -269,7 +269,8 @@ CORE_SECTIONS = [
 def all_sections() -> list[Section]:
     """Every section, in the order they run (the suites register theirs in their modules)."""
     out = list(CORE_SECTIONS)
-    for mod in ("clipgeo.stages.measure_geometry", "clipgeo.stages.measure_topology"):
+    for mod in ("clipgeo.stages.measure_geometry", "clipgeo.stages.measure_topology",
+                "clipgeo.stages.measure_estimators"):
         try:
             module = __import__(mod, fromlist=["SECTIONS"])
         except ModuleNotFoundError as exc:
@@ -447,6 +448,9 @@ def _measure_run(home: DataHome, run_id: str, work_dir: Path, *, seed: int, sect
                 if data.cache.get("retrieval_info", {}).get("definition") == "sub_gallery":
                     catalog.run_sql_file(con, "transforms/retrieval_sub_gallery.sql", {"run_id": run_id})
                 written["retrieval"] = catalog.execute(con, "SELECT count(*) FROM retrieval WHERE run_id = ?", [run_id])[0][0]
+        from clipgeo.reference import record_run_protocol
+
+        record_run_protocol(con, run_id)   # the dataset's protocol, on the run (issue 25)
         catalog.execute(
             con,
             "UPDATE runs SET status = 'measured', analysis_version = ?, analyzed_at = current_timestamp,"

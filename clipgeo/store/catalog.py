@@ -136,6 +136,9 @@ def migrate(con: duckdb.DuckDBPyConnection, sql_dir: Path = SQL_DIR) -> list[str
             raise CatalogError(f"migration {f} failed: {exc}") from exc
         applied.append(f.name)
     create_views(con, sql_dir)  # cheap; keeps views in step with the code
+    from clipgeo.reference import load_reference_values
+
+    load_reference_values(con, sql_dir / "reference" / "reference_values.csv")  # versioned data: reloads on change
     return applied
 
 
