@@ -18,10 +18,10 @@ from dashboards.page import STATUS_OK, Section
 #: Views the run pages load for these sections: key -> (view, order of rows).
 VIEWS: dict[str, tuple[str, str]] = {
     "reference": ("v_reference_comparison", "run_id, matched DESC, metric, reference_id"),
-    "gap_estimators": ("gap_estimators", "run_id"),
-    "intrinsic_dim": ("intrinsic_dim", "run_id, scope DESC, cluster, modality, estimator"),
-    "intrinsic_dim_corr": ("intrinsic_dim_correlation", "run_id, local_dimension"),
-    "bootstrap": ("bootstrap_ci", "run_id, metric"),
+    "gap_estimators": ("v_report_gap_estimators", "label"),
+    "intrinsic_dim": ("v_report_intrinsic_dim", "label, scope DESC, cluster, modality, estimator"),
+    "intrinsic_dim_corr": ("v_report_intrinsic_dim_correlation", "label, local_dimension"),
+    "bootstrap": ("v_report_bootstrap", "label, metric"),
 }
 
 
@@ -76,7 +76,7 @@ def reproduction_section(f: dict[str, pl.DataFrame], run_id: str, model_name: st
 def estimator_sections(f: dict[str, pl.DataFrame], run_id: str) -> list[Section]:
     def sel(key: str) -> pl.DataFrame:
         df = f[key]
-        return df.filter(pl.col("run_id") == run_id).drop("run_id") if df.height else df
+        return df.filter(pl.col("run_id") == run_id).drop("run_id", "label") if df.height else df
 
     def sec(title: str, caption: str, key: str, what: str) -> Section:
         df = sel(key)

@@ -43,8 +43,8 @@ def percentile_interval(values: np.ndarray, level: float = DEFAULT_LEVEL) -> tup
 
     Examples
     --------
-    >>> percentile_interval(np.arange(101.0), 0.9)
-    (5.0, 95.0)
+    >>> [round(v, 6) for v in percentile_interval(np.arange(101.0), 0.9)]
+    [5.0, 95.0]
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")

@@ -114,8 +114,8 @@ def l2i(img: np.ndarray, txt: np.ndarray, txt_image_index: np.ndarray | None = N
 
     Examples
     --------
-    >>> e = np.eye(3)
-    >>> round(l2i(e[:1], e[1:2]), 6)          # orthogonal unit vectors: sqrt(2)
+    >>> e = np.eye(4)
+    >>> round(l2i(e[:2], e[2:]), 6)          # orthogonal unit vectors: sqrt(2)
     1.414214
     """
     from clipgeo.geometry.gap import modality_gap
