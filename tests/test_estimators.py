@@ -132,3 +132,31 @@ def test_bootstrap_interval_of_the_gap_covers_the_true_gap():
         return np.linalg.norm((w @ i - w @ t) / w.sum(axis=1, keepdims=True), axis=1)
     cov = _coverage(draw, truth, gap, n, 200, 5, b=200)
     assert 0.89 <= cov <= 0.99, cov        # nominal 0.95; 200 draws: sd 0.015
+
+
+def test_estimator_sections_store_what_the_library_functions_compute(home):
+    from clipgeo.stages import measure
+    from clipgeo.store import catalog, vectors
+    from tests.test_measure_sections import _register_run
+
+    run_id = _register_run(home, n=120, d=16, seed=4)
+    res = measure.measure_run(home, run_id, sections=["retrieval", "modality_gap", "spectra", "gap_estimators",
+                                                       "intrinsic_dim", "bootstrap"])
+    assert {s: res.sections[s] for s in ("gap_estimators", "intrinsic_dim", "bootstrap")} == dict.fromkeys(
+        ("gap_estimators", "intrinsic_dim", "bootstrap"), "ok")
+    rv = vectors.read_run(home, run_id)
+    expected = relative_modality_gap(rv.images, rv.texts, rv.text_image_index)
+    with catalog.session(home, read_only=True) as con:
+        rmg, l2, n_t = catalog.execute(con, "SELECT rmg, l2i, n_texts FROM gap_estimators")[0]
+        gap, paired = catalog.execute(con, "SELECT gap, paired_distance FROM modality_gap")[0]
+        boot = dict(catalog.execute(con, "SELECT metric, estimate FROM bootstrap_ci"))
+        lo, hi, b, seed = catalog.execute(con, "SELECT ci_low, ci_high, n_resamples, seed FROM bootstrap_ci"
+                                               " WHERE metric = 'modality_gap.gap'")[0]
+        er = catalog.execute(con, "SELECT effective_rank_lambda_entropy FROM topo_spectra_summary WHERE scope = 'joint'")[0][0]
+        dims = catalog.execute(con, "SELECT dimension, library_dimension FROM intrinsic_dim WHERE scope = 'global'"
+                                    " AND status = 'ok'")
+    assert rmg == pytest.approx(expected["rmg"]) and n_t == 240
+    assert l2 == pytest.approx(paired)                            # L2I is the stored paired distance
+    assert boot["modality_gap.gap"] == pytest.approx(gap) and lo <= gap <= hi and (b, seed) == (200, 0)
+    assert boot["spectra.joint.effective_rank_lambda_entropy"] == pytest.approx(er, rel=1e-6)
+    assert dims and all(a == pytest.approx(b_, rel=1e-9) for a, b_ in dims)
