@@ -149,3 +149,16 @@ def test_reference_file_rejects_a_row_without_a_value(tmp_path):
         csv.writer(fh).writerows(rows[:2])
     with pytest.raises(ValueError, match="line 2: column 'value' is empty"):
         read_reference_file(bad)
+
+
+def test_a_references_weight_hash_is_the_file_open_clip_loads_for_its_tag():
+    """A run loaded by tag matches a reference with a sha256 only because open_clip's tag names that
+    very file (OpenAI's URLs carry the file's sha256, which openai/CLIP checks on download)."""
+    import open_clip
+
+    _, rows = read_reference_file()
+    hashed = [r for r in rows if r["weights_sha256"]]
+    assert hashed
+    for r in hashed:
+        url = open_clip.get_pretrained_cfg(r["model_name"], r["pretrained"]).get("url", "")
+        assert r["weights_sha256"] in url, (r["reference_id"], url)
