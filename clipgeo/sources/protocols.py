@@ -16,7 +16,10 @@ the dataset (``datasets.protocol``, part of its id) and copied onto each run (``
 ``karpathy-5k``
     The COCO 5k test split of Karpathy & Fei-Fei (``dataset_coco.json``, ``split = test``) with
     *all* captions of each image, as CLIP_benchmark's ``mscoco_captions`` retrieval (the
-    convention of open_clip's ``docs/openclip_retrieval_results.csv``): text→image is a hit
+    convention of open_clip's ``docs/openclip_retrieval_results.csv``; its
+    ``clip_benchmark/datasets/builder.py`` reads ``coco_test_karpathy.json`` of
+    mehdidc/retrieval_annotations with torchvision's ``CocoCaptions``, whose caption count this
+    code has not seen, so the references state none): text→image is a hit
     when the caption's own image is in the top k; image→text when any caption of the image is.
     That is clipgeo's retrieval definition (:mod:`clipgeo.retrieval`) on the full gallery.
 """
