@@ -160,3 +160,31 @@ def test_estimator_sections_store_what_the_library_functions_compute(home):
     assert boot["modality_gap.gap"] == pytest.approx(gap) and lo <= gap <= hi and (b, seed) == (200, 0)
     assert boot["spectra.joint.effective_rank_lambda_entropy"] == pytest.approx(er, rel=1e-6)
     assert dims and all(a == pytest.approx(b_, rel=1e-9) for a, b_ in dims)
+
+
+def test_basic_interval_of_the_effective_ranks_covers_the_population_value():
+    """Resampling lowers an effective rank (duplicated points), so the percentile interval sits below
+    the truth (measured here: 71% / 29% coverage for the λ / σ forms); the basic interval, which the
+    bootstrap section uses for both ranks, covers at about its nominal rate."""
+    from clipgeo.core.bootstrap import bootstrap_cis
+    from clipgeo.core.stats import effective_rank_lambda_entropy, effective_rank_sigma_entropy
+
+    d, n, reps = 16, 300, 100
+    lam = 1.0 / np.arange(1, d + 1)                    # population covariance spectrum
+    truth = np.array([effective_rank_lambda_entropy(lam), effective_rank_sigma_entropy(lam)])
+    rng = np.random.default_rng(0)
+    hits = np.zeros(2)
+    for r in range(reps):
+        x = rng.normal(size=(n, d)) * np.sqrt(lam)
+
+        def stat(w, x=x):
+            out = []
+            for row in w:
+                mu = row @ x / row.sum()
+                ev = np.clip(np.linalg.eigvalsh((x.T * row) @ x / row.sum() - np.outer(mu, mu)), 0, None)
+                out.append((effective_rank_lambda_entropy(ev), effective_rank_sigma_entropy(ev)))
+            return np.array(out)
+        got = bootstrap_cis(stat, n, ["l", "s"], n_resamples=100, seed=r, method="basic")
+        hits += [got[k]["ci_low"] <= t <= got[k]["ci_high"] for k, t in zip(("l", "s"), truth)]
+    cov = hits / reps
+    assert np.all((cov >= 0.85) & (cov <= 0.99)), cov     # nominal 0.95 (measured 0.91 / 0.91); 100 draws: sd 0.02
