@@ -62,6 +62,9 @@ RUN_VIEWS: dict[str, tuple[str, str]] = {
     "cluster_corr": ("v_report_cluster_correlation", "label"),
     "umap_grid": ("v_report_umap_grid", "run_id, n_neighbors, min_dist, modality, item_index"),
 }
+from dashboards import reproduction  # noqa: E402  (issue 25: reference values, estimators)
+
+RUN_VIEWS.update(reproduction.VIEWS)
 DATASET_VIEWS: dict[str, tuple[str, str]] = {
     "rejects": ("v_report_rejects", "dataset_id, stage, reason"),
     "counts": ("v_report_dataset_counts", "dataset_id"),
@@ -694,8 +697,11 @@ def run_page(data: dict[str, pl.DataFrame], run_id: str, paths: Paths) -> Page:
         status=STATUS_OK if head else "not measured",
         views=("v_headline",), query=view_query("v_headline", [run_id]),
     ))
+    page.add(reproduction.reproduction_section(f, run_id, run.get("model_name")))
     c = Ctx(f, [run_id], label, None, "container")
     for sec in core_sections(c) + geometry_sections(c) + topology_sections(c) + rejects_sections(f):
+        page.add(sec)
+    for sec in reproduction.estimator_sections(f, run_id):
         page.add(sec)
     sections = f["sections"]
     page.add(Section(
@@ -816,6 +822,7 @@ def index_page(con, reports: Path, paths: Paths) -> Page:
                      "<th>dataset</th><th>status</th><th>T→I R@1</th><th>I→T R@1</th><th>gap</th><th>separability</th>"
                      f"<th>sections</th></tr></thead><tbody>{''.join(run_rows)}</tbody></table></div>",
                      query='clipgeo sql "select * from v_report_run_index"'))
+    page.add(reproduction.index_section(con))
     labels = {h["run_id"]: h["label"] for h in head.to_dicts()}
     comp_rows = []
     for f in sorted(reports.glob("compare-*.html")):

@@ -134,9 +134,21 @@ def check_embed(model_name: str, dataset_id: str, pretrained: str | None = None,
 
 def check_dataset(source: str, path: str, image_dir: str | None = None, models: Sequence[str] = (),
                   karpathy_split_file: str | None = None, split: str | None = None, home: str | None = None,
-                  limit_images: int | None = None, **_: object) -> DataHome:
-    """The dataset flow's inputs: the source's files, the models, the home."""
+                  limit_images: int | None = None, protocol: str | None = None, **_: object) -> DataHome:
+    """The dataset flow's inputs: the source's files, the models, the home, the protocol."""
     check_positive(limit_images=limit_images)
+    if protocol is not None:
+        from clipgeo.sources.base import SourceError
+        from clipgeo.sources.protocols import check_protocol_inputs
+
+        if source != "coco":
+            raise BadInput(f"protocol {protocol} selects a subset of an MS-COCO captions file: use source coco, "
+                           f"not {source!r}")
+        try:
+            check_protocol_inputs(protocol, karpathy_split_file=karpathy_split_file, split=split,
+                                  limit_images=limit_images)
+        except SourceError as exc:
+            raise BadInput(str(exc)) from None
     h = usable_home(home)
     p = Path(path).expanduser()
     if source == "embeddings":

@@ -30,22 +30,23 @@ from flows.summary import collect_summary, format_summary, summary_markdown
 from flows.tasks import Progress, measure, report
 
 Source = Literal["coco", "folder", "webdataset", "embeddings"]
+ProtocolName = Literal["liang-gap", "karpathy-5k"]   # clipgeo.sources.protocols.PROTOCOLS
 
 
 @task(name="ingest", cache_policy=NO_CACHE)
 def ingest_source(home: str, source: Source, path: str, image_dir: str | None, karpathy_split_file: str | None,
-                  split: str | None, name: str | None, limit_images: int | None) -> str:
+                  split: str | None, name: str | None, limit_images: int | None, protocol: str | None = None) -> str:
     """Read a source and register it; returns the dataset id (for ``embeddings``: the run id).
 
     One process at a time reads a given source into a home (a lock in the data home)."""
     h = DataHome.resolve(home)
-    key = hashlib.sha1(repr((source, path, image_dir, karpathy_split_file, split, name, limit_images)).encode())
+    key = hashlib.sha1(repr((source, path, image_dir, karpathy_split_file, split, name, limit_images, protocol)).encode())
     with locks.claim(h, f"ingest-{key.hexdigest()[:16]}"):
-        return _ingest(h, source, path, image_dir, karpathy_split_file, split, name, limit_images)
+        return _ingest(h, source, path, image_dir, karpathy_split_file, split, name, limit_images, protocol)
 
 
 def _ingest(h: DataHome, source: Source, path: str, image_dir: str | None, karpathy_split_file: str | None,
-            split: str | None, name: str | None, limit_images: int | None) -> str:
+            split: str | None, name: str | None, limit_images: int | None, protocol: str | None = None) -> str:
     log = get_run_logger()
     if source == "embeddings":
         from clipgeo.stages.imports import import_embeddings
@@ -55,7 +56,8 @@ def _ingest(h: DataHome, source: Source, path: str, image_dir: str | None, karpa
         raise ValueError(f"source {source!r} needs image_dir (the folder holding the images)")
     if source == "coco":
         info = ingest.ingest_coco(h, Path(path), Path(image_dir), name=name, split=split, limit_images=limit_images,
-                                  karpathy_split_file=Path(karpathy_split_file) if karpathy_split_file else None)
+                                  karpathy_split_file=Path(karpathy_split_file) if karpathy_split_file else None,
+                                  protocol=protocol)
     elif source == "folder":
         info = ingest.ingest_folder(h, Path(image_dir), Path(path), name=name)
     elif source == "webdataset":
@@ -83,6 +85,7 @@ def dataset_pipeline(
     cluster_address: str | None = None,
     make_report: bool = True,
     umap_grid: bool = False,
+    protocol: ProtocolName | None = None,
 ) -> dict:
     """Ingest ``source`` at ``path``, embed it with each of ``models``, measure and report.
 
@@ -103,14 +106,18 @@ def dataset_pipeline(
         cluster_address: a Dask scheduler address to embed on (default: this machine).
         make_report: write the HTML reports.
         umap_grid: also fit the UMAP hyperparameter grid (16 layouts) for each run.
+        protocol: coco: measure a paper's exact subset (recorded on the dataset and its runs):
+            liang-gap (captions_val2017.json: the first 5,000 images by id, the first caption
+            of each in file order) or karpathy-5k (the Karpathy test split, all captions;
+            needs karpathy_split_file). See clipgeo.sources.protocols.
     """
     t0 = time.perf_counter()
     h = check_dataset(source, path, image_dir=image_dir, models=models, karpathy_split_file=karpathy_split_file,
-                      split=split, home=home, limit_images=limit_images).ensure()
+                      split=split, home=home, limit_images=limit_images, protocol=protocol).ensure()
     home_s = str(h.root)
     n_runs = 1 if source == "embeddings" else len(models)
     progress = Progress(1 + 2 * n_runs + make_report, "clipgeo dataset")
-    got = ingest_source(home_s, source, path, image_dir, karpathy_split_file, split, name, limit_images)
+    got = ingest_source(home_s, source, path, image_dir, karpathy_split_file, split, name, limit_images, protocol)
     progress.step("dataset read")
     if source == "embeddings":
         run_ids = [got]

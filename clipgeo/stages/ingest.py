@@ -42,6 +42,7 @@ def register_dataset(
     params: dict,
     samples: Sequence[Sample],
     rejects: Sequence[Reject] = (),
+    protocol: str | None = None,
 ) -> DatasetInfo:
     """Write a dataset row, its samples and its dataset-level rejects, replacing any earlier
     version, in one transaction.
@@ -83,6 +84,7 @@ def register_dataset(
                     "n_images": n_images,
                     "n_samples": len(samples),
                     "n_rejects": len(rejects),
+                    "protocol": protocol,
                 }
             ],
         )
@@ -151,13 +153,13 @@ def drop_bad_images(read: SourceRead, *, workers: int = CHECK_WORKERS, chunk: in
 
 
 def register_read(home: DataHome, read: SourceRead, *, dataset_id: str, source: str, split: str | None,
-                  location: str, params: dict, check_images: bool = True) -> DatasetInfo:
+                  location: str, params: dict, check_images: bool = True, protocol: str | None = None) -> DatasetInfo:
     """Register what a source reader returned (samples and rejects), after checking its images
     (:func:`drop_bad_images`) unless ``check_images`` is false."""
     if check_images:
         read = drop_bad_images(read)
     return register_dataset(home, dataset_id=dataset_id, source=source, split=split, location=location,
-                            params=params, samples=read.samples, rejects=read.rejects)
+                            params=params, samples=read.samples, rejects=read.rejects, protocol=protocol)
 
 
 def ingest_shapes(home: DataHome, spec: ShapesSpec, *, progress: bool = True) -> dict[str, DatasetInfo]:
@@ -189,22 +191,37 @@ def ingest_coco(
     split: str | None = None,
     limit_images: int | None = None,
     check_images: bool = True,
+    protocol: str | None = None,
 ) -> DatasetInfo:
     """Register an MS-COCO captions file (``captions_{split}{year}.json``) and its image folder,
     optionally restricted to a Karpathy split (``split`` = train / val / test / restval).
 
+    ``protocol`` (:mod:`clipgeo.sources.protocols`): select a paper's exact subset instead —
+    ``liang-gap`` (the first 5,000 images by id, each with its first caption in file order) or
+    ``karpathy-5k`` (the Karpathy test split with all captions; needs ``karpathy_split_file``).
+
     Every image is opened once here (:func:`drop_bad_images`; ``check_images=False`` skips it,
     leaving bad files to each run's embedding), so a bad file is one dataset-level reject."""
+    from clipgeo.sources import protocols
+
+    protocols.check_protocol_inputs(protocol, karpathy_split_file=karpathy_split_file, split=split,
+                                    limit_images=limit_images)
+    if protocol == "karpathy-5k":
+        split = "test"
     annotations, image_dir = Path(annotations).resolve(), Path(image_dir).resolve()
     read = read_coco(annotations, image_dir, karpathy_split_file=karpathy_split_file, split=split,
                      limit_images=limit_images)
+    if protocol == "liang-gap":
+        read = protocols.select_first_captions(read, annotations, n_images=protocols.get_protocol(protocol).n_images)
     split_name = split or annotations.stem.removeprefix("captions_") or None
+    key = (annotations, image_dir, karpathy_split_file, split, limit_images) + ((protocol,) if protocol else ())
     return register_read(
         home, read,
-        dataset_id=f"{name or 'coco'}-{_digest(annotations, image_dir, karpathy_split_file, split, limit_images)}:{split_name}",
-        source="coco", split=split_name, location=str(annotations), check_images=check_images,
+        dataset_id=f"{name or 'coco'}-{_digest(*key)}:{split_name}",
+        source="coco", split=split_name, location=str(annotations), check_images=check_images, protocol=protocol,
         params={"annotations": str(annotations), "image_dir": str(image_dir), "limit_images": limit_images,
-                "karpathy_split_file": str(karpathy_split_file) if karpathy_split_file else None, "split": split},
+                "karpathy_split_file": str(karpathy_split_file) if karpathy_split_file else None, "split": split,
+                **({"protocol": protocol} if protocol else {})},
     )
 
 

@@ -254,11 +254,11 @@ CORE_SECTIONS = [
 
 
 def all_sections() -> list[Section]:
-    """Every section, in the order they run: the core ones here, then the two suites' (their
+    """Every section, in the order they run: the core ones here, then the suites' (their
     modules list theirs; imported on first use, as they load UMAP, HDBSCAN and numba)."""
-    from clipgeo.stages import measure_geometry, measure_topology
+    from clipgeo.stages import measure_estimators, measure_geometry, measure_topology
 
-    return [*CORE_SECTIONS, *measure_geometry.SECTIONS, *measure_topology.SECTIONS]
+    return [*CORE_SECTIONS, *measure_geometry.SECTIONS, *measure_topology.SECTIONS, *measure_estimators.SECTIONS]
 
 
 #: Pairs the UMAP-based sections take from the head of the hash-ordered sample.
@@ -428,6 +428,8 @@ def _measure_run(home: DataHome, run_id: str, work_dir: Path, *, seed: int, sect
                 if data.cache.get("retrieval_info", {}).get("definition") == "sub_gallery":
                     catalog.run_sql_file(con, "transforms/retrieval_sub_gallery.sql", {"run_id": run_id})
                 written["retrieval"] = catalog.execute(con, "SELECT count(*) FROM retrieval WHERE run_id = ?", [run_id])[0][0]
+
+        record_run_protocol(con, run_id)   # the dataset's protocol, on the run (issue 25)
         catalog.execute(
             con,
             "UPDATE runs SET status = 'measured', analysis_version = ?, analyzed_at = current_timestamp,"
@@ -437,3 +439,9 @@ def _measure_run(home: DataHome, run_id: str, work_dir: Path, *, seed: int, sect
     statuses = {sec.name: st for sec, st, *_ in results}
     log.info("run %s measured: %s", run_id, statuses)
     return MeasureResult(run_id, written, statuses)
+
+
+def record_run_protocol(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+    """Copy the protocol of the run's dataset onto the run (``runs.protocol``)."""
+    catalog.execute(con, "UPDATE runs SET protocol = (SELECT d.protocol FROM datasets d"
+                         " WHERE d.dataset_id = runs.dataset_id) WHERE run_id = ?", [run_id])

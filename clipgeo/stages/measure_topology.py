@@ -129,6 +129,7 @@ def _clusters(d: RunData) -> dict:
     t2i, i2t = _run_ranks(d)
     per_cluster, cluster_spectra, corr = cluster_local_dimension(
         im, tx, clusters, t2i_ranks=t2i[txt_rows], i2t_ranks=i2t[img_rows], seed=d.seed)
+    d.cache["cluster_assignment"] = (clusters, per_cluster)   # for the intrinsic-dimension section
     assign = clusters.with_columns(_item_ids(d, clusters)).select("modality", "item_id", "item_index", "cluster")
     return {
         "topo_cluster_members": _tag(assign, d.run_id),

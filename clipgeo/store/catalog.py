@@ -9,6 +9,7 @@ Two flows writing into one data home therefore take turns instead of failing.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -136,6 +137,7 @@ def migrate(con: duckdb.DuckDBPyConnection, sql_dir: Path = SQL_DIR) -> list[str
             raise CatalogError(f"migration {f} failed: {exc}") from exc
         applied.append(f.name)
     create_views(con, sql_dir)  # cheap; keeps views in step with the code
+    load_reference_values(con, sql_dir / "reference" / "reference_values.csv")  # versioned data: reloads on change
     return applied
 
 
@@ -288,3 +290,32 @@ def set_stage_state(con: duckdb.DuckDBPyConnection, unit: str, state: Mapping[st
         if state is not None:
             execute(con, "INSERT INTO stage_state (unit, state) VALUES (?, ?)",
                     [unit, json.dumps(state, sort_keys=True, default=str)])
+
+
+def load_reference_values(con: duckdb.DuckDBPyConnection, path: Path | None = None) -> bool:
+    """Bring ``reference_values`` in step with the shipped file; True when it was (re)loaded.
+
+    Idempotent: when ``reference_data`` already records the file's sha256, nothing is written.
+    Otherwise every row is replaced in one transaction. A catalog older than migration 013 (no
+    ``reference_values`` table) is left alone.
+    """
+    if path is None:
+        from clipgeo.reference import REFERENCE_FILE as path
+    have = execute(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'reference_data'")
+    if not have[0][0] or not Path(path).is_file():
+        return False
+    name = Path(path).name
+    version = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    found = execute(con, "SELECT sha256 FROM reference_data WHERE name = ?", [name])
+    if found and found[0][0] == version:
+        return False
+    from clipgeo.reference import read_reference_file
+
+    version, rows = read_reference_file(path)
+    with transaction(con):
+        execute(con, "DELETE FROM reference_values")
+        insert(con, "reference_values", rows)
+        execute(con, "DELETE FROM reference_data WHERE name = ?", [name])
+        execute(con, "INSERT INTO reference_data (name, sha256, n_rows) VALUES (?, ?, ?)",
+                        [name, version, len(rows)])
+    return True
