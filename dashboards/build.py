@@ -639,9 +639,10 @@ def _recall_pair(h: dict, d: str) -> str:
     return _pct(r)
 
 
-def headline_block(h: dict, embed_dim: int | None) -> str:
-    """"What this run shows": headline figures (view v_headline), each beside its chance level or
-    reference; a figure that is missing on a small sample shows the stored reason."""
+def headline_rows(h: dict, embed_dim: int | None) -> list[tuple[str, str, str, str]]:
+    """The headline figures of one run (a row of view v_headline) named for people:
+    ``(name, value, chance level or reference, note)``; a figure that is missing on a small
+    sample shows the stored reason. The run page's block and the comparison table read it."""
     def ratio(v, ch):
         return f"{v / ch:.1f}× chance" if v is not None and ch else ""
     n_txt = f"N = {h.get('n_images')} images, {h.get('n_texts')} captions"
@@ -672,6 +673,13 @@ def headline_block(h: dict, embed_dim: int | None) -> str:
          f"{_num(h.get('image_dist_to_mean_std_over_mean'))} / {_num(h.get('text_dist_to_mean_std_over_mean'))}",
          "small = thin shell (P2)", ""),
     ]
+    return rows
+
+
+def headline_block(h: dict, embed_dim: int | None) -> str:
+    """"What this run shows": headline figures (view v_headline), each beside its chance level or
+    reference (:func:`headline_rows`)."""
+    rows = headline_rows(h, embed_dim)
     e = html.escape
     body = "".join(f"<tr><th>{e(a)}</th><td>{e(b)}</td><td class=\"ref\">{e(c)}</td><td class=\"ref\">{e(d)}</td></tr>"
                    for a, b, c, d in rows)
@@ -725,11 +733,11 @@ def compare_page(data: dict[str, pl.DataFrame], run_ids: list[str]) -> Page:
     head = data["headline"]
     page.add(Section(
         "Headline figures",
-        "One row per run from the view v_headline, the one definition of the headline figures (also read by the "
-        "end-of-run summary and the index page): retrieval with its chance level, gap, separability, joint collapse "
-        "point and effective rank, conformity fit r, cluster count and the local-dimension/accuracy correlation, mixing "
-        "ratio.",
-        table=head.drop("dataset_id").to_dicts() if head.height else None,
+        "One row per run: the figures of each run page's \"What this run shows\" block, from the view v_headline "
+        "(the one definition of the headline figures, also read by the end-of-run summary and the index page), "
+        "each with its run's chance level or reference in brackets where it has one; every column of the view: "
+        "the query below.",
+        table=compare_headline(head, runs) if head.height else None,
         missing=None if head.height else "no measured runs",
         status=STATUS_OK if head.height else "not measured",
         views=("v_headline",), query=view_query("v_headline", run_ids),
@@ -739,6 +747,19 @@ def compare_page(data: dict[str, pl.DataFrame], run_ids: list[str]) -> Page:
     for sec in core_sections(c) + geometry_sections(c) + topology_sections(c) + rejects_sections(data):
         page.add(sec)
     return page
+
+
+def compare_headline(head: pl.DataFrame, runs: pl.DataFrame) -> list[dict]:
+    """The comparison page's headline table: one row per run, the columns named as on the run
+    page (:func:`headline_rows`), a run-specific chance level or ``of d`` beside its value."""
+    dims = dict(zip(runs["run_id"].to_list(), runs["embed_dim"].to_list())) if "embed_dim" in runs.columns else {}
+    out = []
+    for h in head.to_dicts():
+        row = {"run": h["label"], "dataset": h.get("dataset_id") or ""}
+        for name, value, ref, _ in headline_rows(h, dims.get(h["run_id"])):
+            row[name] = f"{value} ({ref})" if ref.startswith(("chance", "of d")) else value
+        out.append(row)
+    return out
 
 
 def _write(path: Path, text: str) -> Path:

@@ -167,9 +167,10 @@ POINT_TOOLTIP = ["label:N", "modality:N", "item_id:N", "caption:N", "image_ref:N
                  alt.Tooltip("image:N", title="image")]
 # A thumbnail in the tooltip (vega-tooltip shows a field titled "image" as a picture) when the
 # page is opened beside its data home: a relative link, nothing inlined. Paths reduced to a
-# name and hash (outside the home) have none.
+# name and hash (outside the home) and text points have none: the empty string, which vega-tooltip
+# skips (null would become the text "null" and an <img src=".../null">, a failed request per hover).
 THUMBNAIL = ("isValid(datum.image_ref) && !test(/ #/, datum.image_ref) ? "
-             "(substring(datum.image_ref, 0, 1) == '/' ? 'file://' + datum.image_ref : '../' + datum.image_ref) : null")
+             "(substring(datum.image_ref, 0, 1) == '/' ? 'file://' + datum.image_ref : '../' + datum.image_ref) : ''")
 
 
 CONFORMITY_MEANS = ["raw mean", "unit mean"]  # the values of v_report_conformity_fit.mean
