@@ -42,16 +42,17 @@ app = App(
 )
 
 # Flow commands are loaded only when run (or their own --help is asked for): `clipgeo sql`
-# and `clipgeo --help` never import Prefect, torch or open_clip.
-app.command("flows.commands:run", name="run",
+# and `clipgeo --help` never import Prefect, torch or open_clip; a flow command checks its
+# arguments before it imports them (flows.precheck).
+app.command("flows.precheck:run", name="run",
             help="The main pipeline (clipgeo-pipeline): shapes + tiny models, embed, measure, report.")
-app.command("flows.commands:ablation_command", name="ablation",
+app.command("flows.precheck:ablation", name="ablation",
             help="The paper's ablation (clipgeo-ablation): {InfoNCE, InfoLOOB} x {without, with Hopfield}.")
-app.command("flows.commands:dataset", name="dataset",
+app.command("flows.precheck:dataset", name="dataset",
             help="Your data (clipgeo-dataset): ingest a source, embed with each model, measure, report.")
-app.command("flows.commands:embed", name="embed",
+app.command("flows.precheck:embed", name="embed",
             help="Embed one registered dataset with one model (clipgeo-embed); prints the run id.")
-app.command("flows.commands:analyse", name="analyse",
+app.command("flows.precheck:analyse", name="analyse",
             help="Measure stored runs (clipgeo-analyse); prints the run ids.")
 app.command("flows.serve:main", name="serve",
             help="Serve every deployment to the Prefect server at PREFECT_API_URL.")
