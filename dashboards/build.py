@@ -552,36 +552,37 @@ def topology_sections(c: Ctx) -> list[Section]:
                 "largest_drop_decades", "sigma_1"]  # the reasons (message) are in the caption
         out[-1].table = c._rows(ss.select([k for k in cols if k in ss.columns]).to_dicts())
         out[-1].views += ("v_report_spectra_summary",)
-    cc = f["cluster_corr"]
-    corr_txt = _per_run(cc, lambda r: f"{r['label']}: {r['n_clusters']} clusters ({r['n_clusters_used']} used), "
-                                      + (f"Pearson r {r['pearson_r']:.3f}, Spearman ρ {r['spearman_rho']:.3f}"
-                                         if _val(r.get("pearson_r")) != "n/a" and _val(r.get("spearman_rho")) != "n/a"
-                                         else "no correlation (" + (r.get("message") or "not enough clusters")
-                                         + ")"))
+    cc, cl, cspec = f["cluster_corr"], f["clusters"], f["cluster_spectra"]
+    corr_txt = _per_run(cc, lambda r: _localdim_text(r, cl))
     if not column and u.height:
         out.append(c.section(
             "Fig. 13 — HDBSCAN clusters on the UMAP layout",
             f"Clusters found by HDBSCAN on the sphere coordinates of the layout of {who}: the nine largest by colour, "
-            "the rest as 'other', HDBSCAN noise as 'noise'. " + corr_txt,
+            "the rest as 'other', HDBSCAN noise as 'noise'. " + corr_txt + ".",
             "points", "clusters", "cluster", rows=u,
             chart=lambda d: charts.umap_scatter(pts, color="cluster_group", width=w),
         ))
     out.append(c.section(
         "Fig. 14 — per-cluster spectra",
-        f"Joint singular values σ_k/σ_1 (not the covariance eigenvalues λ ∝ σ²) of each cluster of {who}, against "
-        "k / number of values, on subsamples of equal size so clusters of different sizes are comparable (colour: "
-        "cluster number); the local dimension of Fig. 15 is the area under these log σ curves.",
+        f"Joint covariance eigenvalues λ_k/λ_1 of each cluster of {who} (log10, the quantity of Figs. 10–12; σ_k/σ_1 = "
+        "√(λ_k/λ_1) in the tooltip), against k / number of values. Clusters of different sizes are made comparable by "
+        "measuring each on random subsamples of one common size m (by default the smallest cluster's size, at most "
+        "d + 1), so every curve has m − 1 values: each curve is the mean of log10 λ_k/λ_1 over the subsamples. "
+        + _per_run(cspec, lambda r: _spectra_text(r, cspec)) + ". Colour: cluster number. The local dimension of "
+        "Fig. 15 is half the mean height of a curve (the mean of log10 σ_k/σ_1).",
         "cluster_spectra", "clusters", "cluster-spectrum",
-        chart=lambda d: charts.sigma_curves(d, x="index_frac", color="cluster", column=column, width=w),
+        chart=lambda d: charts.cluster_spectrum_curves(d, column=column, width=w),
     ))
     out.append(c.section(
         "Fig. 15 — local dimension against per-cluster retrieval",
-        f"Per cluster of {who} (status ok): area under the log singular-value curve (local dimension) against top-1 "
-        "retrieval of its members (from the run's stored retrieval ranks, whole gallery); erank_sigma_entropy_joint = "
-        "effective rank (σ-entropy) of the cluster's joint subsample. " + corr_txt,
+        f"Per cluster of {who} whose local dimension is defined (at least m joint members; fewer points than "
+        "dimensions is fine, every cluster is measured on m of them): local dimension = mean log10 σ_k/σ_1 of its "
+        "joint subsamples (Fig. 14) against the top-1 retrieval of its members (from the run's stored retrieval "
+        "ranks, whole gallery); erank_sigma_entropy_joint = effective rank (σ-entropy) of the same subsamples. "
+        + corr_txt + ".",
         "clusters", "clusters", "cluster",
         chart=lambda d: charts.localdim_vs_accuracy(d, column=column, width=w),
-        table=None if column else (lambda d: d.select("label", "cluster", "n_points", "auc_joint",
+        table=None if column else (lambda d: d.select("label", "cluster", "n_points", "sample_size", "auc_joint",
                                                      "erank_sigma_entropy_joint", "top1", "status",
                                                      "message").to_dicts()),
     ))
@@ -593,6 +594,41 @@ def topology_sections(c: Ctx) -> list[Section]:
             chart=lambda d: charts.umap_grid_chart(d),
         ))
     return out
+
+
+def _drawn_clusters(clusters: pl.DataFrame, label: str) -> pl.DataFrame:
+    """The rows of Fig. 15 that its chart draws (charts.LOCALDIM_DRAWN): local dimension and
+    accuracy both defined."""
+    if not clusters.height:
+        return clusters
+    return clusters.filter((pl.col("label") == label) & pl.col("auc_joint").is_not_null() & pl.col("auc_joint").is_finite()
+                           & pl.col("top1").is_not_null())
+
+
+def _localdim_text(r: dict, clusters: pl.DataFrame) -> str:
+    """'run: 57 of 57 clusters drawn (m = 31), Pearson r 0.503, Spearman ρ 0.41', counted from the
+    drawn rows; a correlation over fewer than 5 of them is 'n/a (reason)'."""
+    from clipgeo.topology.clusters import MIN_CORRELATION_POINTS
+
+    drawn = _drawn_clusters(clusters, r["label"])
+    n, total = drawn.height, r.get("n_clusters") or 0
+    m = r.get("sample_size")
+    head = f"{r['label']}: {n} of {total} clusters drawn" + (f" (subsample size m = {m})" if m else "")
+    if total > n:
+        head += f", {total - n} with fewer than m joint members not drawn"
+    pr, sr = r.get("pearson_r"), r.get("spearman_rho")
+    defined = pr is not None and pr == pr and sr is not None and sr == sr
+    if n < MIN_CORRELATION_POINTS or not defined:
+        why = (f"{n} cluster(s) drawn: a correlation needs at least {MIN_CORRELATION_POINTS}"
+               if n < MIN_CORRELATION_POINTS else (r.get("message") or "undefined"))
+        return head + f"; Pearson r n/a ({why})"
+    return head + f"; over these {n}: Pearson r {pr:.3f}, Spearman ρ {sr:.3f}"
+
+
+def _spectra_text(r: dict, spectra: pl.DataFrame) -> str:
+    s = spectra.filter(pl.col("label") == r["label"])
+    return (f"{r['label']}: {s['cluster'].n_unique()} clusters drawn, m = {int(s['sample_size'].max())} members, "
+            f"{int(s['n_subsamples'].max())} subsample(s) each")
 
 
 def rejects_sections(f: dict[str, pl.DataFrame]) -> list[Section]:

@@ -366,3 +366,37 @@ def test_compare_headline_table_has_human_names_one_row_per_run(reports):
     body = sec.split("<tbody>")[1]
     assert body.count("<tr>") == 2  # two runs, one row each
     assert "chance 1.25%" in body  # recall beside its chance level (80 images)
+
+
+def test_cluster_figures_draw_what_their_captions_count(reports):
+    """Fig. 15: the caption's count of drawn clusters is the number of points in its chart, and
+    its correlation over fewer than 5 of them is 'n/a (reason)'; Fig. 14 draws covariance
+    eigenvalues (λ, as Figs. 10-12) of subsamples of the size its caption states."""
+    import html as html_mod
+    import json
+
+    home, _ = reports
+    status, dom = render(home.reports / "run-rA.html")
+    secs = {m.group(1): m.group(0) for m in re.finditer(r'<section id="s\d+"><h2>(.*?)</h2>.*?</section>', dom, re.S)}
+    f15 = secs["Fig. 15 — local dimension against per-cluster retrieval"]
+    text = html_mod.unescape(re.sub(r"<[^>]+>", " ", f15.split('<p class="caption">')[1]))
+    drawn, total = map(int, re.search(r"(\d+) of (\d+) clusters drawn", text).groups())
+    points = len(re.findall(r'<path[^>]*role="graphics-symbol"', f15.split('<p class="caption">')[0]))
+    assert drawn == points >= 1, (drawn, points)
+    if drawn < 5:
+        assert "Pearson r n/a (" in text and "needs at least 5" in text
+    f14 = secs["Fig. 14 — per-cluster spectra"]
+    cap14 = html_mod.unescape(re.sub(r"<[^>]+>", " ", f14.split('<p class="caption">')[1]))
+    m = int(re.search(r"m = (\d+) members", cap14).group(1))
+    assert "covariance eigenvalues λ_k/λ_1" in cap14
+    # the chart's data: the view's rows, λ and the stated m
+    from clipgeo.store import catalog as cat
+
+    with cat.session(home, read_only=True) as con:
+        rows = cat.query(con, "SELECT * FROM v_report_cluster_spectra WHERE run_id = 'rA'")
+    assert rows.height and rows["sample_size"].unique().to_list() == [m]
+    assert rows.group_by("cluster").len()["len"].unique().to_list() == [m - 1]
+    specs = json.loads(html_mod.unescape(re.search(r'<script type="application/json" id="specs">(.*?)</script>',
+                                                   (home.reports / "run-rA.html").read_text(), re.S).group(1)))
+    f14_spec = next(s for _, s, _ in specs if "log10_eigenvalue_rel" in json.dumps(s) and "cluster" in json.dumps(s))
+    assert f14_spec["encoding"]["y"]["field"] == "log10_eigenvalue_rel"
