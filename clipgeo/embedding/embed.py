@@ -112,6 +112,7 @@ def embed_image_refs(
     from tqdm.auto import tqdm
 
     from clipgeo.embedding.fastpath import EmbedProfile, embed_image_refs_fast, resolve_num_workers
+    from clipgeo.embedding.workers import worker_context
     from clipgeo.embedding.preprocess import spec_from_transform
 
     if batch_size < 1:
@@ -140,6 +141,7 @@ def embed_image_refs(
         num_workers=workers,
         collate_fn=_collate,
         pin_memory=str(lm.device).startswith("cuda"),
+        multiprocessing_context=worker_context() if workers else None,  # not fork (clipgeo.embedding.workers)
     )
     dtype = _model_dtype(lm.model)
     out: list[np.ndarray] = []

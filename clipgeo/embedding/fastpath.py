@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clipgeo.embedding.preprocess import PreprocessSpec, apply_orientation, preprocess_uint8, spec_from_transform
+from clipgeo.embedding.workers import worker_context
 
 if TYPE_CHECKING:  # pragma: no cover
     from clipgeo.models.loader import LoadedModel
@@ -632,6 +633,7 @@ def embed_image_refs_fast(
         collate_fn=_Collate(refs, max_pixels, None if on_device else spec, dtype),
         pin_memory=cuda,
         prefetch_factor=2 if workers else None,
+        multiprocessing_context=worker_context() if workers else None,  # not fork (clipgeo.embedding.workers)
     )
     rows = np.zeros((n, lm.embed_dim), dtype=np.float32)
     failures: list[tuple[int, str, str]] = []
@@ -771,7 +773,8 @@ def token_batches(captions: Sequence[str], tokenizer: Any, batch_size: int, num_
     ds = _CaptionBatches(captions, tokenizer, batch_size)
     if num_workers == 0:
         return (ds[k] for k in range(len(ds)))
-    return DataLoader(ds, batch_size=None, shuffle=False, num_workers=num_workers, pin_memory=pin, prefetch_factor=4)
+    return DataLoader(ds, batch_size=None, shuffle=False, num_workers=num_workers, pin_memory=pin, prefetch_factor=4,
+                      multiprocessing_context=worker_context() if num_workers else None)
 
 
 def preprocess_refs(refs: Sequence[str], spec: PreprocessSpec, *, device: Any = "cpu", dtype: Any = None,
