@@ -72,3 +72,21 @@ def test_start_method_setting_is_checked(monkeypatch):
         workers.start_method()
     monkeypatch.delenv("CLIPGEO_WORKER_START")
     assert workers.worker_context().get_start_method() == "forkserver"
+
+
+@pytest.mark.slow
+def test_a_pipeline_run_prints_no_fork_or_random_init_warning(tmp_path):
+    """The main job, small, with decode workers: its whole output (the user's terminal) holds no
+    fork warning and no "initialized randomly" notice for the tiny models it trains on purpose."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    env.pop("LANCEDB_LOG", None)
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--home", str(tmp_path / "home"), "--n-train", "96",
+                          "--n-val", "64", "--train-steps", "4", "--num-workers", "1"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=1800)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-3000:]
+    assert "embedded 64 images + 192 captions" in text
+    low = text.lower()
+    assert "fork" not in low, [line for line in text.splitlines() if "fork" in line.lower()][:3]
+    assert "initialized randomly" not in low, [line for line in text.splitlines() if "randomly" in line][:3]
