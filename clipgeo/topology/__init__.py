@@ -22,6 +22,7 @@ from clipgeo.topology.clusters import (
     cluster_points,
     hdbscan_labels,
     local_dimension_auc,
+    subsample_eigenvalues,
 )
 from clipgeo.topology.cosines import cosine_distributions
 from clipgeo.topology.mixing import knn_cosine, knn_euclidean, mixing_share, modality_mixing
@@ -58,6 +59,7 @@ __all__ = [
     "nearest_reference",
     "paired_lines",
     "reference_table",
+    "subsample_eigenvalues",
     "separability_matrix",
     "covariance_spectrum",
     "spectra",
