@@ -137,15 +137,12 @@ def light_command(cli_name: str) -> Callable[..., Any]:
     return command
 
 
-_BY_ATTR = {"run": "run", "ablation": "ablation", "dataset": "dataset", "embed": "embed", "analyse": "analyse"}
-
-
 @functools.lru_cache(maxsize=None)
 def _command(name: str) -> Callable[..., Any]:
     return light_command(name)
 
 
 def __getattr__(attr: str) -> Any:  # flows.cli loads ``flows.precheck:<name>`` only when that command runs
-    if attr in _BY_ATTR:
-        return _command(_BY_ATTR[attr])
+    if attr in FLOWS:
+        return _command(attr)
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
