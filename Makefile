@@ -18,9 +18,10 @@ setup-test:
 bench: setup
 	.venv/bin/python benchmarks/bench_geometry.py
 
-# Regenerate requirements.lock from the working .venv (after changing a dependency on purpose).
+# Regenerate requirements.lock from the working .venv (after changing a dependency on purpose);
+# --all keeps setuptools (torch requires a recent one), pip itself is left out.
 lock:
-	{ sed -n '1,3p' requirements.lock; .venv/bin/pip freeze --exclude-editable; } > requirements.lock.new
+	{ sed -n '1,3p' requirements.lock; .venv/bin/pip freeze --all --exclude-editable | grep -v '^pip=='; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
 
 # Three pipelines at once on one data home, ROUNDS times (default 5).

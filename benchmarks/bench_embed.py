@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "clipgeo-bench-jpegs"))
     ap.add_argument("--no-lance", action="store_true", help="do not commit the fast path's vectors to LanceDB")
     ap.add_argument("--quick", action="store_true", help="skip the model-only measurement and the warm-up")
+    ap.add_argument("--no-start-compare", action="store_true", help="skip the worker start-method comparison")
     a = ap.parse_args(argv)
 
     import torch
@@ -305,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model only: {model_only(fast_lm.model, a.device, bs, out, dtype, secs):.1f} img/s ({precision}, "
               f"batch {bs})")
 
+    if workers and not a.no_start_compare:
+        print(start_method_line(fast_lm, refs, bs, workers, n_caps))
+
     if n_caps:
         rng = np.random.default_rng(0)
         caps = [" ".join(rng.choice(WORDS, size=int(rng.integers(8, 16)))) for _ in range(n_caps)]
@@ -320,6 +324,38 @@ def main(argv: list[str] | None = None) -> int:
     ratio = (n / fast_s) / (n / base_s)
     print(f"fast_img_s={n / fast_s:.1f} baseline_img_s={n / base_s:.1f} ratio={ratio:.2f} min_cos={cos.min():.6f}")
     return 0
+
+
+def start_method_line(lm, refs, bs: int, workers: int, n_caps: int) -> str:
+    """The worker path before and after issue 24 in this run: images/s and captions/s with the
+    workers forked from this process (``fork``, before) and started by the fork server (now;
+    the server was already started by the fast path above), alternating twice to even out load."""
+    from clipgeo.embedding.embed import embed_image_refs, embed_texts
+
+    rng = np.random.default_rng(1)
+    caps = [" ".join(rng.choice(WORDS, size=int(rng.integers(8, 16)))) for _ in range(min(n_caps or 1000, 4000))]
+    best: dict[str, list[float]] = {}
+    saved = os.environ.get("CLIPGEO_WORKER_START")
+    try:
+        for method in ("fork", "forkserver", "fork", "forkserver"):
+            os.environ["CLIPGEO_WORKER_START"] = method
+            t = time.perf_counter()
+            embed_image_refs(lm, refs, batch_size=bs, num_workers=workers, decode="tensor", progress=False)
+            ti = time.perf_counter() - t
+            t = time.perf_counter()
+            embed_texts(lm, caps, batch_size=256, num_workers=workers, progress=False)
+            tc = time.perf_counter() - t
+            old = best.get(method, [0.0, 0.0])
+            best[method] = [max(old[0], len(refs) / ti), max(old[1], len(caps) / tc)]
+    finally:
+        if saved is None:
+            os.environ.pop("CLIPGEO_WORKER_START", None)
+        else:
+            os.environ["CLIPGEO_WORKER_START"] = saved
+    (fi, fc), (si, sc) = best["fork"], best["forkserver"]
+    return (f"worker start ({workers} workers, best of 2 each): fork (before) {fi:.1f} img/s, {fc:.1f} captions/s; "
+            f"forkserver (now) {si:.1f} img/s, {sc:.1f} captions/s; ratio now/before {si / fi:.2f} (images), "
+            f"{sc / fc:.2f} (captions)")
 
 
 if __name__ == "__main__":

@@ -555,36 +555,37 @@ def topology_sections(c: Ctx) -> list[Section]:
                 "largest_drop_decades", "sigma_1"]  # the reasons (message) are in the caption
         out[-1].table = c._rows(ss.select([k for k in cols if k in ss.columns]).to_dicts())
         out[-1].views += ("v_report_spectra_summary",)
-    cc = f["cluster_corr"]
-    corr_txt = _per_run(cc, lambda r: f"{r['label']}: {r['n_clusters']} clusters ({r['n_clusters_used']} used), "
-                                      + (f"Pearson r {r['pearson_r']:.3f}, Spearman ρ {r['spearman_rho']:.3f}"
-                                         if _val(r.get("pearson_r")) != "n/a" and _val(r.get("spearman_rho")) != "n/a"
-                                         else "no correlation (" + (r.get("message") or "not enough clusters")
-                                         + ")"))
+    cc, cl, cspec = f["cluster_corr"], f["clusters"], f["cluster_spectra"]
+    corr_txt = _per_run(cc, lambda r: _localdim_text(r, cl))
     if not column and u.height:
         out.append(c.section(
             "Fig. 13 — HDBSCAN clusters on the UMAP layout",
             f"Clusters found by HDBSCAN on the sphere coordinates of the layout of {who}: the nine largest by colour, "
-            "the rest as 'other', HDBSCAN noise as 'noise'. " + corr_txt,
+            "the rest as 'other', HDBSCAN noise as 'noise'. " + corr_txt + ".",
             "points", "clusters", "cluster", rows=u,
             chart=lambda d: charts.umap_scatter(pts, color="cluster_group", width=w),
         ))
     out.append(c.section(
         "Fig. 14 — per-cluster spectra",
-        f"Joint singular values σ_k/σ_1 (not the covariance eigenvalues λ ∝ σ²) of each cluster of {who}, against "
-        "k / number of values, on subsamples of equal size so clusters of different sizes are comparable (colour: "
-        "cluster number); the local dimension of Fig. 15 is the area under these log σ curves.",
+        f"Joint covariance eigenvalues λ_k/λ_1 of each cluster of {who} (log10, the quantity of Figs. 10–12; σ_k/σ_1 = "
+        "√(λ_k/λ_1) in the tooltip), against k / number of values. Clusters of different sizes are made comparable by "
+        "measuring each on random subsamples of one common size m (by default the smallest cluster's size, at most "
+        "d + 1), so every curve has m − 1 values: each curve is the mean of log10 λ_k/λ_1 over the subsamples. "
+        + _per_run(cspec, lambda r: _spectra_text(r, cspec)) + ". Colour: cluster number. The local dimension of "
+        "Fig. 15 is half the mean height of a curve (the mean of log10 σ_k/σ_1).",
         "cluster_spectra", "clusters", "cluster-spectrum",
-        chart=lambda d: charts.sigma_curves(d, x="index_frac", color="cluster", column=column, width=w),
+        chart=lambda d: charts.cluster_spectrum_curves(d, column=column, width=w),
     ))
     out.append(c.section(
         "Fig. 15 — local dimension against per-cluster retrieval",
-        f"Per cluster of {who} (status ok): area under the log singular-value curve (local dimension) against top-1 "
-        "retrieval of its members (from the run's stored retrieval ranks, whole gallery); erank_sigma_entropy_joint = "
-        "effective rank (σ-entropy) of the cluster's joint subsample. " + corr_txt,
+        f"Per cluster of {who} whose local dimension is defined (at least m joint members; fewer points than "
+        "dimensions is fine, every cluster is measured on m of them): local dimension = mean log10 σ_k/σ_1 of its "
+        "joint subsamples (Fig. 14) against the top-1 retrieval of its members (from the run's stored retrieval "
+        "ranks, whole gallery); erank_sigma_entropy_joint = effective rank (σ-entropy) of the same subsamples. "
+        + corr_txt + ".",
         "clusters", "clusters", "cluster",
         chart=lambda d: charts.localdim_vs_accuracy(d, column=column, width=w),
-        table=None if column else (lambda d: d.select("label", "cluster", "n_points", "auc_joint",
+        table=None if column else (lambda d: d.select("label", "cluster", "n_points", "sample_size", "auc_joint",
                                                      "erank_sigma_entropy_joint", "top1", "status",
                                                      "message").to_dicts()),
     ))
@@ -596,6 +597,41 @@ def topology_sections(c: Ctx) -> list[Section]:
             chart=lambda d: charts.umap_grid_chart(d),
         ))
     return out
+
+
+def _drawn_clusters(clusters: pl.DataFrame, label: str) -> pl.DataFrame:
+    """The rows of Fig. 15 that its chart draws (charts.LOCALDIM_DRAWN): local dimension and
+    accuracy both defined."""
+    if not clusters.height:
+        return clusters
+    return clusters.filter((pl.col("label") == label) & pl.col("auc_joint").is_not_null() & pl.col("auc_joint").is_finite()
+                           & pl.col("top1").is_not_null())
+
+
+def _localdim_text(r: dict, clusters: pl.DataFrame) -> str:
+    """'run: 57 of 57 clusters drawn (m = 31), Pearson r 0.503, Spearman ρ 0.41', counted from the
+    drawn rows; a correlation over fewer than 5 of them is 'n/a (reason)'."""
+    from clipgeo.topology.clusters import MIN_CORRELATION_POINTS
+
+    drawn = _drawn_clusters(clusters, r["label"])
+    n, total = drawn.height, r.get("n_clusters") or 0
+    m = r.get("sample_size")
+    head = f"{r['label']}: {n} of {total} clusters drawn" + (f" (subsample size m = {m})" if m else "")
+    if total > n:
+        head += f", {total - n} with fewer than m joint members not drawn"
+    pr, sr = r.get("pearson_r"), r.get("spearman_rho")
+    defined = pr is not None and pr == pr and sr is not None and sr == sr
+    if n < MIN_CORRELATION_POINTS or not defined:
+        why = (f"{n} cluster(s) drawn: a correlation needs at least {MIN_CORRELATION_POINTS}"
+               if n < MIN_CORRELATION_POINTS else (r.get("message") or "undefined"))
+        return head + f"; Pearson r n/a ({why})"
+    return head + f"; over these {n}: Pearson r {pr:.3f}, Spearman ρ {sr:.3f}"
+
+
+def _spectra_text(r: dict, spectra: pl.DataFrame) -> str:
+    s = spectra.filter(pl.col("label") == r["label"])
+    return (f"{r['label']}: {s['cluster'].n_unique()} clusters drawn, m = {int(s['sample_size'].max())} members, "
+            f"{int(s['n_subsamples'].max())} subsample(s) each")
 
 
 def rejects_sections(f: dict[str, pl.DataFrame]) -> list[Section]:
@@ -642,9 +678,10 @@ def _recall_pair(h: dict, d: str) -> str:
     return _pct(r)
 
 
-def headline_block(h: dict, embed_dim: int | None) -> str:
-    """"What this run shows": headline figures (view v_headline), each beside its chance level or
-    reference; a figure that is missing on a small sample shows the stored reason."""
+def headline_rows(h: dict, embed_dim: int | None) -> list[tuple[str, str, str, str]]:
+    """The headline figures of one run (a row of view v_headline) named for people:
+    ``(name, value, chance level or reference, note)``; a figure that is missing on a small
+    sample shows the stored reason. The run page's block and the comparison table read it."""
     def ratio(v, ch):
         return f"{v / ch:.1f}× chance" if v is not None and ch else ""
     n_txt = f"N = {h.get('n_images')} images, {h.get('n_texts')} captions"
@@ -675,6 +712,13 @@ def headline_block(h: dict, embed_dim: int | None) -> str:
          f"{_num(h.get('image_dist_to_mean_std_over_mean'))} / {_num(h.get('text_dist_to_mean_std_over_mean'))}",
          "small = thin shell (P2)", ""),
     ]
+    return rows
+
+
+def headline_block(h: dict, embed_dim: int | None) -> str:
+    """"What this run shows": headline figures (view v_headline), each beside its chance level or
+    reference (:func:`headline_rows`)."""
+    rows = headline_rows(h, embed_dim)
     e = html.escape
     body = "".join(f"<tr><th>{e(a)}</th><td>{e(b)}</td><td class=\"ref\">{e(c)}</td><td class=\"ref\">{e(d)}</td></tr>"
                    for a, b, c, d in rows)
@@ -731,11 +775,11 @@ def compare_page(data: dict[str, pl.DataFrame], run_ids: list[str]) -> Page:
     head = data["headline"]
     page.add(Section(
         "Headline figures",
-        "One row per run from the view v_headline, the one definition of the headline figures (also read by the "
-        "end-of-run summary and the index page): retrieval with its chance level, gap, separability, joint collapse "
-        "point and effective rank, conformity fit r, cluster count and the local-dimension/accuracy correlation, mixing "
-        "ratio.",
-        table=head.drop("dataset_id").to_dicts() if head.height else None,
+        "One row per run: the figures of each run page's \"What this run shows\" block, from the view v_headline "
+        "(the one definition of the headline figures, also read by the end-of-run summary and the index page), "
+        "each with its run's chance level or reference in brackets where it has one; every column of the view: "
+        "the query below.",
+        table=compare_headline(head, runs) if head.height else None,
         missing=None if head.height else "no measured runs",
         status=STATUS_OK if head.height else "not measured",
         views=("v_headline",), query=view_query("v_headline", run_ids),
@@ -745,6 +789,19 @@ def compare_page(data: dict[str, pl.DataFrame], run_ids: list[str]) -> Page:
     for sec in core_sections(c) + geometry_sections(c) + topology_sections(c) + rejects_sections(data):
         page.add(sec)
     return page
+
+
+def compare_headline(head: pl.DataFrame, runs: pl.DataFrame) -> list[dict]:
+    """The comparison page's headline table: one row per run, the columns named as on the run
+    page (:func:`headline_rows`), a run-specific chance level or ``of d`` beside its value."""
+    dims = dict(zip(runs["run_id"].to_list(), runs["embed_dim"].to_list())) if "embed_dim" in runs.columns else {}
+    out = []
+    for h in head.to_dicts():
+        row = {"run": h["label"], "dataset": h.get("dataset_id") or ""}
+        for name, value, ref, _ in headline_rows(h, dims.get(h["run_id"])):
+            row[name] = f"{value} ({ref})" if ref.startswith(("chance", "of d")) else value
+        out.append(row)
+    return out
 
 
 def _write(path: Path, text: str) -> Path:

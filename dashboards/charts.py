@@ -167,9 +167,10 @@ POINT_TOOLTIP = ["label:N", "modality:N", "item_id:N", "caption:N", "image_ref:N
                  alt.Tooltip("image:N", title="image")]
 # A thumbnail in the tooltip (vega-tooltip shows a field titled "image" as a picture) when the
 # page is opened beside its data home: a relative link, nothing inlined. Paths reduced to a
-# name and hash (outside the home) have none.
+# name and hash (outside the home) and text points have none: the empty string, which vega-tooltip
+# skips (null would become the text "null" and an <img src=".../null">, a failed request per hover).
 THUMBNAIL = ("isValid(datum.image_ref) && !test(/ #/, datum.image_ref) ? "
-             "(substring(datum.image_ref, 0, 1) == '/' ? 'file://' + datum.image_ref : '../' + datum.image_ref) : null")
+             "(substring(datum.image_ref, 0, 1) == '/' ? 'file://' + datum.image_ref : '../' + datum.image_ref) : ''")
 
 
 CONFORMITY_MEANS = ["raw mean", "unit mean"]  # the values of v_report_conformity_fit.mean
@@ -326,35 +327,43 @@ def eigenvalue_curves(df: pl.DataFrame, *, color: str = "scope", column: str | N
     return _facet(chart, column)
 
 
-def sigma_curves(df: pl.DataFrame, *, x: str = "index", color: str = "scope", column: str | None = None,
-                 width: Width = "container") -> alt.TopLevelMixin:
-    """Relative singular values σ_k/σ_1 on a log scale (Fig. 14, per-cluster curves). ``color="cluster"``
-    uses a colour scale (any number of clusters) instead of one legend symbol per cluster."""
-    enc_color = (alt.Color(f"{color}:Q", scale=alt.Scale(scheme="viridis"), title=color) if color == "cluster"
-                 else alt.Color(f"{color}:N"))
+def cluster_spectrum_curves(df: pl.DataFrame, *, column: str | None = None,
+                            width: Width = "container") -> alt.TopLevelMixin:
+    """Fig. 14: each cluster's covariance eigenvalues, log10 λ_k/λ_1 against k / number of values
+    (rows of v_report_cluster_spectra: the mean over equal-size subsamples), the same quantity
+    as Figs. 10–12; colour: a scale over the cluster number (any number of clusters)."""
     chart = (
         alt.Chart(df)
         .mark_line()
         .encode(
-            x=alt.X(f"{x}:Q", title="index k" if x == "index" else "k / number of values"),
-            y=alt.Y("sigma_rel:Q", scale=alt.Scale(type="log"), title="σ_k / σ_1 (singular values)"),
-            color=enc_color,
-            detail=f"{color}:N",
-            tooltip=["label:N", f"{color}:N", f"{x}:Q", alt.Tooltip("sigma_rel:Q", format=".3g")],
+            x=alt.X("index_frac:Q", title="k / number of values"),
+            y=alt.Y("log10_eigenvalue_rel:Q", title="log10 λ_k / λ_1 (covariance eigenvalues)"),
+            color=alt.Color("cluster:Q", scale=alt.Scale(scheme="viridis"), title="cluster"),
+            detail="cluster:N",
+            tooltip=["label:N", "cluster:N", "index:Q", alt.Tooltip("eigenvalue_rel:Q", format=".3g", title="λ_k / λ_1"),
+                     alt.Tooltip("log10_eigenvalue_rel:Q", format=".2f", title="log10 λ_k / λ_1"),
+                     alt.Tooltip("sigma_rel:Q", format=".3g", title="σ_k / σ_1"),
+                     alt.Tooltip("sample_size:Q", title="subsample size m")],
         )
         .properties(width=width, height=240)
     )
     return _facet(chart, column)
 
 
+#: What Fig. 15 draws: clusters whose local dimension and accuracy are both defined.
+LOCALDIM_DRAWN = "isValid(datum.auc_joint) && isFinite(datum.auc_joint) && isValid(datum.top1)"
+
+
 def localdim_vs_accuracy(df: pl.DataFrame, *, column: str | None = None, width: Width = "container") -> alt.TopLevelMixin:
-    """Per cluster with status ok: local dimension (AUC of the log spectrum) against top-1 retrieval (Fig. 15)."""
+    """Per cluster whose local dimension is defined (:data:`LOCALDIM_DRAWN`): local dimension (AUC
+    of the log spectrum) against top-1 retrieval (Fig. 15)."""
     chart = (
         alt.Chart(df)
-        .transform_filter("datum.status == 'ok'")
+        .transform_filter(LOCALDIM_DRAWN)
         .mark_circle()
         .encode(
-            x=alt.X("auc_joint:Q", title="local dimension (AUC of log σ, size-matched)", scale=alt.Scale(zero=False)),
+            x=alt.X("auc_joint:Q", title="local dimension (mean log10 σ_k/σ_1 = ½ mean log10 λ_k/λ_1, size-matched)",
+                    scale=alt.Scale(zero=False)),
             y=alt.Y("top1:Q", title="top-1 retrieval in cluster", scale=alt.Scale(domain=[0, 1])),
             size=alt.Size("n_points:Q", title="points"),
             tooltip=["label:N", "cluster:N", "n_points:Q", alt.Tooltip("auc_joint:Q", format=".3f"),

@@ -4,7 +4,10 @@ The Vega, Vega-Lite and Vega-Embed scripts are inlined once per page (from
 ``vl-convert``'s bundle), so a report opens from disk with no network. Chart specs go in
 ``<script type="application/json">`` blocks with ``<``, ``>`` and ``&`` escaped as
 unicode escapes, and every caption or table cell from the data is HTML-escaped: text
-from a dataset is shown as text and never runs.
+from a dataset is shown as text and never runs. Control characters (NUL, ESC, DEL, C1...; a
+hostile caption file can hold them) are never written raw: each becomes U+FFFD (�) in the
+page's text and in the charts' data (:func:`clean_text`, applied to the whole page but the
+inlined Vega bundle, and to every string of the JSON data).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import functools
 import html
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,8 +30,34 @@ def vega_bundle() -> str:
     return vlc.javascript_bundle().replace("</script", "<\\/script")
 
 
+#: C0 controls but tab, newline and carriage return; DEL; the C1 controls.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def clean_text(s: str) -> str:
+    """``s`` with every control character (C0 but tab/newline/CR, DEL, C1) replaced by U+FFFD.
+
+    Examples
+    --------
+    >>> clean_text("a\\x00b\\x1b[31mc\\td")
+    'a\ufffdb\ufffd[31mc\\td'
+    """
+    return _CONTROL.sub("\ufffd", s)
+
+
+def _clean_obj(obj: Any) -> Any:
+    """``obj`` with :func:`clean_text` applied to every string in it (keys and values)."""
+    if isinstance(obj, str):
+        return clean_text(obj)
+    if isinstance(obj, dict):
+        return {_clean_obj(k): _clean_obj(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean_obj(v) for v in obj]
+    return obj
+
+
 def _json_for_script(obj: Any) -> str:
-    s = json.dumps(obj, sort_keys=True, default=str)
+    s = json.dumps(_clean_obj(obj), sort_keys=True, default=str)
     return s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
@@ -101,8 +131,9 @@ class Page:
             "</style>",
             _ERROR_TRAP_JS,
         ]
-        if specs:
-            parts.append(f"<script>{vega_bundle()}</script>")
+        bundle = f"<script>{vega_bundle()}</script>" if specs else None
+        if bundle:
+            parts.append(bundle)
         parts += [
             "</head><body>",
             f"<h1>{e(self.title)}</h1>",
@@ -122,7 +153,8 @@ class Page:
         parts.append(f'<script type="application/json" id="specs">{_json_for_script(specs)}</script>')
         parts.append(_EMBED_JS if specs else _NO_CHARTS_JS)
         parts.append("</body></html>")
-        return "\n".join(parts)
+        # the bundle is the only part not built from data (and is left byte for byte)
+        return "\n".join(p if p is bundle else clean_text(p) for p in parts)
 
     def _toc(self) -> str:
         e = html.escape

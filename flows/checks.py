@@ -2,11 +2,17 @@
 CLI calls them first) and again as the flow's first step (for runs started from the UI).
 
 Each failure is a :class:`BadInput` whose message is one line that names the input and says
-what to do. Nothing here writes to the data home. No Prefect import.
+what to do. Nothing here writes to the data home. No Prefect import, and no torch or open_clip
+before the cheap checks (folders, files, model names, tokenizers) have passed: a model name is
+checked against open_clip's config files as ``open_clip.list_models()`` reads them
+(:func:`model_configs`); only a pretrained *tag* needs open_clip itself.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -42,9 +48,67 @@ def _path_like(value: str) -> bool:
     return "/" in value or value.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz"))
 
 
+@functools.lru_cache(maxsize=1)
+def model_configs() -> dict[str, dict]:
+    """Every architecture open_clip knows once clipgeo's configs are registered, ``{name: config}``,
+    read from the JSON files as ``open_clip.list_models()`` reads them (a file with
+    ``embed_dim``, ``vision_cfg`` and ``text_cfg``; name = file stem), without importing open_clip
+    (and so torch)."""
+    from clipgeo.models import CONFIGS_DIR
+
+    spec = importlib.util.find_spec("open_clip")
+    dirs = [Path(spec.submodule_search_locations[0]) / "model_configs"] if spec and spec.submodule_search_locations else []
+    out: dict[str, dict] = {}
+    for d in [*dirs, CONFIGS_DIR]:
+        for f in sorted(d.glob("*.json")):
+            try:
+                cfg = json.loads(f.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(cfg, dict) and all(k in cfg for k in ("embed_dim", "vision_cfg", "text_cfg")):
+                out[f.stem] = cfg
+    return out
+
+
+def hf_hub_cache() -> Path:
+    """The local Hugging Face hub cache, as huggingface_hub finds it: ``$HF_HUB_CACHE``, else
+    ``$HF_HOME/hub``, else ``$XDG_CACHE_HOME/huggingface/hub``, else ``~/.cache/huggingface/hub``."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    base = Path(os.environ["XDG_CACHE_HOME"]).expanduser() if os.environ.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+    return base / "huggingface" / "hub"
+
+
+def _tokenizer_cached(repo: str) -> bool:
+    snaps = hf_hub_cache() / f"models--{repo.replace('/', '--')}" / "snapshots"
+    return any((s / f).is_file() for s in snaps.glob("*") for f in ("tokenizer_config.json", "tokenizer.json"))
+
+
+def check_tokenizer(model_name: str, config: dict) -> None:
+    """A model whose tokenizer comes from the Hugging Face hub (``text_cfg.hf_tokenizer_name``,
+    e.g. the SigLIP models) needs the ``transformers`` package and that tokenizer's files in the
+    local cache (nothing is downloaded at run time): say what is missing and how to provide it."""
+    repo = (config.get("text_cfg") or {}).get("hf_tokenizer_name")
+    if not repo:
+        return
+    missing = []
+    if importlib.util.find_spec("transformers") is None:
+        missing.append("the transformers package (pip install transformers)")
+    if not _tokenizer_cached(repo):
+        missing.append(f"its files in the local Hugging Face cache {hf_hub_cache()}")
+    if missing:
+        raise BadInput(
+            f"model {model_name}: its tokenizer is the Hugging Face tokenizer {repo}, which needs "
+            + " and ".join(missing) + f"; on a machine with network run once python -c \"from transformers import "
+            f"AutoTokenizer; AutoTokenizer.from_pretrained('{repo}')\" (or copy that cache here), then run with "
+            "HF_HUB_OFFLINE=1 (README: models with a Hugging Face tokenizer)")
+
+
 def check_model(model_name: str, pretrained: str | None = None) -> None:
-    """``model_name`` is an open_clip (or clipgeo) architecture; ``pretrained`` an existing
-    checkpoint file or a pretrained tag open_clip knows for it."""
+    """``model_name`` is an open_clip (or clipgeo) architecture whose tokenizer is available
+    offline; ``pretrained`` an existing checkpoint file or a pretrained tag open_clip knows for it."""
     if not model_name:
         raise BadInput("empty model name: pass NAME or NAME=PRETRAINED (e.g. ViT-B-16=laion400m_e32)")
     if model_name.startswith(("hf-hub:", "local-dir:")):
@@ -54,18 +118,16 @@ def check_model(model_name: str, pretrained: str | None = None) -> None:
         if not p.is_file():
             raise BadInput(f"model {model_name}: checkpoint {p} does not exist; pass an existing file or an open_clip "
                            "pretrained tag")
-    import open_clip
-
-    from clipgeo.models import register_configs
-
-    register_configs()
-    known = open_clip.list_models()
+    known = model_configs()
     if model_name not in known:
         close = [m for m in known if m.lower().startswith(model_name.lower()[:5])][:5]
         raise BadInput(f"unknown model {model_name!r}: not an open_clip architecture"
                        + (f" (close: {', '.join(close)})" if close else "")
                        + "; see python -c 'import open_clip; print(open_clip.list_models())'")
+    check_tokenizer(model_name, known[model_name])
     if pretrained and not _path_like(pretrained):
+        import open_clip
+
         tags = open_clip.list_pretrained_tags_by_model(model_name)
         if pretrained not in tags:
             raise BadInput(f"model {model_name}: unknown pretrained tag {pretrained!r}"

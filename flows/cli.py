@@ -6,7 +6,7 @@
     clipgeo embed     MODEL_NAME DATASET_ID [--pretrained TAG|PATH] [--shard-images N] ...          (clipgeo-embed)
     clipgeo analyse   [--run-ids ID ...] [--stale-only] [--force] [--umap-grid]                     (clipgeo-analyse)
     clipgeo report    [--run-ids ID ...] [--export svg|png]
-    clipgeo sql       "SELECT * FROM v_compare" [--format table|csv|json] [--max-rows N]
+    clipgeo sql       "SELECT * FROM v_compare" [--format table|csv|json] [--max-rows N] [--timeout S]
     clipgeo runs
     clipgeo import    IMAGES.npy TEXTS.npy [--text-image IDX.npy] [--captions FILE] [--model NAME] ...
     clipgeo migrate   [--home DIR]
@@ -43,16 +43,17 @@ app = App(
 )
 
 # Flow commands are loaded only when run (or their own --help is asked for): `clipgeo sql`
-# and `clipgeo --help` never import Prefect, torch or open_clip.
-app.command("flows.commands:run", name="run",
+# and `clipgeo --help` never import Prefect, torch or open_clip; a flow command checks its
+# arguments before it imports them (flows.precheck).
+app.command("flows.precheck:run", name="run",
             help="The main pipeline (clipgeo-pipeline): shapes + tiny models, embed, measure, report.")
-app.command("flows.commands:ablation_command", name="ablation",
+app.command("flows.precheck:ablation", name="ablation",
             help="The paper's ablation (clipgeo-ablation): {InfoNCE, InfoLOOB} x {without, with Hopfield}.")
-app.command("flows.commands:dataset", name="dataset",
+app.command("flows.precheck:dataset", name="dataset",
             help="Your data (clipgeo-dataset): ingest a source, embed with each model, measure, report.")
-app.command("flows.commands:embed", name="embed",
+app.command("flows.precheck:embed", name="embed",
             help="Embed one registered dataset with one model (clipgeo-embed); prints the run id.")
-app.command("flows.commands:analyse", name="analyse",
+app.command("flows.precheck:analyse", name="analyse",
             help="Measure stored runs (clipgeo-analyse); prints the run ids.")
 app.command("flows.serve:main", name="serve",
             help="Serve every deployment to the Prefect server at PREFECT_API_URL.")
@@ -75,32 +76,40 @@ def _print_table(table, more: bool, max_rows: int, fmt: str) -> None:
 
 @app.command
 def sql(query: str, *, home: str | None = None, format: Literal["table", "csv", "json"] = "table",  # noqa: A002
-        max_rows: int = 1000) -> None:
+        max_rows: int = 1000, timeout: float = 300.0) -> None:
     """Run a read-only SQL query on the catalog and the vectors, in a sandbox.
+
+    Columns of the same name come back as DuckDB names them (a, a_1, ...).
 
     Args:
         query: the SQL; each run's vectors are the table ``vectors_<run_id>``.
         home: data home (default ``$CLIPGEO_HOME`` or ``./clipgeo-data``).
         format: output format.
         max_rows: rows fetched at most (0: all, streamed in batches for csv and json).
+        timeout: seconds the statement may run, fetching included (default 300 = 5 minutes;
+            0: no limit); past it the statement is cancelled and one line says so.
     """
     from clipgeo.store import query as q
 
     h = _home(home)
+    if timeout < 0:
+        from flows.checks import BadInput
+
+        raise BadInput(f"--timeout must be >= 0 seconds (0: no limit), got {timeout:g}")
     if max_rows == 0 and format in ("csv", "json"):
-        _stream(h, query, format)
+        _stream(h, query, format, timeout)
         return
-    table, more = q.fetch(h, query, max_rows=max_rows or None)
+    table, more = q.fetch(h, query, max_rows=max_rows or None, timeout=timeout or None)
     _print_table(table, more, max_rows, format)
 
 
-def _stream(h, query: str, fmt: str) -> None:
+def _stream(h, query: str, fmt: str, timeout: float = 300.0) -> None:
     import polars as pl
 
     from clipgeo.store import query as q
 
     first = True
-    for batch in q.stream(h, query):
+    for batch in q.stream(h, query, timeout=timeout or None):
         df = pl.from_arrow(batch)
         if fmt == "csv":
             sys.stdout.write(df.write_csv(include_header=first))

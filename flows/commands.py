@@ -9,13 +9,11 @@ change here. Imported only when a flow command runs (``flows.cli`` loads it lazi
 
 from __future__ import annotations
 
-import inspect
-import typing
 from collections.abc import Callable
 from typing import Any
 
 import flows  # noqa: F401  (Prefect environment defaults)
-from flows import checks, serverlife
+from flows import checks, precheck, serverlife
 from flows.analyse import analyse_flow
 from flows.dataset import dataset_pipeline
 from flows.embed import embed_flow, task_runner_for
@@ -27,17 +25,7 @@ def as_command(fl: Any, check: Callable[..., Any], *, extra: dict[str, tuple[Any
     """A CLI function for flow ``fl``: its signature and docstring, plus ``extra`` keyword-only
     CLI options ``{name: (type, default, help)}``; ``check(**arguments)`` runs first."""
     fn = fl.fn
-    hints = typing.get_type_hints(fn)
-    sig = inspect.signature(fn)
-    # Required parameters may be given positionally; the others only as options.
-    params = [p.replace(annotation=hints.get(p.name, p.annotation),
-                        kind=p.kind if p.default is inspect.Parameter.empty else inspect.Parameter.KEYWORD_ONLY)
-              for p in sig.parameters.values()]
-    doc = inspect.getdoc(fn) or ""
-    for name, (typ, default, help_) in (extra or {}).items():
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=typ))
-        doc += f"\n    {name}: {help_}" if "Args:" in doc else f"\n\nArgs:\n    {name}: {help_}"
-    full = sig.replace(parameters=params, return_annotation=inspect.Signature.empty)
+    full, doc = precheck.command_signature(fn, extra)
 
     def command(*args: Any, **kwargs: Any) -> Any:
         bound = full.bind(*args, **kwargs)

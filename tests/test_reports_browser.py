@@ -3,6 +3,8 @@ no JavaScript error is logged, and markup from the data shows as text and runs n
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -14,6 +16,8 @@ from tests.test_measure_sections import _register_run
 EVIL_LABEL = "model <script>document.body.setAttribute('data-pwned','label')</script>"
 EVIL_CAPTION = "<img src=x onerror=\"document.body.setAttribute('data-pwned','caption')\"> a caption"
 LONG_CAPTION = "a very long caption " + "word " * 2000  # 10,000+ characters
+CONTROL_CAPTION = "a NUL\x00 here, an escape \x1b[31m there and a DEL\x7f"  # a hostile COCO file's caption
+CONTROL_LABEL = "test rB\x00\x1b"
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +33,11 @@ def reports(tmp_path_factory):
     b = _register_run(home, "rB", n=80, seed=2, normalized=True)
     with catalog.session(home) as con:
         catalog.execute(con, "UPDATE runs SET label = ? WHERE run_id = 'rA'", [EVIL_LABEL])
+        catalog.execute(con, "UPDATE runs SET label = ? WHERE run_id = 'rB'", [CONTROL_LABEL])
         rows = [{"dataset_id": "d", "sample_id": f"s{i:03d}_{c}", "image_id": f"i{i:03d}",
                  "image_ref": str(home.datasets / f"{i}.png") if i % 2 else str(outside / f"{i}.png"),
-                 "caption": EVIL_CAPTION if c == 0 else (LONG_CAPTION if i % 3 == 0 else f"caption {i}")}
+                 "caption": EVIL_CAPTION if c == 0 else (LONG_CAPTION if i % 3 == 0 else
+                                                      CONTROL_CAPTION if i % 3 == 1 else f"caption {i}")}
                 for i in range(80) for c in range(2)]
         catalog.insert(con, "samples", rows)
         catalog.insert(con, "models", [dict(model_id="m", model_name="tiny", pretrained=str(home.checkpoints / "m.pt"))])
@@ -269,3 +275,128 @@ def test_exact_ties_show_the_optimistic_and_pessimistic_recall(tmp_path):
     assert f"4 queries with exact ties: {pes:.2%} if ties count against" in html
     index = (home.reports / "index.html").read_text()
     assert f"{opt:.2%} – {pes:.2%}" in index.split('id="runs-table"')[1]
+
+
+# ---- issue 24: control characters, tooltip images, the comparison headline table ----------------
+
+RAW_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # C0 but tab/LF/CR, DEL, C1
+
+
+def test_no_page_holds_a_raw_control_character(reports):
+    """A caption and a run label holding NUL/ESC/DEL: written as U+FFFD (text) or \\u escapes
+    (JSON), never raw, on every page; the pages still render in Chromium and show the label."""
+    home, paths = reports
+    pages = sorted(home.reports.glob("*.html"))
+    assert len(pages) >= 5
+    for p in pages:
+        text = p.read_bytes().decode("utf-8")
+        m = RAW_CONTROL.search(text)
+        assert m is None, (p.name, text[max(0, m.start() - 60):m.start() + 20])
+    rb = (home.reports / "run-rB.html").read_text()
+    assert "test rB\ufffd\ufffd" in rb  # the label, its NUL and ESC replaced
+    assert "a NUL\\ufffd here" in (home.reports / "run-rA.html").read_text()  # the caption, in the JSON data
+    status, dom = render(home.reports / "run-rB.html")
+    assert status["jsErrors"] == [] and status["chartErrors"] == [], status
+    assert status["rendered"] == status["total"] == status["withGraphics"]
+    assert "test rB\ufffd\ufffd" in dom and RAW_CONTROL.search(dom) is None
+
+
+# Hovers every mark of every chart (pointer events dispatched on the SVG elements, which is what
+# Vega listens to) and records each tooltip's images, then writes them where the test reads them.
+_HOVER_JS = """<script>
+(function wait() {
+  if (!document.getElementById("clipgeo-status").textContent) { return setTimeout(wait, 500); }
+  var srcs = [], shown = 0, marks = document.querySelectorAll(".chart svg .role-mark > *");
+  marks.forEach(function (el) {
+    var r = el.getBoundingClientRect();
+    ["pointermove", "mousemove"].forEach(function (kind) {
+      el.dispatchEvent(new MouseEvent(kind, {bubbles: true, clientX: r.x + r.width / 2, clientY: r.y + r.height / 2}));
+    });
+    var tip = document.getElementById("vg-tooltip-element");
+    if (tip && tip.innerHTML) {
+      shown += 1;
+      tip.querySelectorAll("img").forEach(function (img) { srcs.push(img.getAttribute("src")); });
+    }
+  });
+  var out = document.createElement("pre"); out.id = "hover-result";
+  out.textContent = JSON.stringify({marks: marks.length, shown: shown, srcs: srcs});
+  document.body.appendChild(out);
+})();
+</script>"""
+
+
+def _hover_all(page, tmp_path):
+    import json
+
+    probe = tmp_path / page.name
+    head, tail = page.read_text().rsplit("</body></html>", 1)  # the page's own end (the bundle holds the string too)
+    probe.write_text(head + _HOVER_JS + "</body></html>" + tail)
+    _, dom = render(probe, budget_ms=40000)  # (polling every 500 ms: shorter polls starved the page's rendering)
+    m = re.search(r'<pre id="hover-result">(.*?)</pre>', dom, re.S)
+    assert m, "the hover script did not finish"
+    return json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+
+
+def test_tooltips_of_text_points_have_no_image(reports, tmp_path):
+    """Hovering every point of the run page: tooltips show, images only where there is one (an
+    image point inside the data home), never an <img> whose source is null."""
+    home, _ = reports
+    got = _hover_all(home.reports / "run-rA.html", tmp_path)
+    assert got["marks"] > 100 and got["shown"] > 100, got | {"srcs": got["srcs"][:3]}
+    assert got["srcs"], "no thumbnail at all: image points inside the home should have one"
+    bad = [s for s in got["srcs"] if s is None or s.rstrip("/").endswith("null") or s.rstrip("/") == tmp_path.as_uri()]
+    assert not bad, bad[:5]
+    # (the page resolves a thumbnail against its own address: ../datasets/1.png from the probe's folder)
+    assert all(s.startswith(tmp_path.parent.as_uri() + "/datasets/") for s in got["srcs"]), got["srcs"][:5]
+
+
+def test_compare_headline_table_has_human_names_one_row_per_run(reports):
+    import html as html_mod
+
+    from dashboards.build import headline_rows
+
+    home, paths = reports
+    page = next(p for p in paths if p.name.startswith("compare-"))
+    _, dom = render(page)
+    sec = dom.split("<h2>Headline figures</h2>")[1].split("</section>")[0]
+    heads = [html_mod.unescape(h) for h in re.findall(r"<th>(.*?)</th>", sec.split("</thead>")[0])]
+    names = [r[0] for r in headline_rows({}, None)]
+    assert heads == ["run", "dataset", *names]
+    assert not [h for h in heads if re.fullmatch(r"[a-z0-9_]+", h) and "_" in h]  # no raw column name
+    body = sec.split("<tbody>")[1]
+    assert body.count("<tr>") == 2  # two runs, one row each
+    assert "chance 1.25%" in body  # recall beside its chance level (80 images)
+
+
+def test_cluster_figures_draw_what_their_captions_count(reports):
+    """Fig. 15: the caption's count of drawn clusters is the number of points in its chart, and
+    its correlation over fewer than 5 of them is 'n/a (reason)'; Fig. 14 draws covariance
+    eigenvalues (λ, as Figs. 10-12) of subsamples of the size its caption states."""
+    import html as html_mod
+    import json
+
+    home, _ = reports
+    status, dom = render(home.reports / "run-rA.html")
+    secs = {m.group(1): m.group(0) for m in re.finditer(r'<section id="s\d+"><h2>(.*?)</h2>.*?</section>', dom, re.S)}
+    f15 = secs["Fig. 15 — local dimension against per-cluster retrieval"]
+    text = html_mod.unescape(re.sub(r"<[^>]+>", " ", f15.split('<p class="caption">')[1]))
+    drawn, total = map(int, re.search(r"(\d+) of (\d+) clusters drawn", text).groups())
+    points = len(re.findall(r'<path[^>]*role="graphics-symbol"', f15.split('<p class="caption">')[0]))
+    assert drawn == points >= 1, (drawn, points)
+    if drawn < 5:
+        assert "Pearson r n/a (" in text and "needs at least 5" in text
+    f14 = secs["Fig. 14 — per-cluster spectra"]
+    cap14 = html_mod.unescape(re.sub(r"<[^>]+>", " ", f14.split('<p class="caption">')[1]))
+    m = int(re.search(r"m = (\d+) members", cap14).group(1))
+    assert "covariance eigenvalues λ_k/λ_1" in cap14
+    # the chart's data: the view's rows, λ and the stated m
+    from clipgeo.store import catalog as cat
+
+    with cat.session(home, read_only=True) as con:
+        rows = cat.query(con, "SELECT * FROM v_report_cluster_spectra WHERE run_id = 'rA'")
+    assert rows.height and rows["sample_size"].unique().to_list() == [m]
+    assert rows.group_by("cluster").len()["len"].unique().to_list() == [m - 1]
+    specs = json.loads(html_mod.unescape(re.search(r'<script type="application/json" id="specs">(.*?)</script>',
+                                                   (home.reports / "run-rA.html").read_text(), re.S).group(1)))
+    f14_spec = next(s for _, s, _ in specs if "log10_eigenvalue_rel" in json.dumps(s) and "cluster" in json.dumps(s))
+    assert f14_spec["encoding"]["y"]["field"] == "log10_eigenvalue_rel"

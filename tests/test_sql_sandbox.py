@@ -124,3 +124,61 @@ def test_cli_refuses_in_one_line_and_caps_rows(homes, tmp_path):
     assert ok.stdout.splitlines() == ["i", "0", "1", "2"]
     assert "3 rows shown" in ok.stderr and "--max-rows" in ok.stderr
     assert not (Path(env["PREFECT_HOME"]) / "prefect.db").exists()  # no Prefect server was started
+
+
+SLOW = "SELECT count(*) FROM range(100000000) a, range(100000000) b WHERE a.range + b.range < 0"  # 1e16 pairs
+
+
+def test_duplicate_column_names_come_back_in_every_format(homes, tmp_path):
+    """Legal SQL with two columns named a: renamed as DuckDB names them (a, a_1), never an error."""
+    import json
+
+    mine, _ = homes
+    assert read_only_query(mine, "SELECT 1 AS a, 2 AS a, 3 AS a").columns == ["a", "a_1", "a_2"]
+    table, _ = fetch(mine, "SELECT 1 AS a, 2 AS a", max_rows=0)
+    assert table.column_names == ["a", "a_1"] and table.to_pylist() == [{"a": 1, "a_1": 2}]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_HOME": str(tmp_path / "prefect")}
+    q = "SELECT 1 AS a, 2 AS a"
+    outs = {}
+    for fmt in ("table", "csv", "json"):
+        for rows in ("1000", "0"):  # capped, and streamed in batches (csv/json with --max-rows 0)
+            r = subprocess.run([sys.executable, "-m", "flows.cli", "sql", "--home", str(mine.root), "--format", fmt,
+                                "--max-rows", rows, q], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+            assert r.returncode == 0 and r.stderr == "", (fmt, rows, r.stderr)
+            outs[fmt, rows] = r.stdout
+    assert outs["csv", "1000"] == outs["csv", "0"] == "a,a_1\n1,2\n"
+    assert json.loads(outs["json", "1000"]) == [{"a": 1, "a_1": 2}]
+    assert json.loads(outs["json", "0"]) == {"a": 1, "a_1": 2}  # one JSON object per line when streamed
+    assert "a_1" in outs["table", "1000"] and "2" in outs["table", "1000"]
+
+
+def test_a_statement_past_its_time_limit_is_cancelled_and_the_catalog_stays_usable(homes):
+    import time
+
+    from clipgeo.store.query import QueryTimeout, stream
+
+    mine, _ = homes
+    for run in (lambda: fetch(mine, SLOW, timeout=1.0), lambda: list(stream(mine, SLOW, timeout=1.0))):
+        t0 = time.monotonic()
+        with pytest.raises(QueryTimeout) as err:
+            run()
+        elapsed = time.monotonic() - t0
+        assert elapsed < 1.0 + 1.0, elapsed  # the limit plus a second
+        assert "time limit of 1 s" in str(err.value) and "\n" not in str(err.value)
+    assert read_only_query(mine, "SELECT run_id FROM runs")["run_id"].to_list() == ["rmine0001"]
+    with catalog.session(mine) as con:  # a writer can open it too: nothing was left locked
+        catalog.execute(con, "UPDATE runs SET label = 'renamed' WHERE run_id = 'rmine0001'")
+    assert read_only_query(mine, "SELECT label FROM runs").rows() == [("renamed",)]
+    assert fetch(mine, "SELECT 42 AS x", timeout=1.0)[0].to_pylist() == [{"x": 42}]  # a quick one is untouched
+
+
+def test_cli_timeout_prints_one_line_naming_the_limit(homes, tmp_path):
+    mine, _ = homes
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_HOME": str(tmp_path / "prefect")}
+    r = subprocess.run([sys.executable, "-m", "flows.cli", "sql", "--home", str(mine.root), "--timeout", "1", SLOW],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stdout == ""
+    assert len(r.stderr.strip().splitlines()) == 1 and "time limit of 1 s" in r.stderr, r.stderr
+    h = subprocess.run([sys.executable, "-m", "flows.cli", "sql", "--help"], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert "--timeout" in h.stdout and "300" in h.stdout, h.stdout

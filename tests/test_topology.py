@@ -457,7 +457,9 @@ def test_clusters_bad_input_gives_messages_not_crashes(caplog):
     assert "single_modality" in rows[0]["status"] and rows[0]["auc_text"] is None
     assert rows[0]["top1_t2i"] is None and rows[0]["top1_i2t"] is not None
     assert "too_small" in rows[2]["status"] and rows[2]["auc_joint"] is None
-    assert "rank_limited" in rows[0]["status"]  # 20 members in d = 32
+    # 20 members in d = 32: fewer points than dimensions, yet measured (on subsamples of m = 20, the
+    # same size as every other cluster's), so not excluded
+    assert rows[0]["auc_joint"] is not None and rows[0]["sample_size"] == 20 and "rank" not in rows[0]["status"]
     assert corr["n_clusters_used"][0] == 2
     assert "needs at least 5" in corr["message"][0]
 
@@ -559,3 +561,58 @@ def test_stock_umap_engines_agree_on_structure():
         assert summ["mean_share_layout"] < 0.05
     eu = umap_layout(img, txt, n_pairs=150, output_metric="euclidean")
     assert eu["x"].null_count() == 300 and eu["x2d"].null_count() == 0
+
+
+def test_cluster_spectra_are_covariance_eigenvalues_of_equal_size_subsamples():
+    """Fig. 14's rows: per cluster, the covariance eigenvalues λ (not σ) of R subsamples of the
+    stated common size m, checked against numpy from the formula on the same draws; σ beside
+    them is √(m λ); AUC = ½ · mean_k of the stored log10 λ_k/λ_1 curve."""
+    ranks = [2, 5, 9]
+    img, txt, lab = _local_dimension_world(ranks, per=30, d=16)  # 60 joint members > d = 16
+    lab_t = lab.copy()
+    lab_t[:10] = -1  # cluster 0: 20 images + 30 captions = 50 joint members, the smallest
+    summary, spec, _ = cluster_local_dimension(img, txt, (lab, lab_t), seed=3, n_repeats=4)
+    m = 17  # smallest cluster (50 members) capped at d + 1
+    assert summary["sample_size"].to_list() == [m, m, m]
+    joint = spec.filter(pl.col("scope") == "joint")
+    assert joint["sample_size"].unique().to_list() == [m] and joint["n_subsamples"].unique().to_list() == [4]
+    assert joint.group_by("cluster").len()["len"].to_list() == [m - 1] * 3  # K = m - 1 values each
+
+    # cluster 1, joint scope: the same draws as the code (rng seeded [seed, cluster, scope index])
+    v = np.concatenate([_unit(img[lab == 1]), _unit(txt[lab_t == 1])])
+    rng = np.random.default_rng([3, 1, 2])
+    lam = []
+    for _ in range(4):
+        sub = v[rng.choice(len(v), size=m, replace=False)]
+        c = sub - sub.mean(axis=0)
+        lam.append(np.sort(np.linalg.eigvalsh(c.T @ c / m))[::-1][: m - 1])  # population covariance, d x d
+    lam = np.array(lam)
+    row = joint.filter(pl.col("cluster") == 1).sort("index")
+    np.testing.assert_allclose(row["eigenvalue"].to_numpy(), lam.mean(axis=0), rtol=1e-7, atol=1e-9 * lam.max())
+    want = np.log10(np.maximum(lam / lam[:, :1], 1e-16)).mean(axis=0)
+    big = want > -8  # relative eigenvalues above 1e-8 (below: rounding, Gram vs scatter matrix)
+    assert big.sum() >= 10
+    got = row["log10_eigenvalue_rel"].to_numpy()
+    np.testing.assert_allclose(got[big], want[big], rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(row["log10_sigma_rel"].to_numpy(), got / 2, rtol=1e-12)
+    np.testing.assert_allclose(row["sigma"].to_numpy()[big], np.sqrt(np.clip(m * lam, 0, None)).mean(axis=0)[big], rtol=1e-6)
+    auc = summary.filter(pl.col("cluster") == 1)["auc_joint"][0]
+    assert auc == pytest.approx(got.mean() / 2, abs=1e-12)
+    assert auc == pytest.approx(want.mean() / 2, abs=0.1)  # (the sub-1e-8 values: rounding either way)
+    sv = np.linalg.svd(sub - sub.mean(axis=0), compute_uv=False)[: m - 1]  # σ of the last draw, from the SVD
+    keep = lam[-1] > 1e-8 * lam[-1, 0]
+    np.testing.assert_allclose(sv[keep], np.sqrt(m * lam[-1][keep]), rtol=1e-6)
+
+
+def test_small_clusters_in_64_dimensions_all_get_a_local_dimension():
+    """As on the default run (64-d embeddings, clusters of a few dozen points, fewer than d):
+    every cluster is measured on subsamples of the same size, so all are in Fig. 15 and the
+    correlation is computed over all of them (before: 1 of 57, the rest 'rank_limited')."""
+    ranks = [1, 2, 3, 4, 6, 8, 12, 20]
+    img, txt, lab = _local_dimension_world(ranks, per=15, d=64)  # 30 joint members per cluster < d = 64
+    summary, spec, corr = cluster_local_dimension(img, txt, (lab, lab), seed=0)
+    assert summary["auc_joint"].null_count() == 0 and summary["status"].to_list() == ["ok"] * len(ranks)
+    assert summary["sample_size"].unique().to_list() == [30]
+    c = corr.row(0, named=True)
+    assert c["n_clusters_used"] == len(ranks) and c["message"] == "ok"
+    assert np.isfinite(c["pearson_r"]) and np.isfinite(c["spearman_rho"])

@@ -17,7 +17,8 @@ DEFAULT_HOME = "clipgeo-data"
 # Bumped whenever a measurement's definition or a table's meaning changes, so stored
 # results can say which code produced them and stale analyses can be found.
 ANALYSIS_VERSION = "5"  # 2: double-ellipsoid suite; 3: topological suite; 4: reference definitions (issue 11);
-#                        5: gap estimators, intrinsic dimension, bootstrap intervals (issue 25)
+#                        5: gap estimators, intrinsic dimension, bootstrap intervals (issue 25),
+#                           cluster spectra in lambda on equal-size subsamples (issue 24)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SQL_DIR = Path(os.environ.get("CLIPGEO_SQL_DIR", REPO_ROOT / "sql"))

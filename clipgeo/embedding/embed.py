@@ -105,7 +105,7 @@ def embed_image_refs(
 
     from clipgeo.embedding.image_path import EmbedProfile, embed_image_refs_fast
     from clipgeo.embedding.precision import model_dtype
-    from clipgeo.embedding.workers import resolve_num_workers
+    from clipgeo.embedding.workers import resolve_num_workers, worker_context
     from clipgeo.embedding.preprocess import spec_from_transform
 
     if batch_size < 1:
@@ -134,6 +134,7 @@ def embed_image_refs(
         num_workers=workers,
         collate_fn=_collate,
         pin_memory=str(lm.device).startswith("cuda"),
+        multiprocessing_context=worker_context() if workers else None,  # not fork (clipgeo.embedding.workers)
     )
     dtype = model_dtype(lm.model)
     out: list[np.ndarray] = []

@@ -47,7 +47,7 @@ import numpy as np
 
 from clipgeo.embedding.precision import model_dtype
 from clipgeo.embedding.preprocess import PreprocessSpec, apply_orientation, preprocess_uint8, spec_from_transform
-from clipgeo.embedding.workers import resolve_num_workers
+from clipgeo.embedding.workers import worker_context
 
 if TYPE_CHECKING:  # pragma: no cover
     from clipgeo.models.loader import LoadedModel
@@ -529,6 +529,7 @@ def embed_image_refs_fast(
         collate_fn=_Collate(refs, max_pixels, None if on_device else spec, dtype),
         pin_memory=cuda,
         prefetch_factor=2 if workers else None,
+        multiprocessing_context=worker_context() if workers else None,  # not fork (clipgeo.embedding.workers)
     )
     rows = np.zeros((n, lm.embed_dim), dtype=np.float32)
     failures: list[tuple[int, str, str]] = []

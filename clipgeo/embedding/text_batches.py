@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from clipgeo.embedding.workers import worker_context
+
 __all__ = ["token_batches"]
 
 
@@ -29,4 +31,5 @@ def token_batches(captions: Sequence[str], tokenizer: Any, batch_size: int, num_
     ds = _CaptionBatches(captions, tokenizer, batch_size)
     if num_workers == 0:
         return (ds[k] for k in range(len(ds)))
-    return DataLoader(ds, batch_size=None, shuffle=False, num_workers=num_workers, pin_memory=pin, prefetch_factor=4)
+    return DataLoader(ds, batch_size=None, shuffle=False, num_workers=num_workers, pin_memory=pin, prefetch_factor=4,
+                      multiprocessing_context=worker_context())   # not fork (clipgeo.embedding.workers)

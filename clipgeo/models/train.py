@@ -30,6 +30,7 @@ sidecar with the same meta and the file's sha256. Results are cached by
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -49,6 +50,30 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["TRAINER_VERSION", "TrainSpec", "TrainResult", "train_tiny", "checkpoint_path", "sha256_file"]
 
 log = logging.getLogger(__name__)
+
+
+class _DropRandomInitNotice(logging.Filter):
+    """Drops open_clip's "No pretrained weights loaded for model 'NAME'" (a training run starts
+    from random weights on purpose: nothing for a user to act on)."""
+
+    def __init__(self, model_name: str):
+        super().__init__()
+        self.text = f"No pretrained weights loaded for model '{model_name}'"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.text)
+
+
+@contextlib.contextmanager
+def _random_init_expected(model_name: str):
+    """While a model is built from random weights to be trained: no notice saying so."""
+    f = _DropRandomInitNotice(model_name)
+    root = logging.getLogger()
+    root.addFilter(f)
+    try:
+        yield
+    finally:
+        root.removeFilter(f)
 
 #: Bump whenever a change to the trainer would change the weights it produces for the same
 #: spec and data; it is part of every cache key.
@@ -410,7 +435,8 @@ def train_tiny(
     t0 = time.perf_counter()
     try:
         torch.manual_seed(spec.seed)
-        model, _, preprocess = open_clip.create_model_and_transforms(spec.model_name, pretrained=None)
+        with _random_init_expected(spec.model_name):
+            model, _, preprocess = open_clip.create_model_and_transforms(spec.model_name, pretrained=None)
         model = model.to(device)
         model.train()
         tokenizer = open_clip.get_tokenizer(spec.model_name)

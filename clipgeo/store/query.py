@@ -16,12 +16,19 @@ Each run's LanceDB table that the query names (``vectors_<run_id>``) is register
 the session is handed out, as a Lance dataset read in place through Arrow (projection and
 filters pushed down). Results are fetched in Arrow record batches (:func:`stream`), so a
 huge result is never held whole in memory; :func:`read_only_query` caps the rows.
+
+Columns with the same name (legal SQL: ``SELECT 1 AS a, 2 AS a``) are renamed as DuckDB itself
+renames them in a subquery or ``.pl()``: the second ``a`` becomes ``a_1``, the next ``a_2``
+(:func:`unique_names`). A statement runs under a time limit (``timeout`` seconds, default
+:data:`DEFAULT_TIMEOUT_S`): past it, DuckDB's own interrupt cancels it and :class:`QueryTimeout`
+says so; the session is read-only, so nothing is left half-done.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+import threading
 from collections.abc import Iterator
 
 import duckdb
@@ -33,6 +40,7 @@ from clipgeo.store import catalog
 
 DEFAULT_MAX_ROWS = 1000
 BATCH_ROWS = 8192
+DEFAULT_TIMEOUT_S = 300.0  # 5 minutes per statement
 
 SANDBOX_CONFIG: dict[str, str | bool] = {
     "enable_external_access": False,
@@ -53,6 +61,62 @@ class QueryRefused(ValueError):
 
 class QueryFailed(ValueError):
     """The query itself is wrong (syntax, unknown table or column, ...)."""
+
+
+class QueryTimeout(QueryFailed):
+    """The statement ran past its time limit and was cancelled."""
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """Column names made unique the way DuckDB does it: a repeated name gets ``_1``, ``_2``, …
+    (skipping any suffix already taken).
+
+    Examples
+    --------
+    >>> unique_names(["a", "a", "b", "a", "a_1"])
+    ['a', 'a_1', 'b', 'a_2', 'a_1_1']
+    """
+    seen: set[str] = set()
+    out = []
+    for name in names:
+        new, k = name, 0
+        while new in seen:
+            k += 1
+            new = f"{name}_{k}"
+        seen.add(new)
+        out.append(new)
+    return out
+
+
+def _renamed(batch: pa.RecordBatch, names: list[str]) -> pa.RecordBatch:
+    return batch if batch.schema.names == names else pa.RecordBatch.from_arrays(batch.columns, names=names)
+
+
+@contextlib.contextmanager
+def _time_limit(con: duckdb.DuckDBPyConnection, timeout: float | None) -> Iterator[threading.Event]:
+    """Interrupt ``con`` once ``timeout`` seconds have passed (None or 0: no limit); the event
+    says whether it fired."""
+    fired = threading.Event()
+    if not timeout:
+        yield fired
+        return
+
+    def stop() -> None:
+        fired.set()
+        con.interrupt()
+
+    timer = threading.Timer(timeout, stop)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield fired
+    finally:
+        timer.cancel()
+
+
+def _timeout_error(timeout: float) -> QueryTimeout:
+    return QueryTimeout(f"statement cancelled: it ran past the time limit of {timeout:g} s "
+                        "(pass --timeout SECONDS for a longer one, 0 for none)")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -94,52 +158,65 @@ def sandbox(home: DataHome, sql: str = "") -> Iterator[duckdb.DuckDBPyConnection
         yield con
 
 
-def stream(home: DataHome, sql: str, *, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-    """Run ``sql`` in the :func:`sandbox` and yield its result in record batches.
+def stream(home: DataHome, sql: str, *, batch_rows: int = BATCH_ROWS,
+           timeout: float | None = DEFAULT_TIMEOUT_S) -> Iterator[pa.RecordBatch]:
+    """Run ``sql`` in the :func:`sandbox` and yield its result in record batches (names made
+    unique by :func:`unique_names`); the whole statement, fetching included, within ``timeout``
+    seconds (None or 0: no limit).
 
-    Raises :class:`QueryRefused` for what the sandbox forbids, :class:`QueryFailed` otherwise.
+    Raises :class:`QueryRefused` for what the sandbox forbids, :class:`QueryTimeout` past the
+    limit, :class:`QueryFailed` otherwise.
     """
-    with sandbox(home, sql) as con:
+    with sandbox(home, sql) as con, _time_limit(con, timeout) as fired:
         try:
             rel = con.sql(sql)
             if rel is not None:
-                yield from rel.to_arrow_reader(batch_rows)
+                reader = rel.to_arrow_reader(batch_rows)
+                names = unique_names(reader.schema.names)
+                for batch in reader:
+                    yield _renamed(batch, names)
         except duckdb.Error as exc:
-            raise _classify(exc) from None
+            raise (_timeout_error(timeout) if fired.is_set() else _classify(exc)) from None
 
 
 def fetch(home: DataHome, sql: str, *, max_rows: int | None = DEFAULT_MAX_ROWS,
-          batch_rows: int = BATCH_ROWS) -> tuple[pa.Table, bool]:
-    """Up to ``max_rows`` rows (None or 0: all) of ``sql``'s result, and whether rows were left out.
+          batch_rows: int = BATCH_ROWS, timeout: float | None = DEFAULT_TIMEOUT_S) -> tuple[pa.Table, bool]:
+    """Up to ``max_rows`` rows (None or 0: all) of ``sql``'s result, and whether rows were left out;
+    column names made unique (:func:`unique_names`), the statement cancelled past ``timeout``
+    seconds (:class:`QueryTimeout`; None or 0: no limit).
 
     Batches are fetched only until the cap is reached: the rest of the result is never computed.
     """
-    with sandbox(home, sql) as con:
+    with sandbox(home, sql) as con, _time_limit(con, timeout) as fired:
         try:
             rel = con.sql(sql)  # a statement that returns no rows runs here and gives None
             if rel is None:
                 return pa.table({}), False
             reader = rel.to_arrow_reader(batch_rows)
+            names = unique_names(reader.schema.names)
             out: list[pa.RecordBatch] = []
             n, more = 0, False
             for batch in reader:
+                batch = _renamed(batch, names)
                 if max_rows and n + batch.num_rows >= max_rows:
                     out.append(batch.slice(0, max_rows - n))
                     more = n + batch.num_rows > max_rows or next(iter(reader), None) is not None
                     break
                 out.append(batch)
                 n += batch.num_rows
-            return pa.Table.from_batches(out, schema=reader.schema), more
+            schema = pa.schema([f.with_name(nm) for f, nm in zip(reader.schema, names)], metadata=reader.schema.metadata)
+            return pa.Table.from_batches(out, schema=schema), more
         except duckdb.Error as exc:
-            raise _classify(exc) from None
+            raise (_timeout_error(timeout) if fired.is_set() else _classify(exc)) from None
 
 
-def read_only_query(home: DataHome, sql: str, *, max_rows: int | None = None) -> pl.DataFrame:
+def read_only_query(home: DataHome, sql: str, *, max_rows: int | None = None,
+                    timeout: float | None = DEFAULT_TIMEOUT_S) -> pl.DataFrame:
     """Run ``sql`` in the sandbox and return (up to ``max_rows`` of) its rows as a frame.
 
     Each run's LanceDB table is visible under its own name (``vectors_<run_id>``), e.g.::
 
         SELECT modality, count(*) FROM vectors_r0123abcd GROUP BY modality
     """
-    table, _ = fetch(home, sql, max_rows=max_rows)
+    table, _ = fetch(home, sql, max_rows=max_rows, timeout=timeout)
     return pl.from_arrow(table)  # type: ignore[return-value]

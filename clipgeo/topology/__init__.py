@@ -43,6 +43,7 @@ _LAZY = {
     "paired_lines": "clipgeo.topology.umap_layout",
     "reference_table": "clipgeo.topology.nearest",
     "separability_matrix": "clipgeo.topology.separability_matrix",
+    "subsample_eigenvalues": "clipgeo.topology.clusters",
     "umap_grid": "clipgeo.topology.umap_layout",
 }
 
@@ -64,6 +65,7 @@ __all__ = [
     "nearest_reference",
     "paired_lines",
     "reference_table",
+    "subsample_eigenvalues",
     "separability_matrix",
     "covariance_spectrum",
     "umap_grid",

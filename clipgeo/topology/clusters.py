@@ -8,25 +8,32 @@ sphere — or on ``(x2d, y2d)`` for a planar layout. Label −1 is noise. Defaul
 ``min_cluster_size = max(10, round(0.005 · n_points))`` (50 for 5,000 pairs).
 
 **Local dimension.** For a cluster c and a scope (its image members, its text members, or both
-— "joint"), let ``V`` be the L2-normalised member vectors. The *spectrum* is the singular values
-``σ_1 ≥ … ≥ σ_K`` of ``V`` centred by its own mean (via the smaller Gram matrix,
-:func:`centred_singular_values`; ``K = min(|V| − 1, d)`` can be non-zero; a
-cluster with ``|V| ≤ d`` is *rank-limited* and says so). Raw spectra of clusters of different
+— "joint"), let ``V`` be the L2-normalised member vectors. Spectra of clusters of different
 sizes are not comparable (a smaller sample has fewer non-zero values and a different noise
-profile), so the *area under the log singular-value curve* is computed on a common footing:
+profile), so every cluster is measured on subsamples of one common size ``m`` (``sample_size``,
+the same for every cluster of the scope): ``R`` (``n_repeats``, 5) draws of ``m`` members
+without replacement, each centred by its own mean. Its *spectrum* (Fig. 14) is, as for the
+global spectra of Figs. 10–12, the covariance eigenvalues ``λ_1 ≥ … ≥ λ_K`` of each subsample
+(:func:`clipgeo.core.stats.centred_eigenvalues`, ``K = min(m − 1, d)``), stored per index k as
+the mean over the subsamples of ``log10(max(λ_k / λ_1, 1e-16))`` (``log10_eigenvalue_rel``;
+``eigenvalue`` is the mean λ_k); the singular values ``σ_k = √(m λ_k)`` of the centred subsample
+are kept beside them (``sigma``, ``sigma_rel``, ``log10_sigma_rel = log10_eigenvalue_rel / 2``).
+The *area under the log singular-value curve* is
 
-    AUC = mean over R subsamples of  (1/K_m) Σ_{k=1..K_m} log10(max(σ_k / σ_1, 1e-8))
+    AUC = mean over the R subsamples of  (1/K) Σ_{k=1..K} log10(max(σ_k / σ_1, 1e-8))
+        = ½ · mean over k of the stored log10 λ_k/λ_1 curve
 
-where each subsample draws ``m`` members without replacement (``m`` = ``sample_size``, the
-same for every cluster; ``K_m = min(m − 1, d)``), is centred by its own mean, and ``σ`` are its
-singular values. Normalising σ by σ_1 removes the cluster's scale and averaging over the index
-(i.e. the area with the index rescaled to [0, 1]) removes the count; the fixed ``m`` makes the
-sampling bias identical for all clusters. AUC ≤ 0; it is 0 for a perfectly isotropic sample and
-more negative the faster the spectrum decays, i.e. the *higher the AUC, the higher the local
-dimension*. The effective rank (Roy & Vetterli, σ-entropy form ``p_k = σ_k/Σσ``) of the same
-subsamples is reported too, as ``erank_sigma_entropy_*``. By
-default ``m`` is the member count of the smallest cluster that has at least ``min_points``
-members in that scope, capped at ``d + 1``; pass ``sample_size`` to fix it across runs.
+Normalising by σ_1 removes the cluster's scale and averaging over the index (the area with the
+index rescaled to [0, 1]) removes the count; the fixed ``m`` makes the sampling bias identical
+for all clusters. AUC ≤ 0; it is 0 for a perfectly isotropic sample and more negative the
+faster the spectrum decays, i.e. the *higher the AUC, the higher the local dimension*. Because
+every cluster is measured on ``m`` members, it does not need more members than dimensions
+(``m ≤ d`` gives ``m − 1`` values, the same count for every cluster): the local dimension is
+defined for every cluster with at least ``m`` members in the scope. The effective rank (Roy &
+Vetterli, σ-entropy form ``p_k = σ_k/Σσ``) of the same subsamples is reported too, as
+``erank_sigma_entropy_*``. By default ``m`` is the member count of the smallest cluster that
+has at least ``min_points`` members in that scope, capped at ``d + 1``, so that in the joint
+scope every cluster is measured; pass ``sample_size`` to fix it across runs.
 
 **Per-cluster top-1.** With ``t2i_rank`` / ``i2t_rank`` the 0-based ranks of
 :func:`clipgeo.retrieval.retrieval_ranks` (a caption's own image among all images; an image's
@@ -61,6 +68,7 @@ __all__ = [
     "default_min_cluster_size",
     "hdbscan_labels",
     "local_dimension_auc",
+    "subsample_eigenvalues",
 ]
 
 log = logging.getLogger(__name__)
@@ -68,7 +76,7 @@ log = logging.getLogger(__name__)
 SCOPES = ("image", "text", "joint")
 #: Fewest clusters over which a correlation is reported (below it: NaN and a message).
 MIN_CORRELATION_POINTS = 5
-_REL_FLOOR = 1e-8
+_REL_FLOOR = 1e-8  # on sigma_k / sigma_1; its square (1e-16) on lambda_k / lambda_1
 
 
 def default_min_cluster_size(n_points: int) -> int:
@@ -180,16 +188,24 @@ def centred_singular_values(v: np.ndarray) -> np.ndarray:
     return np.sqrt(v.shape[0] * centred_eigenvalues(v))
 
 
-def local_dimension_auc(
+def subsample_eigenvalues(
     v: np.ndarray,
     sample_size: int,
     *,
     n_repeats: int = 5,
     rng: np.random.Generator | None = None,
-) -> tuple[float, float]:
-    """``(AUC, effective rank)`` of the normalised rows ``v`` on ``n_repeats`` subsamples of
-    ``sample_size`` rows (definition in the module doc); one subsample when ``len(v) ==
-    sample_size``. Raises ``ValueError`` when ``len(v) < sample_size`` or ``sample_size < 3``."""
+) -> np.ndarray:
+    """Covariance eigenvalues of ``n_repeats`` subsamples of ``sample_size`` rows of ``v``
+    (each centred by its own mean; one subsample, ``v`` itself, when ``len(v) == sample_size``):
+    an array ``(R, min(sample_size − 1, d))``, rows descending.
+
+    Examples
+    --------
+    >>> v = np.eye(4)[:3]  # three corners of a simplex: two equal eigenvalues
+    >>> np.round(subsample_eigenvalues(v, 3), 6)
+    array([[0.333333, 0.333333]])
+    """
+    v = np.asarray(v, dtype=np.float64)
     n, d = v.shape
     m = int(sample_size)
     if m < 3:
@@ -199,18 +215,52 @@ def local_dimension_auc(
     rng = np.random.default_rng(0) if rng is None else rng
     reps = 1 if n == m else int(n_repeats)
     K = min(m - 1, d)
-    aucs, eranks = [], []
-    for _ in range(reps):
+    out = np.empty((reps, K))
+    for r in range(reps):
         sub = v if n == m else v[rng.choice(n, size=m, replace=False)]
-        s = centred_singular_values(sub)[:K]
-        if s[0] <= 0:
-            aucs.append(np.log10(_REL_FLOOR))
-            eranks.append(0.0)
-            continue
-        rel = np.maximum(s / s[0], _REL_FLOOR)
-        aucs.append(float(np.mean(np.log10(rel))))
-        eranks.append(effective_rank(s))  # σ-entropy form (p ∝ σ)
-    return float(np.mean(aucs)), float(np.mean(eranks))
+        out[r] = centred_eigenvalues(sub)[:K]
+    return out
+
+
+def _from_eigenvalues(lam: np.ndarray, m: int) -> tuple[float, float, dict[str, np.ndarray]]:
+    """(AUC, σ-entropy effective rank, mean curves) of subsample eigenvalues ``lam`` (R, K)."""
+    sigma = np.sqrt(m * lam)
+    top = lam[:, :1]
+    ok = top[:, 0] > 0
+    rel = np.divide(lam, top, out=np.zeros_like(lam), where=top > 0)
+    log_rel = np.log10(np.maximum(rel, _REL_FLOOR ** 2))
+    log_rel[~ok] = np.log10(_REL_FLOOR ** 2)
+    auc = float(np.mean(log_rel.mean(axis=1) / 2))
+    erank = float(np.mean([effective_rank(s) if s[0] > 0 else 0.0 for s in sigma]))  # σ-entropy (p ∝ σ)
+    curve_log = log_rel.mean(axis=0)
+    curves = {
+        "eigenvalue": lam.mean(axis=0), "eigenvalue_rel": 10.0 ** curve_log, "log10_eigenvalue_rel": curve_log,
+        "sigma": sigma.mean(axis=0), "sigma_rel": 10.0 ** (curve_log / 2), "log10_sigma_rel": curve_log / 2,
+    }
+    return auc, erank, curves
+
+
+def local_dimension_auc(
+    v: np.ndarray,
+    sample_size: int,
+    *,
+    n_repeats: int = 5,
+    rng: np.random.Generator | None = None,
+) -> tuple[float, float]:
+    """``(AUC, effective rank)`` of the normalised rows ``v`` on ``n_repeats`` subsamples of
+    ``sample_size`` rows (definition in the module doc); one subsample when ``len(v) ==
+    sample_size``. Raises ``ValueError`` when ``len(v) < sample_size`` or ``sample_size < 3``.
+
+    Examples
+    --------
+    >>> v = np.eye(5)[:4]  # a regular simplex: isotropic, AUC 0 and effective rank 3
+    >>> auc, er = local_dimension_auc(v, 4)
+    >>> round(auc, 9) == 0.0, round(er, 6)
+    (True, 3.0)
+    """
+    lam = subsample_eigenvalues(v, sample_size, n_repeats=n_repeats, rng=rng)
+    auc, erank, _ = _from_eigenvalues(lam, int(sample_size))
+    return auc, erank
 
 
 def _labels_from(points, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -248,6 +298,8 @@ _SUMMARY_SCHEMA = {
 _SPECTRA_SCHEMA = {
     "cluster": pl.Int64, "scope": pl.Utf8, "index": pl.Int64, "index_frac": pl.Float64,
     "sigma": pl.Float64, "sigma_rel": pl.Float64, "log10_sigma_rel": pl.Float64,
+    "eigenvalue": pl.Float64, "eigenvalue_rel": pl.Float64, "log10_eigenvalue_rel": pl.Float64,
+    "sample_size": pl.Int64, "n_subsamples": pl.Int64,
 }
 
 
@@ -285,11 +337,13 @@ def cluster_local_dimension(
       singular values of the subsamples). ``status`` is ``ok``, or a
       ``;``-joined list of ``single_modality`` (no image or no text member: that scope's columns
       are null), ``too_small`` (fewer than ``max(min_points, sample_size)`` members in the
-      correlated scope: AUC null, excluded from the correlation), ``rank_limited`` (at most d
-      members: the full spectrum has at most n − 1 non-zero values); ``message`` spells it out.
-    * ``spectra``: the full (not subsampled) spectrum of every cluster and scope with at least
-      2 members: ``cluster, scope, index, index_frac`` (index / (K − 1)), ``sigma, sigma_rel,
-      log10_sigma_rel`` (floored at 1e-8) — the curves of Figs. 13–14.
+      correlated scope: AUC null, excluded from the correlation); ``message`` spells it out.
+    * ``spectra``: the spectrum of every cluster and scope with at least ``sample_size``
+      members, on the same subsamples as its AUC (module doc): ``cluster, scope, index,
+      index_frac`` (index / (K − 1)), ``eigenvalue, eigenvalue_rel, log10_eigenvalue_rel``
+      (covariance eigenvalues λ; the mean over the subsamples of log10 λ_k/λ_1, floored at
+      1e-16), ``sigma, sigma_rel, log10_sigma_rel`` (singular values, ``log10_sigma_rel =
+      log10_eigenvalue_rel / 2``), ``sample_size, n_subsamples`` — the curves of Fig. 14.
     * ``correlation``: one row: ``dimension_scope, accuracy, n_clusters, n_clusters_used,
       n_noise_points, noise_fraction, sample_size, pearson_r, pearson_p, spearman_rho,
       spearman_p, message``.
@@ -414,34 +468,26 @@ def cluster_local_dimension(
                 v = scope_vectors(c, scope)
                 row[f"auc_{scope}"] = None
                 row[f"erank_sigma_entropy_{scope}"] = None
-                if v.shape[0] >= 2:
-                    s = centred_singular_values(v)
-                    rel = s / s[0] if s[0] > 0 else np.zeros_like(s)
-                    K = s.size
-                    spec_parts.append(pl.DataFrame({
-                        "cluster": np.full(K, c, dtype=np.int64), "scope": [scope] * K,
-                        "index": np.arange(K, dtype=np.int64),
-                        "index_frac": np.arange(K) / max(K - 1, 1),
-                        "sigma": s, "sigma_rel": rel,
-                        "log10_sigma_rel": np.log10(np.maximum(rel, _REL_FLOOR)),
-                    }, schema=_SPECTRA_SCHEMA))
                 m = sizes[scope]
                 if m >= 3 and v.shape[0] >= max(m, min_points):
                     rng = np.random.default_rng([seed, int(c), si])
-                    auc, er = local_dimension_auc(v, m, n_repeats=n_repeats, rng=rng)
+                    lam = subsample_eigenvalues(v, m, n_repeats=n_repeats, rng=rng)
+                    auc, er, curves = _from_eigenvalues(lam, m)
                     row[f"auc_{scope}"] = auc
                     row[f"erank_sigma_entropy_{scope}"] = er
+                    K = lam.shape[1]
+                    spec_parts.append(pl.DataFrame({
+                        "cluster": np.full(K, c, dtype=np.int64), "scope": [scope] * K,
+                        "index": np.arange(K, dtype=np.int64), "index_frac": np.arange(K) / max(K - 1, 1),
+                        **curves, "sample_size": np.full(K, m, dtype=np.int64),
+                        "n_subsamples": np.full(K, lam.shape[0], dtype=np.int64),
+                    }, schema=_SPECTRA_SCHEMA))
                 elif scope == dimension_scope:
                     status.append("too_small")
                     msgs.append(
                         f"{v.shape[0]} {scope} member(s) < max(min_points={min_points}, "
                         f"sample_size={m}): no comparable local dimension"
                     )
-            n_dim = row["n_points"] if dimension_scope == "joint" else (
-                ii.size if dimension_scope == "image" else tt.size)
-            if 2 <= n_dim <= d:
-                status.append("rank_limited")
-                msgs.append(f"{n_dim} member(s) <= d={d}: at most {n_dim - 1} non-zero singular values")
             row["top1_i2t"] = float(np.mean(i2t[ii] == 0)) if ii.size else None
             row["top1_t2i"] = float(np.mean(t2i[tt] == 0)) if tt.size else None
             hits = np.sum(i2t[ii] == 0) + np.sum(t2i[tt] == 0)

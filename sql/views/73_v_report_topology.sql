@@ -51,11 +51,16 @@ FROM topo_spectra s JOIN runs r USING (run_id) WHERE s.eigenvalue_rel > 1e-16;
 CREATE OR REPLACE VIEW v_report_spectra_summary AS
 SELECT s.*, r.label FROM topo_spectra_summary s JOIN runs r USING (run_id);
 
--- Fig. 14: joint singular values sigma_k / sigma_1 of each cluster (size-matched subsamples;
--- the local dimension of Fig. 15 is the area under this log-sigma curve).
+-- Fig. 14: joint covariance eigenvalues lambda_k / lambda_1 of each cluster, as Figs. 10-12 plot the
+-- global ones (log10_eigenvalue_rel: the mean over n_subsamples draws of sample_size members, the
+-- same size for every cluster); sigma_k / sigma_1 beside it. The local dimension of Fig. 15 is
+-- half the mean of this log10 lambda curve (= the mean of log10 sigma_k / sigma_1). Rows measured
+-- before analysis version 5 (full spectra, sigma only) are left out.
 CREATE OR REPLACE VIEW v_report_cluster_spectra AS
-SELECT c.run_id, r.label, c.cluster, c.index, round(c.index_frac, 5) AS index_frac, c.sigma_rel
-FROM topo_cluster_spectra c JOIN runs r USING (run_id) WHERE c.scope = 'joint' AND c.sigma_rel > 0;
+SELECT c.run_id, r.label, c.cluster, c.index, round(c.index_frac, 5) AS index_frac, c.eigenvalue_rel,
+       round(c.log10_eigenvalue_rel, 5) AS log10_eigenvalue_rel, c.sigma_rel, c.sample_size, c.n_subsamples
+FROM topo_cluster_spectra c JOIN runs r USING (run_id)
+WHERE c.scope = 'joint' AND c.eigenvalue_rel IS NOT NULL;
 
 -- Fig. 15 chart and table: per cluster local dimension against top-1 retrieval
 -- (erank_sigma_entropy_*: effective rank of the cluster's sigma, p proportional to sigma).
