@@ -113,7 +113,8 @@ class RunData:
         if "moments" not in self.cache:
             from clipgeo.streaming.partials import moment_partial
 
-            self.cache["moments"] = moment_partial(self.stream.uri, batch_rows=self.stream.batch_rows)
+            self.cache["moments"] = moment_partial(self.stream.uri, batch_rows=self.stream.batch_rows,
+                                                   normalized_only=self.normalized_only)
         return self.cache["moments"]
 
     def per_sample_parts(self) -> tuple[list[str], dict]:
