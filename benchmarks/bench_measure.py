@@ -80,10 +80,10 @@ def numpy_baseline(dump: Path, gallery: int = GALLERY, seed: int = 0) -> dict:
         i = p.stem.split("_")[-1]
         blocks = {"img": np.load(p), "txt": np.load(dump / "text_emb" / f"text_emb_{i}.npy")}
         n = blocks["img"].shape[0]
-        rows = chosen[(chosen >= start) & (chosen < start + n)] - start
-        units = {}
-        for m, x in blocks.items():
-            for lo in range(0, n, 100_000):
+        for lo in range(0, n, 100_000):
+            rows = chosen[(chosen >= start + lo) & (chosen < start + lo + 100_000)] - start - lo
+            units = {}
+            for m, x in blocks.items():
                 u = x[lo:lo + 100_000].astype(np.float64)
                 u /= np.linalg.norm(u, axis=1, keepdims=True)
                 s = sums[m]
@@ -91,10 +91,10 @@ def numpy_baseline(dump: Path, gallery: int = GALLERY, seed: int = 0) -> dict:
                 s[1] = u.sum(0) if s[1] is None else s[1] + u.sum(0)
                 s[2] = u.T @ u if s[2] is None else s[2] + u.T @ u
                 s[3] += float(np.einsum("ij,ij->", u, u))
-                units.setdefault(m, []).append(u)
-            units[m] = np.concatenate(units[m]) if len(units[m]) > 1 else units[m][0]
-            gal[m].append(units[m][rows])
-        paired += float(np.einsum("ij,ij->", units["img"], units["txt"]))
+                gal[m].append(u[rows])
+                units[m] = u
+            paired += float(np.einsum("ij,ij->", units["img"], units["txt"]))
+            del units
         start += n
     out: dict = {}
     for m in ("img", "txt"):
@@ -185,22 +185,23 @@ def clipgeo_figures(home: Path, run_id: str) -> tuple[dict, list[tuple[str, floa
             out[key] = q("SELECT recall_mean FROM retrieval_gallery WHERE run_id = ? AND direction = ? AND k = 1"
                          " AND definition IN ('sub_gallery', 'full_gallery')", run_id, direction)[0][0]
         # recall@1 over the queries of the baseline's gallery (clipgeo's first sub-gallery), from the stored ranks
-        g0 = q("SELECT avg(CASE WHEN rank < 1 THEN 1.0 ELSE 0.0 END) FROM retrieval_ranks r WHERE run_id = ? "
-               "AND direction = 'text_to_image' AND query_id IN (SELECT unnest(?))", run_id, _gallery(home, run_id))
-        out["t2i_r1_gallery0"] = g0[0][0]
+        caps, imgs = _gallery(home, run_id)
+        for direction, ids, key in (("text_to_image", caps, "t2i_r1_gallery0"), ("image_to_text", imgs, "i2t_r1_gallery0")):
+            out[key] = q("SELECT avg(CASE WHEN rank < 1 THEN 1.0 ELSE 0.0 END) FROM retrieval_ranks WHERE run_id = ? "
+                         "AND direction = ? AND query_id IN (SELECT unnest(?))", run_id, direction, ids)[0][0]
         secs = q("SELECT section, seconds, cpu_seconds FROM measure_sections WHERE run_id = ? ORDER BY seconds DESC", run_id)
     finally:
         con.close()
     return out, secs
 
 
-def _gallery(home: Path, run_id: str) -> list[str]:
+def _gallery(home: Path, run_id: str) -> tuple[list[str], list[str]]:
     from clipgeo.core.config import DataHome
     from clipgeo.streaming.reader import LanceRun
 
     run = LanceRun.open(DataHome.resolve(home), run_id)
     rv, _ = run.sample(GALLERY, 0, normalized=True)
-    return rv.sample_ids.tolist()
+    return rv.sample_ids.tolist(), rv.image_ids.tolist()
 
 
 def main() -> None:
@@ -252,8 +253,9 @@ def main() -> None:
         rel = abs(a - b) / max(abs(b), 1e-300) if a is not None else float("nan")
         worst = max(worst, rel) if k not in ("t2i_r1", "i2t_r1") else worst
         print(f"  {k:28s} clipgeo {a!s:>24}   numpy {b!r:>24}   rel diff {rel:.1e}")
-    print(f"  t2i_r1 on the baseline's gallery, clipgeo's stored ranks: {figs.get('t2i_r1_gallery0')!r} "
-          f"(numpy {base['t2i_r1']!r}); t2i_r1 / i2t_r1 above are clipgeo's mean over its sub-galleries")
+    print(f"  recall@1 on the baseline's gallery from clipgeo's stored ranks: T→I {figs.get('t2i_r1_gallery0')!r} "
+          f"(numpy {base['t2i_r1']!r}), I→T {figs.get('i2t_r1_gallery0')!r} (numpy {base['i2t_r1']!r}); "
+          "t2i_r1 / i2t_r1 above: clipgeo's mean over its sub-galleries")
     print(f"pairs={args.pairs} measure_s={cg['wall_s']:.1f} shared_s={shared:.1f} numpy_s={npb['wall_s']:.1f} "
           f"ratio={shared / npb['wall_s']:.2f} peak_rss_gb={max(cg['peak_rss_gb'], npb['peak_rss_gb']):.2f} "
           f"max_rel_diff={worst:.1e} load={cg['load']:.2f}")

@@ -16,7 +16,8 @@ DEFAULT_HOME = "clipgeo-data"
 
 # Bumped whenever a measurement's definition or a table's meaning changes, so stored
 # results can say which code produced them and stale analyses can be found.
-ANALYSIS_VERSION = "4"  # 2: double-ellipsoid suite; 3: topological suite; 4: reference definitions (issue 11)
+ANALYSIS_VERSION = "5"  # 2: double-ellipsoid suite; 3: topological suite; 4: reference definitions (issue 11);
+# 5: issue 27: normalised-only runs measured on x/‖x‖ throughout; exact cosine mean/std; gallery recall with ties
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SQL_DIR = Path(os.environ.get("CLIPGEO_SQL_DIR", REPO_ROOT / "sql"))

@@ -3,7 +3,11 @@
 * :func:`moment_partial` / :func:`merge_partials`: per fragment range, the float64 moments of
   each modality's raw and normalised vectors (:class:`clipgeo.geometry.ellipsoid.MomentAccumulator`:
   count, mean, centred scatter, ``Σ‖x‖``, ``Σ x̂``), merged exactly (Chan et al.'s pairwise
-  update). Partials are independent, so they can run anywhere (Dask workers, see
+  update). One pass reads both modalities in lockstep (reader threads decode while BLAS
+  accumulates, the thread count adapted per block) and, over a row-aligned table, also sums the
+  paired cosines; every moment-based section (gap, spectra, ellipsoid, conformity, exact cosine
+  moments: :func:`cosine_moments_from_moments`) reads its result. A normalised-only run is
+  measured on ``x̂``: its raw and normalised moments are one accumulator. Partials are independent, so they can run anywhere (Dask workers, see
   ``flows/measure_dist.py``); :func:`gap_from_moments` and :func:`spectra_from_moments` turn the
   merged moments into the ``modality_gap`` and ``topo_spectra`` rows.
 * :func:`per_sample_partial` / :func:`read_per_sample`: the per-sample pass (radius, Mahalanobis

@@ -314,8 +314,9 @@ def cosine_distributions(
             b += b >= a
             _sampled(x, x, a, b, accs[kind], block * 8)
 
-    own = cosine_moments(*cosine_sums(img, txt, idx))
-    moments = {**own, **(exact_moments or {})}
+    moments = dict(exact_moments or {})
+    if any(k not in moments for k in COSINE_KINDS):   # the arrays' own exact sums for the kinds not given
+        moments = {**cosine_moments(*cosine_sums(img, txt, idx)), **moments}
     hist_parts = []
     rows = []
     for kind in COSINE_KINDS:
