@@ -149,11 +149,11 @@ def test_adaptive_threads_try_each_count_then_keep_the_fastest(monkeypatch):
     tuner = AdaptiveThreads(max_threads=2, explore_every=4)
     assert tuner.choices == [1, 2]
     tuner.rate = {1: 2.0, 2: 1.0}                # 2 threads measured faster
-    picks = []
-    for _ in range(8):
-        picks.append(tuner.pick())
-        tuner._i += 1
-    assert picks.count(2) == 6 and picks.count(1) == 2   # re-tries the slower one every 4th block
+    picks = [tuner.pick() for _ in range(4 + 8 + 16)]
+    # re-tries the slower count after 4 blocks, then after 8, then 16 (it kept losing)
+    assert [i for i, p in enumerate(picks) if p == 1] == [3, 11, 27]
+    tuner.rate = {1: 0.5, 2: 1.0}                # the load changed: 1 thread is now the faster
+    assert tuner.pick() == 1
     tuner.run(lambda: None, rows=10)
     assert sum(tuner.blocks.values()) == 1
     tuner.close()

@@ -53,6 +53,10 @@ class AdaptiveThreads:
         self.rate: dict[int, float] = {}
         self.blocks: dict[int, int] = {}
         self._i = 0
+        self._best: int | None = None
+        self._every = self.explore_every
+        self._since = 0
+        self._turn = -1
         self._pool = None
         self._before: list[int] = []
         try:
@@ -64,14 +68,23 @@ class AdaptiveThreads:
             self._pool = None
 
     def pick(self) -> int:
-        """The count for the next block: untried counts first, then the fastest, others re-tried."""
+        """The count for the next block: untried counts first, then the fastest, the others
+        re-tried every ``explore_every`` blocks; each time a re-tried count loses again that
+        interval doubles (up to 8×), so a busy machine pays for few slow blocks, and it resets
+        when the fastest count changes."""
         untried = [c for c in self.choices if c not in self.rate]
         if untried:
             return untried[0]
         best = min(self.rate, key=self.rate.get)
-        if len(self.choices) > 1 and self._i % self.explore_every == self.explore_every - 1:
+        if best != self._best:
+            self._best, self._every = best, self.explore_every
+        if len(self.choices) > 1 and self._since >= self._every - 1:
+            self._since = 0
+            self._every = min(2 * self._every, 8 * self.explore_every)
             others = [c for c in self.choices if c != best]
-            return others[(self._i // self.explore_every) % len(others)]
+            self._turn += 1
+            return others[self._turn % len(others)]
+        self._since += 1
         return best
 
     def _set(self, n: int) -> None:
