@@ -16,8 +16,7 @@ import pytest
 
 from clipgeo.stages import measure
 from clipgeo.store import catalog, vectors
-from clipgeo.streaming.partials import (blocked_query_ranks, gallery_summary, merge_partials, moment_partial,
-                                        streamed_gap, unit_is_raw)
+from clipgeo.streaming.partials import blocked_query_ranks, gallery_summary, merge_partials, moment_partial, unit_is_raw
 from clipgeo.streaming.reader import LanceRun, fragment_ranges
 from clipgeo.streaming.threads import AdaptiveThreads, prefetch
 from clipgeo.topology.cosines import cosine_distributions, cosine_moments, cosine_sums
