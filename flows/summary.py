@@ -55,6 +55,28 @@ def _ties(r: dict) -> str:
     return "; ".join(out)
 
 
+def _run_table(runs: list[dict]) -> list[str]:
+    """The per-run lines: each column as wide as its widest value (header included), two spaces
+    between columns, so a 1,000,000-image run and a long model label stay readable."""
+    header = ("run", "model", "imgs", "caps", "T→I R@1", "I→T R@1", "gap", "sep")
+    right = (False, False, True, True, True, True, True, True)
+    rows = [(r["run_id"], r["label"].split(" on ")[0], f"{r['n_images'] or 0:,}", f"{r['n_texts'] or 0:,}",
+             _f(r["t2i_r1"], True).strip(), _f(r["i2t_r1"], True).strip(), _f(r["gap"]),
+             _f(r["separability_accuracy"], True).strip()) for r in runs]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+
+    def line(cells) -> str:
+        return "  " + "  ".join(str(c).rjust(w) if rj else str(c).ljust(w)
+                                for c, w, rj in zip(cells, widths, right)).rstrip()
+
+    out = [line(header)]
+    for r, cells in zip(runs, rows):
+        out.append(line(cells))
+        if _ties(r):
+            out.append(f"  {'':<{widths[0]}}  {_ties(r)}")
+    return out
+
+
 def format_summary(s: Summary) -> str:
     lines = [
         "",
@@ -68,15 +90,7 @@ def format_summary(s: Summary) -> str:
         lines.append(f"  report    : {r}")
     lines.append("  rows      : " + ", ".join(f"{t} {n}" for t, n in s.table_rows.items()))
     lines.append("")
-    lines.append(f"  {'run':<14}{'model':<34}{'imgs':>6}{'caps':>6}{'T→I R@1':>9}{'I→T R@1':>9}{'gap':>7}{'sep':>8}")
-    for r in s.runs:
-        model = r["label"].split(" on ")[0]
-        lines.append(
-            f"  {r['run_id']:<14}{model[:33]:<34}{r['n_images'] or 0:>6}{r['n_texts'] or 0:>6}"
-            f"{_f(r['t2i_r1'], True):>9}{_f(r['i2t_r1'], True):>9}{_f(r['gap']):>7}{_f(r['separability_accuracy'], True):>8}"
-        )
-        if _ties(r):
-            lines.append(f"  {'':<14}{_ties(r)}")
+    lines += _run_table(s.runs)
     if s.runs:
         ch = s.runs[0].get("t2i_r1_chance")
         lines.append(f"  dataset: {s.runs[0]['label'].split(' on ', 1)[-1]}  (R@1 = recall@1; chance"

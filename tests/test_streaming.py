@@ -75,9 +75,14 @@ def test_streamed_gap_equals_in_memory_on_aligned_and_multi_caption_runs(home):
     rv, info = run2.sample(1000)
     g2 = streamed_gap(run2, rv)
     ref2 = modality_gap(img2, txt2, txt_image_index=np.repeat(np.arange(120), 3))
-    assert g2["pairs_from"] == "sample" and g2["mean_unpaired_cos"] is None
-    for k in ("gap", "gap_raw", "paired_distance", "mean_paired_cos"):
+    # ... the sample is the whole run here, so its pairs are every pair and the unpaired mean is exact
+    assert g2["pairs_from"] == "all"
+    for k in ("gap", "gap_raw", "paired_distance", "mean_paired_cos", "mean_unpaired_cos"):
         assert g2[k] == pytest.approx(ref2[k], rel=1e-9), k
+    # a partial sample: its paired values, and no unpaired mean claimed
+    part, _ = run2.sample(40)
+    g3 = streamed_gap(run2, part)
+    assert g3["pairs_from"] == "sample" and g3["mean_unpaired_cos"] is None and g3["n_pairs"] == 120
 
 
 def test_streamed_double_ellipsoid_and_spectra_equal_in_memory(home):

@@ -19,6 +19,8 @@ DEFAULT_HOME = "clipgeo-data"
 ANALYSIS_VERSION = "5"  # 2: double-ellipsoid suite; 3: topological suite; 4: reference definitions (issue 11);
 #                        5: gap estimators, intrinsic dimension, bootstrap intervals (issue 25),
 #                           cluster spectra in lambda on equal-size subsamples (issue 24)
+#                           normalised-only runs measured on x/|x| throughout, exact cosine
+#                           mean/std, gallery recall with ties (issue 27)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SQL_DIR = Path(os.environ.get("CLIPGEO_SQL_DIR", REPO_ROOT / "sql"))
@@ -66,11 +68,48 @@ def torch_threads() -> int:
 
 def blas_threads() -> int:
     """BLAS threads for measuring: ``$CLIPGEO_THREADS`` (or ``$OPENBLAS_NUM_THREADS``,
-    ``$OMP_NUM_THREADS``), else one less than the usable cores
-    (at least 1). OpenBLAS threads spin whatever ``OMP_WAIT_POLICY`` says; beside one busy
-    process, 2 of them on 2 cores were slower than 1 (benchmarks/bench_threads.py)."""
+    ``$OMP_NUM_THREADS``), else the count that ran a probe fastest on this machine now
+    (:func:`measured_blas_threads`: every usable core on an idle machine, fewer beside busy
+    processes). The streamed passes go further and re-choose per block
+    (:class:`clipgeo.streaming.threads.AdaptiveThreads`), so a load that changes during a run is
+    followed. (Until issue 27 this was always one less than the cores: measured beside one busy
+    process, 2 spinning OpenBLAS threads on 2 cores were slower than 1, benchmarks/bench_threads.py;
+    on an idle machine that left a core unused.)"""
     n = _threads_env("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
-    return n if n is not None else max(1, _usable_cores() - 1)
+    return n if n is not None else measured_blas_threads()
+
+
+_PROBED: dict[int, int] = {}
+
+
+def measured_blas_threads(rows: int = 2048, d: int = 512, reps: int = 3, margin: float = 0.85) -> int:
+    """The BLAS thread count (1 … usable cores) that computed a ``rows × d`` float64 scatter
+    ``XᵀX`` fastest (best of ``reps`` at each count, about 0.1 s in all); more threads win only
+    when at least ``1 − margin`` faster than the best fewer. Measured once per process."""
+    cores = _usable_cores()
+    if cores <= 1:
+        return 1
+    if cores in _PROBED:
+        return _PROBED[cores]
+    import time
+
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    x = np.random.default_rng(0).standard_normal((rows, d))
+    best_n, best_t = 1, float("inf")
+    for n in range(1, cores + 1):
+        with threadpool_limits(n, user_api="blas"):
+            x.T @ x   # warm the pool at this count
+            t = float("inf")
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                x.T @ x
+                t = min(t, time.perf_counter() - t0)
+        if t < margin * best_t or best_t == float("inf"):
+            best_n, best_t = n, t
+    _PROBED[cores] = best_n
+    return best_n
 
 
 @dataclass(frozen=True)

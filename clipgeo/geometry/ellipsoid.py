@@ -151,6 +151,11 @@ class MomentAccumulator:
         return self._scatter.d
 
     @property
+    def length_sq_sum(self) -> float:
+        """``Σ ‖x‖²`` of the rows added so far."""
+        return self._length_sq_sum
+
+    @property
     def scatter_accumulator(self) -> ScatterAccumulator:
         """The shared count / mean / centred-scatter accumulator inside (read it, don't feed it)."""
         return self._scatter
@@ -176,6 +181,23 @@ class MomentAccumulator:
             self._unit_sum = np.zeros(b.shape[1])
         self._scatter.add(b, validate=False)
         self._unit_sum += unit.sum(axis=0)
+        self._length_sum += float(lengths.sum())
+        self._length_sq_sum += float(lengths @ lengths)
+        self._min_length = min(self._min_length, float(lengths.min()))
+        self._max_length = max(self._max_length, float(lengths.max()))
+        return self
+
+    def add_prepared(self, x: np.ndarray, lengths: np.ndarray, unit_sum: np.ndarray, *,
+                     overwrite: bool = False) -> "MomentAccumulator":
+        """Add a float64 chunk whose row norms ``lengths = ‖x_i‖`` (all finite and > 0: the caller
+        checked) and ``unit_sum = Σ_i x_i/‖x_i‖`` the caller already computed (the streamed pass
+        computes them once for the raw and the normalised accumulators). The same sums as
+        :meth:`update`; ``overwrite``: ``x`` may be centred in place
+        (:meth:`clipgeo.core.stats.ScatterAccumulator.add`)."""
+        if self._unit_sum is None:
+            self._unit_sum = np.zeros(x.shape[1])
+        self._scatter.add(x, validate=False, overwrite=overwrite)
+        self._unit_sum += unit_sum
         self._length_sum += float(lengths.sum())
         self._length_sq_sum += float(lengths @ lengths)
         self._min_length = min(self._min_length, float(lengths.min()))

@@ -110,7 +110,8 @@ class RunData:
         if "moments" not in self.cache:
             from clipgeo.streaming.partials import moment_partial
 
-            self.cache["moments"] = moment_partial(self.stream.uri, batch_rows=self.stream.batch_rows)
+            self.cache["moments"] = moment_partial(self.stream.uri, batch_rows=self.stream.batch_rows,
+                                                   normalized_only=self.normalized_only)
         return self.cache["moments"]
 
     def per_sample_parts(self) -> tuple[list[str], dict]:
@@ -290,7 +291,10 @@ def sample_row(run_id: str, section: str, d: RunData) -> dict:
             "n_images": n_pairs if n_pairs is not None else info.n_images,
             "n_texts": n_pairs if n_pairs is not None else info.n_texts,
             "population_images": info.population_images, "population_texts": info.population_texts,
-            "seed": info.seed, "statement": sample_statement(info, n_pairs)}
+            "seed": info.seed, "statement": sample_statement(info, n_pairs) + (
+                "; the mean and std of image_image and text_text (and of the image-text kinds when caption rows "
+                "line up with image rows) over every vector of the run, exact from the streamed sums"
+                if section == "cosines" and d.stream is not None and not info.complete else "")}
 
 
 def _run_section(sec: Section, data: RunData) -> tuple[str, str | None, dict[str, Rows], float]:

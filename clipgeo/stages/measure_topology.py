@@ -57,7 +57,13 @@ def _item_ids(d: RunData, df: pl.DataFrame) -> pl.Series:
 
 
 def _cosines(d: RunData) -> dict:
-    hist, summary = cosine_distributions(d.img_n, d.txt_n, d.idx, seed=d.seed)
+    exact = None
+    if d.stream is not None:
+        # mean and std over every vector of the run, from the moment pass (histograms: the sample)
+        from clipgeo.streaming.partials import cosine_moments_from_moments
+
+        exact = cosine_moments_from_moments(d.moments())
+    hist, summary = cosine_distributions(d.img_n, d.txt_n, d.idx, seed=d.seed, exact_moments=exact)
     return {"topo_cosine_hist": _tag(hist, d.run_id), "topo_cosine_summary": _tag(summary, d.run_id)}
 
 

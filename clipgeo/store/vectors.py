@@ -230,13 +230,6 @@ def _matrix(col: pa.ChunkedArray | pa.Array, dtype: type = np.float32) -> np.nda
     return arr.flatten().to_numpy(zero_copy_only=False).reshape(-1, d).astype(dtype, copy=False)
 
 
-def normalize_chunk(mat: np.ndarray, norms: np.ndarray | None = None, dtype: type = np.float32) -> np.ndarray:
-    """``vector / ‖vector‖`` of a chunk read from a run's table: no implementation of its own, it is
-    :func:`clipgeo.core.arrays.normalize_rows` (``norms``: the stored ``norm`` column). Kept only
-    for the callers in :mod:`clipgeo.streaming.partials`; new code calls ``normalize_rows``."""
-    return normalize_rows(mat, "vectors", dtype, norms=norms)
-
-
 def table_format(tbl) -> int:
     """1 for the old layout (float32 ``vector`` + ``vector_norm``), 2 for :data:`FORMAT`."""
     names = tbl.schema.names

@@ -3,7 +3,11 @@
 * :func:`moment_partial` / :func:`merge_partials`: per fragment range, the float64 moments of
   each modality's raw and normalised vectors (:class:`clipgeo.geometry.ellipsoid.MomentAccumulator`:
   count, mean, centred scatter, ``Σ‖x‖``, ``Σ x̂``), merged exactly (Chan et al.'s pairwise
-  update). Partials are independent, so they can run anywhere (Dask workers, see
+  update). One pass reads both modalities in lockstep (reader threads decode while BLAS
+  accumulates, the thread count adapted per block) and, over a row-aligned table, also sums the
+  paired cosines; every moment-based section (gap, spectra, ellipsoid, conformity, exact cosine
+  moments: :func:`cosine_moments_from_moments`) reads its result. A normalised-only run is
+  measured on ``x̂``: its raw and normalised moments are one accumulator. Partials are independent, so they can run anywhere (Dask workers, see
   ``flows/measure_dist.py``); :func:`gap_from_moments` and :func:`spectra_from_moments` turn the
   merged moments into the ``modality_gap`` and ``topo_spectra`` rows.
 * :func:`per_sample_partial` / :func:`read_per_sample`: the per-sample pass (radius, Mahalanobis
@@ -18,8 +22,9 @@
   ``n_pairs`` says over how many pairs they are.
 * :func:`run_retrieval`: retrieval ranks under a stated definition (full gallery, or disjoint
   hash-drawn sub-galleries), never an N×N matrix.
-* :func:`blocked_query_ranks`: exact ranks of a query sample against the full gallery, streamed
-  in gallery blocks (torch on CUDA in fp16/fp32 when asked, numpy otherwise).
+* :func:`blocked_query_ranks`: exact ranks and ties of a query sample against the full gallery,
+  streamed in gallery blocks (block scores in fp16/fp32, torch on CUDA or numpy, re-scored in
+  float64 within the rounding band: the ranks of float64 cosines).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import polars as pl
 
+from clipgeo.core.arrays import first_caption_pairs, normalize_rows
 from clipgeo.geometry.ellipsoid import (PER_SAMPLE_FIELDS, MomentAccumulator, PerSample, per_sample_chunk,
                                         per_sample_plan)
 from clipgeo.retrieval import retrieval_ranks
@@ -58,32 +64,201 @@ PAIRED_BATCH_ROWS = 4096
 # ----------------------------------------------------------------------------- moments
 
 
-def moment_partial(uri: str, fragment_ids: Sequence[int] | None = None, *, batch_rows: int | None = None
-                   ) -> dict[str, MomentAccumulator]:
-    """Moments of the rows of ``fragment_ids`` (all when None) of the table at ``uri``:
-    ``{"raw_image", "raw_text", "unit_image", "unit_text"}`` accumulators (``unit_*``: of the
-    normalised vectors ``x/‖x‖``). Takes and returns only small objects (O(d²)): a Dask task."""
+class PairedSums:
+    """Sums over the pairs of a row-aligned table (caption row k describes image row k), from the
+    moment pass: ``n`` pairs, ``cos_sum = Σ_k û_k·t̂_k``, ``cos_sq_sum = Σ_k (û_k·t̂_k)²`` and
+    ``dist_sum = Σ_k ‖û_k − t̂_k‖``. Mergeable (disjoint pairs add)."""
+
+    __slots__ = ("n", "cos_sum", "cos_sq_sum", "dist_sum")
+
+    def __init__(self, n: int = 0, cos_sum: float = 0.0, cos_sq_sum: float = 0.0, dist_sum: float = 0.0) -> None:
+        self.n, self.cos_sum, self.cos_sq_sum, self.dist_sum = int(n), float(cos_sum), float(cos_sq_sum), float(dist_sum)
+
+    def add(self, cos: np.ndarray) -> None:
+        self.n += int(cos.size)
+        self.cos_sum += float(cos.sum())
+        self.cos_sq_sum += float(cos @ cos)
+        self.dist_sum += float(np.sqrt(np.clip(2.0 - 2.0 * cos, 0.0, None)).sum())
+
+    def merge(self, other: "PairedSums") -> "PairedSums":
+        self.n += other.n
+        self.cos_sum += other.cos_sum
+        self.cos_sq_sum += other.cos_sq_sum
+        self.dist_sum += other.dist_sum
+        return self
+
+    def __getstate__(self):
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    def __setstate__(self, state):
+        for k, v in state.items():
+            setattr(self, k, v)
+
+
+class _PairMatcher:
+    """Matches image rows with caption rows as the two scans of the moment pass hand them over,
+    in table order; gives up (``ok = False``) at the first caption whose image is not the image
+    row at the same position. Holds at most the rows one scan is ahead of the other."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, list] = {"image": [], "text": []}
+        self.sums = PairedSums()
+        self.ok = True
+
+    def push(self, modality: str, unit: np.ndarray, keys) -> bool:
+        """Hand over a batch's unit vectors and keys (image rows: item_id; caption rows: image_id).
+        Returns True when rows of ``unit`` are kept (the caller must then not overwrite it)."""
+        import pyarrow.compute as pc
+
+        if not self.ok:
+            return False
+        self.pending[modality].append([unit, keys])
+        while self.pending["image"] and self.pending["text"]:
+            a, b = self.pending["image"][0], self.pending["text"][0]
+            m = min(a[0].shape[0], b[0].shape[0])
+            if not pc.all(pc.equal(a[1].slice(0, m), b[1].slice(0, m))).as_py():
+                self.ok = False
+                self.pending = {"image": [], "text": []}
+                return False
+            self.sums.add(np.einsum("ij,ij->i", a[0][:m], b[0][:m]))
+            for q, e in (("image", a), ("text", b)):
+                if e[0].shape[0] == m:
+                    self.pending[q].pop(0)
+                else:
+                    e[0], e[1] = e[0][m:], e[1].slice(m)
+        return any(e[0].base is unit or e[0] is unit for e in self.pending[modality])
+
+    def result(self) -> PairedSums | None:
+        if not self.ok or self.pending["image"] or self.pending["text"]:
+            return None
+        return self.sums
+
+
+def stored_norms_are_unit(run: LanceRun, tol: float = 1e-2) -> bool:
+    """Whether every stored vector of the table has ``|‖x‖ − 1| ≤ tol`` (its ``norm`` column; the
+    tolerance of :func:`clipgeo.sources.embeddings.detect_normalized`, which marks an import
+    normalised): a run that only has normalised vectors."""
+    import pyarrow.compute as pc
+
+    if run.format != 2:
+        return False
+    for b in run.batches(None, ["norm"]):
+        mm = pc.min_max(b.column("norm"))
+        if abs(mm["min"].as_py() - 1) > tol or abs(mm["max"].as_py() - 1) > tol:
+            return False
+    return True
+
+
+def _decoded(run: LanceRun, modality: str, fragment_ids, key: str | None):
+    """``(float64 (n, d), key column or None)`` per batch of one modality, decoded in the reader thread."""
+    cols = ["vector"]
+    if key is not None:
+        cols.append(key)
+    for b in run.batches(modality, cols, fragment_ids):
+        yield vectors._matrix(b.column("vector"), np.float64), (b.column(key) if key is not None else None)
+
+
+def moment_partial(uri: str, fragment_ids: Sequence[int] | None = None, *, batch_rows: int | None = None,
+                   normalized_only: bool | None = None, tuner=None) -> dict:
+    """Moments of the rows of ``fragment_ids`` (all when None) of the table at ``uri``, in **one**
+    pass over both modalities: ``{"raw_image", "raw_text", "unit_image", "unit_text"}``
+    accumulators (:class:`clipgeo.geometry.ellipsoid.MomentAccumulator`; ``unit_*``: of the
+    normalised vectors ``x̂ = x/‖x‖``), and over a whole row-aligned table (an imported release:
+    caption row k describes image row k) also ``"paired"`` (:class:`PairedSums`).
+
+    ``normalized_only`` (None: :func:`stored_norms_are_unit`): the run only has normalised
+    vectors, and every section measures ``x̂`` (the stored values renormalised in float64), so
+    ``raw_m`` **is** ``unit_m`` (the same accumulator: one scatter accumulation per modality,
+    not two). Otherwise the raw and the normalised scatters are both accumulated from the same
+    decoded batch.
+
+    The image and caption scans run in lockstep, each decoded (float16 → float64) in a reader
+    thread (:func:`clipgeo.streaming.threads.prefetch`) while the scatter of the previous batch is
+    accumulated with the BLAS thread count :class:`clipgeo.streaming.threads.AdaptiveThreads`
+    chooses block by block. A zero vector or a NaN/inf raises ``ValueError`` naming the modality
+    and row (import rejects both, so a stored run holds neither). Takes and returns only small
+    objects (O(d²)): a Dask task."""
+    from clipgeo.streaming.threads import AdaptiveThreads, prefetch
+
     run = LanceRun(uri) if batch_rows is None else LanceRun(uri, batch_rows=batch_rows)
-    out: dict[str, MomentAccumulator] = {}
-    for modality in ("image", "text"):
-        raw = MomentAccumulator(modality, run.dim)
-        unit = MomentAccumulator(modality, run.dim)
-        for x in run.arrays(modality, dtype=np.float64, fragment_ids=fragment_ids):
-            raw.update(x)
-            unit.update(x / np.sqrt(np.einsum("ij,ij->i", x, x))[:, None])
-        out[f"raw_{modality}"] = raw
-        out[f"unit_{modality}"] = unit
+    if normalized_only is None:
+        normalized_only = stored_norms_are_unit(run)
+    out: dict = {}
+    for m in ("image", "text"):
+        out[f"raw_{m}"] = MomentAccumulator(m, run.dim)
+        out[f"unit_{m}"] = out[f"raw_{m}"] if normalized_only else MomentAccumulator(m, run.dim)
+    matcher = _PairMatcher() if fragment_ids is None else None
+    keys = {"image": "item_id", "text": "image_id"} if matcher is not None else {"image": None, "text": None}
+    scans = {m: prefetch(_decoded(run, m, fragment_ids, keys[m])) for m in ("image", "text")}
+    rows = {"image": 0, "text": 0}
+    own_tuner = tuner is None
+    tuner = AdaptiveThreads() if own_tuner else tuner
+    try:
+        live = ["image", "text"]
+        while live:
+            for m in list(live):
+                item = next(scans[m], None)
+                if item is None:
+                    live.remove(m)
+                    continue
+                x, key = item
+                n = x.shape[0]
+                lengths = np.sqrt(np.einsum("ij,ij->i", x, x))
+                bad = ~(np.isfinite(lengths) & (lengths > 0))
+                if bad.any():
+                    r = int(np.flatnonzero(bad)[0])
+                    what = "a zero vector" if lengths[r] == 0 else "NaN or infinite values"
+                    raise ValueError(f"{m} row {rows[m] + r} of {uri} is {what}: it has no direction; "
+                                     "re-import the run (import rejects such rows)")
+                u = normalize_rows(x, m, norms=lengths)
+                usum = u.sum(axis=0)
+                kept = matcher.push(m, u, key) if matcher is not None else False
+                ul = np.sqrt(np.einsum("ij,ij->i", u, u))
+                if not normalized_only:
+                    tuner.run(lambda: out[f"raw_{m}"].add_prepared(x, lengths, usum, overwrite=True), n)
+                tuner.run(lambda: out[f"unit_{m}"].add_prepared(u, ul, usum, overwrite=not kept), n)
+                rows[m] += n
+    finally:
+        for sc in scans.values():
+            sc.close()
+        if own_tuner:
+            tuner.close()
+    if matcher is not None:
+        paired = matcher.result()
+        if paired is not None and paired.n == rows["image"] == rows["text"]:
+            out["paired"] = paired
+    out["threads"] = tuner.summary()
     return out
 
 
-def merge_partials(parts: Sequence[dict[str, MomentAccumulator]]) -> dict[str, MomentAccumulator]:
-    """Fold partials (over disjoint rows) into one, in the given order (exact up to float64 rounding)."""
+def unit_is_raw(moms: dict) -> bool:
+    """True when the moments are of a normalised-only run (``raw_*`` is ``unit_*``: :func:`moment_partial`)."""
+    return moms["raw_image"] is moms["unit_image"]
+
+
+def merge_partials(parts: Sequence[dict]) -> dict:
+    """Fold partials (over disjoint rows) into one, in the given order (exact up to float64 rounding).
+    Keeps a normalised-only run's ``raw_* is unit_*``; ``paired`` sums survive only when every
+    part has them."""
     if not parts:
         raise ValueError("no partials to merge")
-    out = {k: MomentAccumulator(v.name, v.d) for k, v in parts[0].items()}
+    alias = unit_is_raw(parts[0])
+    out: dict = {}
+    for m in ("image", "text"):
+        v = parts[0][f"raw_{m}"]
+        out[f"raw_{m}"] = MomentAccumulator(v.name, v.d)
+        out[f"unit_{m}"] = out[f"raw_{m}"] if alias else MomentAccumulator(v.name, v.d)
     for p in parts:
-        for k, acc in p.items():
-            out[k].merge(acc)
+        if unit_is_raw(p) != alias:
+            raise ValueError("partials disagree on whether the run only has normalised vectors")
+        for m in ("image", "text"):
+            out[f"raw_{m}"].merge(p[f"raw_{m}"])
+            if not alias:
+                out[f"unit_{m}"].merge(p[f"unit_{m}"])
+    if all("paired" in p for p in parts):
+        out["paired"] = PairedSums()
+        for p in parts:
+            out["paired"].merge(p["paired"])
     return out
 
 
@@ -105,13 +280,31 @@ def spectra_from_moments(moms: dict[str, MomentAccumulator]) -> tuple[pl.DataFra
     return spectra_from_scatter(moms["unit_image"].scatter_accumulator, moms["unit_text"].scatter_accumulator)
 
 
+def cosine_moments_from_moments(moms: dict) -> dict[str, tuple[float, float, int]]:
+    """Exact ``(mean, std, population)`` of the cosine populations of *every* vector of the run
+    (:func:`clipgeo.topology.cosines.cosine_moments`) from its merged moments: the normalised
+    scatters give ``S`` and ``G``; the unpaired and paired image–text kinds need the paired sums
+    of a row-aligned table (``moms["paired"]``) and are left out without them."""
+    from clipgeo.topology.cosines import CosineSums, cosine_moments
+
+    sums = []
+    for m in ("image", "text"):
+        acc = moms[f"unit_{m}"]
+        sc = acc.scatter_accumulator
+        sums.append(CosineSums.from_scatter(sc.n, sc.mean, sc.scatter, acc.length_sq_sum))
+    p = moms.get("paired")
+    return cosine_moments(sums[0], sums[1], None if p is None else (p.cos_sum, p.cos_sq_sum, p.n))
+
+
 # ------------------------------------------------------------------------- per-sample pass
 
 
 def per_sample_plans(moms: dict[str, MomentAccumulator]) -> dict:
     """``{"image": PerSamplePlan, "text": PerSamplePlan}`` from a run's merged moments
     (:func:`clipgeo.geometry.ellipsoid.per_sample_plan` of each modality's raw moments)."""
-    return {m: per_sample_plan(moms[f"raw_{m}"].finalize()) for m in ("image", "text")}
+    out: dict = {m: per_sample_plan(moms[f"raw_{m}"].finalize()) for m in ("image", "text")}
+    out["normalized"] = unit_is_raw(moms)   # the pass then reads x̂ (the vectors the moments are of)
+    return out
 
 
 def _stats_path(part: str, modality: str, field: str) -> str:
@@ -135,25 +328,39 @@ def per_sample_partial(uri: str, plans: dict, out_path: str, fragment_ids: Seque
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from clipgeo.streaming.threads import AdaptiveThreads, prefetch
+
     run = LanceRun(uri) if batch_rows is None else LanceRun(uri, batch_rows=batch_rows)
     schema = pa.schema([("modality", pa.string()), ("item_id", pa.string())]
                        + [(f, pa.float64()) for f in PER_SAMPLE_FIELDS])
     counts = {"image": 0, "text": 0}
     raw = {(m, f): _stats_path(out_path, m, f) for m in counts for f in PER_SAMPLE_FIELDS}
     handles = {k: open(v + ".partial", "wb") for k, v in raw.items()}
+    normalized = bool(plans.get("normalized", False))
+
+    def decoded(modality: str):   # in the reader thread: the Lance scan, float64 decode, x̂ when asked
+        for b in run.batches(modality, ["vector", "item_id"], fragment_ids):
+            x = vectors._matrix(b.column("vector"), np.float64)
+            if normalized:
+                x = normalize_rows(x, modality)
+            yield x, b.column("item_id")
+
+    tuner = AdaptiveThreads()
     try:
         with pq.ParquetWriter(f"{out_path}.partial", schema) as writer:
             for modality in ("image", "text"):
                 plan = plans[modality]
-                for x, item, _owner in run.arrays(modality, dtype=np.float64, fragment_ids=fragment_ids, with_ids=True):
-                    stats = per_sample_chunk(x, plan, offset=counts[modality])
-                    cols = [pa.array([modality] * x.shape[0], pa.string()), pa.array(item, pa.string())]
+                for x, item in prefetch(decoded(modality)):
+                    n = x.shape[0]
+                    stats = tuner.run(lambda: per_sample_chunk(x, plan, offset=counts[modality]), n)
+                    cols = [pa.array(np.full(n, modality, dtype=object), pa.string()), item.cast(pa.string())]
                     writer.write_batch(pa.RecordBatch.from_arrays(
                         cols + [pa.array(stats[f]) for f in PER_SAMPLE_FIELDS], schema=schema))
                     for f in PER_SAMPLE_FIELDS:
                         np.ascontiguousarray(stats[f], dtype=np.float64).tofile(handles[(modality, f)])
-                    counts[modality] += x.shape[0]
+                    counts[modality] += n
     finally:
+        tuner.close()
         for fh in handles.values():
             fh.close()
     for path in raw.values():
@@ -283,40 +490,64 @@ def streamed_gap(run: LanceRun, sample: vectors.RunVectors | None = None,
     moms = moms if moms is not None else moment_partial(run.uri, batch_rows=run.batch_rows)
     out = gap_from_moments(moms)
     n_i, n_t = int(out["n_img"]), int(out["n_txt"])
-    cos_sum = dist_sum = 0.0
-    n_pairs = 0
-    try:
-        # two lockstep scans of float64 blocks: smaller batches than the one-modality passes, so the
-        # pair of buffers stays ~100 MB at d = 768 (16,384-row batches made this the measure peak)
-        pair_rows = min(run.batch_rows, PAIRED_BATCH_ROWS)
-        for a, b in aligned_pairs(LanceRun(run.uri, batch_rows=pair_rows), block=pair_rows):
-            cos = np.einsum("ij,ij->i", a, b)
-            cos_sum += float(cos.sum())
-            dist_sum += float(np.sqrt(np.clip(2.0 - 2.0 * cos, 0.0, None)).sum())
-            n_pairs += a.shape[0]
+    paired = moms.get("paired")
+    if paired is not None:            # summed in the moment pass: the table is row-aligned
+        cos_sum, dist_sum, n_pairs = paired.cos_sum, paired.dist_sum, paired.n
         out["pairs_from"] = "all"
-    except Misaligned:
-        if sample is None:
-            return out
-        a = vectors.normalize_chunk(sample.images[sample.text_image_index], dtype=np.float64)
-        b = vectors.normalize_chunk(sample.texts, dtype=np.float64)
-        cos = np.einsum("ij,ij->i", a, b)
-        cos_sum, n_pairs = float(cos.sum()), cos.size
-        dist_sum = float(np.sqrt(np.clip(2.0 - 2.0 * cos, 0.0, None)).sum())
-        out["pairs_from"] = "sample"
+    else:
+        cos_sum = dist_sum = 0.0
+        n_pairs = 0
+        try:
+            # moments merged from row ranges (Dask) have no paired sums: a lockstep scan of float64
+            # blocks, smaller batches than the one-modality passes (~100 MB of buffers at d = 768)
+            pair_rows = min(run.batch_rows, PAIRED_BATCH_ROWS)
+            for a, b in aligned_pairs(LanceRun(run.uri, batch_rows=pair_rows), block=pair_rows):
+                cos = np.einsum("ij,ij->i", a, b)
+                cos_sum += float(cos.sum())
+                dist_sum += float(np.sqrt(np.clip(2.0 - 2.0 * cos, 0.0, None)).sum())
+                n_pairs += a.shape[0]
+            out["pairs_from"] = "all"
+        except Misaligned:
+            if sample is None:
+                return out
+            a = normalize_rows(sample.images[sample.text_image_index], "images")
+            b = normalize_rows(sample.texts, "texts")
+            cos = np.einsum("ij,ij->i", a, b)
+            cos_sum, n_pairs = float(cos.sum()), cos.size
+            dist_sum = float(np.sqrt(np.clip(2.0 - 2.0 * cos, 0.0, None)).sum())
+            # a sample that is the whole run holds every pair: its sums are the run's
+            complete = sample.images.shape[0] == n_i and sample.texts.shape[0] == n_t
+            out["pairs_from"] = "all" if complete else "sample"
     if n_pairs == 0:
         return out
-    mean_paired = cos_sum / n_pairs
     out["paired_distance"] = dist_sum / n_pairs
-    out["mean_paired_cos"] = mean_paired
+    out["mean_paired_cos"] = cos_sum / n_pairs
     if out["pairs_from"] == "all":
-        total = n_i * n_t * out["mean_cross_cos"]
-        n_un = n_i * n_t - n_pairs
-        out["mean_unpaired_cos"] = float((total - cos_sum) / n_un) if n_un > 0 else float("nan")
-    else:  # the sample's pairs against the whole run's mean cosine: not an identity, leave it out
+        # Σ over every (caption, image) of t̂·û is S_T·S_I (the modality sums); minus the paired terms
+        # it is the sum over the unpaired ones (unpaired_cosine_mean)
+        out["mean_unpaired_cos"] = unpaired_cosine_mean(moms["raw_image"].finalize().unit_sum,
+                                                        moms["raw_text"].finalize().unit_sum, n_i, n_t,
+                                                        cos_sum, n_pairs)
+    else:  # the sample's pairs against the whole run's sums: not an identity, leave it out
         out["mean_unpaired_cos"] = None
     out["n_pairs"] = float(n_pairs)
     return out
+
+
+def unpaired_cosine_mean(sum_img: np.ndarray, sum_txt: np.ndarray, n_img: int, n_txt: int,
+                         paired_sum: float, n_pairs: int) -> float:
+    """Mean cosine over the unpaired (caption, image) pairs, exactly, from the modality sums.
+
+    With ``S_I = Σ_i û_i``, ``S_T = Σ_c t̂_c`` and ``P = Σ_c t̂_c·û_{g(c)}`` (the paired terms,
+    one per caption): ``Σ_{c, i ≠ g(c)} t̂_c·û_i = S_T·S_I − P`` over ``n_T n_I − n_pairs`` pairs,
+    so ``mean = (S_T·S_I − P) / (n_T n_I − n_pairs)`` (NaN when there is no unpaired pair).
+
+    >>> u = np.eye(2); t = np.array([[1.0, 0.0], [0.0, 1.0]])
+    >>> unpaired_cosine_mean(u.sum(0), t.sum(0), 2, 2, 2.0, 2)   # the two unpaired cosines are 0
+    0.0
+    """
+    n_un = n_img * n_txt - n_pairs
+    return float((float(np.dot(sum_txt, sum_img)) - paired_sum) / n_un) if n_un > 0 else float("nan")
 
 
 # ---------------------------------------------------------------------------- retrieval
@@ -364,27 +595,47 @@ def run_retrieval(run: LanceRun | None, rv: vectors.RunVectors, *, sample: Sampl
         statement = (f"sub-galleries: {k} disjoint galleries of {sub_gallery_images:,} images (with all their captions) "
                      f"drawn by blake2b(seed={seed}:image_id) key from {n_img:,} images; each query ranked exactly "
                      "within its own gallery; recall = mean over galleries")
+    from clipgeo.streaming.threads import AdaptiveThreads
+
     frames = []
+    tuner = AdaptiveThreads(explore_every=4)
     for gv, g in galleries:
-        rr = retrieval_ranks(gv.images, gv.texts, gv.text_image_index)  # strict ranks + exact-tie counts
+        with_ties = tuner.run(lambda: retrieval_ranks(gv.images, gv.texts, gv.text_image_index),  # noqa: B023
+                              gv.images.shape[0] + gv.texts.shape[0])
+        rr = with_ties   # strict ranks + exact-tie counts
         frames += [pl.DataFrame({"direction": "text_to_image", "query_id": gv.sample_ids.tolist(),
                                  "rank": rr.t2i.astype(np.int32), "ties": rr.t2i_ties.astype(np.int32), "gallery": g}),
                    pl.DataFrame({"direction": "image_to_text", "query_id": gv.image_ids.tolist(),
                                  "rank": rr.i2t.astype(np.int32), "ties": rr.i2t_ties.astype(np.int32), "gallery": g})]
     info = {"definition": definition, "statement": statement, "n_galleries": len(galleries),
             "gallery_images": max(gv.images.shape[0] for gv, _ in galleries),
-            "gallery_texts": max(gv.texts.shape[0] for gv, _ in galleries)}
+            "gallery_texts": max(gv.texts.shape[0] for gv, _ in galleries), "threads": tuner.summary()}
+    tuner.close()
     return pl.concat(frames), info
 
 
 def gallery_summary(ranks: pl.DataFrame, info: dict, ks: Sequence[int] = KS) -> pl.DataFrame:
-    """``retrieval_gallery`` rows: recall@k per gallery, then mean / std / min / max over galleries."""
-    per = (ranks.join(pl.DataFrame({"k": list(ks)}), how="cross")
-           .group_by("direction", "k", "gallery")
-           .agg((pl.col("rank") < pl.col("k")).mean().alias("recall"), pl.len().alias("n")))
+    """``retrieval_gallery`` rows: per gallery, recall@k and recall_pessimistic@k by the one
+    definition, :func:`clipgeo.retrieval.recall_at_k` (``rank < k``; with the exact-tie counts,
+    ``rank + ties < k``: what ``sql/transforms/retrieval_recall.sql`` also computes), then mean /
+    std / min / max of recall@k over galleries, the mean of the pessimistic one and the queries
+    with a tie. Ranks without a ``ties`` column count as tie-free."""
+    from clipgeo.retrieval import recall_at_k
+
+    rows = []
+    has_ties = "ties" in ranks.columns
+    for (direction, gallery), part in ranks.group_by("direction", "gallery", maintain_order=True):
+        r = part["rank"].to_numpy().astype(np.int64)
+        t = part["ties"].fill_null(0).to_numpy().astype(np.int64) if has_ties else np.zeros_like(r)
+        rec = recall_at_k(r, ks, t)
+        for k in ks:
+            rows.append({"direction": direction, "gallery": gallery, "k": int(k), "recall": rec[f"recall@{int(k)}"],
+                         "pess": rec[f"recall_pessimistic@{int(k)}"], "n": r.size, "tied": int(np.count_nonzero(t))})
+    per = pl.DataFrame(rows)
     return (per.group_by("direction", "k").agg(
                 pl.col("recall").mean().alias("recall_mean"), pl.col("recall").std(ddof=0).alias("recall_std"),
                 pl.col("recall").min().alias("recall_min"), pl.col("recall").max().alias("recall_max"),
+                pl.col("pess").mean().alias("recall_pessimistic_mean"), pl.col("tied").sum().alias("n_tied_queries"),
                 pl.col("n").sum().alias("n_queries"), pl.len().alias("n_galleries"))
             .with_columns(pl.lit(info["definition"]).alias("definition"),
                           pl.lit(info["gallery_images"]).alias("gallery_images"),
@@ -407,10 +658,15 @@ def query_sample_ranks(run: LanceRun, rv: vectors.RunVectors, n_queries: int, *,
     q = min(n_queries, rv.images.shape[0])
     img_ids = rv.image_ids[:q]
     idx = rv.text_image_index
-    imgn = vectors.normalize_chunk(rv.images[:q], dtype=np.float64)
-    first_cap = np.array([np.flatnonzero(idx == i)[0] for i in range(q)], dtype=np.int64)
-    capn = vectors.normalize_chunk(rv.texts[first_cap], dtype=np.float64)
-    allcap = vectors.normalize_chunk(rv.texts, dtype=np.float64)
+    imgn = normalize_rows(rv.images[:q], "images")
+    first_of = np.full(rv.images.shape[0], -1, dtype=np.int64)
+    pair_img, pair_cap = first_caption_pairs(idx, rv.images.shape[0])
+    first_of[pair_img] = pair_cap
+    first_cap = first_of[:q]
+    if (first_cap < 0).any():
+        raise ValueError(f"query sample: image {img_ids[int(np.flatnonzero(first_cap < 0)[0])]} has no caption in the sample")
+    capn = normalize_rows(rv.texts[first_cap], "texts")
+    allcap = normalize_rows(rv.texts, "texts")
     # image -> text: the correct score is the best of the image's captions
     best_cap = np.empty(q, dtype=np.int64)
     for i in range(q):
@@ -423,54 +679,106 @@ def query_sample_ranks(run: LanceRun, rv: vectors.RunVectors, n_queries: int, *,
             mask = key[None, :] == owner_of_query[:, None]
             yield mat, mask
 
-    t2i = blocked_query_ranks(capn, imgn, gallery("image", img_ids), device=device, dtype=dtype)
-    i2t = blocked_query_ranks(imgn, allcap[best_cap], gallery("text", img_ids), device=device, dtype=dtype)
+    t2i, t2i_ties = blocked_query_ranks(capn, imgn, gallery("image", img_ids), device=device, dtype=dtype,
+                                        with_ties=True)
+    i2t, i2t_ties = blocked_query_ranks(imgn, allcap[best_cap], gallery("text", img_ids), device=device, dtype=dtype,
+                                        with_ties=True)
     ranks = pl.concat([
         pl.DataFrame({"direction": "text_to_image", "query_id": rv.sample_ids[first_cap].tolist(), "rank": t2i.astype(np.int32),
-                      "gallery": 0}),
-        pl.DataFrame({"direction": "image_to_text", "query_id": img_ids.tolist(), "rank": i2t.astype(np.int32), "gallery": 0}),
+                      "ties": t2i_ties.astype(np.int32), "gallery": 0}),
+        pl.DataFrame({"direction": "image_to_text", "query_id": img_ids.tolist(), "rank": i2t.astype(np.int32),
+                      "ties": i2t_ties.astype(np.int32), "gallery": 0}),
     ])
     n_img, n_txt = run.count("image"), run.count("text")
     info = {"definition": "query_sample", "n_galleries": 1, "gallery_images": n_img, "gallery_texts": n_txt,
             "statement": (f"query sample: {q:,} images (smallest blake2b(seed:image_id) keys) and the first caption of each, "
                           f"ranked exactly against the full gallery of {n_img:,} images / {n_txt:,} captions "
-                          f"(streamed, {device} {dtype if device.startswith('cuda') else 'float64'} scores)")}
+                          f"(streamed; {device} {dtype} block scores, float64 re-scoring within the rounding band: "
+                          "exact, ties counted)")}
     return ranks, info
 
 
-def blocked_query_ranks(queries: np.ndarray, correct: np.ndarray, gallery_blocks, *, device: str = "cpu",
-                        dtype: str = "float32") -> np.ndarray:
-    """Exact ranks of a query sample against a full gallery given in blocks.
+def query_band(dtype: str, d: int) -> float:
+    """Rounding band of a block score whose inputs are unit vectors rounded to ``dtype`` and whose
+    products are summed in float32 (numpy on CPU; torch on CUDA with reduced-precision fp16
+    reductions switched off, as :func:`blocked_query_ranks` does).
 
-    ``queries (q, d)`` and ``correct (q, d)`` (the correct item of each query) are normalised;
-    ``gallery_blocks`` yields ``(block (g, d) normalised, is_correct (q, g) bool or None)``.
-    ``rank_q = #{gallery items j : s(q, j) > s(q, correct_q)}`` with every correct item excluded
-    (strictly higher, no tolerance: the caller passes the exact correct score's precision).
-    Scores are computed on ``device`` (``"cuda"``: torch, blocked fp16 or fp32 matmul) or with
-    numpy; memory is ``q × g`` per block, never ``q × N``.
+    ``float32``: :func:`clipgeo.retrieval._band` (``4 (d + 2) u₃₂ / 2``, the one used by
+    :func:`clipgeo.retrieval.retrieval_ranks`). ``float16``: rounding both inputs moves a cosine
+    of unit vectors by at most ``2 u₁₆ + u₁₆²`` (Cauchy–Schwarz), the float32 sum by
+    ``(d + 2) u₃₂``, a float16 result by ``u₁₆``; twice their sum. (``u`` = unit roundoff.)
     """
-    q = np.asarray(queries, dtype=np.float32)
-    own = np.einsum("ij,ij->i", q.astype(np.float64), np.asarray(correct, dtype=np.float64))
-    ranks = np.zeros(q.shape[0], dtype=np.int64)
-    if device.startswith("cuda"):
+    from clipgeo.retrieval import _band
+
+    if dtype == "float16":
+        u16, u32 = float(np.finfo(np.float16).eps) / 2, float(np.finfo(np.float32).eps) / 2
+        return 2.0 * (3 * u16 + u16 * u16 + (d + 2) * u32)
+    return _band(np.float32, d)
+
+
+def blocked_query_ranks(queries: np.ndarray, correct: np.ndarray, gallery_blocks, *, device: str = "cpu",
+                        dtype: str = "float32", with_ties: bool = False):
+    """Exact ranks (and exact-tie counts) of a query sample against a full gallery given in blocks.
+
+    ``queries (q, d)`` and ``correct (q, d)`` (the correct item of each query);
+    ``gallery_blocks`` yields ``(block (g, d), is_correct (q, g) bool or None)``. With every
+    vector normalised in float64 (``x / ‖x‖``) and ``s(a, b)`` their float64 dot product
+    (row-wise, the one formula for every compared score):
+    ``rank_q = #{j not correct : s(q, j) > s(q, correct_q)}`` and ``ties_q = #{… = …}`` (strictly
+    higher, no tolerance; the definition of :func:`clipgeo.retrieval.retrieval_ranks`).
+
+    Exact without a float64 product of every pair: block scores are computed in ``dtype``
+    (``float16`` / ``float32``; with torch on ``device="cuda"``, else numpy), and every item
+    whose block score lies within :func:`query_band` of the correct score is re-scored in
+    float64; items outside the band are decided by the block score. Memory ``q × g`` per block.
+    Returns the ranks (int64), or ``(ranks, ties)`` with ``with_ties``.
+    """
+    q64, c64 = normalize_rows(queries, "queries"), normalize_rows(correct, "correct")
+    own = np.einsum("ij,ij->i", q64, c64)
+    band = query_band(dtype, q64.shape[1])
+    ranks = np.zeros(q64.shape[0], dtype=np.int64)
+    ties = np.zeros(q64.shape[0], dtype=np.int64)
+    low_dt = np.float16 if dtype == "float16" else np.float32
+    cuda = device.startswith("cuda")
+    if cuda:
         import torch
 
         tdt = torch.float16 if dtype == "float16" else torch.float32
-        tq = torch.from_numpy(q).to(device=device, dtype=tdt)
-        # the own score in the scoring precision, so an item scoring exactly as the correct one is not "higher"
-        thr = (tq.float() * torch.from_numpy(np.asarray(correct, np.float32)).to(device).to(tdt).float()).sum(1)
+        tq = torch.from_numpy(q64.astype(low_dt)).to(device=device, dtype=tdt)
+        t_hi = torch.from_numpy(own + band).to(device)
+        t_lo = torch.from_numpy(own - band).to(device)
+        flag = torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction
+        torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
+    else:
+        qd = q64.astype(low_dt).astype(np.float32)
+    try:
         for block, is_correct in gallery_blocks:
-            tb = torch.from_numpy(np.asarray(block, np.float32)).to(device=device, dtype=tdt)
-            s = (tq @ tb.T).float()
-            above = s > thr[:, None]
-            if is_correct is not None:
-                above &= ~torch.from_numpy(is_correct).to(device)
-            ranks += above.sum(1).cpu().numpy()
-        return ranks
-    for block, is_correct in gallery_blocks:
-        s = q.astype(np.float64) @ np.asarray(block, dtype=np.float64).T
-        above = s > own[:, None]
-        if is_correct is not None:
-            above &= ~is_correct
-        ranks += above.sum(1)
-    return ranks
+            b64 = normalize_rows(block, "gallery")
+            if cuda:
+                tb = torch.from_numpy(b64.astype(low_dt)).to(device=device, dtype=tdt)
+                sc = (tq @ tb.T).double()
+                above = sc > t_hi[:, None]
+                near = (sc >= t_lo[:, None]) & ~above
+                if is_correct is not None:
+                    mask = torch.from_numpy(np.asarray(is_correct)).to(device)
+                    above &= ~mask
+                    near &= ~mask
+                ranks += above.sum(1).cpu().numpy()
+                r, c = (t.cpu().numpy() for t in torch.nonzero(near, as_tuple=True))
+            else:
+                sc = qd @ b64.astype(low_dt).astype(np.float32).T
+                above = sc > (own + band)[:, None]
+                near = (sc >= (own - band)[:, None]) & ~above
+                if is_correct is not None:
+                    above &= ~is_correct
+                    near &= ~is_correct
+                ranks += above.sum(1)
+                r, c = np.nonzero(near)
+            if r.size:
+                s64 = np.einsum("ij,ij->i", q64[r], b64[c])
+                ranks += np.bincount(r[s64 > own[r]], minlength=ranks.size)
+                ties += np.bincount(r[s64 == own[r]], minlength=ranks.size)
+    finally:
+        if cuda:
+            torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = flag
+    return (ranks, ties) if with_ties else ranks

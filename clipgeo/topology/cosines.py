@@ -16,6 +16,22 @@ estimated from ``n_sample`` pairs drawn uniformly *with replacement* from the po
 other ``n − 1``; for ``unpaired_image_text``: ``c`` uniform, ``i`` uniform among the ``n_img − 1``
 images other than ``g(c)``), so the same inputs and seed give the same rows.
 
+**Exact mean and standard deviation from sums** (whatever is sampled). With ``S = Σ_i x̂_i``,
+``G = Σ_i x̂_i x̂_iᵀ`` (d × d) and ``q_p = Σ_i ‖x̂_i‖^p`` of one modality (n rows),
+
+* ``Σ_{i≠j} x̂_i·x̂_j = ‖S‖² − q_2`` and ``Σ_{i≠j} (x̂_i·x̂_j)² = ‖G‖_F² − q_4``, so over the
+  ``n(n − 1)`` ordered (equivalently the ``n(n−1)/2`` unordered) pairs
+  ``mean = (‖S‖² − q_2) / (n(n − 1))`` and ``E[c²] = (‖G‖_F² − q_4) / (n(n − 1))``;
+* across modalities, with the paired terms ``P_1 = Σ_c t̂_c·x̂_{g(c)}``, ``P_2 = Σ_c (t̂_c·x̂_{g(c)})²``:
+  ``Σ_{c, i≠g(c)} t̂_c·x̂_i = S_T·S_I − P_1`` and ``Σ (t̂_c·x̂_i)² = ⟨G_T, G_I⟩_F − P_2`` over
+  ``n_T n_I − n_T`` pairs;
+
+``std = √(E[c²] − mean²)`` (population). :func:`cosine_moments` computes them; on arrays
+:func:`cosine_distributions` uses them for every population (``moments_exact`` in the summary),
+and the measure stage passes the sums of *every* vector of a streamed run (its moment pass), so the
+mean and std are over the whole run while the histogram and quantiles come from the sample.
+``sampled`` says only whether the histogram, quantiles, min and max are from sampled pairs.
+
 Every cosine is binned into a fine histogram of ``bins · 200`` equal bins over ``[−1, 1]``
 (values are clipped into the range; 1.0 falls in the last bin). The reported histogram merges
 them into ``bins`` bins; mean and (population) standard deviation are exact sums over the
@@ -32,7 +48,7 @@ import polars as pl
 
 from clipgeo.core.arrays import check_modalities, normalize_rows, resolve_index, row_blocks
 
-__all__ = ["COSINE_KINDS", "QUANTILES", "cosine_distributions"]
+__all__ = ["COSINE_KINDS", "QUANTILES", "CosineSums", "cosine_distributions", "cosine_moments", "cosine_sums"]
 
 COSINE_KINDS = ("paired_image_text", "unpaired_image_text", "image_image", "text_text")
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -92,6 +108,81 @@ class _Accumulator:
         return out
 
 
+class CosineSums:
+    """One modality's sums for :func:`cosine_moments`: ``n``, ``S = Σ x̂``, ``G = Σ x̂ x̂ᵀ``,
+    ``q2 = Σ ‖x̂‖²`` and ``q4 = Σ ‖x̂‖⁴`` (``q4 = q2`` up to rounding for unit rows)."""
+
+    def __init__(self, n: int, s: np.ndarray, g: np.ndarray, q2: float, q4: float | None = None) -> None:
+        self.n, self.s, self.g, self.q2 = int(n), np.asarray(s, np.float64), np.asarray(g, np.float64), float(q2)
+        self.q4 = self.q2 if q4 is None else float(q4)
+
+    @classmethod
+    def of(cls, rows: np.ndarray, block: int = 8192) -> "CosineSums":
+        """The sums of ``x̂ = x/‖x‖`` over the rows ``x`` (normalised here, block by block, in float64)."""
+        d = rows.shape[1]
+        s, g, q2, q4 = np.zeros(d), np.zeros((d, d)), 0.0, 0.0
+        for sl in row_blocks(rows.shape[0], block):
+            u = normalize_rows(rows[sl], "vectors")
+            s += u.sum(axis=0)
+            g += u.T @ u
+            sq = np.einsum("ij,ij->i", u, u)
+            q2 += float(sq.sum())
+            q4 += float(sq @ sq)
+        return cls(rows.shape[0], s, g, q2, q4)
+
+    @classmethod
+    def from_scatter(cls, n: int, mean: np.ndarray, scatter: np.ndarray, q2: float) -> "CosineSums":
+        """From streamed moments of the unit vectors: ``G = M2 + n μ μᵀ``, ``S = n μ``."""
+        mean = np.asarray(mean, np.float64)
+        return cls(n, n * mean, np.asarray(scatter, np.float64) + n * np.outer(mean, mean), q2)
+
+
+def cosine_sums(img: np.ndarray, txt: np.ndarray, txt_image_index: np.ndarray
+                ) -> tuple[CosineSums, CosineSums, tuple[float, float, int]]:
+    """:class:`CosineSums` of both modalities and the paired terms ``(P_1, P_2, n_pairs)``, in
+    float64 from the rows ``img`` / ``txt`` (normalised here; caption ``c`` describes image
+    ``txt_image_index[c]``). Rows must be non-zero (the callers validated them)."""
+    p1 = p2 = 0.0
+    for sl in row_blocks(txt.shape[0], 8192):
+        c = np.einsum("ij,ij->i", normalize_rows(txt[sl], "txt"), normalize_rows(img[txt_image_index[sl]], "img"))
+        p1 += float(c.sum())
+        p2 += float(c @ c)
+    return CosineSums.of(img), CosineSums.of(txt), (p1, p2, int(txt.shape[0]))
+
+
+def cosine_moments(img: CosineSums, txt: CosineSums, paired: tuple[float, float, int] | None
+                   ) -> dict[str, tuple[float, float, int]]:
+    """Exact ``(mean, std, population)`` of ``image_image``, ``text_text`` and (when the paired
+    terms are given) ``unpaired_image_text`` and ``paired_image_text`` from the sums (module doc).
+
+    >>> rng = np.random.default_rng(0)
+    >>> u = rng.normal(size=(50, 4)); u /= np.linalg.norm(u, axis=1, keepdims=True)
+    >>> t = rng.normal(size=(50, 4)); t /= np.linalg.norm(t, axis=1, keepdims=True)
+    >>> m = cosine_moments(*cosine_sums(u, t, np.arange(50)))
+    >>> c = u @ u.T; off = c[~np.eye(50, dtype=bool)]
+    >>> bool(abs(m["image_image"][0] - off.mean()) < 1e-12 and abs(m["image_image"][1] - off.std()) < 1e-12)
+    True
+    """
+    out: dict[str, tuple[float, float, int]] = {}
+
+    def finish(s1: float, s2: float, pop: int) -> tuple[float, float, int]:
+        if pop <= 0:
+            return float("nan"), float("nan"), 0
+        mean = s1 / pop
+        return float(mean), float(np.sqrt(max(s2 / pop - mean * mean, 0.0))), int(pop)
+
+    for kind, m in (("image_image", img), ("text_text", txt)):
+        pop = m.n * (m.n - 1)   # ordered pairs; the mean and std equal those over the unordered ones
+        mean, std, _ = finish(float(m.s @ m.s) - m.q2, float(np.sum(m.g * m.g)) - m.q4, pop)
+        out[kind] = (mean, std, pop // 2)
+    if paired is not None:
+        p1, p2, n_pairs = paired
+        out["unpaired_image_text"] = finish(float(txt.s @ img.s) - p1, float(np.sum(txt.g * img.g)) - p2,
+                                            txt.n * img.n - n_pairs)
+        out["paired_image_text"] = finish(p1, p2, n_pairs)
+    return out
+
+
 def _qname(q: float) -> str:
     return f"q{round(q * 100):02d}"
 
@@ -146,6 +237,7 @@ def cosine_distributions(
     seed: int = 0,
     block: int = 2048,
     dtype: type = np.float32,
+    exact_moments: dict[str, tuple[float, float, int]] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Histograms and summaries of the four cosine populations (definitions in the module doc).
 
@@ -155,7 +247,12 @@ def cosine_distributions(
       ``density = count / (n_pairs · (bin_hi − bin_lo))`` (integrates to 1 over [−1, 1]);
     * ``summary``: one row per kind — ``kind, n_pairs`` (pairs measured), ``population`` (pairs
       in the population), ``sampled`` (True when estimated from ``n_sample`` random pairs),
-      ``mean, std, min, max, q01, q05, q25, q50, q75, q95, q99``.
+      ``mean, std, min, max, q01, q05, q25, q50, q75, q95, q99``, ``moments_exact`` (mean and
+      std are exact over ``moments_population`` pairs: :func:`cosine_moments`).
+
+    ``exact_moments``: ``{kind: (mean, std, population)}`` over a larger set than the arrays
+    given (the whole run, from its streamed sums); a kind it lacks gets the exact moments of the
+    arrays given (:func:`cosine_sums`).
 
     Scores are computed in ``dtype`` (float32: cosine error ~1e-7, far below the bin width).
     A population with no pairs (a single image) gets zero counts and NaN summaries.
@@ -253,6 +350,9 @@ def cosine_distributions(
             b += b >= a
             _sampled(x, x, a, b, accs[kind], block * 8)
 
+    moments = dict(exact_moments or {})
+    if any(k not in moments for k in COSINE_KINDS):   # the arrays' own exact sums for the kinds not given
+        moments = {**cosine_moments(*cosine_sums(img, txt, idx)), **moments}
     hist_parts = []
     rows = []
     for kind in COSINE_KINDS:
@@ -280,4 +380,9 @@ def cosine_distributions(
                 **acc.summary(),
             }
         )
+        if kind in moments and moments[kind][2] > 0:
+            rows[-1].update(mean=moments[kind][0], std=moments[kind][1], moments_exact=True,
+                            moments_population=moments[kind][2])
+        else:
+            rows[-1].update(moments_exact=not sampled[kind], moments_population=population[kind])
     return pl.concat(hist_parts), pl.DataFrame(rows)
