@@ -20,18 +20,21 @@ from flows.analyse import analyse_flow
 from flows.dataset import dataset_pipeline
 from flows.embed import embed_flow, task_runner_for
 from flows.pipeline import ablation, pipeline
+from flows.track import check_track, track_flow
 
 
 def as_command(fl: Any, check: Callable[..., Any], *, extra: dict[str, tuple[Any, Any, str]] | None = None,
-               call: Callable[..., Any] | None = None) -> Callable[..., Any]:
+               call: Callable[..., Any] | None = None, positional: tuple[str, ...] = ()) -> Callable[..., Any]:
     """A CLI function for flow ``fl``: its signature and docstring, plus ``extra`` keyword-only
-    CLI options ``{name: (type, default, help)}``; ``check(**arguments)`` runs first."""
+    CLI options ``{name: (type, default, help)}``; ``check(**arguments)`` runs first.
+    ``positional``: optional parameters that may also be given positionally."""
     fn = fl.fn
     hints = typing.get_type_hints(fn)
     sig = inspect.signature(fn)
-    # Required parameters may be given positionally; the others only as options.
+    # Required parameters (and those named in ``positional``) may be given positionally; the others only as options.
     params = [p.replace(annotation=hints.get(p.name, p.annotation),
-                        kind=p.kind if p.default is inspect.Parameter.empty else inspect.Parameter.KEYWORD_ONLY)
+                        kind=p.kind if p.default is inspect.Parameter.empty or p.name in positional
+                        else inspect.Parameter.KEYWORD_ONLY)
               for p in sig.parameters.values()]
     doc = inspect.getdoc(fn) or ""
     for name, (typ, default, help_) in (extra or {}).items():
@@ -77,6 +80,8 @@ embed = as_command(embed_flow, checks.check_embed, call=_embed, extra={
                                           "(default: this process)"),
 })
 
+track = as_command(track_flow, check_track, positional=("checkpoint_dir",))
+
 #: CLI name -> (module attribute, flow): the commands that run a flow.
 FLOW_COMMANDS: dict[str, tuple[str, Any]] = {
     "run": ("run", pipeline),
@@ -84,4 +89,5 @@ FLOW_COMMANDS: dict[str, tuple[str, Any]] = {
     "dataset": ("dataset", dataset_pipeline),
     "embed": ("embed", embed_flow),
     "analyse": ("analyse", analyse_flow),
+    "track": ("track", track_flow),
 }
