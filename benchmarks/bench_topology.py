@@ -84,9 +84,8 @@ def run_suite(img, txt, ref, eval_img, eval_txt, tmpdir: str) -> tuple[dict[str,
         paired_lines,
         reference_table,
         separability_matrix,
-        spectra,
-        umap_layout,
     )
+    from clipgeo import spectra, umap_layout
 
     t: dict[str, float] = {}
     out: dict = {}
@@ -137,7 +136,7 @@ def worker(args) -> None:
             stages["TOTAL"] = time.perf_counter() - t0
         runs.append({"stages": stages, "out": out})
     if args.compare_stock:
-        from clipgeo.topology import umap_layout
+        from clipgeo import umap_layout
 
         cmp = {}
         for engine in ("numba", "umap"):
@@ -170,7 +169,8 @@ def spawn(args, cache_dir: str, repeat: int, compare_stock: bool = False) -> lis
 def large(n: int) -> None:
     from clipgeo.geometry.separability import linear_separability
     from clipgeo.retrieval import retrieval_metrics
-    from clipgeo.topology import cosine_distributions, spectra
+    from clipgeo import spectra
+    from clipgeo.topology import cosine_distributions
 
     print(f"\n== {n:,} pairs at d = 512 (float32 inputs: {2 * n * 512 * 4 / 2**20:.0f} MiB) ==")
     t0 = time.perf_counter()

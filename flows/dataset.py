@@ -125,7 +125,8 @@ def dataset_pipeline(
         if cluster_address:  # the streamed pass per Lance fragment range on the Dask workers (flows/measure_dist.py)
             from flows.measure_dist import measure_dist_flow
 
-            measure_dist_flow.with_options(task_runner=task_runner_for(cluster_address))(run_id, home_s)
+            measure_dist_flow.with_options(task_runner=task_runner_for(cluster_address))(
+                run_id, home_s, umap_grid=umap_grid, force="measure" in force or "embed" in force)
         else:
             measure(home_s, run_id, umap_grid, force="measure" in force or "embed" in force)
         progress.step(f"run {run_id} measured")

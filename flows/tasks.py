@@ -33,9 +33,9 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from clipgeo.core.config import ANALYSIS_VERSION, DataHome, blas_threads, torch_threads
+from clipgeo.core.config import DataHome, torch_threads
 from clipgeo.stages.ingest import ingest_shapes, load_samples
-from clipgeo.store import catalog, locks
+from clipgeo.store import locks
 
 
 def progress_bars() -> bool:
@@ -113,61 +113,23 @@ def train_model(home: str, dataset_id: str, objective: str, hopfield: bool, step
     return str(res.checkpoint)
 
 
-def measure_inputs(h: DataHome, run_id: str, umap_grid: bool, reference_run_id: str | None = None) -> dict[str, Any]:
-    """What a run's measurement is made from: compared with the recorded state to skip or redo it."""
-    from clipgeo.stages.measure import find_reference_run
-    from clipgeo.store import vectors
-
-    ref = reference_run_id or find_reference_run(h, run_id)
-    return {"lance_version": vectors.table_version(h, run_id), "reference_run": ref,
-            "reference_lance_version": vectors.table_version(h, ref) if ref else None,
-            "umap_grid": bool(umap_grid), "analysis_version": ANALYSIS_VERSION}
-
-
-def measure_state(h: DataHome, run_id: str) -> tuple[str | None, dict | None]:
-    """The run's status and the inputs its stored measurement was made from."""
-    with catalog.session(h) as con:
-        found = catalog.execute(con, "SELECT status FROM runs WHERE run_id = ?", [run_id])
-        return (found[0][0] if found else None), catalog.stage_state(con, f"measure:{run_id}")
-
-
 @task(name="measure", cache_policy=NO_CACHE)
 def measure(home: str, run_id: str, umap_grid: bool = False, force: bool = False,
             reference_run_id: str | None = None) -> str:
     """Every metric table for one run, into DuckDB (replacing that run's rows); returns the run id.
 
     Skipped when the run's stored measurement was made from the same vectors (Lance version),
-    the same reference run, the same options and this ``ANALYSIS_VERSION``.
+    the same reference run, the same options and this ``ANALYSIS_VERSION``: the one rule,
+    :func:`clipgeo.stages.freshness.measure_if_stale`.
     """
-    from clipgeo.stages.measure import measure_run
+    from clipgeo.stages.freshness import measure_if_stale
 
-    h = DataHome.resolve(home)
     unit = f"run-{run_id}"
-    with locks.claim(h, unit, on_wait=_waiting(unit)):
-        from clipgeo.store import vectors
-
-        try:
-            migrated = vectors.migrate_run(h, run_id)   # a format 1 table (before issue 13): stored once, in its precision
-        except KeyError:                                # no vectors yet: measure_run says what is missing
-            migrated = False
-        if migrated:
-            get_run_logger().info("run %s: vectors table rewritten in storage format 2 (each vector once, "
-                                  "in its source precision, with its norm)", run_id)
-        inputs = measure_inputs(h, run_id, umap_grid, reference_run_id)
-        status, state = measure_state(h, run_id)
-        same = state is not None and {k: v for k, v in state.items() if k != "umap_grid"} == {
-            k: v for k, v in inputs.items() if k != "umap_grid"}
-        if not force and status == "measured" and same and (state["umap_grid"] or not umap_grid):
-            inputs["umap_grid"] = state["umap_grid"]
-            return cached(run_id, f"run {run_id} was measured from Lance version {inputs['lance_version']} by analysis "
-                                  f"version {ANALYSIS_VERSION} with these options: not re-measured")
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(blas_threads()):
-            rows = measure_run(h, run_id, umap_grid=umap_grid, reference_run_id=reference_run_id).rows
-        with catalog.session(h) as con:
-            catalog.set_stage_state(con, f"measure:{run_id}", inputs)
-    get_run_logger().info("run %s measured: %s", run_id, rows)
+    res, why = measure_if_stale(DataHome.resolve(home), run_id, umap_grid=umap_grid, force=force,
+                                reference_run_id=reference_run_id, on_wait=_waiting(unit))
+    if res is None:
+        return cached(run_id, why)
+    get_run_logger().info("run %s %s: %s", run_id, why, res.rows)
     return run_id
 
 

@@ -107,6 +107,7 @@ def _assert_same(a: pl.DataFrame, b: pl.DataFrame, table: str, rel: float = 1e-9
 def test_dask_local_cluster_equals_single_process(home, prefect_harness):
     from distributed import LocalCluster
 
+    from clipgeo.stages.freshness import measure_if_stale
     from flows.measure_dist import measure_dist
 
     run_id = _register(home, "rdist")
@@ -114,13 +115,20 @@ def test_dask_local_cluster_equals_single_process(home, prefect_harness):
 
     assert len(LanceRun.open(home, run_id).fragment_ids()) >= 3   # ranges cross fragment boundaries
     sections = ["retrieval", "modality_gap", "double_ellipsoid", "spectra"]
-    measure.measure_run(home, run_id, sections=sections)
+    res, why = measure_if_stale(home, run_id, sections=sections)          # the single-process path
+    assert res is not None and why.startswith("measured"), why
     single = _snapshot(home, run_id)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        reused = measure_dist(run_id, str(home.root), parts=3, cluster_address=cluster.scheduler_address,
+                              sections=sections)
+        assert reused["reused"] and reused["parts"] == 0, reused     # the same rule: not measured again
         out = measure_dist(run_id, str(home.root), parts=3, cluster_address=cluster.scheduler_address,
-                           sections=sections)
-    assert out["parts"] == 3 and set(out["sections"].values()) == {"ok"}, out
+                           sections=sections, force=True)
+    assert out["parts"] == 3 and set(out["sections"].values()) == {"ok"} and out["reused"] is None, out
     dist = _snapshot(home, run_id)
+    # the Dask-measured run is reused by the single-process path, and force measures it there too
+    assert measure_if_stale(home, run_id, sections=sections)[0] is None
+    assert measure_if_stale(home, run_id, sections=sections, force=True)[0] is not None
     for table in STREAMED_TABLES:
         _assert_same(single[table], dist[table], table)
 

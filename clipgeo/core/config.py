@@ -78,8 +78,11 @@ class DataHome:
     root: Path
 
     @classmethod
-    def resolve(cls, root: str | os.PathLike[str] | None = None) -> "DataHome":
-        """The data home at ``root``, else ``$CLIPGEO_HOME``, else ``./clipgeo-data``."""
+    def resolve(cls, root: "str | os.PathLike[str] | DataHome | None" = None) -> "DataHome":
+        """The data home at ``root`` (a DataHome is returned as is), else ``$CLIPGEO_HOME``, else
+        ``./clipgeo-data``."""
+        if isinstance(root, DataHome):
+            return root
         chosen = root if root is not None else os.environ.get(HOME_ENV) or DEFAULT_HOME
         return cls(Path(chosen).expanduser().resolve())
 

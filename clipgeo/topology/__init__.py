@@ -13,32 +13,38 @@ writes as DuckDB tables. Definitions are in each module's docstring:
   correlation (Figs. 13–15)
 * :mod:`.separability_matrix` — train × eval separability across datasets (Table I, Fig. 2)
 
-Heavy dependencies (umap, hdbscan, lancedb) are imported lazily inside the functions that need
-them, so importing this package stays cheap.
+Names are imported lazily (module ``__getattr__``), and heavy dependencies (umap, numba,
+hdbscan, lancedb) inside the functions that need them, so importing this package stays cheap.
 """
 
-from clipgeo.topology.clusters import (
-    cluster_local_dimension,
-    cluster_points,
-    hdbscan_labels,
-    local_dimension_auc,
-)
-from clipgeo.topology.cosines import cosine_distributions
-from clipgeo.topology.mixing import knn_cosine, knn_euclidean, mixing_share, modality_mixing
-from clipgeo.topology.nearest import (
-    build_reference_index,
-    lancedb_nearest_reference,
-    nearest_reference,
-    reference_table,
-)
-from clipgeo.topology.separability_matrix import separability_matrix
-from clipgeo.topology.spectra import (
-    collapse_point,
-    effective_rank,
-    covariance_spectrum,
-    spectra,
-)
-from clipgeo.topology.umap_layout import first_pairs, paired_lines, umap_grid, umap_layout
+import importlib
+from typing import Any
+
+#: public name -> module (imported when the name is first used: umap, numba, hdbscan stay unloaded).
+#: ``spectra`` and ``umap_layout`` are not here: they are also the names of their modules, which
+#: an import of the module binds on this package; use ``clipgeo.spectra`` / ``clipgeo.umap_layout``.
+_LAZY = {
+    "build_reference_index": "clipgeo.topology.nearest",
+    "cluster_local_dimension": "clipgeo.topology.clusters",
+    "cluster_points": "clipgeo.topology.clusters",
+    "collapse_point": "clipgeo.topology.spectra",
+    "cosine_distributions": "clipgeo.topology.cosines",
+    "covariance_spectrum": "clipgeo.topology.spectra",
+    "effective_rank": "clipgeo.topology.spectra",
+    "first_pairs": "clipgeo.topology.umap_layout",
+    "hdbscan_labels": "clipgeo.topology.clusters",
+    "knn_cosine": "clipgeo.topology.mixing",
+    "knn_euclidean": "clipgeo.topology.mixing",
+    "lancedb_nearest_reference": "clipgeo.topology.nearest",
+    "local_dimension_auc": "clipgeo.topology.clusters",
+    "mixing_share": "clipgeo.topology.mixing",
+    "modality_mixing": "clipgeo.topology.mixing",
+    "nearest_reference": "clipgeo.topology.nearest",
+    "paired_lines": "clipgeo.topology.umap_layout",
+    "reference_table": "clipgeo.topology.nearest",
+    "separability_matrix": "clipgeo.topology.separability_matrix",
+    "umap_grid": "clipgeo.topology.umap_layout",
+}
 
 __all__ = [
     "build_reference_index",
@@ -60,7 +66,13 @@ __all__ = [
     "reference_table",
     "separability_matrix",
     "covariance_spectrum",
-    "spectra",
     "umap_grid",
-    "umap_layout",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
