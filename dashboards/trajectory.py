@@ -50,12 +50,7 @@ def trajectory_chart(df: pl.DataFrame) -> alt.TopLevelMixin:
     """Each metric of :data:`METRICS` against the step (the epoch where no step is recorded),
     one line per training, points filled on fully measured checkpoints."""
     cols = [m for m, _ in METRICS]
-    base = (
-        alt.Chart(df)
-        .transform_fold(cols, as_=["metric", "value"])
-        .transform_filter("isValid(datum.value) && isFinite(datum.value)")
-        .transform_calculate(position="datum.step != null ? datum.step : datum.epoch")
-    )
+    base = alt.Chart()
     enc = dict(
         x=alt.X("position:Q", title="step (epoch where the trainer records no step)"),
         y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
@@ -70,10 +65,13 @@ def trajectory_chart(df: pl.DataFrame) -> alt.TopLevelMixin:
                  alt.Tooltip("metric:N"), alt.Tooltip("value:Q", format=".4f")],
     )
     return (
-        alt.layer(line, points, data=df)
+        alt.layer(line, points)
         .properties(width=300, height=170)
         .facet(facet=alt.Facet("metric:N", sort=cols, title=None, header=alt.Header(labelExpr=_label_expr())),
-               columns=3)
+               columns=3, data=df)
+        .transform_fold(cols, as_=["metric", "value"])
+        .transform_filter("isValid(datum.value) && isFinite(datum.value)")
+        .transform_calculate(position="datum.step != null ? datum.step : datum.epoch")
         .resolve_scale(y="independent")
     )
 

@@ -99,8 +99,10 @@ def _readable(path: Path) -> None:
         torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as exc:
         if "weights only" not in str(exc).lower() and "weights_only" not in str(exc).lower():
-            raise
+            raise ValueError(f"not a readable torch checkpoint ({exc})") from exc
         # holds more than tensors (e.g. pickled arguments): open_clip's own loader decides
+    except Exception as exc:  # noqa: BLE001 - truncated zip, bad header, I/O error
+        raise ValueError(f"not a complete torch checkpoint (truncated or corrupt: {type(exc).__name__}: {exc})") from exc
 
 
 def track_training(h: DataHome, t: store.Training, *, settle_seconds: float = 10.0, finished_after: float = 3600.0,
@@ -173,6 +175,10 @@ def track_training(h: DataHome, t: store.Training, *, settle_seconds: float = 10
                 continue
             try:
                 _readable(read_from)
+            except ValueError as exc:
+                _reject(h, t, c, f"cannot read checkpoint: {exc}", out, log)
+                continue
+            try:
                 run_id = embed_flow(t.model_name, t.dataset_id, str(read_from), home=str(h.root), device=device)
             except Exception as exc:  # noqa: BLE001
                 _reject(h, t, c, f"cannot embed with {t.model_name}: {type(exc).__name__}: {exc}", out, log)
@@ -292,6 +298,32 @@ def track_flow(
         f"{r['training_id']}: {len(r['light'])} light, {len(r['full'])} full, {len(r['rejected'])} rejected, "
         f"{len(r['pending'])} still being written" for r in results))
     return summary
+
+
+def track_trained(h: DataHome, trained: list[tuple[str, str]], dataset_id: str, *, device: str | None = None,
+                  make_report: bool = True) -> list[dict]:
+    """The pipeline's hook: track the tiny trainings it just ran (``(objective, checkpoint)``
+    pairs, trained with ``save_every``) on its evaluation set, as finished trainings (their
+    last point is the final checkpoint the pipeline measured already: the same bytes, the same
+    run); then write the trajectory page and the full points' reports (the index follows)."""
+    from clipgeo.models.train import intermediate_dir
+
+    results = []
+    for variant, ckpt in trained:
+        folder = intermediate_dir(Path(ckpt))
+        if not folder.is_dir():
+            continue
+        t = store.register_training(h, folder, "clipgeo-tiny-vit", dataset_id, label=f"{variant} (clipgeo run)")
+        results.append(track_training(h, t, settle_seconds=0.0, finished=True, device=device))
+    if make_report and results:
+        from dashboards.build import write_reports
+        from dashboards.trajectory import write_trajectory
+
+        write_trajectory(h)
+        for r in results:
+            for run in r["full"]:
+                write_reports(h, [run])
+    return results
 
 
 def write_track_reports(h: DataHome, results: list[dict]) -> list[str]:

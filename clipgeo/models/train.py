@@ -467,7 +467,7 @@ def train_tiny(
         save_every: also save the weights at step 0 and every ``save_every`` steps into the
             folder :func:`intermediate_dir` (``step_<N>.pt`` + sidecar each, written atomically;
             the final checkpoint is linked there as the last step), for ``clipgeo track``.
-            0: none. Not part of the cache key (the final weights do not depend on it); a
+            0 (or ``>= spec.steps``): none. Not part of the cache key (the final weights do not depend on it); a
             cached checkpoint without the intermediates asked for is retrained.
 
     Returns:
@@ -486,6 +486,8 @@ def train_tiny(
     sidecar = ckpt.with_suffix(".json")
     if save_every < 0:
         raise ValueError(f"save_every must be >= 0 (0: no intermediate checkpoints), got {save_every}")
+    if save_every >= spec.steps:
+        save_every = 0   # no step inside the training to keep
     cached = _load_cached(ckpt, sidecar)
     if cached is not None and _has_intermediates(ckpt, spec.steps, save_every):
         return cached

@@ -121,8 +121,16 @@ def _row(training_id: str, c: Candidate, **extra) -> dict:
 
 
 def record_point(home: DataHome, training_id: str, c: Candidate, run_id: str, measure: str) -> None:
-    """The checkpoint ``c`` is measured as ``run_id`` (``measure``: light | full)."""
+    """The checkpoint ``c`` is measured as ``run_id`` (``measure``: light | full). Other bytes
+    measured before under the same path are ``superseded`` (a retrained step), unless the name
+    is one a trainer rewrites as it goes (``epoch_latest.pt``: each version is a point)."""
+    from clipgeo.tracking import is_overwritten_name
+
     with catalog.session(home) as con, catalog.transaction(con):
+        if not is_overwritten_name(c.path.name):
+            catalog.execute(con, "UPDATE training_checkpoints SET status = 'superseded' WHERE training_id = ?"
+                                 " AND path = ? AND checkpoint_sha256 <> ? AND status = 'measured'",
+                            [training_id, str(c.path), c.sha256])
         catalog.delete_insert(con, "training_checkpoints", {"training_id": training_id, "checkpoint_sha256": c.sha256},
                               [_row(training_id, c, run_id=run_id, measure=measure, status="measured",
                                     measured_at=dt.datetime.now())])
