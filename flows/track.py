@@ -144,8 +144,11 @@ def track_training(h: DataHome, t: store.Training, *, settle_seconds: float = 10
             c = Candidate(p, _sha_or_blank(p), state, *position_from_name(p.name), "name")
             _reject(h, t, c, f"cannot read checkpoint: {type(exc).__name__}: {exc}", out, log)
             continue
-        if c.sha256 in have or c.sha256 in fresh:
-            continue   # the same bytes under another name (epoch_latest.pt == epoch_3.pt)
+        if c.sha256 in have or c.sha256 in fresh:   # the same bytes under another name (epoch_latest.pt == epoch_3.pt)
+            if read_from != p and not _in_use(h, read_from, fresh):
+                read_from.unlink(missing_ok=True)     # no second copy of a checkpoint already measured
+                read_from.with_suffix(".json").unlink(missing_ok=True)
+            continue
         if c.step is None and c.epoch is None:
             log.info("training %s: %s gives no step or epoch (name or metadata): not a point of the trajectory",
                      t.label, p.name)
@@ -189,6 +192,16 @@ def track_training(h: DataHome, t: store.Training, *, settle_seconds: float = 10
             log.info("training %s: %s (step %s, epoch %s) measured (%s) as run %s", t.label, c.path.name, c.step,
                      c.epoch, kind, run_id)
     return out
+
+
+def _in_use(h: DataHome, snap: Path, fresh: dict) -> bool:
+    """Whether a snapshot file is what a run was embedded from, or is about to be."""
+    from clipgeo.store import catalog
+
+    if any(rf == snap for _, rf in fresh.values()):
+        return True
+    with catalog.session(h) as con:
+        return bool(catalog.execute(con, "SELECT 1 FROM models WHERE pretrained = ?", [str(snap)]))
 
 
 def _state(p: Path):

@@ -107,13 +107,15 @@ def test_full_points_are_the_first_the_last_when_finished_and_the_named():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A small home, and one tiny training with intermediate checkpoints every 2 of 4 steps."""
+    from clipgeo.core.config import DataHome
     from clipgeo.models.train import TrainSpec, intermediate_dir, train_tiny
-    from clipgeo.stages.ingest import load_samples
-    from tests.conftest import make_prepared_home
+    from clipgeo.sources.shapes import ShapesSpec
+    from clipgeo.stages.ingest import ingest_shapes, load_samples
 
     root = tmp_path_factory.mktemp("track")
-    home, val, _ = make_prepared_home(root / "home", steps=1)
-    train_id = val.replace(":val", ":train")
+    home = DataHome.resolve(root / "home").ensure()
+    splits = ingest_shapes(home, ShapesSpec(n_train=64, n_val=40, seed=3), progress=False)
+    train_id, val = splits["train"].dataset_id, splits["val"].dataset_id
     samples = load_samples(home, train_id)
     spec = TrainSpec(steps=4, batch_size=32, seed=3, objective="infoloob")
     res = train_tiny(samples, spec, home.checkpoints, train_id, progress=False, save_every=2)
@@ -152,6 +154,7 @@ def _age(path: Path, seconds: float = 60) -> None:
     os.utime(path, (t, t))
 
 
+@pytest.mark.slow
 def test_track_flow_points_rejects_latest_rewrites_and_concurrent_passes(trained, prefect_harness, monkeypatch):
     from clipgeo.stages import measure as sm
     from flows.track import track_flow

@@ -80,7 +80,18 @@ def register_training(home: DataHome, checkpoint_dir: str | os.PathLike[str], mo
 
 
 def trainings(home: DataHome) -> list[Training]:
-    """Every registered training (none when the home has no catalog yet)."""
+    """Every registered training (none when the home has no catalog yet).
+
+    Parameters
+    ----------
+    home : DataHome
+        The data home.
+
+    Returns
+    -------
+    list of Training
+        Ordered by label.
+    """
     if not home.catalog.exists():
         return []
     with catalog.session(home) as con:
@@ -94,7 +105,20 @@ def _mtime(state: FileState) -> dt.datetime:
 
 
 def known_files(home: DataHome, training_id: str) -> set[tuple[str, int, dt.datetime]]:
-    """(path, size, mtime) of every file already read for a training: not hashed again."""
+    """(path, size, mtime) of every file already read for a training: not hashed again.
+
+    Parameters
+    ----------
+    home : DataHome
+        The data home.
+    training_id : str
+        The training.
+
+    Returns
+    -------
+    set of tuple
+        :func:`file_key` of each file recorded in ``training_checkpoints``.
+    """
     with catalog.session(home) as con:
         rows = catalog.execute(con, "SELECT path, size_bytes, mtime FROM training_checkpoints WHERE training_id = ?",
                                [training_id])
@@ -107,7 +131,20 @@ def file_key(path: Path, state: FileState) -> tuple[str, int, dt.datetime]:
 
 
 def points(home: DataHome, training_id: str) -> dict[str, dict]:
-    """The training's checkpoints by sha256: their rows of ``training_checkpoints``."""
+    """The training's checkpoints by sha256: their rows of ``training_checkpoints``.
+
+    Parameters
+    ----------
+    home : DataHome
+        The data home.
+    training_id : str
+        The training.
+
+    Returns
+    -------
+    dict
+        sha256 -> row (column -> value).
+    """
     with catalog.session(home) as con:
         df = catalog.query(con, "SELECT * FROM training_checkpoints WHERE training_id = ? ORDER BY found_at",
                            [training_id])
