@@ -15,7 +15,7 @@ def test_migrations_apply_once_and_create_views(home):
     with catalog.session(home) as con:
         again = catalog.migrate(con)
         views = {r[0] for r in catalog.execute(con, "SELECT view_name FROM duckdb_views() WHERE NOT internal")}
-    assert first["version"].to_list() == list(range(1, len(catalog.schema_files()) + 1))
+    assert first["version"].to_list() == [int(f.name[:3]) for f in catalog.schema_files()]  # each branch its number
     assert again == []
     assert {"v_runs", "v_retrieval_wide", "v_compare"} <= views
 
