@@ -207,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from clipgeo.embedding.embed import embed_image_refs, embed_texts
-    from clipgeo.embedding.fastpath import EmbedProfile, default_num_workers, prepare_model, resolve_precision
+    from clipgeo.embedding.image_path import EmbedProfile
+    from clipgeo.embedding.precision import prepare_model, resolve_precision
+    from clipgeo.embedding.workers import default_num_workers
     from clipgeo.models.loader import load_model
     from clipgeo.embedding.preprocess import spec_from_transform
 
@@ -253,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"baseline: {n / base_s:.1f} img/s ({base_s:.2f} s; PIL in {workers} workers, open_clip preprocess)")
 
     from clipgeo.core.config import DataHome
-    from clipgeo.embedding.fastpath import BackgroundStream
+    from clipgeo.embedding.image_path import BackgroundStream
     from clipgeo.store import vectors
 
     util = GpuUtil() if cuda else None

@@ -31,6 +31,8 @@ __all__ = ["Measurement", "as_vectors", "import_arrays", "measure"]
 
 #: |‖v‖ − 1| at most this for every row: the vectors count as already L2-normalised.
 NORMALIZED_TOL = 1e-2
+#: Rows checked, hashed and written at a time (bounded memory for memory-mapped inputs).
+CHUNK_ROWS = 65536
 
 
 def _from_torch(x: Any) -> np.ndarray:
@@ -123,13 +125,18 @@ def as_vectors(x: Any, name: str, *, min_rows: int = 2) -> np.ndarray:
         raise ValueError(f"{name}: vectors have dimension 0")
     if n < min_rows:
         raise ValueError(f"{name}: at least {min_rows} vectors are needed, got {n}")
-    finite = np.isfinite(arr).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
+    from clipgeo.core.arrays import row_blocks
+
+    nonfinite, zero = [], []
+    for sl in row_blocks(n, CHUNK_ROWS):      # block by block: a memory-mapped file stays on disk
+        block = arr[sl]
+        nonfinite.append(sl.start + np.flatnonzero(~np.isfinite(block).all(axis=1)))
+        zero.append(sl.start + np.flatnonzero(~block.any(axis=1)))
+    bad = np.concatenate(nonfinite)
+    if bad.size:
         raise ValueError(f"{name}: {bad.size} row(s) contain NaN or infinite values (first: row {int(bad[0])})")
-    zero = ~arr.any(axis=1)
-    if zero.any():
-        bad = np.flatnonzero(zero)
+    bad = np.concatenate(zero)
+    if bad.size:
         raise ValueError(f"{name}: {bad.size} row(s) are all zeros (first: row {int(bad[0])}); a zero vector has "
                          "no direction")
     return arr
@@ -161,7 +168,8 @@ def _digest(*parts: Any) -> str:
     for p in parts:
         if isinstance(p, np.ndarray):
             h.update(str((p.dtype, p.shape)).encode())
-            h.update(np.ascontiguousarray(p).data)
+            for start in range(0, len(p), CHUNK_ROWS):
+                h.update(np.ascontiguousarray(p[start:start + CHUNK_ROWS]).data)
         else:
             h.update(repr(p).encode())
         h.update(b"\x00")
@@ -172,7 +180,7 @@ def _is_normalized(*mats: np.ndarray) -> bool:
     from clipgeo.core.arrays import row_norms, row_blocks
 
     for m in mats:
-        for sl in row_blocks(m.shape[0], 65536):
+        for sl in row_blocks(m.shape[0], CHUNK_ROWS):
             if np.abs(row_norms(m[sl].astype(np.float64)) - 1.0).max() > NORMALIZED_TOL:
                 return False
     return True
@@ -182,7 +190,7 @@ def import_arrays(home: Any, images: Any, texts: Any, text_image: Any = None, *,
                   captions: Sequence[str] | None = None, image_ids: Sequence[Any] | None = None,
                   sample_ids: Sequence[Any] | None = None, image_refs: Sequence[str] | None = None,
                   model: str = "arrays", pretrained: str | None = None, checkpoint_sha256: str | None = None,
-                  logit_scale: float | None = None, dataset: str = "arrays", split: str | None = None,
+                  logit_scale: float | None = None, objective: str | None = None, dataset: str = "arrays", split: str | None = None,
                   normalized: bool | None = None) -> str:
     """Store image and text vectors of any model as a run of a data home; returns its run id.
 
@@ -209,7 +217,8 @@ def import_arrays(home: Any, images: Any, texts: Any, text_image: Any = None, *,
         Where each image is (path or URL), for the reports.
     model, pretrained, checkpoint_sha256 : str, optional
         The model's identity as you state it (e.g. ``"ViT-B-32"``, ``"openai"``); recorded in
-        ``models``. ``logit_scale``: the scale its loss used, when known (origin-shift InfoNCE).
+        ``models``. ``logit_scale``: the scale its loss used, when known (origin-shift InfoNCE);
+        ``objective``: its training objective (``infonce``, ``infoloob``, …), when known.
     dataset, split : str, optional
         The data's name and split, recorded in ``datasets`` (the id adds a content hash).
     normalized : bool, optional
@@ -230,10 +239,12 @@ def import_arrays(home: Any, images: Any, texts: Any, text_image: Any = None, *,
     >>> run = import_arrays(home, img, txt, text_image=np.repeat(np.arange(50), 2), model="my-model")
     >>> run == import_arrays(home, img, txt, text_image=np.repeat(np.arange(50), 2), model="my-model")
     True
+    >>> import shutil; shutil.rmtree(home)
     """
     import pyarrow as pa
 
     import clipgeo
+    from clipgeo.core.arrays import row_blocks
     from clipgeo.core.config import DataHome
     from clipgeo.store import catalog, vectors
 
@@ -264,9 +275,18 @@ def import_arrays(home: Any, images: Any, texts: Any, text_image: Any = None, *,
         return run_id       # the same content under the same identity: already stored
     t0 = time.perf_counter()
     owners = [i_ids[k] for k in idx]
-    batches = vectors.record_batches(run_id, image_ids=i_ids, images=img, sample_ids=s_ids, text_image_ids=owners,
-                                     texts=txt, dtype=np.float16 if img.dtype == txt.dtype == np.float16 else np.float32)
-    vectors.write_run_batches(h, run_id, img.shape[1], batches)
+    dtype = np.float16 if img.dtype == txt.dtype == np.float16 else np.float32
+    none = np.zeros((0, img.shape[1]), dtype)
+
+    def batches():     # images, then captions, CHUNK_ROWS at a time, one Lance commit
+        for sl in row_blocks(img.shape[0], CHUNK_ROWS):
+            yield from vectors.record_batches(run_id, image_ids=i_ids[sl], images=img[sl], sample_ids=[],
+                                              text_image_ids=[], texts=none, dtype=dtype)
+        for sl in row_blocks(txt.shape[0], CHUNK_ROWS):
+            yield from vectors.record_batches(run_id, image_ids=[], images=none, sample_ids=s_ids[sl],
+                                              text_image_ids=owners[sl], texts=txt[sl], dtype=dtype)
+
+    vectors.write_run_batches(h, run_id, img.shape[1], batches())
     samples = pa.table({"dataset_id": [dataset_id] * len(s_ids), "sample_id": s_ids, "image_id": owners,
                         "image_ref": [refs[k] for k in idx], "caption": caps})
     import json
@@ -280,7 +300,7 @@ def import_arrays(home: Any, images: Any, texts: Any, text_image: Any = None, *,
         catalog.delete_insert(con, "samples", {"dataset_id": dataset_id}, samples)
         catalog.delete_insert(con, "models", {"model_id": model_id}, [{
             "model_id": model_id, "model_name": model, "pretrained": pretrained, "checkpoint_sha256": checkpoint_sha256,
-            "logit_scale": logit_scale, "embed_dim": img.shape[1],
+            "logit_scale": logit_scale, "objective": objective, "embed_dim": img.shape[1],
         }])
         catalog.delete_insert(con, "runs", {"run_id": run_id}, [{
             "run_id": run_id, "model_id": model_id, "dataset_id": dataset_id,
@@ -310,6 +330,18 @@ class Measurement:
         Section → ``ok`` / ``skipped`` / ``failed`` (the reason is in ``tables["measure_sections"]``).
     reused : str or None
         Why the stored measurement was reused, when it was.
+
+    Examples
+    --------
+    >>> import numpy as np, clipgeo
+    >>> rng = np.random.default_rng(0)
+    >>> img = rng.normal(size=(40, 8)) + 2.0
+    >>> m = clipgeo.measure(img, img - 4.0, sections=["modality_gap"])
+    >>> m
+    Measurement(run_id='r...', tables=['measure_samples', 'measure_sections', 'modality_gap'],
+                sections={'modality_gap': 'ok'})
+    >>> m.tables["modality_gap"].height, m.headline.height
+    (1, 1)
     """
 
     run_id: str
@@ -378,6 +410,21 @@ def run_tables(home: Any, run_id: str, sections: Sequence[str] | None = None) ->
     Returns
     -------
     dict of str to polars.DataFrame
+        Table name → that run's rows (every column of the catalog table, ``run_id`` first).
+
+    Examples
+    --------
+    >>> import numpy as np, shutil, tempfile
+    >>> rng = np.random.default_rng(0)
+    >>> img = rng.normal(size=(40, 8))
+    >>> home = tempfile.mkdtemp()
+    >>> m = measure(img, img + 1.0, sections=["modality_gap"], home=home)
+    >>> tables = run_tables(home, m.run_id, ["modality_gap"])
+    >>> sorted(tables)
+    ['measure_samples', 'measure_sections', 'modality_gap']
+    >>> tables["modality_gap"]["run_id"].to_list() == [m.run_id]
+    True
+    >>> shutil.rmtree(home)
     """
     from clipgeo.core.config import DataHome
     from clipgeo.stages.measure import all_sections
@@ -421,7 +468,7 @@ def measure(images: Any, texts: Any, text_image: Any = None, *, captions: Sequen
         Also fit the UMAP hyperparameter grid.
     **identity
         Passed to :func:`import_arrays`: ``model``, ``pretrained``, ``checkpoint_sha256``,
-        ``logit_scale``, ``dataset``, ``split``, ``image_ids``, ``sample_ids``, ``image_refs``,
+        ``logit_scale``, ``objective``, ``dataset``, ``split``, ``image_ids``, ``sample_ids``, ``image_refs``,
         ``normalized``.
 
     Returns

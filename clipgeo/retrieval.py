@@ -47,10 +47,10 @@ import numpy as np
 
 from clipgeo.core.arrays import (
     check_modalities,
+    nonzero_row_norms,
     normalize_rows,
     resolve_index,
     row_blocks,
-    row_norms,
 )
 
 __all__ = [
@@ -120,6 +120,40 @@ def retrieval_ranks(
     ``.t2i_ties`` and ``.i2t_ties``. Raises ``ValueError`` for NaN/inf or zero vectors,
     mismatched dimensions, fewer than 2 vectors in a modality, an out-of-range index, or an
     image with no caption.
+
+    Parameters
+    ----------
+    img : array-like, shape (n_img, d)
+        Image vectors (raw; normalised here), any float dtype.
+    txt : array-like, shape (n_txt, d)
+        Text vectors.
+    txt_image_index : array-like of int, shape (n_txt,), optional
+        ``g(c)``, the image row of each caption; every image needs at least one.
+    dtype : numpy dtype
+        Dtype of the block scores (float32 by default; the ranks are exact whatever it is).
+    query_block, gallery_block : int
+        Tile size: memory is one ``query_block × gallery_block`` block of scores.
+
+    Returns
+    -------
+    RetrievalRanks
+        ``(t2i, i2t)``: int64 arrays of shapes ``(n_txt,)`` and ``(n_img,)``; ``.t2i_ties``
+        and ``.i2t_ties`` of the same shapes.
+
+    Examples
+    --------
+    Each caption is its image scaled (identity retrieval): every rank is 0.
+
+    >>> import numpy as np
+    >>> retrieval_ranks(np.eye(3), 2.0 * np.eye(3))
+    (array([0, 0, 0]), array([0, 0, 0]))
+
+    Captions 0 and 1 swapped: each scores its neighbour's image 1 and its own 0 (rank 1), and
+    ties with the third image (cosine 0 as well):
+
+    >>> rr = retrieval_ranks(np.eye(3), np.eye(3)[[1, 0, 2]])
+    >>> rr.t2i, rr.t2i_ties
+    (array([1, 1, 0]), array([1, 1, 0]))
     """
     return _ranks(img, txt, txt_image_index, True, dtype, query_block, gallery_block)
 
@@ -147,12 +181,8 @@ def _ranks(img, txt, txt_image_index, want_i2t, dtype, query_block, gallery_bloc
 
     imgn = normalize_rows(img, "img", dtype)
     txtn = normalize_rows(txt, "txt", dtype)
-    i_norm = np.empty(n_img)
-    t_norm = np.empty(n_txt)
-    for sl in row_blocks(n_img):
-        i_norm[sl] = row_norms(np.asarray(img[sl], dtype=np.float64))
-    for sl in row_blocks(n_txt):
-        t_norm[sl] = row_norms(np.asarray(txt[sl], dtype=np.float64))
+    i_norm = nonzero_row_norms(img, "img")
+    t_norm = nonzero_row_norms(txt, "txt")
 
     # Correct-pair scores, exact (float64 from the raw rows).
     correct = np.empty(n_txt, dtype=np.float64)
@@ -249,6 +279,29 @@ def recall_at_k(ranks: np.ndarray, ks: Sequence[int] = (1, 5, 10), ties: np.ndar
 
     With ``ties`` (per-query exact-tie counts from :func:`retrieval_ranks`) also
     ``recall_pessimistic@k = mean_q [rank_q + ties_q < k]`` (ties resolved against the query).
+
+    Parameters
+    ----------
+    ranks : array-like of int, shape (n_queries,)
+        0-based strict ranks (e.g. ``retrieval_ranks(...).t2i``), non-negative.
+    ks : sequence of int
+        The cut-offs k (positive).
+    ties : array-like of int, shape (n_queries,), optional
+        Exact-tie counts per query (e.g. ``.t2i_ties``).
+
+    Returns
+    -------
+    dict of str to float
+        ``recall@k`` for each k (and ``recall_pessimistic@k`` with ``ties``), in ``[0, 1]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> recall_at_k(np.array([0, 1, 4, 12]), ks=(1, 5))
+    {'recall@1': 0.25, 'recall@5': 0.75}
+    >>> r = recall_at_k(np.array([0, 0, 3]), ks=(1,), ties=np.array([0, 1, 0]))
+    >>> {k: round(v, 4) for k, v in r.items()}    # the second query's tie counts against it
+    {'recall@1': 0.6667, 'recall_pessimistic@1': 0.3333}
     """
     r = np.asarray(ranks)
     if r.ndim != 1 or r.size == 0:
@@ -284,6 +337,35 @@ def retrieval_metrics(
     ``<dir>_recall_pessimistic@k`` (rank + ties < k); ``<dir>_mean_rank`` (0-based),
     ``<dir>_n_tied_queries`` (queries with at least one exact tie), ``n_images``, ``n_texts``.
     Definitions in :func:`retrieval_ranks`; extra keyword arguments go to it.
+
+    Parameters
+    ----------
+    img : array-like, shape (n_img, d)
+        Image vectors (raw; normalised here).
+    txt : array-like, shape (n_txt, d)
+        Text vectors.
+    txt_image_index : array-like of int, shape (n_txt,), optional
+        The image row of each caption; ``None``: row-aligned pairs.
+    ks : sequence of int
+        The cut-offs k.
+    **kwargs
+        ``dtype``, ``query_block``, ``gallery_block`` of :func:`retrieval_ranks`.
+
+    Returns
+    -------
+    dict of str to float
+        The keys above (counts as floats).
+
+    Examples
+    --------
+    Identity retrieval (each caption equal to its image, orthogonal to the others) gives recall 1:
+
+    >>> import numpy as np
+    >>> m = retrieval_metrics(np.eye(4), np.eye(4), ks=(1, 5))
+    >>> m["text_to_image_recall@1"], m["image_to_text_recall@1"], m["text_to_image_mean_rank"]
+    (1.0, 1.0, 0.0)
+    >>> m["n_images"], m["n_texts"]
+    (4.0, 4.0)
     """
     rr = retrieval_ranks(img, txt, txt_image_index, **kwargs)
     out: dict[str, float] = {}

@@ -9,6 +9,7 @@
     clipgeo report    [--run-ids ID ...] [--export svg|png]
     clipgeo sql       "SELECT * FROM v_compare" [--format table|csv|json] [--max-rows N]
     clipgeo runs
+    clipgeo import    IMAGES.npy TEXTS.npy [--text-image IDX.npy] [--captions FILE] [--model NAME] ...
     clipgeo migrate   [--home DIR]
     clipgeo serve     [--home DIR] [--limit N]
 
@@ -17,7 +18,7 @@ A flow command's options are its flow's parameters, under the same names as in t
 values after it), with the help text of the flow's docstring: a parameter added to a flow is an
 option at once. Inputs are checked before any flow starts (one line on error, exit code 2).
 
-``sql``, ``runs``, ``report`` and ``migrate`` run no flow: they import no Prefect and start no server.
+``sql``, ``runs``, ``report``, ``import`` and ``migrate`` run no flow: they import no Prefect and start no server.
 ``sql`` runs in a sandbox (:mod:`clipgeo.store.query`): read-only, no files, no other
 databases, no extensions, settings locked; every run's vectors table is queryable under its
 own name (``vectors_<run_id>``).
@@ -174,6 +175,75 @@ def migrate(*, home: str | None = None) -> None:
     print(f"catalog: schema version {version}")
     for run_id in vectors.migrate_home(h):
         print(f"run {run_id}: vectors table rewritten in storage format 2")
+
+
+def _read_vectors(path: str, column: str | None, what: str):
+    """A ``.npy`` file (memory-mapped) or a Parquet column of fixed-size lists."""
+    from pathlib import Path
+
+    import numpy as np
+
+    p = Path(path)
+    if not p.is_file():
+        from flows.checks import BadInput
+
+        raise BadInput(f"{what}: no file {p}")
+    if p.suffix == ".npy":
+        return np.load(p, mmap_mode="r")
+    if p.suffix in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        names = pq.read_schema(p).names
+        col = column or next((c for c in ("vector", "embedding", "emb") if c in names), names[0])
+        if col not in names:
+            raise ValueError(f"{what}: {p} has no column {col!r} (columns: {', '.join(names)})")
+        return pq.read_table(p, columns=[col]).column(col)
+    raise ValueError(f"{what}: {p} is neither .npy nor .parquet")
+
+
+@app.command(name="import")
+def import_arrays(images: str, texts: str, *, text_image: str | None = None, captions: str | None = None,
+                  column: str | None = None, model: str = "arrays", pretrained: str | None = None,
+                  dataset: str = "arrays", split: str | None = None, normalized: bool | None = None,
+                  home: str | None = None) -> None:
+    """Store precomputed vectors of any model as a run (clipgeo.import_arrays); prints the run id.
+
+    Measure it next with ``clipgeo analyse --run-ids RUN`` (or ``clipgeo.measure_if_stale``).
+
+    Args:
+        images: image vectors, ``.npy`` (n_images, d) or a Parquet file with a vector column.
+        texts: text vectors, ``.npy`` (n_texts, d) or Parquet.
+        text_image: ``.npy`` of integers, the image row of each caption (default: rows are pairs).
+        captions: a text file with one caption per line, or a Parquet file with a ``caption`` column.
+        column: the Parquet vector column (default: ``vector``, ``embedding``, ``emb`` or the first).
+        model: the model's name as you want it recorded (e.g. ViT-B-32).
+        pretrained: its pretrained tag or checkpoint.
+        dataset: the data's name.
+        split: the data's split.
+        normalized: the vectors are L2-normalised (default: detected).
+        home: data home (default ``$CLIPGEO_HOME`` or ``./clipgeo-data``).
+    """
+    from pathlib import Path
+
+    import numpy as np
+
+    from clipgeo.api import import_arrays as _import
+
+    img = _read_vectors(images, column, "images")
+    txt = _read_vectors(texts, column, "texts")
+    idx = np.load(text_image) if text_image else None
+    caps = None
+    if captions:
+        cp = Path(captions)
+        if cp.suffix in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            caps = pq.read_table(cp, columns=["caption"]).column("caption").to_pylist()
+        else:
+            caps = cp.read_text(encoding="utf-8").splitlines()
+    run_id = _import(_home(home), img, txt, idx, captions=caps, model=model, pretrained=pretrained, dataset=dataset,
+                     split=split, normalized=normalized)
+    print(run_id)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -135,7 +135,7 @@ def measure(home: str, run_id: str, umap_grid: bool = False, force: bool = False
                                 reference_run_id=reference_run_id, on_wait=_waiting(unit))
     if res is None:
         return cached(run_id, why)
-    get_run_logger().info("run %s %s: %s", run_id, why, res.rows)
+    get_run_logger().info("run %s measured: %s (%s)", run_id, res.rows, why)
     return run_id
 
 

@@ -16,6 +16,7 @@ import pytest
 
 import clipgeo
 from clipgeo.store import catalog, vectors
+from tests.tables import assert_columns_close
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "numba", "lancedb", "prefect", "umap", "hdbscan", "open_clip", "duckdb", "sklearn")
@@ -67,29 +68,38 @@ def _keys(df: pl.DataFrame) -> list[str]:
 def _assert_same_table(a: pl.DataFrame, b: pl.DataFrame, table: str, rel: float = 1e-12) -> None:
     assert a.columns == b.columns, table
     assert a.height == b.height, (table, a.height, b.height)
-    keys = [c for c in _keys(a) if c not in ("run_id", "message")]
+    keys = [c for c in _keys(a) if c not in ("run_id", "message") and not c.endswith("dataset_id")]
     a, b = a.drop("run_id").sort(keys, nulls_last=True), b.drop("run_id").sort(keys, nulls_last=True)
-    for col in a.columns:
-        x, y = a[col], b[col]
-        if x.dtype.is_float():
-            xa, ya = x.to_numpy(), y.to_numpy()
-            scale = max(float(np.nanmax(np.abs(xa))) if np.isfinite(xa).any() else 1.0, 1.0)
-            np.testing.assert_allclose(ya, xa, rtol=rel, atol=rel * scale, err_msg=f"{table}.{col}")
-        elif col not in ("seconds", "cpu_seconds"):
-            assert x.to_list() == y.to_list(), f"{table}.{col}"
+    # the data's identity has a dataset id of its own
+    assert_columns_close(a, b, table, rel, skip=lambda col: col.endswith("dataset_id"))
+
+
+def _stored_order(home, run_id):
+    """The run's vectors in the order its Lance table stores them (the order the streamed sums
+    run in: the same order gives the same floating-point sums)."""
+    t = vectors.connect(home).open_table(vectors.table_name(run_id)).to_lance().to_table()
+    mods = np.array(t.column("modality").to_pylist())
+    mat = np.stack(t.column("vector").to_numpy(zero_copy_only=False))
+    item, owner = np.array(t.column("item_id").to_pylist()), np.array(t.column("image_id").to_pylist())
+    im, tx = mods == "image", mods == "text"
+    row_of = {i: k for k, i in enumerate(item[im])}
+    return vectors.RunVectors(run_id=run_id, image_ids=item[im], images=mat[im], sample_ids=item[tx],
+                              text_image_ids=owner[tx], texts=mat[tx], normalized_only=False), \
+        np.array([row_of[o] for o in owner[tx]])
 
 
 @pytest.fixture(scope="module")
 def from_arrays(pipeline_run, tmp_path_factory):
     home, run_id = pipeline_run
-    rv = vectors.read_run(home, run_id)
+    rv, text_image = _stored_order(home, run_id)
     with catalog.session(home, read_only=True) as con:
-        (scale,), = catalog.execute(con, "SELECT m.logit_scale FROM runs r JOIN models m USING (model_id) "
-                                         "WHERE run_id = ?", [run_id])
+        (scale, objective), = catalog.execute(con, "SELECT m.logit_scale, m.objective FROM runs r JOIN models m "
+                                                   "USING (model_id) WHERE run_id = ?", [run_id])
         caps = dict(catalog.execute(con, "SELECT sample_id, caption FROM samples s JOIN runs r USING (dataset_id) "
                                          "WHERE run_id = ?", [run_id]))
-    m = clipgeo.measure(rv.images, rv.texts, text_image=rv.text_image_index, captions=[caps[s] for s in rv.sample_ids],
-                        image_ids=rv.image_ids, sample_ids=rv.sample_ids, logit_scale=scale, model="clipgeo-tiny-vit",
+    m = clipgeo.measure(rv.images, rv.texts, text_image=text_image, captions=[caps[s] for s in rv.sample_ids],
+                        image_ids=rv.image_ids, sample_ids=rv.sample_ids, logit_scale=scale, objective=objective,
+                        model="clipgeo-tiny-vit",
                         home=tmp_path_factory.mktemp("arrays") / "home")
     return m
 
@@ -104,10 +114,8 @@ def test_measure_on_a_pipeline_runs_arrays_gives_its_catalog_rows(pipeline_run, 
     assert {"retrieval", "double_ellipsoid", "umap", "clusters"} <= {s for s, st in m.sections.items() if st == "ok"}
     filled = 0
     for table, rows in stored.items():
-        if table in ("measure_sections",):
-            _assert_same_table(rows.drop("seconds", "cpu_seconds"), m.tables[table].drop("seconds", "cpu_seconds"), table)
-        else:
-            _assert_same_table(rows, m.tables[table], table)
+        when = [c for c in ("seconds", "cpu_seconds", "measured_at") if c in rows.columns]   # when and how long
+        _assert_same_table(rows.drop(when), m.tables[table].drop(when), table)
         filled += rows.height > 0
     assert filled >= 25
     with catalog.session(home, read_only=True) as con:
@@ -228,3 +236,44 @@ def test_readme_from_python_section_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for code in blocks:
         exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+
+
+def test_cli_import_of_npy_and_parquet_files(f16, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    img, txt = f16
+    np.save(tmp_path / "img.npy", img)
+    pq.write_table(pa.table({"id": list(range(160)), "embedding": pa.FixedSizeListArray.from_arrays(
+        pa.array(np.repeat(txt, 2, axis=0).ravel().astype(np.float32)), 12)}), tmp_path / "txt.parquet")
+    np.save(tmp_path / "idx.npy", np.repeat(np.arange(80), 2))
+    (tmp_path / "caps.txt").write_text("\n".join(f"caption {j}" for j in range(160)), encoding="utf-8")
+    cmd = [sys.executable, "-m", "flows.cli", "import", str(tmp_path / "img.npy"), str(tmp_path / "txt.parquet"),
+           "--text-image", str(tmp_path / "idx.npy"), "--captions", str(tmp_path / "caps.txt"), "--model", "SigLIP-x",
+           "--home", str(tmp_path / "h")]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    run = out.stdout.strip().splitlines()[-1]
+    assert vectors.count_rows(clipgeo.DataHome.resolve(tmp_path / "h"), run) == {"image": 80, "text": 160}
+    bad = subprocess.run(cmd[:5] + [str(tmp_path / "missing.npy"), "--home", str(tmp_path / "h")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "texts: no file" in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr
+
+
+def test_the_prefect_task_reuses_a_library_measurement_and_force_redoes_it(f16, tmp_path, prefect_harness):
+    from flows.tasks import measure as measure_task
+
+    home = clipgeo.DataHome.resolve(tmp_path / "h")
+    run = clipgeo.import_arrays(home, f16[0][:40], f16[1][:40])
+    res, _ = clipgeo.measure_if_stale(home, run)          # the notebook's path, every section
+
+    def stamp():
+        with catalog.session(home, read_only=True) as con:
+            return catalog.execute(con, "SELECT max(measured_at) FROM measure_sections WHERE run_id = ?", [run])[0][0]
+
+    first = stamp()
+    assert res is not None and first is not None
+    assert measure_task(str(home.root), run) == run        # the pipeline's path: reused
+    assert stamp() == first
+    assert measure_task(str(home.root), run, force=True) == run
+    assert stamp() > first

@@ -28,15 +28,9 @@ import torch
 from PIL import Image, ImageFile, ImageOps
 
 from clipgeo.embedding.embed import embed_image_refs, embed_images
-from clipgeo.embedding.fastpath import (
-    EmbedProfile,
-    default_num_workers,
-    prepare_model,
-    preprocess_refs,
-    probe_jpeg,
-    resolve_num_workers,
-    resolve_precision,
-)
+from clipgeo.embedding.image_path import EmbedProfile, preprocess_refs, probe_jpeg
+from clipgeo.embedding.precision import prepare_model, resolve_precision
+from clipgeo.embedding.workers import default_num_workers, resolve_num_workers
 from clipgeo.models.loader import LoadedModel, load_model
 from clipgeo.embedding.preprocess import apply_orientation, spec_from_transform
 from clipgeo.sources.images import load_image, tar_ref
@@ -364,7 +358,7 @@ def test_device_decode_loop_on_cpu(lm, bad_files, overlap, workers):
     """The CUDA path's logic (workers ship bytes; a producer thread decodes with
     decode_jpeg(list) and preprocesses with the float resize; vectors gathered one batch late)
     run on CPU without streams: same rejects, same kept images, same vectors as the reference."""
-    from clipgeo.embedding.fastpath import embed_image_refs_fast
+    from clipgeo.embedding.image_path import embed_image_refs_fast
 
     seen = []
     got, ok, fails = embed_image_refs_fast(lm, bad_files, batch_size=6, num_workers=workers, progress=False,
@@ -379,7 +373,7 @@ def test_device_decode_loop_on_cpu(lm, bad_files, overlap, workers):
 
 
 def test_device_decode_error_in_producer_is_raised(lm, good_files, monkeypatch):
-    import clipgeo.embedding.fastpath as fp
+    import clipgeo.embedding.image_path as fp
 
     def boom(*a, **k):
         raise RuntimeError("decoder exploded")
@@ -424,7 +418,7 @@ def test_worker_side_objects_pickle(bad_files):
     """Workers get refs (strings) and numbers only, so any start method can carry them."""
     import pickle
 
-    import clipgeo.embedding.fastpath as fp
+    import clipgeo.embedding.image_path as fp
 
     spec = spec_from_transform(open_clip.image_transform(64, is_train=False))
     for obj in (fp._ImageBytes(bad_files, 10**8), fp._Collate(bad_files, 10**8, spec, torch.float32),

@@ -32,7 +32,7 @@ from clipgeo.geometry.ellipsoid import (
     principal_axis_angle,
     sample_ellipsoid_shell,
     shell_summary,
-    spectrum_summary,
+    ellipsoid_shape_summary,
     subspace_comparison,
     tilt_table,
 )
@@ -235,7 +235,7 @@ def test_spectrum_and_tilt_helpers_exact():
     x = (x * np.sqrt(3)) @ rot.T  # population covariance = diag(9, 4, 1) rotated
     mom = moments(x)
     np.testing.assert_allclose(mom.eigenvalues, [9, 4, 1], atol=1e-12)
-    s = spectrum_summary(mom)
+    s = ellipsoid_shape_summary(mom)
     assert s["anisotropy"] == pytest.approx(3 / 2)
     assert s["total_variance"] == pytest.approx(14)
     t = tilt_table(mom, 3)["max_abs_coord"].to_numpy()

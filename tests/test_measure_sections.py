@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from clipgeo.core.arrays import normalize_rows
 from clipgeo.stages import measure
 from clipgeo.store import catalog, vectors
 
@@ -15,7 +16,7 @@ def _register_run(home, run_id="rS", n=60, d=16, normalized=False, seed=0):
     img = rng.normal(size=(n, d)).astype(np.float32) + 1.5
     txt = (img[np.repeat(np.arange(n), 2)] - 3 + 0.3 * rng.normal(size=(2 * n, d))).astype(np.float32)
     if normalized:
-        img, txt = vectors.l2_normalize(img), vectors.l2_normalize(txt)
+        img, txt = normalize_rows(img, dtype=np.float32), normalize_rows(txt, dtype=np.float32)
     image_ids = [f"i{i:03d}" for i in range(n)]
     vectors.write_run(home, run_id, image_ids=image_ids, images=img,
                       sample_ids=[f"s{i:03d}_{c}" for i in range(n) for c in range(2)],

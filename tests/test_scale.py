@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 
 from clipgeo.stages import measure
+from tests.tables import assert_columns_close
 from clipgeo.store import catalog, vectors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,16 +92,7 @@ def _snapshot(home, run_id) -> dict[str, pl.DataFrame]:
 def _assert_same(a: pl.DataFrame, b: pl.DataFrame, table: str, rel: float = 1e-9) -> None:
     assert a.shape == b.shape and a.columns == b.columns, table
     assert a.height > 0, table
-    for col in a.columns:
-        x, y = a[col], b[col]
-        if x.dtype.is_float():
-            xa, ya = x.to_numpy(), y.to_numpy()
-            # 1e-9 relative; values that are rounding noise around 0 (an angle of 1e-15 degrees
-            # between identical subspaces) are compared at 1e-9 of the column's scale (at least 1)
-            scale = max(float(np.nanmax(np.abs(xa))) if np.isfinite(xa).any() else 1.0, 1.0)
-            np.testing.assert_allclose(ya, xa, rtol=rel, atol=rel * scale, err_msg=f"{table}.{col}")
-        else:
-            assert x.to_list() == y.to_list(), f"{table}.{col}"
+    assert_columns_close(a, b, table, rel)
 
 
 @pytest.mark.slow

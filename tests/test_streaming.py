@@ -8,6 +8,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
+from clipgeo.core.arrays import normalize_rows
 from clipgeo.geometry.ellipsoid import double_ellipsoid_suite
 from clipgeo.geometry.gap import modality_gap
 from clipgeo.streaming.partials import (
@@ -240,7 +241,7 @@ def test_format1_tables_stay_readable_and_migrate(home):
     fl = lambda m: pa.FixedSizeListArray.from_arrays(pa.array(m.reshape(-1)), 6)  # noqa: E731
     t = pa.table([pa.array(["rold"] * 80), pa.array(["image"] * 40 + ["text"] * 40), pa.array(ii + ss),
                   pa.array(ii + oo), fl(np.concatenate([img32, txt32])),
-                  fl(vectors.l2_normalize(np.concatenate([img32, txt32])))], schema=old)
+                  fl(normalize_rows(np.concatenate([img32, txt32]), dtype=np.float32))], schema=old)
     vectors.connect(home).create_table("vectors_rold", data=t)
     before = vectors.read_run(home, "rold", normalized=True)
     s_old = LanceRun.open(home, "rold")

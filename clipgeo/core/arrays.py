@@ -140,18 +140,162 @@ def resolve_index(index: np.ndarray | None, n_txt: int, n_img: int, name: str = 
     return np.arange(n_txt, dtype=np.int64)
 
 
+def first_caption_pairs(txt_image_index: np.ndarray, n_img: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each image with its first caption: the one definition of clipgeo's (image, caption) pairs.
+
+    Image row ``i``'s first caption is the smallest caption row ``c`` with
+    ``txt_image_index[c] == i`` (in a run's tables: captions ordered by ``sample_id``, so the
+    caption with the smallest ``sample_id``, as the SQL views pick with ``arg_min(.., sample_id)``).
+    Negative entries (a caption whose image has no vector) are ignored.
+
+    Parameters
+    ----------
+    txt_image_index : array of shape (n_txt,), integer
+        The image row of each caption, or a negative number for none.
+    n_img : int
+        Number of images; entries must be below it.
+
+    Returns
+    -------
+    image_rows, caption_rows : numpy.ndarray of shape (n_pairs,), int64
+        The images that have a caption, ascending, and the first caption of each.
+
+    Examples
+    --------
+    >>> first_caption_pairs(np.array([1, 0, 1, -1, 0]), 3)
+    (array([0, 1]), array([1, 0]))
+    """
+    idx = np.asarray(txt_image_index)
+    if idx.ndim != 1 or (idx.size and idx.dtype.kind not in "iu"):
+        raise ValueError(f"txt_image_index: expected a 1-D array of integer image rows, got shape {idx.shape}, "
+                         f"dtype {idx.dtype}")
+    idx = idx.astype(np.int64, copy=False)
+    if idx.size and idx.max() >= n_img:
+        raise ValueError(f"txt_image_index: entries must be image rows below {n_img}, got {int(idx.max())}")
+    rows = np.flatnonzero(idx >= 0)
+    images, first = np.unique(idx[rows], return_index=True)   # return_index: the first occurrence of each
+    return images.astype(np.int64), rows[first].astype(np.int64)
+
+
 def row_norms(x: np.ndarray) -> np.ndarray:
-    """Euclidean norm of each row, ``sqrt(Σ_j x_ij²)`` (an einsum: no ``x*x`` temporary, and
-    several times faster than ``np.linalg.norm(x, axis=1)``)."""
+    """Euclidean norm of each row, ``sqrt(Σ_j x_ij²)``, in ``x``'s own dtype (an einsum: no
+    ``x*x`` temporary, and several times faster than ``np.linalg.norm(x, axis=1)``). For
+    float16/float32 input whose norms must be exact use :func:`row_norms64`."""
     return np.sqrt(np.einsum("ij,ij->i", x, x))
 
 
-def normalize_rows(x: np.ndarray, name: str, dtype: type = np.float64) -> np.ndarray:
-    """``x / ||x||`` row-wise: :func:`clipgeo.core.stats.l2_normalize` (the one zero-row policy:
-    a zero row raises ``ValueError``)."""
-    from clipgeo.core.stats import l2_normalize
+def row_norms64(x: np.ndarray, *, block: int = DEFAULT_BLOCK_ROWS) -> np.ndarray:
+    """``‖x_i‖ = sqrt(Σ_j x_ij²)`` in float64 for any numeric 2-D ``x`` (float16 included).
 
-    return l2_normalize(x, name, dtype)
+    Each block of ``block`` rows is converted to float64 on its own, so a float16 array is
+    never upcast whole (temporaries ``O(block · d)``).
+
+    Parameters
+    ----------
+    x : array of shape (n, d)
+        Vectors, one per row, any numeric dtype.
+    block : int
+        Rows converted to float64 at a time.
+
+    Returns
+    -------
+    numpy.ndarray of shape (n,), float64
+
+    Examples
+    --------
+    >>> row_norms64(np.array([[3, 4], [0, 1]], dtype=np.float16))
+    array([5., 1.])
+    """
+    arr = np.asarray(x)
+    if arr.ndim != 2:
+        raise ValueError(f"expected a 2-D array of shape (n, d), got shape {arr.shape}")
+    out = np.empty(arr.shape[0], dtype=np.float64)
+    for sl in row_blocks(arr.shape[0], block):
+        out[sl] = row_norms(np.asarray(arr[sl], dtype=np.float64))
+    return out
+
+
+def check_nonzero_norms(norms: np.ndarray, name: str = "x", *, row_offset: int = 0) -> np.ndarray:
+    """The one zero-row policy of clipgeo: raise ``ValueError`` naming ``name`` and the first row
+    whose norm is 0 (its direction, hence every cosine involving it, is undefined; sources reject
+    zero vectors at ingest, so a stored run never holds one). Returns ``norms`` unchanged.
+    ``row_offset`` is added to the row number in the message (for chunks of a larger set)."""
+    zero = norms == 0
+    if np.any(zero):
+        bad = row_offset + int(np.flatnonzero(zero)[0])
+        raise ValueError(
+            f"{name}: row {bad} is a zero vector and cannot be L2-normalised "
+            "(reject it at the source: its direction is undefined)"
+        )
+    return norms
+
+
+def nonzero_row_norms(x: np.ndarray, name: str = "x", *, row_offset: int = 0,
+                      block: int = DEFAULT_BLOCK_ROWS) -> np.ndarray:
+    """:func:`row_norms64` under the zero-row policy (:func:`check_nonzero_norms`): the norms a
+    formula divides by when it needs ``x / ‖x‖`` only inside a product (``Σ_i x_i / ‖x_i‖`` as
+    one gemv, ``(x · s) / ‖x‖``) rather than as an array (:func:`normalize_rows`)."""
+    return check_nonzero_norms(row_norms64(x, block=block), name, row_offset=row_offset)
+
+
+def normalize_rows(x: np.ndarray, name: str = "x", dtype: type = np.float64, *, norms: np.ndarray | None = None,
+                   block: int = DEFAULT_BLOCK_ROWS, row_offset: int = 0) -> np.ndarray:
+    """``x̂_i = x_i / ‖x_i‖`` row-wise: the one row normalisation of clipgeo.
+
+    Norms and the division are float64 whatever the input and output dtypes (each value is the
+    correctly rounded quotient, cast to ``dtype`` once); the work goes block by block, so a
+    float16 or float32 input is never upcast whole and the float64 temporaries stay
+    ``O(block · d)``. A row with ``‖x_i‖ = 0`` raises ``ValueError`` naming ``name`` and the row
+    (:func:`check_nonzero_norms`).
+
+    Parameters
+    ----------
+    x : array of shape (n, d)
+        Vectors, one per row (float16, float32, float64 or integer).
+    name : str
+        What ``x`` is, for error messages.
+    dtype : numpy dtype
+        The dtype of the result (float64 by default; float32 or float16 to save memory).
+    norms : array of shape (n,), optional
+        The rows' norms when already known (e.g. the ``norm`` column stored with a run's
+        vectors); computed in float64 otherwise.
+    block : int
+        Rows per block.
+    row_offset : int
+        Added to the row number in the zero-row error (``x`` is a chunk of a larger set).
+
+    Returns
+    -------
+    numpy.ndarray of shape (n, d) and dtype ``dtype``
+        The unit vectors (a new array).
+
+    Examples
+    --------
+    >>> normalize_rows(np.array([[3.0, 4.0], [0.0, 2.0]]))
+    array([[0.6, 0.8],
+           [0. , 1. ]])
+    >>> normalize_rows(np.array([[3, 4]], dtype=np.float16), dtype=np.float16).dtype
+    dtype('float16')
+    >>> normalize_rows(np.zeros((1, 2)), "img")
+    Traceback (most recent call last):
+    ...
+    ValueError: img: row 0 is a zero vector and cannot be L2-normalised (reject it at the source: its direction is undefined)
+    """
+    arr = np.asarray(x)
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array of shape (n, d), got shape {arr.shape}")
+    given = None
+    if norms is not None:
+        given = np.asarray(norms, dtype=np.float64)
+        if given.shape != (arr.shape[0],):
+            raise ValueError(f"{name}: norms has shape {given.shape}, expected ({arr.shape[0]},)")
+    out = np.empty(arr.shape, dtype=dtype)
+    for sl in row_blocks(arr.shape[0], block):
+        blk = np.asarray(arr[sl], dtype=np.float64)
+        nb = row_norms(blk) if given is None else given[sl]
+        check_nonzero_norms(nb, name, row_offset=row_offset + sl.start)
+        np.divide(blk, nb[:, None], out=out[sl], casting="same_kind")
+    return out
 
 
 def check_fraction(value: float, name: str) -> float:

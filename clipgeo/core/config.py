@@ -73,7 +73,28 @@ def blas_threads() -> int:
 
 @dataclass(frozen=True)
 class DataHome:
-    """The folder layout of one data home."""
+    """The folder layout of one data home.
+
+    Everything a run produces lives under ``root``: the DuckDB catalog (``catalog.duckdb``), the
+    LanceDB vectors (``lance/``), generated ``datasets/``, ``checkpoints/`` and ``reports/``.
+
+    Parameters
+    ----------
+    root : Path
+        The home's folder (absolute; :meth:`resolve` makes one from a path or the environment).
+
+    Examples
+    --------
+    >>> import shutil, tempfile
+    >>> home = DataHome.resolve(tempfile.mkdtemp())
+    >>> home.catalog.name, home.lance.name
+    ('catalog.duckdb', 'lance')
+    >>> home.ensure().reports.is_dir()
+    True
+    >>> DataHome.resolve(home) is home
+    True
+    >>> shutil.rmtree(home.root)
+    """
 
     root: Path
 

@@ -8,7 +8,8 @@
   ``ScatterAccumulator(...).eigenvalues()`` on the same rows.
 * :func:`l2_normalize` — ``x / ‖x‖`` row-wise with **one zero-row policy**: a row of zero norm has
   no direction, so it raises ``ValueError`` naming the row (sources reject zero vectors at
-  ingest, so a stored run never holds one).
+  ingest, so a stored run never holds one). It is :func:`clipgeo.core.arrays.normalize_rows`
+  (the one implementation, on the ground floor), re-exported here under this name.
 * :func:`effective_rank` — Roy & Vetterli's ``exp(H(p))``, ``p = v / Σ v``, with the two named
   forms used in the tables: :func:`effective_rank_lambda_entropy` (``p ∝ λ``, eigenvalues of the
   covariance) and :func:`effective_rank_sigma_entropy` (``p ∝ σ = √λ``, singular values of the
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clipgeo.core.arrays import DEFAULT_BLOCK_ROWS, check_finite, iter_chunks, row_blocks, row_norms
+from clipgeo.core.arrays import DEFAULT_BLOCK_ROWS, check_finite, iter_chunks, normalize_rows
 
 __all__ = [
     "ScatterAccumulator",
@@ -40,31 +41,9 @@ __all__ = [
 
 # ------------------------------------------------------------------------------ normalisation
 
-
-def l2_normalize(x, name: str = "x", dtype: type = np.float64, *, block: int = DEFAULT_BLOCK_ROWS,
-                 row_offset: int = 0) -> np.ndarray:
-    """``x̂_i = x_i / ‖x_i‖`` row-wise, as a new array of ``dtype`` (norms and division in float64).
-
-    The one zero-row policy of clipgeo: a row with ``‖x_i‖ = 0`` raises ``ValueError`` naming
-    ``name`` and the row (its direction, hence every cosine involving it, is undefined);
-    ``row_offset`` is added to the row number in that message (for chunks of a larger set).
-    Works block by block, so the float64 temporaries stay ``O(block · d)``.
-    """
-    arr = np.asarray(x)
-    if arr.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D array of shape (n, d), got shape {arr.shape}")
-    out = np.empty(arr.shape, dtype=dtype)
-    for sl in row_blocks(arr.shape[0], block):
-        blk = np.asarray(arr[sl], dtype=np.float64)
-        norms = row_norms(blk)
-        if np.any(norms == 0):
-            bad = row_offset + sl.start + int(np.flatnonzero(norms == 0)[0])
-            raise ValueError(
-                f"{name}: row {bad} is a zero vector and cannot be L2-normalised "
-                "(reject it at the source: its direction is undefined)"
-            )
-        out[sl] = blk / norms[:, None]
-    return out
+#: ``x / ‖x‖`` row-wise: the ground floor's :func:`clipgeo.core.arrays.normalize_rows` (one
+#: implementation; this name is kept for the callers that know it from here).
+l2_normalize = normalize_rows
 
 
 # ------------------------------------------------------------------------------ scatter
@@ -258,6 +237,24 @@ def effective_rank(values: np.ndarray) -> float:
 
     ``values`` must be finite and non-negative; all zeros give 0. ``r`` equal positive values
     give exactly ``r``. Which spectrum is passed decides what is measured: use the named forms.
+
+    Parameters
+    ----------
+    values : array-like of shape (k,)
+        Non-negative values (eigenvalues λ, or singular values σ), any order.
+
+    Returns
+    -------
+    float
+        In ``[1, k]`` (0 for all zeros).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> effective_rank(np.ones(4)), effective_rank([1.0, 1.0, 0.0, 0.0])
+    (4.0, 2.0)
+    >>> round(effective_rank([3.0, 1.0]), 4)      # exp(−¾ ln ¾ − ¼ ln ¼)
+    1.7548
     """
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 1 or v.size == 0:

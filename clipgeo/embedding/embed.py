@@ -7,14 +7,14 @@ when to project onto the unit sphere (``f(x) / ||f(x)||``), so norms are preserv
 Images take one of two paths (``decode=``):
 
 * ``"tensor"`` (what ``"auto"`` picks when the model's preprocess is a standard open_clip
-  validation transform): :mod:`clipgeo.embedding.fastpath`, batched JPEG decoding (libjpeg-turbo in
+  validation transform): :mod:`clipgeo.embedding.image_path`, batched JPEG decoding (libjpeg-turbo in
   workers on CPU, nvjpeg on CUDA) and :mod:`clipgeo.embedding.preprocess`'s batched resize / crop /
   normalise, which reproduces open_clip's transform within one level of 255 per pixel;
 * ``"pil"``: the reference, ``lm.preprocess`` on each Pillow image.
 
 Both read and decode in DataLoader workers sized to the machine by default
 (``num_workers=None``; 0 = in the main process) and reject the same bad images with the same
-reasons. The model's dtype (see :func:`clipgeo.embedding.fastpath.prepare_model`) sets the inputs'.
+reasons. The model's dtype (see :func:`clipgeo.embedding.precision.prepare_model`) sets the inputs'.
 """
 
 from __future__ import annotations
@@ -63,14 +63,6 @@ def _collate(items: list[Any]) -> Any:
     return batch, [i for _, i in good], bad
 
 
-def _model_dtype(model: Any) -> Any:
-    for p in model.parameters():
-        return p.dtype
-    import torch
-
-    return torch.float32
-
-
 def embed_image_refs(
     lm: LoadedModel,
     refs: Sequence[str],
@@ -99,7 +91,7 @@ def embed_image_refs(
         decode: ``"auto"`` (the tensor fast path when the model's preprocess allows it, else
             Pillow), ``"tensor"`` (fast path or ``ValueError``), ``"pil"`` (the reference).
         overlap: fast path on CUDA: prepare the next batch while the current one encodes.
-        profile: a :class:`clipgeo.embedding.fastpath.EmbedProfile` to fill with stage timings.
+        profile: a :class:`clipgeo.embedding.image_path.EmbedProfile` to fill with stage timings.
         sink: called with ``(indices, rows)`` per batch as its vectors arrive (fast path).
 
     Returns:
@@ -111,7 +103,9 @@ def embed_image_refs(
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from clipgeo.embedding.fastpath import EmbedProfile, embed_image_refs_fast, resolve_num_workers
+    from clipgeo.embedding.image_path import EmbedProfile, embed_image_refs_fast
+    from clipgeo.embedding.precision import model_dtype
+    from clipgeo.embedding.workers import resolve_num_workers
     from clipgeo.embedding.preprocess import spec_from_transform
 
     if batch_size < 1:
@@ -141,7 +135,7 @@ def embed_image_refs(
         collate_fn=_collate,
         pin_memory=str(lm.device).startswith("cuda"),
     )
-    dtype = _model_dtype(lm.model)
+    dtype = model_dtype(lm.model)
     out: list[np.ndarray] = []
     failures: list[tuple[int, str, str]] = []
     with torch.inference_mode():
@@ -222,7 +216,8 @@ def embed_texts(
     captions = list(captions)
     if not captions:
         return np.zeros((0, lm.embed_dim), dtype=np.float32)
-    from clipgeo.embedding.fastpath import resolve_num_workers, token_batches
+    from clipgeo.embedding.text_batches import token_batches
+    from clipgeo.embedding.workers import resolve_num_workers
 
     n_batches = -(-len(captions) // batch_size)
     cuda = str(lm.device).startswith("cuda")

@@ -11,7 +11,7 @@ coordinate is positive).
   :mod:`clipgeo.geometry.separability`.)
 * **P2 thin shell** (:func:`shell_summary`): the distribution of the distance from the mean
   ``r_i = ||x_i − μ_m||`` (not the norm ``||x_i||``; stored as ``dist_to_mean_*``).
-* **P3 ellipsoid** (:func:`spectrum_summary`): semi-axes ``√λ_k``, anisotropy
+* **P3 ellipsoid** (:func:`ellipsoid_shape_summary`): semi-axes ``√λ_k``, anisotropy
   ``√λ_1 / median_k √λ_k``, effective rank ``exp(−Σ_k p_k ln p_k)`` with ``p_k = λ_k / Σλ``
   (``effective_rank_lambda_entropy``; the σ form beside it); the
   spread (std/mean) of Mahalanobis radii ``||Λ^{-1/2} Vᵀ (x_i − μ_m)||`` next to that of the
@@ -39,12 +39,11 @@ import numpy as np
 import polars as pl
 from scipy.linalg import subspace_angles
 
-from clipgeo.core.arrays import ChunkSource, check_finite, iter_chunks, row_norms
+from clipgeo.core.arrays import ChunkSource, check_finite, iter_chunks, nonzero_row_norms, normalize_rows, row_norms
 from clipgeo.core.stats import (
     ScatterAccumulator,
     effective_rank_lambda_entropy,
     effective_rank_sigma_entropy,
-    l2_normalize,
 )
 from clipgeo.geometry.conformity import (
     QUANTILES,
@@ -74,7 +73,7 @@ __all__ = [
     "principal_axis_angle",
     "sample_ellipsoid_shell",
     "shell_summary",
-    "spectrum_summary",
+    "ellipsoid_shape_summary",
     "subspace_comparison",
     "tilt_table",
 ]
@@ -171,7 +170,7 @@ class MomentAccumulator:
 
     def _add(self, b: np.ndarray) -> "MomentAccumulator":
         """Add a validated float64 chunk."""
-        unit = l2_normalize(b, self.name, row_offset=self.n)  # zero rows raise here
+        unit = normalize_rows(b, self.name, row_offset=self.n)  # zero rows raise here
         lengths = row_norms(b)
         if self._unit_sum is None:
             self._unit_sum = np.zeros(b.shape[1])
@@ -290,7 +289,7 @@ def per_sample_chunk(x: np.ndarray, plan: PerSamplePlan, *, offset: int = 0) -> 
     """:class:`PerSample`'s statistics of the rows ``x`` (float64, rows of the modality ``plan``
     was made from; ``offset`` only names rows in errors): ``{field: (n,) array}``."""
     c = x - plan.mean
-    length = row_norms(x)
+    length = nonzero_row_norms(x, plan.name, row_offset=offset)
     proj = c.astype(plan.whiten.dtype, copy=False) @ plan.whiten
     return {
         "radius": row_norms(c),
@@ -363,7 +362,7 @@ def shell_summary(
     return out
 
 
-def spectrum_summary(mom: Moments, levels: Sequence[float] = (0.9, 0.99)) -> dict[str, float | None]:
+def ellipsoid_shape_summary(mom: Moments, levels: Sequence[float] = (0.9, 0.99)) -> dict[str, float | None]:
     """P3: ``total_variance = Σλ``, ``semi_axis_max = √λ_1``, ``semi_axis_median`` (median of
     ``√λ_k``), ``anisotropy = √λ_1 / median √λ_k``, ``effective_rank_lambda_entropy =
     exp(−Σ p_k ln p_k)`` with ``p_k = λ_k/Σλ`` and ``effective_rank_sigma_entropy`` (the same
@@ -634,6 +633,53 @@ def double_ellipsoid_suite(
 
     Raises ``ValueError`` on NaN/inf or zero vectors, mismatched dimensions between modalities,
     or fewer than 2 vectors in a modality.
+
+    Parameters
+    ----------
+    img, txt : array-like of shape (n_img, d) and (n_txt, d), or chunk sources
+        Raw image and text vectors (float16/32/64; need not be paired). Accumulated in float64.
+    fixed_k : int
+        The ``fixed`` setting of the principal-subspace comparison (P1): the top ``fixed_k``
+        axes of each modality (at most d), beside the variance-level settings.
+    n_tilt_axes : int
+        Principal axes whose tilt is summarised (P4).
+    bins : int
+        Bins of the ``histograms`` table.
+    n_extremes : int
+        Most / least conforming rows kept per modality (``extremes``).
+    mahalanobis_rtol : float
+        The Mahalanobis radius uses the axes with ``λ_k > rtol · λ_1`` (a pseudo-inverse).
+    keep_per_sample : bool
+        Keep the ``per_sample`` table (one row per vector); ``False`` sets it to None.
+    names : (str, str)
+        The modalities' names in the tables and in errors.
+    moments_in, per_sample_in : optional
+        Precomputed pass-1 moments / pass-2 statistics of both modalities (see above).
+
+    Returns
+    -------
+    DoubleEllipsoidResult
+        ``modality`` (polars, one row per modality), ``cross`` (dict of float) and the tables
+        listed in :class:`DoubleEllipsoidResult`.
+
+    Examples
+    --------
+    Two clouds shifted to opposite sides of the origin along ``e1``: the means point opposite
+    ways, and the gap is :func:`clipgeo.geometry.gap.modality_gap`'s:
+
+    >>> import numpy as np
+    >>> from clipgeo.geometry.gap import modality_gap
+    >>> rng = np.random.default_rng(0)
+    >>> e1 = np.eye(8)[0]
+    >>> img = rng.normal(size=(200, 8)) + 3.0 * e1
+    >>> txt = rng.normal(size=(200, 8)) - 3.0 * e1
+    >>> res = double_ellipsoid_suite(img, txt, keep_per_sample=False)
+    >>> res.modality.select("modality", "n", "d", "covariance_status").rows()
+    [('image', 200, 8, 'ok'), ('text', 200, 8, 'ok')]
+    >>> round(res.cross["cos_between_means"], 1)
+    -1.0
+    >>> abs(res.cross["modality_gap"] - modality_gap(img, txt)["gap"]) < 1e-12
+    True
     """
     for src, nm in ((img, names[0]), (txt, names[1])):
         shape = getattr(src, "shape", None)
@@ -671,7 +717,7 @@ def double_ellipsoid_suite(
         row["length_std"] = float(np.std(length))
         row["length_std_over_mean"] = _cv(length)
         del length
-        row.update({f"ellipsoid_{k}": v for k, v in spectrum_summary(mom).items()})
+        row.update({f"ellipsoid_{k}": v for k, v in ellipsoid_shape_summary(mom).items()})
         row["mahalanobis_radius_cv"] = _cv(ps.mahalanobis) if status == "ok" else None
         row["mahalanobis_rank"] = ps.rank
         tilt = np.abs(mom.eigenvectors[:, : min(n_tilt_axes, mom.d)]).max(axis=0)
@@ -792,7 +838,7 @@ def sample_ellipsoid_shell(
     support = np.flatnonzero(sigma > 0)
     r = support.size
     u = rng.standard_normal((n, r))
-    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    u = normalize_rows(u, "u")
     rho = rng.uniform(1 - thickness, 1 + thickness, (n, 1)) if thickness > 0 else 1.0
     z = np.zeros((n, d))
     z[:, support] = np.sqrt(r) * rho * u * sigma[support]

@@ -13,23 +13,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from clipgeo.core.arrays import check_index, check_modalities, row_blocks, row_norms
+from clipgeo.core.arrays import check_index, check_modalities, nonzero_row_norms, normalize_rows, row_blocks
 
 __all__ = ["modality_gap"]
 
 
-def _sums(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _sums(x: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(Σ x_i, Σ x̂_i) in float64, block by block; zero rows raise ValueError."""
     d = x.shape[1]
     s_raw = np.zeros(d)
     s_unit = np.zeros(d)
     for sl in row_blocks(x.shape[0]):
         blk = np.asarray(x[sl], dtype=np.float64)
-        norms = row_norms(blk)
-        if np.any(norms == 0):
-            raise ValueError(f"row {sl.start + int(np.flatnonzero(norms == 0)[0])} is a zero vector")
         s_raw += blk.sum(axis=0)
-        s_unit += (1.0 / norms) @ blk
+        s_unit += (1.0 / nonzero_row_norms(blk, name, row_offset=sl.start)) @ blk  # Σ x̂_i as one gemv
     return s_raw, s_unit
 
 
@@ -60,11 +57,43 @@ def modality_gap(
 
     Raises ``ValueError`` on NaN/inf or zero vectors, mismatched dimensions, fewer than 2
     vectors in a modality, or ``paired=True`` with different lengths.
+
+    Parameters
+    ----------
+    img_raw : array-like, shape (n_img, d)
+        Raw (not necessarily normalised) image vectors, any float dtype; read in row blocks, so a
+        ``np.memmap`` is never loaded whole.
+    txt_raw : array-like, shape (n_txt, d)
+        Raw text vectors, same ``d``.
+    paired : bool
+        Row ``i`` of ``txt_raw`` describes row ``i`` of ``img_raw`` (needs ``n_img == n_txt``).
+    txt_image_index : array-like of int, shape (n_txt,), optional
+        ``g(c)``: the image row of each caption (several captions per image allowed).
+
+    Returns
+    -------
+    dict of str to float
+        ``gap, gap_raw, mean_cross_cos, n_img, n_txt``; with pairs also ``paired_distance,
+        mean_paired_cos, mean_unpaired_cos, n_pairs`` (counts as floats).
+
+    Examples
+    --------
+    A planted gap: every image points along ``e1``, every text along ``e2``, so
+    ``m̂_I = e1``, ``m̂_T = e2`` and ``gap = ||e1 − e2|| = √2``:
+
+    >>> import numpy as np
+    >>> img = np.array([[3.0, 0.0], [1.0, 0.0]])
+    >>> txt = np.array([[0.0, 2.0], [0.0, 5.0]])
+    >>> m = modality_gap(img, txt, paired=True)
+    >>> round(m["gap"], 4), round(m["gap_raw"], 4)   # √2 and ||(2, 0) − (0, 3.5)||
+    (1.4142, 4.0311)
+    >>> m["mean_paired_cos"], m["mean_unpaired_cos"], m["n_pairs"]
+    (0.0, 0.0, 2.0)
     """
     img, txt = check_modalities(img_raw, txt_raw, paired=paired)
     n_i, n_t = img.shape[0], txt.shape[0]
-    s_raw_i, s_unit_i = _sums(img)
-    s_raw_t, s_unit_t = _sums(txt)
+    s_raw_i, s_unit_i = _sums(img, "img")
+    s_raw_t, s_unit_t = _sums(txt, "txt")
     m_i, m_t = s_unit_i / n_i, s_unit_t / n_t
     out: dict[str, float] = {
         "gap": float(np.linalg.norm(m_i - m_t)),
@@ -83,9 +112,7 @@ def modality_gap(
     cos_sum = 0.0
     dist_sum = 0.0
     for sl in row_blocks(n_t):
-        a = np.asarray(img[idx[sl]], dtype=np.float64)
-        b = np.asarray(txt[sl], dtype=np.float64)
-        cos = np.einsum("ij,ij->i", a, b) / (row_norms(a) * row_norms(b))
+        cos = np.einsum("ij,ij->i", normalize_rows(img[idx[sl]], "img"), normalize_rows(txt[sl], "txt", row_offset=sl.start))
         cos_sum += cos.sum()
         # ||â − b̂|| = sqrt(2 − 2 cos), clipped against rounding below 0
         dist_sum += np.sqrt(np.clip(2.0 - 2.0 * cos, 0.0, None)).sum()

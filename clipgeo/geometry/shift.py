@@ -29,9 +29,8 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from clipgeo.core.arrays import check_matrix, check_modalities, resolve_index, row_blocks
+from clipgeo.core.arrays import check_matrix, check_modalities, normalize_rows, resolve_index, row_blocks
 from clipgeo.retrieval import retrieval_ranks
-from clipgeo.core.stats import l2_normalize
 
 __all__ = [
     "DEFAULT_ALPHAS",
@@ -55,23 +54,19 @@ def logsumexp(a: np.ndarray, axis: int | None = None) -> np.ndarray | float:
     return out.item() if axis is None else np.squeeze(out, axis=axis)
 
 
-def _unit(x: np.ndarray, name: str) -> np.ndarray:
-    return l2_normalize(x, name)  # the shared primitive: a zero row raises ValueError
-
-
 def shift_normalize(x: np.ndarray, mu: np.ndarray, alpha: float, name: str = "x") -> np.ndarray:
     """``(x − α μ) / ||x − α μ||`` row-wise, float64. A row that lands on the origin raises ValueError."""
     x = check_matrix(x, name, min_rows=1)
     mu = np.asarray(mu, dtype=np.float64)
     if mu.shape != (x.shape[1],):
         raise ValueError(f"{name}: mean has shape {mu.shape}, expected ({x.shape[1]},)")
-    return _unit(x - alpha * mu, f"{name} shifted by alpha={alpha}")
+    return normalize_rows(x - alpha * mu, f"{name} shifted by alpha={alpha}")
 
 
 def alignment(x: np.ndarray, y: np.ndarray) -> float:
     """Wang & Isola alignment ``mean_i ||x̂_i − ŷ_i||²`` over row-aligned pairs (normalised inside)."""
     x, y = check_modalities(x, y, paired=True, min_rows=1)
-    return float(np.mean(np.sum((_unit(x, "x") - _unit(y, "y")) ** 2, axis=1)))
+    return float(np.mean(np.sum((normalize_rows(x, "x") - normalize_rows(y, "y")) ** 2, axis=1)))
 
 
 def uniformity_rows(n: int, n_vectors: int | None, seed: int = 0) -> tuple[np.ndarray, bool]:
@@ -108,7 +103,7 @@ def uniformity(x: np.ndarray, *, t: float = 2.0, n_vectors: int | None = 1000, s
     """
     x = check_matrix(x, "x")
     rows, _ = uniformity_rows(x.shape[0], n_vectors, seed)
-    u = _unit(x[rows], "x")
+    u = normalize_rows(x[rows], "x")
     return _upper_mean_exp(u @ u.T, t)
 
 
@@ -123,7 +118,7 @@ def info_nce_loss(x: np.ndarray, y: np.ndarray, logit_scale: float, *, block: in
     x, y = check_modalities(x, y, paired=True)
     if not np.isfinite(logit_scale) or logit_scale <= 0:
         raise ValueError(f"logit_scale must be a positive finite multiplier, got {logit_scale}")
-    xh, yh = _unit(x, "x"), _unit(y, "y")
+    xh, yh = normalize_rows(x, "x"), normalize_rows(y, "y")
     diag = logit_scale * np.einsum("ij,ij->i", xh, yh)
     row_lse = np.empty(x.shape[0])
     col_lse = np.full(x.shape[0], -np.inf)
@@ -190,6 +185,54 @@ def origin_shift(
     two), ``infonce, text_to_image_top1, image_to_text_top1, n_pairs, n_images_subsample,
     n_texts_subsample, n_uniformity_vectors_image, n_uniformity_vectors_text, uniformity_exact,
     logit_scale``.
+
+    Parameters
+    ----------
+    img : array-like, shape (n_img, d)
+        Raw image vectors (any float dtype; arrays or ``np.memmap``).
+    txt : array-like, shape (n_txt, d)
+        Raw text vectors.
+    txt_image_index : array-like of int, shape (n_txt,), optional
+        The image row of each caption; ``None``: row-aligned pairs.
+    logit_scale : float
+        The model's logit multiplier (about 100 for trained CLIP).
+    alphas : sequence of float
+        The shifts α (0: as trained, 1: each modality centred).
+    mu_img, mu_txt : array-like of shape (d,), optional
+        The means to shift by (default: the raw modality means).
+    max_images : int or None
+        Images in the InfoNCE / retrieval subsample (``None``: all).
+    n_uniformity_vectors : int or None
+        Vectors per modality for uniformity (``None``: all pairs, exact).
+    t : float
+        Uniformity temperature.
+    seed : int
+        Seed of both subsamples.
+    retrieval_dtype : numpy dtype
+        Block-score dtype of the retrieval (the ranks are exact whatever it is).
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per α with the columns above (float64 measures, int64 counts).
+
+    Examples
+    --------
+    One content ``z`` placed at two offsets ``±3 e1``: as trained (α = 0) the pairs are far apart;
+    centring each modality (α = 1) makes every pair coincide, so alignment drops to 0 and
+    text-to-image top-1 becomes 1:
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> z = rng.normal(size=(40, 8))
+    >>> img, txt = z + 3.0 * np.eye(8)[0], z - 3.0 * np.eye(8)[0]
+    >>> table = origin_shift(img, txt, logit_scale=100.0, alphas=(0.0, 1.0))
+    >>> [round(a, 4) for a in table["alignment"]]
+    [2.1839, 0.0]
+    >>> table["text_to_image_top1"].to_list()[1], table["n_pairs"].to_list()
+    (1.0, [40, 40])
+    >>> abs(table["alignment"][0] - alignment(img, txt)) < 1e-12   # α = 0 is the plain alignment
+    True
     """
     img, txt = check_modalities(img, txt)
     n_img, n_txt, d = img.shape[0], txt.shape[0], img.shape[1]
@@ -264,10 +307,10 @@ def origin_shift(
             vals = -t * (2.0 - 2.0 * c)
             row[f"uniformity_{name}"] = float(logsumexp(vals) - np.log(vals.size))
         row["uniformity"] = 0.5 * (row["uniformity_image"] + row["uniformity_text"])
-        xs = _unit(img_sub - a * mu_i, f"img shifted by alpha={a}")
-        row["infonce"] = info_nce_loss(xs, _unit(txt_first - a * mu_t, f"txt shifted by alpha={a}"), logit_scale)
+        xs = normalize_rows(img_sub - a * mu_i, f"img shifted by alpha={a}")
+        row["infonce"] = info_nce_loss(xs, normalize_rows(txt_first - a * mu_t, f"txt shifted by alpha={a}"), logit_scale)
         t2i, i2t = retrieval_ranks(
-            xs, _unit(txt_sub - a * mu_t, f"txt shifted by alpha={a}"), cap_img, dtype=retrieval_dtype
+            xs, normalize_rows(txt_sub - a * mu_t, f"txt shifted by alpha={a}"), cap_img, dtype=retrieval_dtype
         )
         row["text_to_image_top1"] = float(np.mean(t2i == 0))
         row["image_to_text_top1"] = float(np.mean(i2t == 0))

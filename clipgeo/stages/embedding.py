@@ -39,7 +39,7 @@ from clipgeo.store import catalog, vectors
 log = logging.getLogger(__name__)
 
 # Bumped when the embedding path changes what vectors come out (preprocessing, dtype, ...).
-# 2: the batched tensor path (clipgeo.embedding.fastpath) preprocesses by default: within 1-2 levels
+# 2: the batched tensor path (clipgeo.embedding.image_path) preprocesses by default: within 1-2 levels
 #    of 255 per pixel of open_clip's Pillow transform, not bit-identical.
 EMBED_VERSION = "2"
 
@@ -219,8 +219,8 @@ _MODELS_LOCK = threading.Lock()
 def cached_model(ref: ModelRef, device: str | None = None, precision: str = "auto"):
     """Load a model once per process (shards of a run share it; Dask workers keep theirs), in
     its inference precision (``auto``: fp16 weights on CUDA, fp32 on CPU; see
-    :func:`clipgeo.embedding.fastpath.prepare_model`)."""
-    from clipgeo.embedding.fastpath import prepare_model, resolve_precision
+    :func:`clipgeo.embedding.precision.prepare_model`)."""
+    from clipgeo.embedding.precision import prepare_model, resolve_precision
     from clipgeo.models.loader import default_device, load_model
 
     resolved = resolve_precision(precision, device or default_device())
@@ -255,7 +255,7 @@ def embed_shard(home: DataHome, plan: RunPlan, shard: Shard, *, device: str | No
     timings are kept with it; :func:`commit_run` logs the run's profile line.
     """
     from clipgeo.embedding.embed import embed_image_refs, embed_texts
-    from clipgeo.embedding.fastpath import EmbedProfile
+    from clipgeo.embedding.image_path import EmbedProfile
 
     path = shard_file(home, plan.run_id, shard.index)
     if path.exists():
@@ -308,7 +308,7 @@ def commit_run(home: DataHome, plan: RunPlan, *, seconds: float | None = None) -
             raise RuntimeError(f"run {plan.run_id}: cannot commit, shards not embedded: {', '.join(missing)}")
         n_images = n_texts = 0
         rejects: list[dict] = []
-        from clipgeo.embedding.fastpath import EmbedProfile
+        from clipgeo.embedding.image_path import EmbedProfile
 
         profile = EmbedProfile()
         for f in files:

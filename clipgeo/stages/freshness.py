@@ -175,12 +175,13 @@ def measure_if_stale(home: DataHome | str | None, run_id: str, *, force: bool = 
     >>> import numpy as np, tempfile, clipgeo
     >>> rng = np.random.default_rng(0)
     >>> home = tempfile.mkdtemp()
-    >>> run = clipgeo.import_arrays(home, rng.normal(size=(40, 8)), rng.normal(size=(40, 8)), name="demo")
+    >>> run = clipgeo.import_arrays(home, rng.normal(size=(40, 8)), rng.normal(size=(40, 8)), dataset="demo")
     >>> res, why = measure_if_stale(home, run, sections=["modality_gap"])
     >>> res.sections
     {'modality_gap': 'ok'}
     >>> measure_if_stale(home, run, sections=["modality_gap"])[0] is None
     True
+    >>> import shutil; shutil.rmtree(home)
     """
     from threadpoolctl import threadpool_limits
 

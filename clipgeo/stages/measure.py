@@ -30,19 +30,20 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
 
+from clipgeo.core.arrays import normalize_rows
 from clipgeo.core.config import ANALYSIS_VERSION, DataHome
 from clipgeo.core.memory import release_memory, rss_mb
 from clipgeo.geometry.gap import modality_gap
 from clipgeo.geometry.separability import linear_separability, pca_project
+from clipgeo.stages.sections import Rows, Section, Skip
 from clipgeo.store import catalog, vectors
 from clipgeo.streaming.reader import LanceRun, SampleInfo, sample_statement
 
@@ -58,10 +59,6 @@ SUB_GALLERY_IMAGES = 5_000       # CLIP_benchmark's COCO 5k test convention
 SUB_GALLERY_DRAWS = 10
 #: Sections computed from every vector (streamed); the others run on the sample.
 STREAMED_SECTIONS = frozenset({"retrieval", "modality_gap", "double_ellipsoid", "spectra"})
-
-
-class Skip(Exception):
-    """Raised by a section that does not apply to a run; the message says why."""
 
 
 @dataclass
@@ -89,11 +86,11 @@ class RunData:
 
     @cached_property
     def img_n(self) -> np.ndarray:
-        return vectors.l2_normalize(self.rv.images)
+        return normalize_rows(self.rv.images, "images", np.float32)
 
     @cached_property
     def txt_n(self) -> np.ndarray:
-        return vectors.l2_normalize(self.rv.texts)
+        return normalize_rows(self.rv.texts, "texts", np.float32)
 
     @cached_property
     def idx(self) -> np.ndarray:
@@ -136,16 +133,6 @@ class RunData:
     def require_raw(self, what: str) -> None:
         if self.normalized_only:
             raise Skip(f"{what} needs raw (pre-normalisation) vectors; this run only has L2-normalised ones")
-
-
-Rows = Any  # polars DataFrame, pyarrow Table or a list of dicts
-
-
-@dataclass(frozen=True)
-class Section:
-    name: str
-    tables: tuple[str, ...]
-    fn: Callable[[RunData], Mapping[str, Rows]]
 
 
 @dataclass(frozen=True)
@@ -267,17 +254,11 @@ CORE_SECTIONS = [
 
 
 def all_sections() -> list[Section]:
-    """Every section, in the order they run (the suites register theirs in their modules)."""
-    out = list(CORE_SECTIONS)
-    for mod in ("clipgeo.stages.measure_geometry", "clipgeo.stages.measure_topology"):
-        try:
-            module = __import__(mod, fromlist=["SECTIONS"])
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
-            continue
-        out += module.SECTIONS
-    return out
+    """Every section, in the order they run: the core ones here, then the two suites' (their
+    modules list theirs; imported on first use, as they load UMAP, HDBSCAN and numba)."""
+    from clipgeo.stages import measure_geometry, measure_topology
+
+    return [*CORE_SECTIONS, *measure_geometry.SECTIONS, *measure_topology.SECTIONS]
 
 
 #: Pairs the UMAP-based sections take from the head of the hash-ordered sample.

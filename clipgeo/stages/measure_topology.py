@@ -11,17 +11,22 @@ hyperparameter grid (Figs. 16–17) when asked for.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import polars as pl
 
-from clipgeo.stages.measure import RunData, Section, Skip
 from clipgeo.retrieval import retrieval_ranks
+from clipgeo.stages.sections import Section, Skip
 from clipgeo.topology.clusters import cluster_local_dimension, cluster_points, default_min_cluster_size
 from clipgeo.topology.cosines import cosine_distributions
 from clipgeo.topology.mixing import modality_mixing
 from clipgeo.topology.separability_matrix import separability_matrix
 from clipgeo.topology.spectra import spectra
 from clipgeo.topology.umap_layout import first_pairs, paired_lines, umap_grid, umap_layout
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only (measure imports this module)
+    from clipgeo.stages.measure import RunData
 
 UMAP_PAIRS = 5000
 UMAP_GRID_PAIRS = 2000

@@ -260,15 +260,6 @@ def replace_where(
         return delete_insert(con, table, where, rows)
 
 
-def upsert(con: duckdb.DuckDBPyConnection, table: str, key: Sequence[str], row: Mapping[str, Any]) -> None:
-    """Insert one row, or replace the row with the same key."""
-    replace_where(con, table, {k: row[k] for k in key}, [_jsonify(row)])
-
-
-def _jsonify(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: (json.dumps(v, sort_keys=True, default=str) if isinstance(v, (dict, list)) else v) for k, v in row.items()}
-
-
 def query(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pl.DataFrame:
     """Run a query and return a Polars frame."""
     rel = con.sql(sql, params=params) if params else con.sql(sql)

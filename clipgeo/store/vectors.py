@@ -13,8 +13,8 @@ Layout of table ``vectors_<run_id>`` (one row per image and one per caption), fo
 ``norm``              ``‖vector‖`` (float32, computed in float64 from the stored values)
 ====================  =====================================================
 
-The normalised form ``vector / norm`` is derived on read (:func:`read_run`,
-:func:`normalize_chunk`). Measured on 100,000 float16 vectors at d = 768
+The normalised form ``vector / norm`` is derived on read (:func:`read_run`, with
+:func:`clipgeo.core.arrays.normalize_rows`). Measured on 100,000 float16 vectors at d = 768
 (``benchmarks/bench_scale.py --storage``): this layout takes 1,540 B/vector and 0.96 CPU s for a
 normalised scan; a stored float16 normalised column would take 3,072 B/vector and 0.47 s; the
 old float32 ``vector`` + ``vector_norm`` 6,144 B/vector and 1.17 s. Deriving costs about 5 µs per
@@ -44,6 +44,7 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 
+from clipgeo.core.arrays import first_caption_pairs, normalize_rows, row_norms64
 from clipgeo.core.config import DataHome
 
 
@@ -89,22 +90,6 @@ def storage_dtype(*mats: np.ndarray) -> np.dtype:
     return np.dtype(np.float16) if mats and all(np.asarray(m).dtype == np.float16 for m in mats) else np.dtype(np.float32)
 
 
-def _row_norms64(mat: np.ndarray) -> np.ndarray:
-    out = np.empty(mat.shape[0], dtype=np.float64)
-    for start in range(0, mat.shape[0], 8192):
-        blk = np.asarray(mat[start:start + 8192], dtype=np.float64)
-        out[start:start + 8192] = np.sqrt(np.einsum("ij,ij->i", blk, blk))
-    return out
-
-
-def l2_normalize(mat: np.ndarray) -> np.ndarray:
-    """``x / ‖x‖`` row-wise as float32: :func:`clipgeo.core.stats.l2_normalize` (a zero row raises
-    ``ValueError``; sources reject zero vectors before they are stored)."""
-    from clipgeo.core.stats import l2_normalize as _l2
-
-    return _l2(mat, "vectors", np.float32)
-
-
 @dataclass(frozen=True)
 class RunVectors:
     """A run's vectors in a fixed order: images by ``image_ids``, captions by ``sample_ids``."""
@@ -124,17 +109,12 @@ class RunVectors:
         return np.array([pos.get(i, -1) for i in self.text_image_ids.tolist()], dtype=np.int64)
 
     def first_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One (image, caption) pair per image: its first caption in ``sample_ids`` order.
+        """One (image, caption) pair per image: its first caption in ``sample_ids`` order
+        (:func:`clipgeo.core.arrays.first_caption_pairs`).
 
         Returns ``(image_rows, text_rows, image_ids)`` of the images that have a caption.
         """
-        idx = self.text_image_index
-        seen: dict[int, int] = {}
-        for t, i in enumerate(idx.tolist()):
-            if i >= 0 and i not in seen:
-                seen[i] = t
-        img_rows = np.array(sorted(seen), dtype=np.int64)
-        txt_rows = np.array([seen[i] for i in img_rows.tolist()], dtype=np.int64)
+        img_rows, txt_rows = first_caption_pairs(self.text_image_index, len(self.image_ids))
         return img_rows, txt_rows, self.image_ids[img_rows]
 
 
@@ -182,7 +162,7 @@ def record_batches(run_id: str, *, image_ids: Sequence[str], images: np.ndarray,
         stored = np.ascontiguousarray(mat, dtype=dt)
         if dt == np.float16 and not np.isfinite(stored).all():
             raise ValueError(f"run {run_id}: {modality} vectors overflow float16; store them as float32")
-        norms = _row_norms64(stored)
+        norms = row_norms64(stored)
         out.append(pa.RecordBatch.from_arrays(
             [pa.array([run_id] * n), pa.array([modality] * n), pa.array([str(x) for x in items]),
              pa.array([str(x) for x in owners]), _fixed_list(stored, dt), pa.array(norms.astype(np.float32))],
@@ -251,26 +231,16 @@ def _matrix(col: pa.ChunkedArray | pa.Array, dtype: type = np.float32) -> np.nda
 
 
 def normalize_chunk(mat: np.ndarray, norms: np.ndarray | None = None, dtype: type = np.float32) -> np.ndarray:
-    """``vector / ‖vector‖`` for a chunk read from a run's table, as ``dtype`` (the stored ``norm``
-    column when given, else computed in float64)."""
-    n = _row_norms64(mat) if norms is None else np.asarray(norms, dtype=np.float64)
-    if np.any(n == 0):
-        raise ValueError(f"row {int(np.flatnonzero(n == 0)[0])} is a zero vector and cannot be L2-normalised")
-    if np.dtype(dtype) == np.float64:
-        return np.asarray(mat, dtype=np.float64) / n[:, None]
-    out = np.asarray(mat, dtype=np.float32) * (1.0 / n).astype(np.float32)[:, None]
-    return out.astype(dtype, copy=False)
+    """``vector / ‖vector‖`` of a chunk read from a run's table: no implementation of its own, it is
+    :func:`clipgeo.core.arrays.normalize_rows` (``norms``: the stored ``norm`` column). Kept only
+    for the callers in :mod:`clipgeo.streaming.partials`; new code calls ``normalize_rows``."""
+    return normalize_rows(mat, "vectors", dtype, norms=norms)
 
 
 def table_format(tbl) -> int:
     """1 for the old layout (float32 ``vector`` + ``vector_norm``), 2 for :data:`FORMAT`."""
     names = tbl.schema.names
     return 1 if "vector_norm" in names else 2
-
-
-def vector_dtype(tbl) -> np.dtype:
-    """The stored precision of a table's ``vector`` column."""
-    return np.dtype(tbl.schema.field("vector").type.value_type.to_pandas_dtype())
 
 
 def read_run(home: DataHome, run_id: str, *, normalized: bool = False) -> RunVectors:
@@ -292,7 +262,7 @@ def read_run(home: DataHome, run_id: str, *, normalized: bool = False) -> RunVec
     img_of = np.array(t.column("image_id").to_pylist())
     mat = _matrix(t.column(col))
     if normalized and fmt == 2:
-        mat = normalize_chunk(mat, t.column("norm").to_numpy())
+        mat = normalize_rows(mat, "vectors", np.float32, norms=t.column("norm").to_numpy())
     del t
     ii = np.where(mods == "image")[0]
     tt = np.where(mods == "text")[0]
@@ -358,7 +328,7 @@ def migrate_run(home: DataHome, run_id: str, *, batch_rows: int = 65536) -> bool
             stored = mat.astype(dt)
             yield pa.RecordBatch.from_arrays(
                 [pa.array([run_id] * b.num_rows), b.column("modality"), b.column("item_id"), b.column("image_id"),
-                 _fixed_list(stored, dt), pa.array(_row_norms64(stored).astype(np.float32))],
+                 _fixed_list(stored, dt), pa.array(row_norms64(stored).astype(np.float32))],
                 schema=schema(d, dt))
 
     write_run_batches(home, run_id, d, batches())
@@ -386,9 +356,3 @@ def migrate_home(home: DataHome, *, wait_seconds: float | None = None) -> list[s
                 if migrate_run(home, run_id):
                     done.append(run_id)
     return done
-
-
-def drop_run(home: DataHome, run_id: str) -> None:
-    db = connect(home)
-    if has_table(db, table_name(run_id)):
-        db.drop_table(table_name(run_id))

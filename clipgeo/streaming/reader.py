@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from clipgeo.core.arrays import normalize_rows
 from clipgeo.core.memory import bound_heap
 from clipgeo.store import vectors
 
@@ -202,7 +203,7 @@ class LanceRun:
             if normalized and self.format == 2:
                 # the stored float32 norm serves float32 output; float64 output gets float64 norms
                 norms = b.column("norm").to_numpy() if dtype != np.float64 else None
-                mat = vectors.normalize_chunk(mat, norms, dtype)
+                mat = normalize_rows(mat, "vectors", dtype, norms=norms)
             else:
                 mat = mat.astype(dtype, copy=False)
             if with_ids:
@@ -290,7 +291,7 @@ class LanceRun:
             tb = self.ds.take(pos[srt].tolist(), columns=cols)
             mat = vectors._matrix(tb.column(cols[0]))
             if normalized and self.format == 2:
-                mat = vectors.normalize_chunk(mat, tb.column("norm").to_numpy())
+                mat = normalize_rows(mat, "vectors", np.float32, norms=tb.column("norm").to_numpy())
             out = np.empty_like(mat)
             out[srt] = mat
             return out

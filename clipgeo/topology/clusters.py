@@ -125,6 +125,37 @@ def cluster_points(
 
     Returns the layout's ``modality, item_index, row_index`` with a ``cluster`` column
     (int64, −1 = noise). An all-noise result logs a warning.
+
+    Parameters
+    ----------
+    layout : polars.DataFrame
+        A :func:`clipgeo.topology.umap_layout.umap_layout` frame, or any frame with
+        ``modality, item_index`` and ``x, y, z`` or ``x2d, y2d`` (float) columns.
+    min_cluster_size : int, optional
+        HDBSCAN's smallest cluster (default :func:`default_min_cluster_size`).
+    min_samples : int, optional
+        HDBSCAN's core-distance neighbour count (default: ``min_cluster_size``).
+    backend : str
+        ``"hdbscan"`` or ``"sklearn"`` (:func:`hdbscan_labels`).
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per layout row: ``modality``, ``item_index`` (and ``row_index`` when present),
+        ``cluster`` int64.
+
+    Examples
+    --------
+    Two tight blobs five units apart in the plane are two clusters:
+
+    >>> import numpy as np, polars as pl
+    >>> rng = np.random.default_rng(0)
+    >>> xy = np.concatenate([0.1 * rng.normal(size=(20, 2)), 0.1 * rng.normal(size=(20, 2)) + 5.0])
+    >>> layout = pl.DataFrame({"modality": ["image"] * 20 + ["text"] * 20,
+    ...                        "item_index": list(range(20)) * 2, "x2d": xy[:, 0], "y2d": xy[:, 1]})
+    >>> c = cluster_points(layout, min_cluster_size=5)
+    >>> c.group_by("modality").agg(pl.col("cluster").unique()).sort("modality").rows()
+    [('image', [0]), ('text', [1])]
     """
     need = {"modality", "item_index"}
     if not need <= set(layout.columns):
@@ -265,6 +296,55 @@ def cluster_local_dimension(
 
     Bad input never raises once the arrays themselves are valid: all-noise labels give an empty
     summary and a correlation row saying so (and a logged warning).
+
+    Parameters
+    ----------
+    img : array-like, shape (n, d)
+        Image vectors of the laid-out pairs (raw; normalised here).
+    txt : array-like, shape (n, d)
+        Text vectors, row ``i`` the caption of image ``i``.
+    clusters : polars.DataFrame or (array of shape (n,), array of shape (n,))
+        The labels (see above), int.
+    t2i_ranks, i2t_ranks : array-like of int, shape (n,), optional
+        Per-pair 0-based retrieval ranks (default: computed over these pairs).
+    sample_size : int, optional
+        ``m``, the members per subsample (default: see the module doc).
+    min_points : int
+        Fewest members of a scope for its AUC.
+    n_repeats : int
+        ``R``, the subsamples averaged per cluster and scope.
+    seed : int
+        Seed of the subsamples.
+    dimension_scope : str
+        ``"image"``, ``"text"`` or ``"joint"``: whose AUC is correlated.
+    accuracy : str
+        ``"top1"``, ``"top1_i2t"`` or ``"top1_t2i"``: which accuracy is correlated.
+
+    Returns
+    -------
+    summary, spectra, correlation : polars.DataFrame
+        As above (float64 measures, int64 counts, str ``status`` / ``message``).
+
+    Examples
+    --------
+    A cluster near a 2-D patch of an 8-D space has a lower local dimension (more negative AUC)
+    than an isotropic one; two clusters are too few for a correlation, which says so:
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> flat = np.zeros((20, 8))
+    >>> flat[:, 0], flat[:, 1:3] = 1.0, 0.3 * rng.normal(size=(20, 2))
+    >>> img = np.concatenate([flat, rng.normal(size=(20, 8))])
+    >>> txt = img + 0.01 * rng.normal(size=img.shape)
+    >>> labels = np.repeat([0, 1], 20)
+    >>> summary, spectra, corr = cluster_local_dimension(img, txt, (labels, labels))
+    >>> summary.select("cluster", "n_points", "status").rows()
+    [(0, 40, 'ok'), (1, 40, 'ok')]
+    >>> auc = summary["auc_joint"].to_list()
+    >>> [round(a, 1) for a in auc], auc[0] < auc[1]
+    ([-1.6, -0.7], True)
+    >>> corr["message"][0]
+    '2 cluster(s) with both auc_joint and top1 defined: a correlation needs at least 5'
     """
     img, txt = check_modalities(img, txt, paired=True, min_rows=1)
     if dimension_scope not in SCOPES:

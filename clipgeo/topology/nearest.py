@@ -50,7 +50,34 @@ def nearest_reference(
     gallery_block: int = 16384,
     dtype: type = np.float32,
 ) -> pl.DataFrame:
-    """Exact nearest reference by cosine, blocked. Rows: ``query_index, nearest_index, max_cos``."""
+    """Exact nearest reference by cosine, blocked. Rows: ``query_index, nearest_index, max_cos``.
+
+    ``max_cos(q) = max_{r ∈ R} q̂ · r̂``, ``nearest(q) = argmax_{r ∈ R} q̂ · r̂`` (module doc).
+
+    Parameters
+    ----------
+    query : array-like, shape (n_query, d)
+        Query vectors (raw; normalised here).
+    reference : array-like, shape (n_ref, d)
+        Reference vectors of the same modality.
+    query_block, gallery_block : int
+        Tile size of the blocked scores.
+    dtype : numpy dtype
+        Dtype of the scores (float32 by default: ``max_cos`` to about 1e-7).
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per query: ``query_index`` int64, ``nearest_index`` int64 (row of
+        ``reference``), ``max_cos`` float64 (at most 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> nn = nearest_reference(np.array([[2.0, 0.1, 0.0], [0.0, 0.0, 5.0]]), np.eye(3))
+    >>> nn["nearest_index"].to_list(), nn["max_cos"].round(4).to_list()   # 2 / √4.01 and 1
+    ([0, 2], [0.9988, 1.0])
+    """
     q = check_matrix(query, "query", min_rows=1)
     r = check_matrix(reference, "reference", min_rows=1)
     if q.shape[1] != r.shape[1]:

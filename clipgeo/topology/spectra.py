@@ -38,13 +38,12 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from clipgeo.core.arrays import DEFAULT_BLOCK_ROWS, iter_chunks
+from clipgeo.core.arrays import DEFAULT_BLOCK_ROWS, iter_chunks, normalize_rows
 from clipgeo.core.stats import (  # noqa: F401  (effective_rank re-exported)
     ScatterAccumulator,
     effective_rank,
     effective_rank_lambda_entropy,
     effective_rank_sigma_entropy,
-    l2_normalize,
 )
 
 __all__ = [
@@ -55,7 +54,7 @@ __all__ = [
     "largest_log_drop",
     "normalized_scatter",
     "spectra",
-    "spectrum_summary",
+    "spectrum_collapse_summary",
 ]
 
 #: Relative threshold τ of the collapse point, applied to λ: λ_k < τ·λ_1 counts as collapsed.
@@ -70,14 +69,38 @@ def normalized_scatter(source, name: str = "x", *, block: int = DEFAULT_BLOCK_RO
     raises ``ValueError``). Memory: ``O(block·d + d²)``."""
     acc = ScatterAccumulator(name=name)
     for offset, chunk in iter_chunks(source, name, block=block):
-        acc.add(l2_normalize(chunk, name, row_offset=offset), validate=False)
+        acc.add(normalize_rows(chunk, name, row_offset=offset), validate=False)
     if acc.n == 0:
         raise ValueError(f"{name}: no vectors")
     return acc
 
 
 def covariance_spectrum(x, name: str = "x") -> np.ndarray:
-    """λ (descending, length d): eigenvalues of the covariance of the L2-normalised rows of ``x``."""
+    """λ (descending, length d): eigenvalues of the covariance of the L2-normalised rows of ``x``.
+
+    ``Σ = (1/n) Σ_i (x̂_i − μ̂)(x̂_i − μ̂)ᵀ`` with ``x̂_i = x_i / ||x_i||`` (module doc).
+
+    Parameters
+    ----------
+    x : array-like of shape (n, d), or a chunk source
+        Raw vectors of one set (any float dtype; normalised and accumulated in float64).
+    name : str
+        The set's name, used in errors.
+
+    Returns
+    -------
+    numpy.ndarray of shape (d,), float64
+        ``λ_1 ≥ … ≥ λ_d ≥ 0``.
+
+    Examples
+    --------
+    Unit vectors ``±e1, ±e2`` in 3-D have mean 0 and covariance ``diag(½, ½, 0)``:
+
+    >>> import numpy as np
+    >>> x = np.array([[1.0, 0, 0], [-2.0, 0, 0], [0, 3.0, 0], [0, -1.0, 0]])
+    >>> covariance_spectrum(x).round(6)
+    array([0.5, 0.5, 0. ])
+    """
     return normalized_scatter(x, name).eigenvalues()
 
 
@@ -92,7 +115,27 @@ def _check_lambda(lam: np.ndarray) -> np.ndarray:
 
 def collapse_point(eigenvalues: np.ndarray, threshold: float = DEFAULT_COLLAPSE_THRESHOLD) -> int:
     """``#{k : λ_k ≥ threshold·λ_1}``: the 0-based index of the first collapsed eigenvalue
-    (``len(λ)`` when none is below ``threshold·λ_1``; 0 when all are zero)."""
+    (``len(λ)`` when none is below ``threshold·λ_1``; 0 when all are zero).
+
+    Parameters
+    ----------
+    eigenvalues : array-like of shape (d,)
+        A spectrum λ (finite, non-negative; any order: it is sorted here).
+    threshold : float
+        τ in (0, 1): ``λ_k < τ·λ_1`` counts as collapsed (default 1e-3, three decades).
+
+    Returns
+    -------
+    int
+        The collapse index, in ``[0, d]``.
+
+    Examples
+    --------
+    >>> collapse_point([1.0, 0.5, 1e-4, 1e-6])    # the third value is four decades down
+    2
+    >>> collapse_point([1.0, 0.5, 0.1])           # no collapse: d
+    3
+    """
     s = _check_lambda(eigenvalues)
     if not (0 < threshold < 1):
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
@@ -113,7 +156,7 @@ def largest_log_drop(eigenvalues: np.ndarray) -> tuple[int, float]:
     return k + 1, float(drops[k])
 
 
-def spectrum_summary(eigenvalues: np.ndarray, n: int, *,
+def spectrum_collapse_summary(eigenvalues: np.ndarray, n: int, *,
                      threshold: float = DEFAULT_COLLAPSE_THRESHOLD) -> dict[str, object]:
     """Named values of one covariance spectrum λ over ``n`` vectors: ``n, d, lambda_1, sigma_1
     (= √(n λ_1)), collapse_index, collapse_threshold, largest_drop_index, largest_drop_decades,
@@ -161,7 +204,41 @@ def spectra(
     * ``curve``: one row per eigenvalue — ``scope`` (image / text / joint), ``index`` (0-based),
       ``eigenvalue`` (λ_k), ``eigenvalue_rel`` (λ_k/λ_1), ``log10_eigenvalue_rel`` (floored at
       1e-16), and ``sigma`` = √(n λ_k), ``sigma_rel``, ``log10_sigma_rel`` (floored at 1e-8);
-    * ``summary``: one row per scope — ``scope`` plus the keys of :func:`spectrum_summary`.
+    * ``summary``: one row per scope — ``scope`` plus the keys of :func:`spectrum_collapse_summary`.
+
+    Parameters
+    ----------
+    img : array-like of shape (n_img, d), or a chunk source
+        Raw image vectors (any float dtype; normalised and accumulated in float64).
+    txt : array-like of shape (n_txt, d), or a chunk source
+        Raw text vectors, same ``d``.
+    threshold : float
+        τ of the collapse point (:func:`collapse_point`).
+    block : int
+        Rows per block of the streaming pass.
+
+    Returns
+    -------
+    curve : polars.DataFrame
+        ``3 · d`` rows (image, text, joint), float64 values, int64 ``index``.
+    summary : polars.DataFrame
+        3 rows; the numbers as float64 (None where rank-limited), ``status`` / ``message`` str.
+
+    Examples
+    --------
+    A planted rank: images confined to a 2-D subspace of a 6-D space collapse at index 2; the
+    isotropic texts, and the joint set, do not collapse:
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> img = np.zeros((100, 6))
+    >>> img[:, :2] = rng.normal(size=(100, 2))
+    >>> txt = rng.normal(size=(100, 6))
+    >>> curve, summary = spectra(img, txt)
+    >>> summary.select("scope", "collapse_index", "status").rows()
+    [('image', 2.0, 'ok'), ('text', 6.0, 'ok'), ('joint', 6.0, 'ok')]
+    >>> curve.height
+    18
     """
     mi = normalized_scatter(img, "img", block=block)
     mt = normalized_scatter(txt, "txt", block=block)
@@ -195,7 +272,7 @@ def spectra_from_scatter(mi: ScatterAccumulator, mt: ScatterAccumulator, *,
                 }
             )
         )
-        rows.append({"scope": scope, **spectrum_summary(lam, acc.n, threshold=threshold)})
+        rows.append({"scope": scope, **spectrum_collapse_summary(lam, acc.n, threshold=threshold)})
     schema = {"scope": pl.Utf8, "n": pl.Float64, "d": pl.Float64, "lambda_1": pl.Float64, "sigma_1": pl.Float64,
               "collapse_threshold": pl.Float64, "rank_limited_by_n": pl.Float64, "collapse_index": pl.Float64,
               "largest_drop_index": pl.Float64, "largest_drop_decades": pl.Float64,

@@ -61,7 +61,7 @@ import numba
 import numpy as np
 import polars as pl
 
-from clipgeo.core.arrays import check_index, check_modalities, normalize_rows
+from clipgeo.core.arrays import check_index, check_modalities, first_caption_pairs, normalize_rows
 from clipgeo.geometry.separability import pca_project
 from clipgeo.topology.mixing import knn_cosine
 
@@ -98,7 +98,8 @@ def first_pairs(
 
     Row-aligned input (``txt_image_index=None``, equal lengths): pair i = (img[i], txt[i]).
     With ``txt_image_index`` (caption -> image row): pair i = (image i, its first caption), for
-    the first ``n_pairs`` images that have a caption. ``n_pairs`` is capped at what exists.
+    the first ``n_pairs`` images that have a caption (:func:`clipgeo.core.arrays.first_caption_pairs`).
+    ``n_pairs`` is capped at what exists.
     """
     img, txt = check_modalities(img, txt, min_rows=1)
     if n_pairs < 1:
@@ -113,12 +114,9 @@ def first_pairs(
         rows = np.arange(n, dtype=np.int64)
         return img[:n], txt[:n], rows, rows.copy()
     idx = check_index(txt_image_index, txt.shape[0], img.shape[0])
-    first_caption = np.full(img.shape[0], -1, dtype=np.int64)
-    order = np.arange(idx.size - 1, -1, -1)  # reversed: the smallest caption row wins
-    first_caption[idx[order]] = order
-    img_rows = np.flatnonzero(first_caption >= 0)[:n_pairs]
-    txt_rows = first_caption[img_rows]
-    return img[img_rows], txt[txt_rows], img_rows.astype(np.int64), txt_rows
+    img_rows, txt_rows = first_caption_pairs(idx, img.shape[0])
+    img_rows, txt_rows = img_rows[:n_pairs], txt_rows[:n_pairs]
+    return img[img_rows], txt[txt_rows], img_rows, txt_rows
 
 
 # ----------------------------------------------------------------------------- sphere
@@ -554,6 +552,46 @@ def umap_layout(
     equirectangular projection, degrees; UMAP's plane for Euclidean output, where the sphere
     columns are null). Raises ``ValueError`` for too few points (fewer than
     ``MIN_UMAP_POINTS`` or not more than ``n_neighbors``) and for bad vectors.
+
+    Parameters
+    ----------
+    img : array-like, shape (n_img, d)
+        Image vectors (raw; normalised here).
+    txt : array-like, shape (n_txt, d)
+        Text vectors.
+    n_pairs : int
+        Pairs laid out (:func:`first_pairs`; capped at what exists).
+    n_neighbors : int
+        UMAP's neighbour count (the exact cosine kNN).
+    min_dist : float
+        UMAP's ``min_dist``.
+    seed : int
+        UMAP's ``random_state``.
+    output_metric : str
+        ``"haversine"`` or ``"euclidean"``.
+    txt_image_index : array-like of int, shape (n_txt,), optional
+        The image row of each caption; ``None``: row-aligned pairs.
+    n_epochs : int, optional
+        SGD epochs.
+    engine : str
+        ``"numba"`` (default; haversine only) or ``"umap"`` (module doc).
+
+    Returns
+    -------
+    polars.DataFrame
+        ``2 · N`` rows with :data:`LAYOUT_COLUMNS`: ``modality`` str, ``item_index`` /
+        ``row_index`` int64, the coordinates float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> img, txt = rng.normal(size=(30, 8)) + 2.0, rng.normal(size=(30, 8)) - 2.0
+    >>> layout = umap_layout(img, txt, n_neighbors=5, n_epochs=50)
+    >>> layout.shape, layout["modality"].value_counts(sort=True).rows()
+    ((60, 10), [('image', 30), ('text', 30)])
+    >>> bool(np.allclose(layout["x"] ** 2 + layout["y"] ** 2 + layout["z"] ** 2, 1.0))   # on the sphere
+    True
     """
     if output_metric not in ("haversine", "euclidean"):
         raise ValueError(f"output_metric must be 'haversine' or 'euclidean', got {output_metric!r}")
@@ -671,6 +709,38 @@ def paired_lines(
 
     Returns ``pair_id`` (pair index), ``image_x, image_y, text_x, text_y``, ``length`` (the
     line's length in the plane) and ``cosine`` (``x̂·t̂`` in the original space).
+
+    Parameters
+    ----------
+    img : array-like, shape (n_img, d)
+        Image vectors (raw; normalised here).
+    txt : array-like, shape (n_txt, d)
+        Text vectors.
+    n_lines : int
+        Pairs drawn for lines.
+    txt_image_index : array-like of int, shape (n_txt,), optional
+        The image row of each caption; ``None``: row-aligned pairs.
+    layout : polars.DataFrame, optional
+        A :func:`umap_layout` frame of the same ``n_fit`` pairs.
+    n_fit : int
+        Pairs the plane is fitted on.
+    seed : int
+        Seed of the draw.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``min(n_lines, n_fit)`` rows: ``pair_id`` int64, the rest float64.
+
+    Examples
+    --------
+    A caption that is its image scaled has the same direction: a line of length 0, cosine 1:
+
+    >>> import numpy as np
+    >>> img = np.random.default_rng(0).normal(size=(10, 4))
+    >>> lines = paired_lines(img, 2.0 * img, n_lines=3)
+    >>> lines["length"].round(6).to_list(), lines["cosine"].round(6).to_list()
+    ([0.0, 0.0, 0.0], [1.0, 1.0, 1.0])
     """
     im, tx, _, _ = first_pairs(img, txt, n_fit, txt_image_index)
     n = im.shape[0]

@@ -23,7 +23,7 @@ rows AS (
     FROM r JOIN runs ru ON ru.run_id = r.run_id
 ),
 images AS (
-    SELECT x.run_id, x.item_id, min(s.image_ref) AS image_ref, arg_min(s.caption, s.sample_id) AS caption
+    SELECT x.run_id, x.item_id, min(s.image_ref) AS image_ref, first_caption(s.caption, s.sample_id) AS caption
     FROM (SELECT DISTINCT run_id, dataset_id, item_id FROM rows WHERE modality = 'image') x
     JOIN samples s ON s.dataset_id = x.dataset_id AND s.image_id = x.item_id
     GROUP BY x.run_id, x.item_id

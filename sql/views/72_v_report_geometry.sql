@@ -68,7 +68,7 @@ sizes AS (
     FROM topo_cluster_members WHERE cluster >= 0 GROUP BY run_id, cluster
 ),
 images AS (   -- an image point's first caption and its path: the samples of the chosen images only
-    SELECT p.run_id, p.item_id, min(s.image_ref) AS image_ref, arg_min(s.caption, s.sample_id) AS caption
+    SELECT p.run_id, p.item_id, min(s.image_ref) AS image_ref, first_caption(s.caption, s.sample_id) AS caption
     FROM pts p JOIN samples s ON s.dataset_id = p.dataset_id AND s.image_id = p.item_id
     WHERE p.modality = 'image'
     GROUP BY p.run_id, p.item_id

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import queue
 import threading
 import time
@@ -46,7 +45,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from clipgeo.embedding.precision import model_dtype
 from clipgeo.embedding.preprocess import PreprocessSpec, apply_orientation, preprocess_uint8, spec_from_transform
+from clipgeo.embedding.workers import resolve_num_workers
 
 if TYPE_CHECKING:  # pragma: no cover
     from clipgeo.models.loader import LoadedModel
@@ -54,115 +55,11 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "BackgroundStream",
     "EmbedProfile",
-    "PRECISIONS",
-    "default_num_workers",
     "embed_image_refs_fast",
     "preprocess_refs",
-    "model_dtype",
-    "prepare_model",
-    "resolve_num_workers",
-    "resolve_precision",
 ]
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-#: Memory one decode worker may need: its share of torch (copy-on-write pages touched) plus
-#: ``prefetch_factor`` batches of decoded 640x480 images (256 x 0.9 MB) in flight.
-WORKER_MEMORY_BYTES = 1_500_000_000
-
-
-# --------------------------------------------------------------------------- sizing
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def _available_memory() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:  # pragma: no cover
-        pass
-    return None
-
-
-def default_num_workers() -> int:
-    """Decode workers for this machine: one per core but one (the main process encodes and
-    feeds the device), capped by available memory at ``WORKER_MEMORY_BYTES`` each."""
-    n = max(_cores() - 1, 1)
-    mem = _available_memory()
-    if mem is not None:
-        n = min(n, max(mem // WORKER_MEMORY_BYTES, 0))
-    return int(n)
-
-
-def resolve_num_workers(num_workers: int | None, n_batches: int) -> int:
-    """``num_workers`` as given (0 = in-process), or for None the machine's default, but 0
-    for a single batch (a worker cannot overlap anything then, and costs its start-up)."""
-    if num_workers is not None:
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0 (0 = decode in the main process), got {num_workers}")
-        return int(num_workers)
-    if n_batches <= 1:
-        return 0
-    return min(default_num_workers(), n_batches)
-
-
-# --------------------------------------------------------------------------- precision
-
-
-def resolve_precision(precision: str | None, device: str) -> str:
-    """``auto`` -> ``fp16`` on CUDA, ``fp32`` elsewhere; otherwise the name, checked."""
-    p = (precision or "auto").lower()
-    if p not in PRECISIONS:
-        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    if p == "auto":
-        return "fp16" if str(device).startswith("cuda") else "fp32"
-    return p
-
-
-def model_dtype(model: Any) -> Any:
-    import torch
-
-    for p in model.parameters():
-        return p.dtype
-    return torch.float32
-
-
-def prepare_model(lm: LoadedModel, precision: str | None = "auto", *, channels_last: bool | None = None) -> LoadedModel:
-    """Put ``lm.model`` (in place) into its inference precision and memory format.
-
-    * weights in ``fp32`` / ``fp16`` / ``bf16`` (``auto``: fp16 on CUDA, fp32 on CPU); the
-      inputs the embed functions build follow the weights' dtype;
-    * attention: open_clip's ``nn.MultiheadAttention`` blocks take PyTorch's fused
-      inference path, which calls ``scaled_dot_product_attention`` (flash / memory-efficient
-      kernels on CUDA), under ``torch.inference_mode()`` as the embed functions run;
-    * channels-last for image towers with more than one convolution (ResNet / ConvNeXt
-      towers; a ViT has only its patch projection, where it does not help), on CUDA, or
-      as ``channels_last`` says.
-
-    Returns ``lm`` itself (its model converted).
-    """
-    import torch
-
-    p = resolve_precision(precision, lm.device)
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[p]
-    if model_dtype(lm.model) != dtype:
-        lm.model.to(dtype)
-    visual = getattr(lm.model, "visual", None)
-    if visual is not None:
-        n_conv = sum(isinstance(m, torch.nn.Conv2d) for m in visual.modules())
-        use_cl = channels_last if channels_last is not None else (str(lm.device).startswith("cuda") and n_conv > 1)
-        if use_cl:
-            visual.to(memory_format=torch.channels_last)
-    return lm
 
 
 # --------------------------------------------------------------------------- profile
@@ -746,32 +643,6 @@ def _embed_cuda(lm, loader, spec, dtype, max_pixels, overlap, prof, rows, ok, fa
         if producer is not None:
             producer.stop.set()
             producer.join(timeout=60)
-
-
-# --------------------------------------------------------------------------- texts
-
-
-class _CaptionBatches:
-    """Map-style dataset of caption batches: ``k -> tokenizer(captions[k*b:(k+1)*b])``."""
-
-    def __init__(self, captions: Sequence[str], tokenizer: Any, batch_size: int) -> None:
-        self.captions, self.tokenizer, self.batch_size = list(captions), tokenizer, batch_size
-
-    def __len__(self) -> int:
-        return -(-len(self.captions) // self.batch_size)
-
-    def __getitem__(self, k: int) -> Any:
-        return self.tokenizer(self.captions[k * self.batch_size: (k + 1) * self.batch_size])
-
-
-def token_batches(captions: Sequence[str], tokenizer: Any, batch_size: int, num_workers: int, pin: bool):
-    """Token batches in order, tokenised in ``num_workers`` worker processes (0 = here)."""
-    from torch.utils.data import DataLoader
-
-    ds = _CaptionBatches(captions, tokenizer, batch_size)
-    if num_workers == 0:
-        return (ds[k] for k in range(len(ds)))
-    return DataLoader(ds, batch_size=None, shuffle=False, num_workers=num_workers, pin_memory=pin, prefetch_factor=4)
 
 
 def preprocess_refs(refs: Sequence[str], spec: PreprocessSpec, *, device: Any = "cpu", dtype: Any = None,
