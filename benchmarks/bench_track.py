@@ -8,7 +8,7 @@ It builds a fresh data home (``shapes``: ``--n-train`` train / ``--n-val`` val i
 one tiny InfoNCE model for ``--steps`` steps keeping its weights every ``--save-every`` steps
 (:func:`clipgeo.models.train.train_tiny`), then for each checkpoint, in this process and
 without Prefect: embeds the val split (:func:`clipgeo.stages.embedding.embed_run`) and
-measures :data:`clipgeo.tracking.LIGHT_SECTIONS`; finally measures the last checkpoint's run
+measures :data:`clipgeo.stages.track.LIGHT_SECTIONS`; finally measures the last checkpoint's run
 with every section (the full suite the first and last points get). It prints one row per point
 (embed s, light measure s) and the full measurement's time, and the ratio full / light from this
 run. No assertion on times (a shared machine): compare the columns of one run only.
@@ -36,7 +36,8 @@ def main() -> None:
     from clipgeo.stages.embedding import ModelRef, embed_run
     from clipgeo.stages.ingest import ingest_shapes, load_samples
     from clipgeo.stages.measure import measure_run
-    from clipgeo.tracking import LIGHT_SECTIONS, find_checkpoints
+    from clipgeo.stages.track import LIGHT_SECTIONS
+    from clipgeo.tracking import find_checkpoints
 
     home = DataHome.resolve(tempfile.mkdtemp(prefix="bench-track-")).ensure()
     splits = ingest_shapes(home, ShapesSpec(n_train=a.n_train, n_val=a.n_val), progress=False)

@@ -37,12 +37,7 @@ from typing import Any
 
 __all__ = ["Candidate", "FileState", "ChangedWhileReading", "find_checkpoints", "position_from_name",
            "position_from_meta", "settled", "hash_settled", "snapshot", "training_id_for", "is_overwritten_name",
-           "full_points", "LIGHT_SECTIONS"]
-
-#: The sections of a trajectory point: the streamed ones (retrieval, modality gap, double
-#: ellipsoid, spectra: every vector) and separability (on the hash sample, cheap), which give
-#: every headline figure but the UMAP-based ones (mixing, clusters).
-LIGHT_SECTIONS: tuple[str, ...] = ("retrieval", "modality_gap", "double_ellipsoid", "spectra", "separability")
+           "full_points"]
 
 _TMP = re.compile(r"(^\.)|(\.tmp(-\d+)?$)|(\.part$)|(\.partial$)|(\.incomplete$)", re.I)
 _STEP = re.compile(r"(?:^|[^a-z])(?:global_?)?(?:step|iter|iteration)s?[_-]?(\d+)(?:[^0-9]|$)", re.I)

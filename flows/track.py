@@ -10,7 +10,7 @@ and hashes it): under the lock ``track-<training>-<sha12>`` (two schedules firin
 each checkpoint once), the fixed evaluation set is embedded (the run is identified by the
 checkpoint's sha256, as every clipgeo run) and measured:
 
-- a *trajectory point* measures :data:`clipgeo.tracking.LIGHT_SECTIONS` (every headline figure
+- a *trajectory point* measures :data:`clipgeo.stages.track.LIGHT_SECTIONS` (every headline figure
   but the UMAP-based mixing and clusters), the other sections are recorded ``skipped`` with
   that reason in ``measure_sections``;
 - the *full suite* (every section, and the run's report page) runs on the first checkpoint,
@@ -32,8 +32,8 @@ from prefect import flow, get_run_logger
 from clipgeo.core.config import ANALYSIS_VERSION, DataHome
 from clipgeo.stages import track as store
 from clipgeo.store import locks
+from clipgeo.stages.track import LIGHT_SECTIONS
 from clipgeo.tracking import (
-    LIGHT_SECTIONS,
     Candidate,
     ChangedWhileReading,
     find_checkpoints,

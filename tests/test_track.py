@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from clipgeo import tracking
+from clipgeo.stages.track import LIGHT_SECTIONS
 from clipgeo.store import catalog, vectors
 
 
@@ -196,7 +197,7 @@ def test_track_flow_points_rejects_latest_rewrites_and_concurrent_passes(trained
         light = rows["run_id"][1]
         secs = dict(catalog.execute(con, "SELECT section, status FROM measure_sections WHERE run_id = ?", [light]))
         samples = {s for (s,) in catalog.execute(con, "SELECT section FROM measure_samples WHERE run_id = ?", [light])}
-    assert {s for s, st in secs.items() if st == "ok"} == set(tracking.LIGHT_SECTIONS) == samples
+    assert {s for s, st in secs.items() if st == "ok"} == set(LIGHT_SECTIONS) == samples
     assert secs["umap"] == "skipped" and secs["clusters"] == "skipped"
 
     # open_clip's layout: epoch_latest.pt holding epoch_1's bytes, and a truncated epoch_2.pt

@@ -18,8 +18,15 @@ from clipgeo.core.config import ANALYSIS_VERSION, DataHome
 from clipgeo.store import catalog
 from clipgeo.tracking import Candidate, FileState, training_id_for
 
-__all__ = ["Training", "register_training", "trainings", "known_files", "points", "record_point", "record_reject",
-           "record_ignored", "measured_sections"]
+from clipgeo.stages.measure import STREAMED_SECTIONS
+
+#: The sections of a trajectory point: the streamed ones (retrieval, modality gap, double
+#: ellipsoid, spectra: every vector) and separability (on the hash sample, cheap), which give
+#: every headline figure but the UMAP-based ones (mixing, clusters).
+LIGHT_SECTIONS: tuple[str, ...] = tuple(sorted(STREAMED_SECTIONS | {"separability"}))
+
+__all__ = ["LIGHT_SECTIONS", "Training", "register_training", "trainings", "known_files", "points", "record_point",
+           "record_reject", "record_ignored", "measured_sections", "note_light"]
 
 
 @dataclass(frozen=True)
