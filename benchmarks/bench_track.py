@@ -1,7 +1,7 @@
 """What a trajectory costs: per checkpoint, one embedding of the evaluation set and one light
 measurement (the sections of a trajectory point), beside a full measurement of the same run.
 
-    .venv/bin/python benchmarks/bench_track.py                       # 1,000 val images, 4 points
+    .venv/bin/python benchmarks/bench_track.py                       # 1,000 val images, 4 points (steps 0..60)
     .venv/bin/python benchmarks/bench_track.py --n-val 300 --steps 40 --save-every 10
 
 It builds a fresh data home (``shapes``: ``--n-train`` train / ``--n-val`` val images), trains
@@ -28,6 +28,7 @@ def main() -> None:
     ap.add_argument("--n-val", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--save-every", type=int, default=20)
+    ap.add_argument("--keep", action="store_true", help="keep the data home (default: removed at the end)")
     a = ap.parse_args()
 
     from clipgeo.core.config import DataHome, torch_threads
@@ -67,6 +68,10 @@ def main() -> None:
     print(f"per point (mean of {n}): embed {sum(embeds) / n:.2f} s + light measure {sum(light) / n:.2f} s")
     print(f"full measurement of the last point: {full:.2f} s = {full / (sum(light) / n):.1f}x a light one")
     print(f"load at the end: {os.getloadavg()[0]:.2f}")
+    if not a.keep:
+        import shutil
+
+        shutil.rmtree(home.root, ignore_errors=True)
 
 
 if __name__ == "__main__":
