@@ -46,7 +46,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from clipgeo.sources.base import Sample
 
-__all__ = ["TRAINER_VERSION", "TrainSpec", "TrainResult", "train_tiny", "checkpoint_path", "intermediate_dir", "sha256_file"]
+__all__ = ["TRAINER_VERSION", "TrainSpec", "TrainResult", "train_tiny", "checkpoint_path", "intermediate_dir",
+           "sha256_file"]
 
 log = logging.getLogger(__name__)
 
