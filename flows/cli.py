@@ -5,6 +5,7 @@
     clipgeo dataset   SOURCE PATH [--image-dir DIR] [--models NAME=PRETRAINED ...] ...             (clipgeo-dataset)
     clipgeo embed     MODEL_NAME DATASET_ID [--pretrained TAG|PATH] [--shard-images N] ...          (clipgeo-embed)
     clipgeo analyse   [--run-ids ID ...] [--stale-only] [--force] [--umap-grid]                     (clipgeo-analyse)
+    clipgeo track     [CHECKPOINT_DIR --arch NAME --dataset ID] [--full NAME ...] [--settle-seconds S] (clipgeo-track)
     clipgeo report    [--run-ids ID ...] [--export svg|png]
     clipgeo sql       "SELECT * FROM v_compare" [--format table|csv|json] [--max-rows N] [--timeout S]
     clipgeo runs
@@ -55,6 +56,8 @@ app.command("flows.precheck:embed", name="embed",
             help="Embed one registered dataset with one model (clipgeo-embed); prints the run id.")
 app.command("flows.precheck:analyse", name="analyse",
             help="Measure stored runs (clipgeo-analyse); prints the run ids.")
+app.command("flows.commands:track", name="track",
+            help="Measure each new checkpoint of a training (clipgeo-track), or of every registered one.")
 app.command("flows.serve:main", name="serve",
             help="Serve every deployment to the Prefect server at PREFECT_API_URL.")
 

@@ -18,14 +18,16 @@ from flows.analyse import analyse_flow
 from flows.dataset import dataset_pipeline
 from flows.embed import embed_flow, task_runner_for
 from flows.pipeline import ablation, pipeline
+from flows.track import check_track, track_flow
 
 
 def as_command(fl: Any, check: Callable[..., Any], *, extra: dict[str, tuple[Any, Any, str]] | None = None,
-               call: Callable[..., Any] | None = None) -> Callable[..., Any]:
+               call: Callable[..., Any] | None = None, positional: tuple[str, ...] = ()) -> Callable[..., Any]:
     """A CLI function for flow ``fl``: its signature and docstring, plus ``extra`` keyword-only
-    CLI options ``{name: (type, default, help)}``; ``check(**arguments)`` runs first."""
+    CLI options ``{name: (type, default, help)}``; ``check(**arguments)`` runs first.
+    ``positional``: optional parameters that may also be given positionally."""
     fn = fl.fn
-    full, doc = precheck.command_signature(fn, extra)
+    full, doc = precheck.command_signature(fn, extra, positional)
 
     def command(*args: Any, **kwargs: Any) -> Any:
         bound = full.bind(*args, **kwargs)
@@ -65,6 +67,8 @@ embed = as_command(embed_flow, checks.check_embed, call=_embed, extra={
                                           "(default: this process)"),
 })
 
+track = as_command(track_flow, check_track, positional=("checkpoint_dir",))
+
 #: CLI name -> (module attribute, flow): the commands that run a flow.
 FLOW_COMMANDS: dict[str, tuple[str, Any]] = {
     "run": ("run", pipeline),
@@ -72,4 +76,5 @@ FLOW_COMMANDS: dict[str, tuple[str, Any]] = {
     "dataset": ("dataset", dataset_pipeline),
     "embed": ("embed", embed_flow),
     "analyse": ("analyse", analyse_flow),
+    "track": ("track", track_flow),
 }

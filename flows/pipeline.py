@@ -23,6 +23,7 @@ from flows import checks
 from flows.embed import embed_flow, task_runner_for
 from flows.tasks import Progress, measure, report, source_shapes, train_model
 from flows.summary import collect_summary, format_summary, summary_markdown
+from flows.track import track_trained
 
 #: The one list of objectives (the CLI's choices and the UI's come from this type).
 Objective = Literal["infonce", "infoloob", "infonce+hopfield", "infoloob+hopfield"]
@@ -46,6 +47,7 @@ def pipeline(
     seed: int = 0,
     objectives: list[Objective] = ["infonce", "infoloob"],  # noqa: B006 (Prefect shows it in the UI)
     train_steps: int = 400,
+    save_every: int = 100,
     models: list[str] = [],  # noqa: B006
     force: list[Stage] = [],  # noqa: B006
     device: str | None = None,
@@ -69,6 +71,9 @@ def pipeline(
         objectives: tiny models to train on the train split: InfoNCE (CLIP's loss), InfoLOOB
             (CLOOB's), each optionally ``+hopfield`` (CLOOB's Hopfield retrieval layer).
         train_steps: optimiser steps per tiny model.
+        save_every: also keep each tiny model's weights at step 0 and every this many steps, and
+            measure them as a trajectory (reports/trajectory.html; light points, the full suite
+            on the first and the last); 0 or >= train_steps: none.
         models: extra models to embed, ``NAME=PRETRAINED`` (open_clip tag or checkpoint path).
         force: stages to redo even when their results are stored (train, embed, measure).
         device: ``cuda`` / ``cpu`` (default: CUDA when present).
@@ -91,12 +96,14 @@ def pipeline(
     splits = source_shapes(home_s, n_train, n_val, captions_per_image, image_size, seed)
     progress.step("dataset ready")
     refs: list[ModelRef] = []
+    trained: list[tuple[str, str]] = []
     for variant in objectives:
         objective, _, extra = variant.partition("+")
         ckpt = train_model(home_s, splits["train"], objective, extra == "hopfield", train_steps, seed,
-                           force="train" in force)
+                           force="train" in force, save_every=save_every)
         progress.step(f"{variant} model ready")
         refs.append(ModelRef("clipgeo-tiny-vit", ckpt))
+        trained.append((variant, ckpt))
     refs += [parse_model(m) for m in models]
     run_ids = []
     embed = embed_flow.with_options(task_runner=task_runner_for(cluster_address))
@@ -111,6 +118,8 @@ def pipeline(
         measure(home_s, run_id, umap_grid, force="measure" in force or "embed" in force)
         progress.step(f"run {run_id} measured")
         run_ids.append(run_id)
+    if 0 < save_every < train_steps:   # the trajectories of the tiny trainings (flows/track.py)
+        track_trained(h, trained, splits["val"], device=device, make_report=make_report)
     paths = report(home_s, run_ids) if make_report else []
     progress.step("done")
     summary = collect_summary(h, run_ids, paths, seconds=time.perf_counter() - t0)

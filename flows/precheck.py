@@ -40,15 +40,17 @@ _SAFE_IMPORTS = ("typing", "collections.abc", "pathlib")
 _FLAGS = __future__.annotations.compiler_flag
 
 
-def command_signature(fn: Callable[..., Any], extra: dict[str, tuple[Any, Any, str]] | None = None
-                      ) -> tuple[inspect.Signature, str]:
+def command_signature(fn: Callable[..., Any], extra: dict[str, tuple[Any, Any, str]] | None = None,
+                      positional: tuple[str, ...] = ()) -> tuple[inspect.Signature, str]:
     """The CLI signature and help of flow function ``fn``: its parameters with resolved type
-    hints, required ones positional-or-keyword and the others keyword-only, plus ``extra``
-    keyword-only options ``{name: (type, default, help)}``; the docstring with their help added."""
+    hints, required ones (and the optional ones named in ``positional``) positional-or-keyword
+    and the others keyword-only, plus ``extra`` keyword-only options ``{name: (type, default,
+    help)}``; the docstring with their help added."""
     hints = typing.get_type_hints(fn)
     sig = inspect.signature(fn)
     params = [p.replace(annotation=hints.get(p.name, p.annotation),
-                        kind=p.kind if p.default is inspect.Parameter.empty else inspect.Parameter.KEYWORD_ONLY)
+                        kind=p.kind if p.default is inspect.Parameter.empty or p.name in positional
+                        else inspect.Parameter.KEYWORD_ONLY)
               for p in sig.parameters.values()]
     doc = inspect.getdoc(fn) or ""
     for name, (typ, default, help_) in (extra or {}).items():

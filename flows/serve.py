@@ -20,19 +20,21 @@ from typing import Any
 NIGHTLY = "0 3 * * *"   # re-analyse runs whose analysis is older than the code
 WEEKLY = "0 6 * * 1"    # Monday morning comparison report
 TIMEZONE = "UTC"
+TRACK_INTERVAL = 600    # seconds between two passes over the registered trainings' checkpoint folders
 WORK_POOL = "clipgeo-process"
 
 
 @dataclass(frozen=True)
 class Deployment:
     """One deployment: the flow (``module:attribute``), its name, description, fixed
-    parameters and optional cron schedule."""
+    parameters and optional cron or interval schedule."""
 
     entrypoint: str
     name: str
     description: str
     parameters: dict[str, Any] = field(default_factory=dict)
     cron: str | None = None
+    interval: float | None = None   # seconds (an interval schedule)
 
     @property
     def path(self) -> str:
@@ -61,18 +63,34 @@ DEPLOYMENTS: tuple[Deployment, ...] = (
                {"stale_only": True}, NIGHTLY),
     Deployment("flows.analyse:report_flow", "weekly-comparison",
                "Reports for every measured run and their side-by-side comparison.", {}, WEEKLY),
+    Deployment("flows.track:track_flow", "track",
+               "Measure each new checkpoint of every training registered with clipgeo track (its folder, "
+               "architecture and evaluation set), as training goes on.", {}, interval=TRACK_INTERVAL),
 )
 
 
-def deployments() -> list:
-    """The deployments as Prefect ``RunnerDeployment`` objects, for :func:`prefect.serve`."""
-    from prefect.schedules import Cron
+def _schedules(d: Deployment, track_interval: float | None) -> list | None:
+    from datetime import timedelta
 
+    from prefect.schedules import Cron, Interval
+
+    if d.cron:
+        return [Cron(d.cron, timezone=TIMEZONE)]
+    if d.interval:
+        seconds = track_interval if track_interval and d.name == "track" else d.interval
+        return [Interval(timedelta(seconds=seconds), timezone=TIMEZONE)]
+    return None
+
+
+def deployments(track_interval: float | None = None) -> list:
+    """The deployments as Prefect ``RunnerDeployment`` objects, for :func:`prefect.serve`
+    (``track_interval``: seconds between the ``track`` deployment's runs, default
+    :data:`TRACK_INTERVAL`)."""
     import flows  # noqa: F401
 
     return [
         d.flow().to_deployment(name=d.name, description=d.description, parameters=dict(d.parameters),
-                               schedules=[Cron(d.cron, timezone=TIMEZONE)] if d.cron else None)
+                               schedules=_schedules(d, track_interval))
         for d in DEPLOYMENTS
     ]
 
@@ -121,22 +139,25 @@ def prefect_yaml(prefect_version: str | None = None) -> str:
             out.append("    parameters: {}")
         if d.cron:
             out += ["    schedules:", f"      - cron: {_yaml_value(d.cron)}", f"        timezone: {TIMEZONE}"]
+        elif d.interval:
+            out += ["    schedules:", f"      - interval: {_yaml_value(d.interval)}", f"        timezone: {TIMEZONE}"]
         out += ["    work_pool:", f"      name: {WORK_POOL}", ""]
     return "\n".join(out)
 
 
-def main(home: str | None = None, limit: int | None = None) -> None:
+def main(home: str | None = None, limit: int | None = None, track_interval: float | None = None) -> None:
     """Serve every deployment to the Prefect server at ``PREFECT_API_URL``.
 
     Args:
         home: data home of the served runs (sets ``$CLIPGEO_HOME`` for this process).
         limit: most flow runs at once.
+        track_interval: seconds between two runs of the ``track`` deployment (default 600).
     """
     if home:
         os.environ["CLIPGEO_HOME"] = str(os.path.abspath(home))
     from prefect import serve
 
-    serve(*deployments(), limit=limit)
+    serve(*deployments(track_interval), limit=limit)
 
 
 if __name__ == "__main__":
@@ -146,9 +167,10 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--home", default=None)
     ap.add_argument("--limit", type=int, default=None, help="max concurrent flow runs")
+    ap.add_argument("--track-interval", type=float, default=None, help="seconds between runs of the track deployment")
     ap.add_argument("--write-prefect-yaml", action="store_true", help="write prefect.yaml and exit")
     a = ap.parse_args()
     if a.write_prefect_yaml:
         (Path(__file__).resolve().parents[1] / "prefect.yaml").write_text(prefect_yaml())
     else:
-        main(a.home, a.limit)
+        main(a.home, a.limit, a.track_interval)

@@ -91,8 +91,9 @@ def source_shapes(home: str, n_train: int, n_val: int, captions_per_image: int, 
 
 @task(name="train-tiny-model", cache_policy=NO_CACHE)
 def train_model(home: str, dataset_id: str, objective: str, hopfield: bool, steps: int, seed: int,
-                force: bool = False) -> str:
-    """Train (or reuse the stored) tiny model; returns the checkpoint path. ``force`` retrains."""
+                force: bool = False, save_every: int = 0) -> str:
+    """Train (or reuse the stored) tiny model; returns the checkpoint path. ``force`` retrains;
+    ``save_every``: also keep the weights every that many steps (:func:`clipgeo.models.train.train_tiny`)."""
     from clipgeo.models.train import TrainSpec, checkpoint_path, train_tiny
 
     h = DataHome.resolve(home)
@@ -103,8 +104,13 @@ def train_model(home: str, dataset_id: str, objective: str, hopfield: bool, step
             ckpt = checkpoint_path(spec, h.checkpoints, dataset_id)
             ckpt.with_suffix(".json").unlink(missing_ok=True)  # the sidecar marks a finished checkpoint
             ckpt.unlink(missing_ok=True)
+            import shutil
+
+            from clipgeo.models.train import intermediate_dir
+
+            shutil.rmtree(intermediate_dir(ckpt), ignore_errors=True)   # its save_every checkpoints
         res = train_tiny(load_samples(h, dataset_id), spec, h.checkpoints, dataset_id, progress=progress_bars(),
-                         num_threads=torch_threads())
+                         num_threads=torch_threads(), save_every=save_every)
     if res.cached:
         return cached(str(res.checkpoint), f"{spec.tag} model of trainer spec {spec.key(dataset_id)[:12]} is stored "
                                            f"at {res.checkpoint} (final loss {res.final_loss:.4f}): not retrained")

@@ -71,7 +71,7 @@ def _value_for(annotation, default):
         return _value_for(item, None)
     if origin is typing.Literal:
         return [str(a) for a in args if a != default][0]
-    if annotation is int:
+    if annotation in (int, float):
         return str((default or 0) + 3)
     return "some-value"
 

@@ -168,8 +168,12 @@ def test_both_routes_declare_the_same_deployments():
         assert dep.description == y["description"], name
         assert (dep.parameters or {}) == (y["parameters"] or {}), name
         assert dep.flow_name == _flow_of(y["entrypoint"]).name, name
-        crons = [(s.schedule.cron, s.schedule.timezone) for s in dep.schedules or []]
-        assert crons == [(s["cron"], s["timezone"]) for s in y.get("schedules") or []], name
+        served_schedules = [("cron", s.schedule.cron, s.schedule.timezone) if hasattr(s.schedule, "cron") else
+                            ("interval", s.schedule.interval.total_seconds(), s.schedule.timezone)
+                            for s in dep.schedules or []]
+        assert served_schedules == [("cron", s["cron"], s["timezone"]) if "cron" in s else
+                                    ("interval", float(s["interval"]), s["timezone"])
+                                    for s in y.get("schedules") or []], name
 
 
 def _flow_of(entrypoint: str):

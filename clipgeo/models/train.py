@@ -47,7 +47,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from clipgeo.sources.base import Sample
 
-__all__ = ["TRAINER_VERSION", "TrainSpec", "TrainResult", "train_tiny", "checkpoint_path", "sha256_file"]
+__all__ = ["TRAINER_VERSION", "TrainSpec", "TrainResult", "train_tiny", "checkpoint_path", "intermediate_dir",
+           "sha256_file"]
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +247,94 @@ def _load_cached(ckpt: Path, sidecar: Path) -> TrainResult | None:
     )
 
 
+def intermediate_dir(ckpt: Path) -> Path:
+    """The folder of a checkpoint's intermediate checkpoints (``save_every``): ``<stem>/`` beside it."""
+    return Path(ckpt).with_suffix("")
+
+
+def _step_file(ckpt: Path, step: int) -> Path:
+    return intermediate_dir(ckpt) / f"step_{step:06d}.pt"
+
+
+def _expected_steps(steps: int, save_every: int) -> list[int]:
+    return [*range(0, steps, save_every), steps] if save_every else []
+
+
+def _has_intermediates(ckpt: Path, steps: int, save_every: int) -> bool:
+    return all(_step_file(ckpt, s).is_file() and _step_file(ckpt, s).with_suffix(".json").is_file()
+               for s in _expected_steps(steps, save_every))
+
+
+def _write_sidecar(path: Path, meta: dict) -> None:
+    _atomic_write_bytes_via(path, lambda p: p.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n"))
+
+
+def _base_meta(spec: TrainSpec, dataset_id: str, n_img: int, n_caps: int, bs: int, threads: int, device: str,
+               torch: Any, open_clip: Any) -> dict[str, Any]:
+    return {
+        "trainer_version": TRAINER_VERSION,
+        "key": spec.key(dataset_id),
+        "dataset_id": dataset_id,
+        "spec": asdict(spec),
+        "model_name": spec.model_name,
+        "objective": spec.objective,
+        "hopfield": spec.hopfield,
+        "hopfield_beta": spec.hopfield_beta if spec.hopfield else None,
+        "hopfield_warmup_steps": spec.hopfield_warmup_steps if spec.hopfield else None,
+        "steps": spec.steps,
+        "n_images": n_img,
+        "n_captions": n_caps,
+        "batch_size_effective": bs,
+        "num_threads": threads,
+        "device": device,
+        "torch_version": str(torch.__version__),
+        "open_clip_version": str(open_clip.__version__),
+    }
+
+
+def _save_intermediate(model: Any, full_embedding: Any, used_ids: Any, spec: TrainSpec, ckpt: Path, step: int,
+                       history: list[float], base_meta: dict) -> None:
+    """The weights after ``step`` steps as a checkpoint the embed stage loads like the final one
+    (full token embedding, and for ``infoloob`` the fixed scale in ``logit_scale``); the model
+    itself is not touched, so training goes on exactly as without saving."""
+    import torch
+
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    if full_embedding is not None:
+        full = full_embedding.weight.detach().cpu().clone()
+        full[used_ids.cpu()] = state.pop("token_embedding.weight")
+        state["token_embedding.weight"] = full
+    if spec.objective == "infonce":
+        scale = float(model.logit_scale.detach().exp().clamp(max=spec.max_logit_scale))
+    else:
+        scale = float(spec.inv_tau)
+        state["logit_scale"] = torch.full_like(state["logit_scale"], math.log(spec.inv_tau))
+    recent = history[-20:]
+    meta = {**base_meta, "logit_scale": scale,
+            "logit_scale_kind": "learned_logit_scale" if spec.objective == "infonce" else "fixed_inv_tau",
+            "step": step, "final": False, "loss": sum(recent) / len(recent) if recent else None}
+    path = _step_file(ckpt, step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write_bytes_via(path, lambda p: torch.save({"state_dict": state, "clipgeo": meta}, p))
+    _write_sidecar(path.with_suffix(".json"), {**meta, "checkpoint": path.name, "sha256": sha256_file(path)})
+
+
+def _link_final(ckpt: Path, full_meta: dict, steps: int) -> None:
+    """The final checkpoint as the last step of its intermediate folder (a hard link: the
+    same bytes, so the same sha256 and the same run as the final checkpoint's)."""
+    dest = _step_file(ckpt, steps)
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(ckpt, tmp)
+    except OSError:  # another file system: a copy
+        import shutil
+
+        shutil.copyfile(ckpt, tmp)
+    os.replace(tmp, dest)
+    _write_sidecar(dest.with_suffix(".json"), {**full_meta, "checkpoint": dest.name})
+
+
 def _group_samples(samples: Sequence[Sample]) -> tuple[list[str], list[str], list[list[str]]]:
     """Image ids (first-seen order), their paths, and their captions."""
     order: dict[str, int] = {}
@@ -387,6 +476,7 @@ def train_tiny(
     progress: bool = True,
     num_threads: int | None = None,
     device: str = "cpu",
+    save_every: int = 0,
 ) -> TrainResult:
     """Train (or fetch from cache) one model on image–caption pairs.
 
@@ -400,6 +490,11 @@ def train_tiny(
         num_threads: torch intra-op threads while training (default: all usable cores);
             the previous setting is restored afterwards.
         device: where to train (default CPU; results are only bit-reproducible per device).
+        save_every: also save the weights at step 0 and every ``save_every`` steps into the
+            folder :func:`intermediate_dir` (``step_<N>.pt`` + sidecar each, written atomically;
+            the final checkpoint is linked there as the last step), for ``clipgeo track``.
+            0 (or ``>= spec.steps``): none. Not part of the cache key (the final weights do not depend on it); a
+            cached checkpoint without the intermediates asked for is retrained.
 
     Returns:
         :class:`TrainResult`; ``cached=True`` when ``out_dir`` already held the checkpoint and
@@ -415,9 +510,16 @@ def train_tiny(
     out_dir = Path(out_dir)
     ckpt = checkpoint_path(spec, out_dir, dataset_id)
     sidecar = ckpt.with_suffix(".json")
+    if save_every < 0:
+        raise ValueError(f"save_every must be >= 0 (0: no intermediate checkpoints), got {save_every}")
+    if save_every >= spec.steps:
+        save_every = 0   # no step inside the training to keep
     cached = _load_cached(ckpt, sidecar)
-    if cached is not None:
+    if cached is not None and _has_intermediates(ckpt, spec.steps, save_every):
         return cached
+    if cached is not None:
+        log.info("checkpoint %s is stored without its intermediate checkpoints every %d steps: retraining", ckpt,
+                 save_every)
 
     _, refs, caps = _group_samples(samples)
     if len(refs) < 2:
@@ -460,6 +562,13 @@ def train_tiny(
         fixed_scale = torch.tensor(spec.inv_tau, device=device)
 
         history: list[float] = []
+        base_meta = _base_meta(spec, dataset_id, n_img, len(flat_caps), bs, threads, device, torch, open_clip)
+
+        def save_step(step: int) -> None:
+            _save_intermediate(model, full_embedding, used_ids, spec, ckpt, step, history, base_meta)
+
+        if save_every:
+            save_step(0)
         bar = tqdm(range(spec.steps), desc=f"train {spec.model_name} {spec.tag}", disable=not progress)
         for _ in bar:
             idx = torch.randperm(n_img, generator=gen)[:bs]
@@ -490,6 +599,8 @@ def train_tiny(
                 )
             if progress:
                 bar.set_postfix(loss=f"{sum(history[-20:]) / len(history[-20:]):.4f}")
+            if save_every and len(history) % save_every == 0 and len(history) < spec.steps:
+                save_step(len(history))
         bar.close()
         if full_embedding is not None:
             _CompactEmbedding.swap_out(model, full_embedding, used_ids)
@@ -515,37 +626,25 @@ def train_tiny(
     )
 
     meta: dict[str, Any] = {
-        "trainer_version": TRAINER_VERSION,
-        "key": spec.key(dataset_id),
-        "dataset_id": dataset_id,
-        "spec": asdict(spec),
-        "model_name": spec.model_name,
-        "objective": spec.objective,
-        "hopfield": spec.hopfield,
-        "hopfield_beta": spec.hopfield_beta if spec.hopfield else None,
-        "hopfield_warmup_steps": spec.hopfield_warmup_steps if spec.hopfield else None,
+        **base_meta,
         "logit_scale": scale_used,
         "logit_scale_kind": scale_kind,
         "final_loss": final_loss,
         "first_loss": history[0],
-        "steps": spec.steps,
+        "step": spec.steps,
+        "final": True,
         "seconds": round(seconds, 3),
-        "n_images": n_img,
-        "n_captions": len(flat_caps),
-        "batch_size_effective": bs,
-        "num_threads": threads,
-        "device": device,
-        "torch_version": str(torch.__version__),
-        "open_clip_version": str(open_clip.__version__),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     _atomic_write_bytes_via(ckpt, lambda p: torch.save({"state_dict": state, "clipgeo": meta}, p))
     digest = sha256_file(ckpt)
-    full_meta = {**meta, "checkpoint": ckpt.name, "sha256": digest}
+    full_meta = {**meta, "checkpoint": ckpt.name, "sha256": digest, "save_every": save_every}
     _atomic_write_bytes_via(
         sidecar, lambda p: p.write_text(json.dumps(full_meta, indent=2, sort_keys=True) + "\n")
     )
+    if save_every:
+        _link_final(ckpt, full_meta, spec.steps)
     return TrainResult(
         checkpoint=ckpt,
         sha256=digest,

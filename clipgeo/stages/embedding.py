@@ -96,7 +96,8 @@ def _label(ref: ModelRef, meta: dict, dataset_id: str) -> str:
     kind = spec.get("objective")
     if kind:
         kind += "+hopfield" if spec.get("hopfield") else ""
-        return f"{ref.model_name} [{kind}] on {dataset_id}"
+        at = f" step {meta['step']}" if meta.get("final") is False and meta.get("step") is not None else ""
+        return f"{ref.model_name} [{kind}{at}] on {dataset_id}"
     if meta.get("format") == "cloob":
         hop = " +hopfield" if spec.get("hopfield") else ""
         return f"{ref.model_name} (CLOOB checkpoint {Path(ref.pretrained or '').name}{hop}) on {dataset_id}"
