@@ -5,7 +5,7 @@ The data is ``sql/reference/reference_values.csv``, one published number a row, 
 dataset, split and protocol (:mod:`clipgeo.sources.protocols`), the sample (images, captions,
 caption choice) and the source (repository, file, commit, where in the file). It is loaded into
 the catalog table ``reference_values`` (``sql/schema/013_reference_values.sql``) by
-:func:`load_reference_values`, which every writable session calls after migrating: the file's
+:func:`clipgeo.store.catalog.load_reference_values`, which every writable session calls after migrating: the file's
 sha256 is compared with the one recorded in ``reference_data`` and the table is replaced when
 they differ, so an updated data file updates existing data homes and an unchanged one costs one
 query.
@@ -26,8 +26,7 @@ from typing import Any
 
 from clipgeo.core.config import SQL_DIR
 
-__all__ = ["REFERENCE_FILE", "read_reference_file", "load_reference_values", "record_run_protocol",
-           "comparison_rows"]
+__all__ = ["REFERENCE_FILE", "read_reference_file"]
 
 #: The shipped reference data.
 REFERENCE_FILE = SQL_DIR / "reference" / "reference_values.csv"

@@ -47,7 +47,7 @@ import numpy as np
 
 from clipgeo.embedding.precision import model_dtype
 from clipgeo.embedding.preprocess import PreprocessSpec, apply_orientation, preprocess_uint8, spec_from_transform
-from clipgeo.embedding.workers import worker_context
+from clipgeo.embedding.workers import resolve_num_workers, worker_context
 
 if TYPE_CHECKING:  # pragma: no cover
     from clipgeo.models.loader import LoadedModel

@@ -445,7 +445,7 @@ def _measure_run(home: DataHome, run_id: str, work_dir: Path, *, seed: int, sect
     return MeasureResult(run_id, written, statuses)
 
 
-def record_run_protocol(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+def record_run_protocol(con: Any, run_id: str) -> None:
     """Copy the protocol of the run's dataset onto the run (``runs.protocol``)."""
     catalog.execute(con, "UPDATE runs SET protocol = (SELECT d.protocol FROM datasets d"
                          " WHERE d.dataset_id = runs.dataset_id) WHERE run_id = ?", [run_id])
