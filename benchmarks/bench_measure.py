@@ -39,6 +39,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _stages  # noqa: E402
 SHARED_SECTIONS = ("retrieval", "modality_gap", "spectra", "cosines")
 GALLERY = 5000
 
@@ -154,16 +155,7 @@ def stage_main(args: argparse.Namespace) -> None:
 
 
 def run_stage(stage: str, **kw) -> dict:
-    cmd = [sys.executable, __file__, "--stage", stage]
-    for k, v in kw.items():
-        if v is not None:
-            cmd += [f"--{k.replace('_', '-')}", str(v)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
-        raise SystemExit(f"stage {stage} failed (exit {proc.returncode})")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return _stages.run_stage(__file__, stage, **kw)[0]
 
 
 def clipgeo_figures(home: Path, run_id: str) -> tuple[dict, list[tuple[str, float, float]]]:

@@ -42,6 +42,9 @@ os.environ.setdefault("LANCEDB_LOG", "error")
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _stages  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -263,20 +266,11 @@ def stage_main(args: argparse.Namespace) -> None:
 
 
 def _run_stage(stage: str, home: Path, **kw: str) -> dict:
-    cmd = [sys.executable, __file__, "--stage", stage, "--home", str(home)]
-    for k, v in kw.items():
-        if v is not None:
-            cmd += [f"--{k.replace('_', '-')}", str(v)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
-        raise SystemExit(f"stage {stage} failed (exit {proc.returncode})")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    trace = [line for line in proc.stderr.splitlines() if line.startswith("rss ")]
+    out, stderr = _stages.run_stage(__file__, stage, home=home, **kw)
+    trace = [line for line in stderr.splitlines() if line.startswith("rss ")]
     if trace:   # CLIPGEO_TRACE_MEMORY=1: where the stage reached its peak
         out["peak_at"] = trace[-1]
-    out["rss_after_sections"] = [line for line in proc.stderr.splitlines() if line.startswith("section ") and " rss " in line]
+    out["rss_after_sections"] = [line for line in stderr.splitlines() if line.startswith("section ") and " rss " in line]
     return out
 
 
