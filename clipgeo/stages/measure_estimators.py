@@ -108,13 +108,15 @@ def _intrinsic_dim(d: RunData) -> dict:
 
 
 def _weighted_pearson(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Pearson r of columns: a, b (N, B) per resample with weights w (B, N) -> (B,)."""
+    """Pearson r of columns: a, b (N, B) per resample with weights w (B, N) -> (B,); NaN for a
+    resample in which a or b is constant (r undefined: the interval then leaves it out)."""
     wt = w.T
     s = wt.sum(axis=0)
     ma, mb = (wt * a).sum(axis=0) / s, (wt * b).sum(axis=0) / s
     da, db = a - ma, b - mb
     cov = (wt * da * db).sum(axis=0)
-    return cov / np.sqrt((wt * da * da).sum(axis=0) * (wt * db * db).sum(axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return cov / np.sqrt((wt * da * da).sum(axis=0) * (wt * db * db).sum(axis=0))
 
 
 def _conformity_stat(x: np.ndarray, unit_of_row: np.ndarray):
