@@ -127,6 +127,36 @@ class ScatterAccumulator:
         self._fold(b.shape[0], mb, c.T @ c)
         return self
 
+    def add_centred(self, centred: np.ndarray, mean: np.ndarray, shift: np.ndarray | None = None
+                    ) -> "ScatterAccumulator":
+        """Add a batch given as its rows minus a shift, ``centred = x − shift``, with the batch's
+        mean (float64; the streamed pass computes both in its reader thread), so only
+        ``centredᵀ centred`` (BLAS ``syrk``) and the merge run here. ``shift`` defaults to the
+        batch mean; another shift ``r`` (close to it: the first block's mean) gives the scatter
+        about the mean as ``CᵀC − n (mean − r)(mean − r)ᵀ``, whose correction is tiny when
+        ``r ≈ mean``. The same result as :meth:`add` of ``x`` (up to rounding).
+
+        >>> x = np.array([[1.0, 2.0], [3.0, 5.0], [2.0, 2.0]])
+        >>> a = ScatterAccumulator().add_centred(x - x.mean(axis=0), x.mean(axis=0))
+        >>> b = ScatterAccumulator().add_centred(x - 1.5, x.mean(axis=0), shift=np.full(2, 1.5))
+        >>> bool(np.allclose(a.scatter, ScatterAccumulator().add(x).scatter) and np.allclose(b.scatter, a.scatter))
+        True
+        """
+        c = np.asarray(centred, dtype=np.float64)
+        if c.ndim != 2 or c.shape[0] == 0:
+            raise ValueError(f"{self.name}: centred batch must be 2-D with rows, got shape {c.shape}")
+        if self._mean is None:
+            self._init(c.shape[1])
+        elif c.shape[1] != self.d:
+            raise ValueError(f"{self.name}: batch has dimension {c.shape[1]}, expected {self.d}")
+        mb = np.asarray(mean, dtype=np.float64)
+        m2 = c.T @ c
+        if shift is not None:
+            delta = mb - np.asarray(shift, dtype=np.float64)
+            m2 -= np.outer(delta, delta) * c.shape[0]
+        self._fold(c.shape[0], mb, m2)
+        return self
+
     def add_source(self, source, *, block: int = DEFAULT_BLOCK_ROWS) -> "ScatterAccumulator":
         """Add every chunk of ``source`` (anything :func:`clipgeo.core.arrays.iter_chunks` reads)."""
         for _, chunk in iter_chunks(source, self.name, d=self.d, block=block):

@@ -57,7 +57,17 @@ def conformity_from_unit_sum(chunk: np.ndarray, s: np.ndarray, n: int, *, name: 
     """``C(v_j) = (x̂_j · s − 1) / (N − 1)`` for the rows of ``chunk``, given ``s = Σ_k x̂_k`` over
     the whole modality of ``n`` vectors (the chunk's rows must be among them)."""
     x = np.asarray(chunk, dtype=np.float64)
-    return ((x @ s) / nonzero_row_norms(x, name, row_offset=offset) - 1.0) / (n - 1)
+    return conformity_from_dots(x @ s, nonzero_row_norms(x, name, row_offset=offset), n)
+
+
+def conformity_from_dots(dot_s: np.ndarray, norms: np.ndarray, n: int) -> np.ndarray:
+    """``C(v_j) = (x_j · s / ‖x_j‖ − 1) / (N − 1)`` from the rows' dot products with ``s = Σ_k x̂_k``
+    and their norms (the streamed per-sample pass computes both in one kernel).
+
+    >>> conformity_from_dots(np.array([2.0]), np.array([1.0]), 3).tolist()
+    [0.5]
+    """
+    return (np.asarray(dot_s, dtype=np.float64) / norms - 1.0) / (n - 1)
 
 
 def conformity(source: ChunkSource, name: str = "x") -> np.ndarray:

@@ -187,16 +187,16 @@ class MomentAccumulator:
         self._max_length = max(self._max_length, float(lengths.max()))
         return self
 
-    def add_prepared(self, x: np.ndarray, lengths: np.ndarray, unit_sum: np.ndarray, *,
-                     overwrite: bool = False) -> "MomentAccumulator":
-        """Add a float64 chunk whose row norms ``lengths = ‖x_i‖`` (all finite and > 0: the caller
-        checked) and ``unit_sum = Σ_i x_i/‖x_i‖`` the caller already computed (the streamed pass
-        computes them once for the raw and the normalised accumulators). The same sums as
-        :meth:`update`; ``overwrite``: ``x`` may be centred in place
-        (:meth:`clipgeo.core.stats.ScatterAccumulator.add`)."""
+    def add_centred(self, centred: np.ndarray, mean: np.ndarray, lengths: np.ndarray,
+                    unit_sum: np.ndarray, shift: np.ndarray | None = None) -> "MomentAccumulator":
+        """Add a float64 chunk given as ``centred = x − shift`` (default shift: its own mean), with its
+        row norms ``lengths = ‖x_i‖`` (all finite and > 0: the caller checked) and
+        ``unit_sum = Σ_i x_i/‖x_i‖``: what the streamed pass's reader thread computes, so only the
+        scatter product runs here (:meth:`clipgeo.core.stats.ScatterAccumulator.add_centred`).
+        The same sums as :meth:`update` of ``x``."""
         if self._unit_sum is None:
-            self._unit_sum = np.zeros(x.shape[1])
-        self._scatter.add(x, validate=False, overwrite=overwrite)
+            self._unit_sum = np.zeros(centred.shape[1])
+        self._scatter.add_centred(centred, mean, shift)
         self._unit_sum += unit_sum
         self._length_sum += float(lengths.sum())
         self._length_sq_sum += float(lengths @ lengths)
