@@ -294,17 +294,41 @@ class PerSamplePlan:
     unit_sum: np.ndarray
     n: int
     rank: int
+    #: Lower-triangular ``R`` with ``R Rᵀ = Σ⁻¹`` (projection dtype, Fortran order) when every
+    #: direction is kept: ``‖Rᵀ c‖ = ‖Λ^{-1/2} Vᵀ c‖`` at half the product's cost (BLAS ``trmm``).
+    tri: np.ndarray | None = None
+
+
+def whitening_projection(c: np.ndarray, plan: PerSamplePlan) -> np.ndarray:
+    """Rows ``z_i`` with ``‖z_i‖² = c_iᵀ Σ⁺ c_i`` (the squared Mahalanobis radius) for centred rows
+    ``c`` in the plan's projection dtype, C order: ``Rᵀ c_i`` by BLAS ``trmm`` when the plan has
+    the triangular factor (``c`` is then overwritten: it is the caller's scratch), else
+    ``c Λ^{-1/2} V`` (the kept directions)."""
+    if plan.tri is None:
+        return c @ plan.whiten
+    from scipy.linalg.blas import dtrmm, strmm
+
+    trmm = strmm if plan.tri.dtype == np.float32 else dtrmm
+    return trmm(1.0, plan.tri, c.T, side=0, lower=1, trans_a=1, overwrite_b=1).T
 
 
 def per_sample_plan(mom: Moments, *, rtol: float = 1e-10, projection_dtype: type = np.float32) -> PerSamplePlan:
     """The per-sample pass's constants from a modality's (merged) moments; small (O(d²)), picklable."""
     keep = mom.eigenvalues > rtol * max(mom.eigenvalues[0], np.finfo(float).tiny)
-    whiten = (mom.eigenvectors[:, keep] / np.sqrt(mom.eigenvalues[keep])).astype(projection_dtype)
+    # Fortran order: OpenBLAS's two-thread sgemm of (rows × d) @ (d × rank) runs ~1.6x faster with it
+    whiten = np.asfortranarray((mom.eigenvectors[:, keep] / np.sqrt(mom.eigenvalues[keep])).astype(projection_dtype))
     mu_norm = np.linalg.norm(mom.mean)
     mu_hat = mom.mean / mu_norm if mu_norm > 0 else np.full(mom.d, np.nan)
     s_norm = np.linalg.norm(mom.unit_sum)
     m_hat = mom.unit_sum / s_norm if s_norm > 0 else np.full(mom.d, np.nan)
-    return PerSamplePlan(mom.name, mom.mean, whiten, mu_hat, m_hat, mom.unit_sum, mom.n, int(keep.sum()))
+    tri = None
+    if keep.all():
+        prec = (mom.eigenvectors / mom.eigenvalues) @ mom.eigenvectors.T     # Σ⁻¹
+        try:
+            tri = np.asfortranarray(np.linalg.cholesky(0.5 * (prec + prec.T)).astype(projection_dtype))
+        except np.linalg.LinAlgError:   # not numerically positive definite: the eigen-directions serve
+            tri = None
+    return PerSamplePlan(mom.name, mom.mean, whiten, mu_hat, m_hat, mom.unit_sum, mom.n, int(keep.sum()), tri)
 
 
 def per_sample_chunk(x: np.ndarray, plan: PerSamplePlan, *, offset: int = 0) -> dict[str, np.ndarray]:
@@ -312,7 +336,7 @@ def per_sample_chunk(x: np.ndarray, plan: PerSamplePlan, *, offset: int = 0) -> 
     was made from; ``offset`` only names rows in errors): ``{field: (n,) array}``."""
     c = x - plan.mean
     length = nonzero_row_norms(x, plan.name, row_offset=offset)
-    proj = c.astype(plan.whiten.dtype, copy=False) @ plan.whiten
+    proj = whitening_projection(np.array(c, dtype=plan.whiten.dtype, order="C"), plan)
     return {
         "radius": row_norms(c),
         "mahalanobis": np.sqrt(np.einsum("ij,ij->i", proj, proj, dtype=np.float64)),

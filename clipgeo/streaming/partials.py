@@ -36,7 +36,7 @@ import polars as pl
 
 from clipgeo.core.arrays import first_caption_pairs, normalize_rows
 from clipgeo.geometry.ellipsoid import (PER_SAMPLE_FIELDS, MomentAccumulator, PerSample,
-                                        per_sample_plan)
+                                        per_sample_plan, whitening_projection)
 from clipgeo.retrieval import retrieval_ranks
 from clipgeo.store import vectors
 from clipgeo.streaming.reader import LanceRun, SampleInfo
@@ -471,7 +471,7 @@ def per_sample_partial(uri: str, plans: dict, out_path: str, fragment_ids: Seque
                 blocks = prefetch(_per_sample_blocks(run, modality, plan, normalized, fragment_ids, block_rows), depth=1)
                 try:
                     for n, c, stats, item in blocks:
-                        proj = tuner.run(lambda: c[:n] @ plan.whiten, n)
+                        proj = tuner.run(lambda: whitening_projection(c[:n], plan), n)
                         stats["mahalanobis"] = np.empty(n)
                         kernels.row_sq_norms(proj, n, stats["mahalanobis"])
                         np.sqrt(stats["mahalanobis"], out=stats["mahalanobis"])
