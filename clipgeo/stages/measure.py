@@ -200,6 +200,8 @@ def _retrieval(d: RunData) -> dict[str, Rows]:
         draws=opts.get("sub_gallery_draws", SUB_GALLERY_DRAWS),
         normalized_only=d.normalized_only,
     )
+    if d.stream is not None:
+        d.stream.pool = None   # the sub-gallery pool is not needed after this section
     d.cache["retrieval_info"] = info
     d.cache["retrieval_rank_frame"] = ranks  # the one ranking every later section uses (per-cluster top-1)
     galleries = [gallery_summary(ranks, info)]
@@ -321,7 +323,7 @@ def _run_section(sec: Section, data: RunData) -> tuple[str, str | None, dict[str
     return status, message, out, seconds
 
 
-def _load_run(home: DataHome, run_id: str, seed: int = 0, sample_images: int = SAMPLE_IMAGES
+def _load_run(home: DataHome, run_id: str, seed: int = 0, sample_images: int = SAMPLE_IMAGES, pool_images: int = 0
               ) -> tuple[str, bool, float | None, vectors.RunVectors, LanceRun, SampleInfo]:
     with catalog.session(home) as con:
         found = catalog.execute(
@@ -336,10 +338,21 @@ def _load_run(home: DataHome, run_id: str, seed: int = 0, sample_images: int = S
     if status not in ("embedded", "measured"):
         raise RuntimeError(f"run {run_id} is {status!r}, not embedded: embed it before measuring")
     stream = LanceRun.open(home, run_id)
-    rv, info = stream.sample(sample_images, seed, normalized=bool(normalized_only))
+    if pool_images > sample_images:
+        # one hash sample serves both: the retrieval pool, and its head as the sections' sample
+        pool, pinfo = stream.sample(pool_images, seed, normalized=bool(normalized_only))
+        rv = pool.head(sample_images)
+        info = SampleInfo(len(rv.image_ids), len(rv.sample_ids), pinfo.population_images, pinfo.population_texts, seed)
+        stream.pool = (pool_images, seed, bool(normalized_only), pool)
+    else:
+        rv, info = stream.sample(sample_images, seed, normalized=bool(normalized_only))
     if info.complete and (rv.text_image_index < 0).any():
         raise RuntimeError(f"run {run_id}: {int((rv.text_image_index < 0).sum())} captions have no image vector")
     return dataset_id, bool(normalized_only), logit_scale, rv, stream, info
+
+
+def _has_vectors(home: DataHome, run_id: str) -> bool:
+    return vectors.has_table(vectors.connect(home), vectors.table_name(run_id))
 
 
 def find_reference_run(home: DataHome, run_id: str) -> str | None:
@@ -393,7 +406,12 @@ def _measure_run(home: DataHome, run_id: str, work_dir: Path, *, seed: int, sect
                  reference_run_id: str | None, umap_grid: bool, sample_images: int, full_gallery_max: int,
                  sub_gallery_images: int, sub_gallery_draws: int, moments: dict | None, query_sample: int,
                  device: str | None, query_dtype: str, per_sample_parts: Sequence[str] | None) -> MeasureResult:
-    dataset_id, normalized_only, logit_scale, rv, stream, info = _load_run(home, run_id, seed, sample_images)
+    pool = 0
+    if sections is None or "retrieval" in sections:   # the sub-gallery pool, drawn with the sample
+        n_img = LanceRun.open(home, run_id).count("image") if _has_vectors(home, run_id) else 0
+        if n_img > full_gallery_max:
+            pool = max(1, min(sub_gallery_draws, n_img // sub_gallery_images)) * sub_gallery_images
+    dataset_id, normalized_only, logit_scale, rv, stream, info = _load_run(home, run_id, seed, sample_images, pool)
     reference = None
     ref_id = reference_run_id or find_reference_run(home, run_id)
     if ref_id:

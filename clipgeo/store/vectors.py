@@ -108,6 +108,21 @@ class RunVectors:
         pos = {iid: i for i, iid in enumerate(self.image_ids.tolist())}
         return np.array([pos.get(i, -1) for i in self.text_image_ids.tolist()], dtype=np.int64)
 
+    def head(self, n_images: int) -> "RunVectors":
+        """The first ``n_images`` images with all their captions (in this order; for a hash sample,
+        whose images are in key order, the hash sample of ``n_images``).
+
+        >>> rv = RunVectors("r", np.array(["a", "b"]), np.eye(2, dtype=np.float32), np.array(["s1", "s2", "s3"]),
+        ...                 np.array(["a", "b", "a"]), np.ones((3, 2), dtype=np.float32))
+        >>> h = rv.head(1)
+        >>> h.image_ids.tolist(), h.sample_ids.tolist()
+        (['a'], ['s1', 's3'])
+        """
+        k = max(0, min(int(n_images), len(self.image_ids)))
+        rows = np.flatnonzero((self.text_image_index >= 0) & (self.text_image_index < k))
+        return RunVectors(self.run_id, self.image_ids[:k], self.images[:k], self.sample_ids[rows],
+                          self.text_image_ids[rows], self.texts[rows], self.normalized_only)
+
     def first_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One (image, caption) pair per image: its first caption in ``sample_ids`` order
         (:func:`clipgeo.core.arrays.first_caption_pairs`).

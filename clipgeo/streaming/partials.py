@@ -706,7 +706,13 @@ def run_retrieval(run: LanceRun | None, rv: vectors.RunVectors, *, sample: Sampl
     else:
         k = max(1, min(draws, n_img // sub_gallery_images))
         need = k * sub_gallery_images
-        pool = rv if rv.images.shape[0] >= need else run.sample(need, seed, normalized=normalized_only)[0]
+        cached = getattr(run, "pool", None)   # drawn with the sections' sample (measure._load_run)
+        if rv.images.shape[0] >= need:
+            pool = rv
+        elif cached is not None and cached[0] >= need and cached[1:3] == (seed, normalized_only):
+            pool = cached[3]
+        else:
+            pool = run.sample(need, seed, normalized=normalized_only)[0]
         idx = pool.text_image_index
         galleries = []
         for g in range(k):
