@@ -21,7 +21,7 @@
    pass) + ``spectra`` + ``cosines``) over the baseline's; and the largest relative difference
    of each shared figure. Nothing is asserted (``tests/test_bench_measure.py`` runs a tiny one).
 
-The last line: ``pairs=N measure_s=… shared_s=… numpy_s=… ratio=… peak_rss_gb=… load=…``.
+The last line: ``pairs=N measure_s=… shared_s=… numpy_s=… ratio=… peak_rss_gb=… (clipgeo's) numpy_rss_gb=… load=…``.
 """
 
 from __future__ import annotations
@@ -249,7 +249,7 @@ def main() -> None:
           f"(numpy {base['t2i_r1']!r}), I→T {figs.get('i2t_r1_gallery0')!r} (numpy {base['i2t_r1']!r}); "
           "t2i_r1 / i2t_r1 above: clipgeo's mean over its sub-galleries")
     print(f"pairs={args.pairs} measure_s={cg['wall_s']:.1f} shared_s={shared:.1f} numpy_s={npb['wall_s']:.1f} "
-          f"ratio={shared / npb['wall_s']:.2f} peak_rss_gb={max(cg['peak_rss_gb'], npb['peak_rss_gb']):.2f} "
+          f"ratio={shared / npb['wall_s']:.2f} peak_rss_gb={cg['peak_rss_gb']:.2f} numpy_rss_gb={npb['peak_rss_gb']:.2f} "
           f"max_rel_diff={worst:.1e} load={cg['load']:.2f}")
 
 

@@ -10,6 +10,8 @@ All three run on the run's hash sample ``d.rv`` (every vector for runs of at mos
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,6 +19,7 @@ import polars as pl
 
 from clipgeo.core.arrays import normalize_rows
 from clipgeo.core.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES, bootstrap_ci, bootstrap_cis
+from clipgeo.core.config import _usable_cores
 from clipgeo.core.stats import effective_rank_lambda_entropy, effective_rank_sigma_entropy
 from clipgeo.geometry.gap_estimators import l2i, relative_modality_gap
 from clipgeo.stages.sections import Section, Skip
@@ -170,17 +173,20 @@ def _bootstrap(d: RunData) -> dict:
     keep_t = np.flatnonzero(idx < m)
     si, st, sidx = xi[:m].astype(np.float32), xt[keep_t].astype(np.float32), idx[keep_t]
 
+    def erank_one(row: np.ndarray) -> tuple[float, float]:
+        wt = row[sidx]
+        tot = row.sum() + wt.sum()
+        mean = (row @ si + wt @ st) / tot
+        scatter = (si.T * row) @ si + (st.T * wt) @ st
+        cov = scatter.astype(np.float64) / tot - np.outer(mean, mean)
+        lam = np.clip(np.linalg.eigvalsh(cov)[::-1], 0.0, None)
+        return effective_rank_lambda_entropy(lam), effective_rank_sigma_entropy(lam)
+
     def erank_stat(w: np.ndarray) -> np.ndarray:
-        out = []
-        for row in w:
-            wt = row[sidx]
-            tot = row.sum() + wt.sum()
-            mean = (row @ si + wt @ st) / tot
-            scatter = (si.T * row) @ si + (st.T * wt) @ st
-            cov = scatter.astype(np.float64) / tot - np.outer(mean, mean)
-            lam = np.clip(np.linalg.eigvalsh(cov)[::-1], 0.0, None)
-            out.append((effective_rank_lambda_entropy(lam), effective_rank_sigma_entropy(lam)))
-        return np.array(out)
+        # one resample per worker thread, each on one BLAS thread (numpy releases the GIL in the
+        # products and eigvalsh): both cores when they are free, in resample order whatever the timing
+        with ThreadPoolExecutor(max_workers=max(1, min(len(w), _usable_cores()))) as pool:
+            return np.array(list(pool.map(erank_one, w)))
     sub_unit = unit if m == n_img else f"the first {m:,} images of the run's sample (hash order), each with all its captions"
     why = "; basic interval: resampling duplicates points, which lowers an effective rank"
     names = ["spectra.joint.effective_rank_lambda_entropy", "spectra.joint.effective_rank_sigma_entropy"]
