@@ -265,6 +265,10 @@ def all_sections() -> list[Section]:
     return [*CORE_SECTIONS, *measure_geometry.SECTIONS, *measure_topology.SECTIONS, *measure_estimators.SECTIONS]
 
 
+#: Sections that run before the UMAP layout starts in its background thread (the streamed moment
+#: pass and the ranks get both cores to themselves; the layout overlaps the per-sample pass and
+#: the sampled sections up to ``umap``).
+_BEFORE_BACKGROUND = frozenset({"retrieval", "modality_gap"})
 #: Pairs the UMAP-based sections take from the head of the hash-ordered sample.
 _SECTION_PAIRS = {"umap": "UMAP_PAIRS", "clusters": "UMAP_PAIRS", "umap_grid": "UMAP_GRID_PAIRS"}
 
@@ -430,7 +434,18 @@ def _measure_run(home: DataHome, run_id: str, work_dir: Path, *, seed: int, sect
         if bad:
             raise ValueError(f"unknown sections {bad}; known: {sorted(known)}")
         chosen = [s for s in chosen if s.name in sections]
-    results = [(sec, *_run_section(sec, data)) for sec in chosen]
+    from concurrent.futures import ThreadPoolExecutor
+
+    results = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clipgeo-umap") as background:
+        umap_pending = any(sec.name == "umap" for sec in chosen)
+        for sec in chosen:
+            if umap_pending and sec.name not in _BEFORE_BACKGROUND:
+                from clipgeo.stages.measure_topology import start_umap
+
+                start_umap(data, background)   # the layout runs beside the sections from here to its own
+                umap_pending = False
+            results.append((sec, *_run_section(sec, data)))
 
     where = {"run_id": run_id}
     written: dict[str, int] = {}

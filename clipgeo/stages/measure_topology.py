@@ -77,10 +77,21 @@ def _spectra(d: RunData) -> dict:
     return {"topo_spectra": _tag(curve, d.run_id), "topo_spectra_summary": _tag(summary, d.run_id)}
 
 
+def start_umap(d: RunData, executor) -> None:
+    """Start the UMAP layout of the run's sample on ``executor`` (a background thread: the layout's
+    SGD is single-threaded, for a layout reproducible from its seed, and releases the GIL), so
+    it runs beside the streamed sections instead of after them; the ``umap`` section takes its
+    result. Its inputs are computed here, in the calling thread."""
+    img, txt, idx = d.img_n, d.txt_n, d.idx
+    d.cache["umap_future"] = executor.submit(umap_layout, img, txt, UMAP_PAIRS, seed=d.seed, txt_image_index=idx)
+
+
 def _umap(d: RunData) -> dict:
     im, tx, img_rows, txt_rows = _pairs(d)
     try:
-        layout = umap_layout(d.img_n, d.txt_n, UMAP_PAIRS, seed=d.seed, txt_image_index=d.idx)
+        fut = d.cache.pop("umap_future", None)
+        layout = (fut.result() if fut is not None
+                  else umap_layout(d.img_n, d.txt_n, UMAP_PAIRS, seed=d.seed, txt_image_index=d.idx))
     except ValueError as exc:
         if "too few" in str(exc).lower() or "points" in str(exc).lower():
             raise Skip(f"UMAP not computed: {exc}") from exc

@@ -270,7 +270,7 @@ def _move(emb, cache, i, d0, d1):
     _rotate(cache, i, 2, 0.5 * d1)
 
 
-@numba.njit(fastmath=True, cache=True)
+@numba.njit(fastmath=True, cache=True, nogil=True)
 def _haversine_sgd(emb, head, tail, n_epochs, n_vertices, epochs_per_sample, a, b,
                    rng_state_per_sample, gamma, initial_alpha, negative_sample_rate):
     """UMAP's generic-metric SGD (``move_other=True``) specialised to the haversine output."""
@@ -327,7 +327,7 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 @numba.njit(
     locals={"psum": numba.types.float32, "lo": numba.types.float32,
             "mid": numba.types.float32, "hi": numba.types.float32},
-    cache=True,
+    cache=True, nogil=True,
 )
 def _smooth_knn_dist(distances, k):
     """``umap.umap_.smooth_knn_dist`` (local_connectivity=1, bandwidth=1, 64 iterations),
@@ -377,7 +377,7 @@ def _smooth_knn_dist(distances, k):
     return result, rho
 
 
-@numba.njit(locals={"val": numba.types.float32}, cache=True)
+@numba.njit(locals={"val": numba.types.float32}, cache=True, nogil=True)
 def _membership(knn_indices, knn_dists, sigmas, rhos):
     """``umap.umap_.compute_membership_strengths`` (not bipartite): COO rows, cols, values."""
     n, k = knn_indices.shape
