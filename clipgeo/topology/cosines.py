@@ -43,6 +43,7 @@ fine bin width ``2 / (bins · 200)`` (1e-4 for 100 bins) of the inverse empirica
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import polars as pl
 
@@ -222,8 +223,23 @@ def _exact_within(a: np.ndarray, acc: _Accumulator, block: int) -> None:
 
 def _sampled(a: np.ndarray, b: np.ndarray, ia: np.ndarray, ib: np.ndarray,
              acc: _Accumulator, block: int) -> None:
+    """``a[ia[p]] · b[ib[p]]`` for the sampled pairs, accumulated in float64 by one kernel that
+    reads the two rows in place (no gathered copies of them), ``block`` pairs at a time."""
+    out = np.empty(min(block, ia.shape[0]))
     for sl in row_blocks(ia.shape[0], block):
-        acc.add(np.einsum("ij,ij->i", a[ia[sl]], b[ib[sl]]))
+        n = sl.stop - sl.start
+        _pair_dots(a, b, ia[sl], ib[sl], out)
+        acc.add(out[:n])
+
+
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def _pair_dots(a, b, ia, ib, out):
+    for p in range(ia.shape[0]):
+        i, j = ia[p], ib[p]
+        s = 0.0
+        for k in range(a.shape[1]):
+            s += np.float64(a[i, k]) * np.float64(b[j, k])
+        out[p] = s
 
 
 def cosine_distributions(
