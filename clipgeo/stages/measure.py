@@ -265,10 +265,11 @@ def all_sections() -> list[Section]:
     return [*CORE_SECTIONS, *measure_geometry.SECTIONS, *measure_topology.SECTIONS, *measure_estimators.SECTIONS]
 
 
-#: Sections that run before the UMAP layout starts in its background thread (the streamed moment
-#: pass and the ranks get both cores to themselves; the layout overlaps the per-sample pass and
-#: the sampled sections up to ``umap``).
-_BEFORE_BACKGROUND = frozenset({"retrieval", "modality_gap"})
+#: Sections that run before the UMAP layout starts in its background thread: the streamed moment
+#: pass and the ranks get both cores to themselves, and the separability fits (the largest
+#: in-memory copies of the sample) do not add to the layout's memory; the layout overlaps the
+#: per-sample pass and the sampled sections up to ``umap``.
+_BEFORE_BACKGROUND = frozenset({"retrieval", "modality_gap", "separability", "pca"})
 #: Pairs the UMAP-based sections take from the head of the hash-ordered sample.
 _SECTION_PAIRS = {"umap": "UMAP_PAIRS", "clusters": "UMAP_PAIRS", "umap_grid": "UMAP_GRID_PAIRS"}
 
