@@ -82,9 +82,10 @@ def blas_threads() -> int:
 _PROBED: dict[int, int] = {}
 
 
-def measured_blas_threads(rows: int = 2048, d: int = 512, reps: int = 3, margin: float = 0.85) -> int:
+def measured_blas_threads(rows: int = 4096, d: int = 768, reps: int = 5, margin: float = 0.85) -> int:
     """The BLAS thread count (1 … usable cores) that computed a ``rows × d`` float64 scatter
-    ``XᵀX`` fastest (best of ``reps`` at each count, about 0.1 s in all); more threads win only
+    ``XᵀX`` fastest (best of ``reps`` at each count, about 0.5 s in all: a smaller probe let one
+    slow repetition pick 1 thread on an idle machine); more threads win only
     when at least ``1 − margin`` faster than the best fewer. Measured once per process."""
     cores = _usable_cores()
     if cores <= 1:
