@@ -50,6 +50,7 @@ class AdaptiveThreads:
         self.choices = [fixed] if fixed is not None else list(range(1, top + 1))
         self.explore_every = max(2, explore_every)
         self.weight = weight
+        self.switch_margin = 0.1
         self.rate: dict[int, float] = {}
         self.blocks: dict[int, int] = {}
         self._i = 0
@@ -71,11 +72,15 @@ class AdaptiveThreads:
         """The count for the next block: untried counts first, then the fastest, the others
         re-tried every ``explore_every`` blocks; each time a re-tried count loses again that
         interval doubles (up to 8×), so a busy machine pays for few slow blocks, and it resets
-        when the fastest count changes."""
+        when the fastest count changes. Another count replaces the current fastest only when its
+        rate is at least ``switch_margin`` (10 %) better, so timing noise does not flip it."""
         untried = [c for c in self.choices if c not in self.rate]
         if untried:
             return untried[0]
         best = min(self.rate, key=self.rate.get)
+        if (self._best is not None and best != self._best
+                and self.rate[best] > (1.0 - self.switch_margin) * self.rate[self._best]):
+            best = self._best   # not clearly faster: per-block timings are noisy beside a reader thread
         if best != self._best:
             self._best, self._every = best, self.explore_every
         if len(self.choices) > 1 and self._since >= self._every - 1:
