@@ -239,7 +239,7 @@ def nonzero_row_norms(x: np.ndarray, name: str = "x", *, row_offset: int = 0,
 
 
 def normalize_rows(x: np.ndarray, name: str = "x", dtype: type = np.float64, *, norms: np.ndarray | None = None,
-                   block: int = DEFAULT_BLOCK_ROWS, row_offset: int = 0, out: np.ndarray | None = None) -> np.ndarray:
+                   block: int = DEFAULT_BLOCK_ROWS, row_offset: int = 0) -> np.ndarray:
     """``x̂_i = x_i / ‖x_i‖`` row-wise: the one row normalisation of clipgeo.
 
     Norms and the division are float64 whatever the input and output dtypes (each value is the
@@ -263,14 +263,11 @@ def normalize_rows(x: np.ndarray, name: str = "x", dtype: type = np.float64, *, 
         Rows per block.
     row_offset : int
         Added to the row number in the zero-row error (``x`` is a chunk of a larger set).
-    out : array of shape (n, d), optional
-        Where to write the unit vectors (its dtype is the result's; it may be ``x`` itself, a
-        float64 array the caller no longer needs: the streamed passes normalise in place).
 
     Returns
     -------
     numpy.ndarray of shape (n, d) and dtype ``dtype``
-        The unit vectors (a new array, or ``out``).
+        The unit vectors (a new array).
 
     Examples
     --------
@@ -279,9 +276,6 @@ def normalize_rows(x: np.ndarray, name: str = "x", dtype: type = np.float64, *, 
            [0. , 1. ]])
     >>> normalize_rows(np.array([[3, 4]], dtype=np.float16), dtype=np.float16).dtype
     dtype('float16')
-    >>> x = np.array([[3.0, 4.0]])
-    >>> normalize_rows(x, out=x) is x, x.tolist()          # in place
-    (True, [[0.6, 0.8]])
     >>> normalize_rows(np.zeros((1, 2)), "img")
     Traceback (most recent call last):
     ...
@@ -295,10 +289,7 @@ def normalize_rows(x: np.ndarray, name: str = "x", dtype: type = np.float64, *, 
         given = np.asarray(norms, dtype=np.float64)
         if given.shape != (arr.shape[0],):
             raise ValueError(f"{name}: norms has shape {given.shape}, expected ({arr.shape[0]},)")
-    if out is None:
-        out = np.empty(arr.shape, dtype=dtype)
-    elif out.shape != arr.shape:
-        raise ValueError(f"{name}: out has shape {out.shape}, expected {arr.shape}")
+    out = np.empty(arr.shape, dtype=dtype)
     for sl in row_blocks(arr.shape[0], block):
         blk = np.asarray(arr[sl], dtype=np.float64)
         nb = row_norms(blk) if given is None else given[sl]

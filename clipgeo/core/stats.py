@@ -100,12 +100,9 @@ class ScatterAccumulator:
         self._mean = np.zeros(d)
         self._m2 = np.zeros((d, d))
 
-    def add(self, batch, *, validate: bool = True, overwrite: bool = False) -> "ScatterAccumulator":
+    def add(self, batch, *, validate: bool = True) -> "ScatterAccumulator":
         """Add the rows of one 2-D batch (converted to float64; NaN/inf raise ``ValueError``).
-
-        ``overwrite``: the batch is a float64 array the caller no longer needs, so it is
-        centred in place (one ``n × d`` temporary fewer; the scatter is ``CᵀC``, which numpy
-        computes with BLAS ``syrk``, half a general product)."""
+        The scatter is ``CᵀC``, which numpy computes with BLAS ``syrk``, half a general product."""
         b = np.asarray(batch)
         if b.ndim != 2:
             raise ValueError(f"{self.name}: batch must be 2-D, got shape {b.shape}")
@@ -119,11 +116,7 @@ class ScatterAccumulator:
         if self._mean is None:
             self._init(b.shape[1])
         mb = b.mean(axis=0)
-        if overwrite and b is batch and b.flags.writeable:
-            b -= mb
-            c = b
-        else:
-            c = b - mb
+        c = b - mb
         self._fold(b.shape[0], mb, c.T @ c)
         return self
 
