@@ -198,10 +198,9 @@ def _retrieval(d: RunData) -> dict[str, Rows]:
         full_gallery_max=opts.get("full_gallery_max", FULL_GALLERY_MAX),
         sub_gallery_images=opts.get("sub_gallery_images", SUB_GALLERY_IMAGES),
         draws=opts.get("sub_gallery_draws", SUB_GALLERY_DRAWS),
-        normalized_only=d.normalized_only,
+        normalized_only=d.normalized_only, pool=d.cache.get("retrieval_pool"),
     )
-    if d.stream is not None:
-        d.stream.pool = None   # the sub-gallery pool is not needed after this section
+    d.cache.pop("retrieval_pool", None)   # the sub-gallery pool is not needed after this section
     d.cache["retrieval_info"] = info
     d.cache["retrieval_rank_frame"] = ranks  # the one ranking every later section uses (per-cluster top-1)
     galleries = [gallery_summary(ranks, info)]
@@ -328,8 +327,11 @@ def _run_section(sec: Section, data: RunData) -> tuple[str, str | None, dict[str
     return status, message, out, seconds
 
 
-def _load_run(home: DataHome, run_id: str, seed: int = 0, sample_images: int = SAMPLE_IMAGES, pool_images: int = 0
-              ) -> tuple[str, bool, float | None, vectors.RunVectors, LanceRun, SampleInfo]:
+def _load_run(home: DataHome, run_id: str, seed: int = 0, sample_images: int = SAMPLE_IMAGES, pool_images=None
+              ) -> tuple[str, bool, float | None, vectors.RunVectors, LanceRun, SampleInfo, vectors.RunVectors | None]:
+    """The run's catalog facts, its Lance table and its hash sample of ``sample_images`` images.
+    ``pool_images(n_images) -> int``: the size of a larger hash sample to draw instead (the
+    retrieval sub-gallery pool), whose head is then the sample; returned last (None when not drawn)."""
     with catalog.session(home) as con:
         found = catalog.execute(
             con,
@@ -343,21 +345,18 @@ def _load_run(home: DataHome, run_id: str, seed: int = 0, sample_images: int = S
     if status not in ("embedded", "measured"):
         raise RuntimeError(f"run {run_id} is {status!r}, not embedded: embed it before measuring")
     stream = LanceRun.open(home, run_id)
-    if pool_images > sample_images:
+    n_pool = pool_images(stream.count("image")) if pool_images is not None else 0
+    pool = None
+    if n_pool > sample_images:
         # one hash sample serves both: the retrieval pool, and its head as the sections' sample
-        pool, pinfo = stream.sample(pool_images, seed, normalized=bool(normalized_only))
+        pool, pinfo = stream.sample(n_pool, seed, normalized=bool(normalized_only))
         rv = pool.head(sample_images)
         info = SampleInfo(len(rv.image_ids), len(rv.sample_ids), pinfo.population_images, pinfo.population_texts, seed)
-        stream.pool = (pool_images, seed, bool(normalized_only), pool)
     else:
         rv, info = stream.sample(sample_images, seed, normalized=bool(normalized_only))
     if info.complete and (rv.text_image_index < 0).any():
         raise RuntimeError(f"run {run_id}: {int((rv.text_image_index < 0).sum())} captions have no image vector")
-    return dataset_id, bool(normalized_only), logit_scale, rv, stream, info
-
-
-def _has_vectors(home: DataHome, run_id: str) -> bool:
-    return vectors.has_table(vectors.connect(home), vectors.table_name(run_id))
+    return dataset_id, bool(normalized_only), logit_scale, rv, stream, info, pool
 
 
 def find_reference_run(home: DataHome, run_id: str) -> str | None:
@@ -411,16 +410,18 @@ def _measure_run(home: DataHome, run_id: str, work_dir: Path, *, seed: int, sect
                  reference_run_id: str | None, umap_grid: bool, sample_images: int, full_gallery_max: int,
                  sub_gallery_images: int, sub_gallery_draws: int, moments: dict | None, query_sample: int,
                  device: str | None, query_dtype: str, per_sample_parts: Sequence[str] | None) -> MeasureResult:
-    pool = 0
-    if sections is None or "retrieval" in sections:   # the sub-gallery pool, drawn with the sample
-        n_img = LanceRun.open(home, run_id).count("image") if _has_vectors(home, run_id) else 0
-        if n_img > full_gallery_max:
-            pool = max(1, min(sub_gallery_draws, n_img // sub_gallery_images)) * sub_gallery_images
-    dataset_id, normalized_only, logit_scale, rv, stream, info = _load_run(home, run_id, seed, sample_images, pool)
+    def pool_images(n_img: int) -> int:   # the sub-gallery pool (run_retrieval's), drawn with the sample
+        if n_img <= full_gallery_max:
+            return 0
+        return max(1, min(sub_gallery_draws, n_img // sub_gallery_images)) * sub_gallery_images
+
+    wants_pool = sections is None or "retrieval" in sections
+    dataset_id, normalized_only, logit_scale, rv, stream, info, pool = _load_run(
+        home, run_id, seed, sample_images, pool_images if wants_pool else None)
     reference = None
     ref_id = reference_run_id or find_reference_run(home, run_id)
     if ref_id:
-        r_dataset, r_norm, r_scale, r_rv, r_stream, r_info = _load_run(home, ref_id, seed, sample_images)
+        r_dataset, r_norm, r_scale, r_rv, r_stream, r_info, _ = _load_run(home, ref_id, seed, sample_images)
         reference = RunData(ref_id, r_dataset, r_rv, r_norm, r_scale, seed, stream=r_stream, sample=r_info)
     data = RunData(run_id, dataset_id, rv, normalized_only, logit_scale, seed, reference,
                    {"umap_grid": umap_grid, "lance_dir": str(home.lance), "full_gallery_max": full_gallery_max,
@@ -428,6 +429,8 @@ def _measure_run(home: DataHome, run_id: str, work_dir: Path, *, seed: int, sect
                     "moments": moments, "query_sample": query_sample, "device": device, "query_dtype": query_dtype,
                     "work_dir": str(work_dir), "per_sample_parts": per_sample_parts},
                    stream=stream, sample=info)
+    if pool is not None:
+        data.cache["retrieval_pool"] = pool
     chosen = all_sections()
     if sections is not None:
         known = {s.name for s in chosen}

@@ -681,7 +681,8 @@ def unpaired_cosine_mean(sum_img: np.ndarray, sum_txt: np.ndarray, n_img: int, n
 
 def run_retrieval(run: LanceRun | None, rv: vectors.RunVectors, *, sample: SampleInfo | None, seed: int = 0,
                   full_gallery_max: int = 50_000, sub_gallery_images: int = 5_000, draws: int = 10,
-                  normalized_only: bool = False) -> tuple[pl.DataFrame, dict]:
+                  normalized_only: bool = False, pool: vectors.RunVectors | None = None
+                  ) -> tuple[pl.DataFrame, dict]:
     """Per-query ranks (``direction, query_id, rank, gallery``) and the definition used.
 
     * ``full_gallery`` (at most ``full_gallery_max`` images): every caption against every image
@@ -690,7 +691,9 @@ def run_retrieval(run: LanceRun | None, rv: vectors.RunVectors, *, sample: Sampl
       ``min(draws, N // sub_gallery_images)`` disjoint galleries of ``sub_gallery_images`` images
       each, with all their captions; every query is ranked within its own gallery (CLIP_benchmark's
       5k COCO test is the reference size). Each gallery is a uniform random subset; recall is
-      reported per gallery and as mean ± std over them (:func:`gallery_summary`).
+      reported per gallery and as mean ± std over them (:func:`gallery_summary`). ``pool``: the
+      hash sample of at least ``draws × sub_gallery_images`` images with this ``seed``, when the
+      caller already drew it (the measure stage draws it with its sample); else it is drawn here.
 
     Memory: the largest of the full gallery (at most ``full_gallery_max`` images) and
     ``draws × sub_gallery_images`` images, with their captions; never an N×N score matrix
@@ -708,12 +711,9 @@ def run_retrieval(run: LanceRun | None, rv: vectors.RunVectors, *, sample: Sampl
     else:
         k = max(1, min(draws, n_img // sub_gallery_images))
         need = k * sub_gallery_images
-        cached = getattr(run, "pool", None)   # drawn with the sections' sample (measure._load_run)
         if rv.images.shape[0] >= need:
             pool = rv
-        elif cached is not None and cached[0] >= need and cached[1:3] == (seed, normalized_only):
-            pool = cached[3]
-        else:
+        elif pool is None or pool.images.shape[0] < need:
             pool = run.sample(need, seed, normalized=normalized_only)[0]
         idx = pool.text_image_index
         galleries = []

@@ -121,9 +121,6 @@ class LanceRun:
         self.dim: int = field.type.list_size
         self.dtype = np.dtype(field.type.value_type.to_pandas_dtype())
         self.format = vectors.table_format(self.ds)
-        #: ``(n_images, seed, normalized, RunVectors)``: a larger hash sample drawn once by the
-        #: measure stage for the retrieval sub-galleries (None: none drawn)
-        self.pool: tuple | None = None
 
     @classmethod
     def open(cls, home, run_id: str, **kw) -> "LanceRun":
