@@ -149,18 +149,6 @@ class _BlockFiller:
         return n, ((pa.concat_arrays(keys) if keys else None) if self.key is not None else None)
 
 
-class _Shifts:
-    """Per modality, the shift each block is centred on: the first block's own mean (that block is
-    centred exactly, in a second step), then that mean for every later block."""
-
-    def __init__(self, d: int) -> None:
-        self.d = d
-        self.value: dict[str, np.ndarray] = {}
-
-    def get(self, key: str) -> np.ndarray:
-        return self.value.get(key, np.zeros(self.d))
-
-
 def _unit_block(src: np.ndarray, x: np.ndarray, n: int, modality: str, row: int, uri: str, shift: np.ndarray,
                 raw_out: np.ndarray | None, raw_shift: np.ndarray, partner: np.ndarray | None,
                 partner_shift: np.ndarray) -> dict:
@@ -180,11 +168,15 @@ def _unit_block(src: np.ndarray, x: np.ndarray, n: int, modality: str, row: int,
         np.copyto(x[:n], src[:n], casting="unsafe")
         bad = kernels.unit_block(x, n, *args)
     if bad >= 0:
-        src_row = np.asarray(src[bad], dtype=np.float64)
-        what = "a zero vector" if np.all(src_row == 0) else "NaN or infinite values"
-        raise ValueError(f"{modality} row {row + bad} of {uri} is {what}: it has no direction; "
-                         "re-import the run (import rejects such rows)")
+        raise _bad_row(modality, row + bad, uri, src[bad])
     return out
+
+
+def _bad_row(modality: str, row: int, uri: str, values: np.ndarray) -> ValueError:
+    """The error of a streamed pass for a stored row that has no direction (zero, NaN or inf)."""
+    what = "a zero vector" if np.all(np.asarray(values, dtype=np.float64) == 0) else "NaN or infinite values"
+    return ValueError(f"{modality} row {row} of {uri} is {what}: it has no direction; "
+                      "re-import the run (import rejects such rows)")
 
 
 def _moment_blocks(run: LanceRun, fragment_ids, normalized_only: bool, pair: bool, block_rows: int):
@@ -204,7 +196,8 @@ def _moment_blocks(run: LanceRun, fragment_ids, normalized_only: bool, pair: boo
     src = {m: np.empty((rows, d), dtype=run.dtype) for m in fillers}
     ring = [{m: np.empty((rows, d)) for m in fillers} for _ in range(_RING)]
     rring = None if normalized_only else [{m: np.empty((rows, d)) for m in fillers} for _ in range(_RING)]
-    shifts = _Shifts(d)
+    zero = np.zeros(d)
+    shifts: dict[str, np.ndarray] = {}   # per accumulator: the first block's mean, which later blocks are centred on
     seen = {"image": 0, "text": 0}
     live = ["image", "text"]
     step = 0
@@ -225,13 +218,14 @@ def _moment_blocks(run: LanceRun, fragment_ids, normalized_only: bool, pair: boo
         if pair and got and not pair_now:
             pair = False
         cos = None
+        image_unit = None   # this step's centred unit image block: the captions' partner rows
         for m, (n, _) in got.items():
             x = ring[step % _RING][m]
             raw = None if normalized_only else rring[step % _RING][m]
-            partner = out["image"][1][-1][1][:n] if (pair_now and m == "text") else None
-            ushift, rshift = shifts.get(f"unit_{m}"), shifts.get(f"raw_{m}")
+            partner = image_unit if (pair_now and m == "text") else None
+            ushift, rshift = shifts.get(f"unit_{m}", zero), shifts.get(f"raw_{m}", zero)
             r = _unit_block(src[m], x, n, m, seen[m], run.uri, ushift, raw, rshift, partner,
-                            shifts.get("unit_image"))
+                            shifts.get("unit_image", zero))
             work = []
             u = x[:n]
             for key, c, total, shift in ((f"raw_{m}", None if raw is None else raw[:n], r["xsum"], rshift),
@@ -239,12 +233,13 @@ def _moment_blocks(run: LanceRun, fragment_ids, normalized_only: bool, pair: boo
                 if c is None:
                     continue
                 mean = total / n
-                if key not in shifts.value:   # the first block: centre it exactly on its own mean
+                if key not in shifts:   # the first block: centre it exactly on its own mean
                     c -= mean
-                    shifts.value[key] = mean
-                    shift = mean
+                    shifts[key] = shift = mean
                 work.append((key, c, mean, shift, r["lengths"] if key.startswith("raw") else r["ulen"], r["usum"]))
             out[m] = (n, work)
+            if m == "image":
+                image_unit = u
             if partner is not None:
                 cos = r["pdot"]
             seen[m] += n
@@ -420,8 +415,7 @@ def _per_sample_blocks(run: LanceRun, modality: str, plan, normalized: bool, fra
         bad = kernels.per_sample_block(bits, kernels.F16_TABLE, x, n, decode, normalized, mean, vecs, c,
                                        length, radius, dots)
         if bad >= 0:
-            raise ValueError(f"{modality}: row {seen + bad} of {run.uri} is a zero vector or not finite: it has no "
-                             "direction; re-import the run (import rejects such rows)")
+            raise _bad_row(modality, seen + bad, run.uri, src[bad])
         stats = {"radius": radius, "length": length,
                  "conformity": conformity_from_dots(dots[:, 0], length, plan.n),
                  "cos_to_raw_mean": dots[:, 1] / length, "cos_to_unit_mean": dots[:, 2] / length}
