@@ -78,7 +78,12 @@ def server(tmp_path_factory):
 
 
 def _run_deployment(api: str, deployment_id: str, parameters: dict, timeout: float = 600) -> dict:
-    r = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters}, timeout=30)
+    for attempt in range(5):   # a local server busy beside the suite can answer 503 (seen once in CI-like load)
+        r = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters},
+                       timeout=30)
+        if r.status_code != 503:
+            break
+        time.sleep(2 * (attempt + 1))
     r.raise_for_status()
     run_id = r.json()["id"]
 
