@@ -33,7 +33,7 @@ computes per-vector radii, Mahalanobis radii, conformity and ``cos(x, μ)``. Mem
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import polars as pl
@@ -223,12 +223,18 @@ class MomentAccumulator:
         return self
 
     def finalize(self) -> Moments:
-        """Mean, covariance (divisor N) and its eigen-decomposition. Needs at least 2 vectors."""
+        """Mean, covariance (divisor N) and its eigen-decomposition. Needs at least 2 vectors.
+        Computed once per state (the measure stage's sections each ask for it) and handed out as
+        copies."""
         if self.n < 2:
             raise ValueError(f"{self.name}: a modality needs at least 2 vectors, got {self.n}")
+        cached = getattr(self, "_final", None)
+        if cached is not None and cached.n == self.n:   # every change adds rows: n names the state
+            return replace(cached, mean=cached.mean.copy(), cov=cached.cov.copy(), unit_sum=cached.unit_sum.copy(),
+                           eigenvalues=cached.eigenvalues.copy(), eigenvectors=cached.eigenvectors.copy())
         evals, evecs = self._scatter.eigh()
         mean_length = self._length_sum / self.n
-        return Moments(
+        self._final = Moments(
             name=self.name,
             n=self.n,
             d=int(self.d),
@@ -242,6 +248,7 @@ class MomentAccumulator:
             eigenvectors=evecs,
             length_std=float(np.sqrt(max(self._length_sq_sum / self.n - mean_length**2, 0.0))),
         )
+        return self.finalize()   # a copy: callers may change the arrays they get
 
 
 def moments(source: ChunkSource, name: str = "x") -> Moments:
@@ -303,13 +310,56 @@ def whitening_projection(c: np.ndarray, plan: PerSamplePlan) -> np.ndarray:
     """Rows ``z_i`` with ``‖z_i‖² = c_iᵀ Σ⁺ c_i`` (the squared Mahalanobis radius) for centred rows
     ``c`` in the plan's projection dtype, C order: ``Rᵀ c_i`` by BLAS ``trmm`` when the plan has
     the triangular factor (``c`` is then overwritten: it is the caller's scratch), else
-    ``c Λ^{-1/2} V`` (the kept directions)."""
+    ``c Λ^{-1/2} V`` (the kept directions). Both release the GIL, so two threads can run two
+    blocks' products at once (:class:`clipgeo.streaming.threads.Lanes`)."""
     if plan.tri is None:
         return c @ plan.whiten
+    if c.flags.c_contiguous and c.dtype == plan.tri.dtype and plan.tri.flags.f_contiguous:
+        _trmm_nogil(plan.tri, c)
+        return c
     from scipy.linalg.blas import dtrmm, strmm
 
     trmm = strmm if plan.tri.dtype == np.float32 else dtrmm
     return trmm(1.0, plan.tri, c.T, side=0, lower=1, trans_a=1, overwrite_b=1).T
+
+
+_TRMM: dict = {}
+
+
+def _trmm_nogil(tri: np.ndarray, c: np.ndarray) -> None:
+    """``c_i ← Rᵀ c_i`` for every row of the C-ordered ``c`` (``R = tri``: lower triangular,
+    Fortran order), in place: BLAS ``?trmm`` (side L, lower, transposed) on ``cᵀ`` seen as a
+    Fortran ``d × n`` matrix, called through ctypes on the routine scipy's own wrapper
+    (``scipy.linalg.blas.strmm``) calls, so the GIL is released for the product, which the
+    wrapper does not do."""
+    import ctypes
+
+    kind = "strmm" if tri.dtype == np.float32 else "dtrmm"
+    fn = _TRMM.get(kind)
+    if fn is None:
+        from scipy.linalg import cython_blas
+
+        cap = cython_blas.__pyx_capi__[kind]
+        api = ctypes.pythonapi
+        api.PyCapsule_GetName.restype = ctypes.c_char_p
+        api.PyCapsule_GetName.argtypes = [ctypes.py_object]
+        api.PyCapsule_GetPointer.restype = ctypes.c_void_p
+        api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+        ptr = api.PyCapsule_GetPointer(cap, api.PyCapsule_GetName(cap))
+        real = ctypes.c_float if kind == "strmm" else ctypes.c_double
+        ch, i32 = ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)
+        fn = _TRMM[kind] = (ctypes.CFUNCTYPE(None, ch, ch, ch, ch, i32, i32, ctypes.POINTER(real), ctypes.c_void_p,
+                                             i32, ctypes.c_void_p, i32)(ptr), real)
+    call, real = fn
+    n, d = c.shape
+    if n == 0:
+        return
+    if tri.shape != (d, d):
+        raise ValueError(f"triangular factor of shape {tri.shape} for rows of dimension {d}")
+    m_, n_, ld = ctypes.c_int(d), ctypes.c_int(n), ctypes.c_int(d)
+    alpha = real(1.0)
+    call(b"L", b"L", b"T", b"N", ctypes.byref(m_), ctypes.byref(n_), ctypes.byref(alpha), tri.ctypes.data,
+         ctypes.byref(ld), c.ctypes.data, ctypes.byref(ld))
 
 
 def per_sample_plan(mom: Moments, *, rtol: float = 1e-10, projection_dtype: type = np.float32) -> PerSamplePlan:

@@ -26,7 +26,7 @@ from clipgeo.stages.sections import Section, Skip
 
 if TYPE_CHECKING:  # pragma: no cover
     from clipgeo.stages.measure import RunData
-from clipgeo.topology.intrinsic_dim import MLE_K, library_dimension, mle_levina_bickel, twonn
+from clipgeo.topology.intrinsic_dim import MLE_K, knn_distances, library_dimension, mle_levina_bickel, twonn
 
 #: Pairs (image, first caption) the global intrinsic dimension is estimated on.
 ID_PAIRS = 2500
@@ -50,7 +50,18 @@ def _gap_estimators(d: RunData) -> dict:
 
 
 def _id_rows(x: np.ndarray, *, scope: str, cluster: int, modality: str, library: bool) -> list[dict]:
+    import sklearn
+
+    # scikit-learn's kNN computes distances in row chunks of up to `working_memory` MiB (1,024 by
+    # default, the stage's peak at 1M pairs); smaller chunks give the same neighbours
+    with sklearn.config_context(working_memory=128):
+        return _id_rows_of(x, scope=scope, cluster=cluster, modality=modality, library=library)
+
+
+def _id_rows_of(x: np.ndarray, *, scope: str, cluster: int, modality: str, library: bool) -> list[dict]:
     rows = []
+    # one exact kNN (k = MLE_K) serves both estimators: TwoNN reads its first two columns
+    knn = knn_distances(x, MLE_K) if x.shape[0] >= ID_MIN_POINTS else None
     for name, fn in (("twonn", twonn), ("mle", mle_levina_bickel)):
         base = {"scope": scope, "cluster": cluster, "modality": modality, "estimator": name,
                 "k": 2 if name == "twonn" else MLE_K, "n_points": int(x.shape[0])}
@@ -58,7 +69,7 @@ def _id_rows(x: np.ndarray, *, scope: str, cluster: int, modality: str, library:
             rows.append({**base, "dimension": None, "library_dimension": None, "library": None, "status": "too_few",
                          "message": f"{x.shape[0]} points; an estimate needs at least {ID_MIN_POINTS}"})
             continue
-        got = fn(x)
+        got = fn(x, knn=knn)
         lib = library_dimension(x, name) if library else None
         rows.append({**base, "dimension": got["dimension"], "n_points": int(got["n_points"]),
                      "library_dimension": lib, "library": "scikit-dimension 0.5.0" if library else None,
@@ -171,14 +182,17 @@ def _bootstrap(d: RunData) -> dict:
 
     m = min(n_img, BOOT_SPECTRUM_IMAGES)
     keep_t = np.flatnonzero(idx < m)
-    si, st, sidx = xi[:m].astype(np.float32), xt[keep_t].astype(np.float32), idx[keep_t]
+    sx = np.concatenate([xi[:m], xt[keep_t]])          # float64 rows: the m images, then their captions
+    sidx = idx[keep_t]
 
     def erank_one(row: np.ndarray) -> tuple[float, float]:
-        wt = row[sidx]
-        tot = row.sum() + wt.sum()
-        mean = (row @ si + wt @ st) / tot
-        scatter = (si.T * row) @ si + (st.T * wt) @ st
-        cov = scatter.astype(np.float64) / tot - np.outer(mean, mean)
+        w = np.concatenate([row, row[sidx]])           # each caption weighs what its image was drawn
+        nz = np.flatnonzero(w)                         # about 63 % of the rows are drawn at all
+        tot = w[nz].sum()
+        mean = (w[nz] @ sx[nz]) / tot
+        y = sx[nz] * np.sqrt(w[nz])[:, None]
+        scatter = y.T @ y                              # Σ w xxᵀ as one BLAS syrk over the drawn rows
+        cov = scatter / tot - np.outer(mean, mean)
         lam = np.clip(np.linalg.eigvalsh(cov)[::-1], 0.0, None)
         return effective_rank_lambda_entropy(lam), effective_rank_sigma_entropy(lam)
 

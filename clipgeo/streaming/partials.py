@@ -110,10 +110,12 @@ def stored_norms_are_unit(run: LanceRun, tol: float = 1e-2) -> bool:
     return True
 
 
-#: Rows per block of the streamed passes' arithmetic (several Lance batches are decoded into one
-#: block): a ``d × d`` scatter product over 16,384 rows runs near BLAS's peak, over 4,096 about 25 %
-#: slower. A block of 768-d float64 rows is 100 MB; a pass holds three per modality.
-BLOCK_ROWS = 16384
+#: Rows per block of the streamed passes' arithmetic (several Lance batches are copied into one
+#: block). A single-threaded ``d × d`` scatter product runs at the same rate from 4,096 rows up
+#: (``syrk``, d = 768); with one block per modality on each of two lanes, 8,192-row blocks made
+#: the 1M × 768 moment pass 1 s faster than 16,384 and its peak 0.3 GB lower (0.91 GB). A block
+#: of 768-d float64 rows is 50 MB; a pass holds three per modality.
+BLOCK_ROWS = 8192
 #: Blocks of a modality in flight: one the consumer works on, one queued, one being decoded.
 _RING = 3
 
@@ -249,7 +251,7 @@ def _moment_blocks(run: LanceRun, fragment_ids, normalized_only: bool, pair: boo
 
 
 def moment_partial(uri: str, fragment_ids: Sequence[int] | None = None, *, batch_rows: int | None = None,
-                   normalized_only: bool | None = None, tuner=None, block_rows: int = BLOCK_ROWS) -> dict:
+                   normalized_only: bool | None = None, block_rows: int = BLOCK_ROWS) -> dict:
     """Moments of the rows of ``fragment_ids`` (all when None) of the table at ``uri``, in **one**
     pass over both modalities: ``{"raw_image", "raw_text", "unit_image", "unit_text"}``
     accumulators (:class:`clipgeo.geometry.ellipsoid.MomentAccumulator`; ``unit_*``: of the
@@ -265,14 +267,15 @@ def moment_partial(uri: str, fragment_ids: Sequence[int] | None = None, *, batch
     One reader thread (:func:`clipgeo.streaming.threads.prefetch`) scans both modalities in
     lockstep and, per block of ``block_rows`` rows, decodes (float16 → float64 straight into a
     reused buffer), checks, normalises, sums the paired cosines and centres the block on its
-    mean, all in place; the calling thread only runs the scatter products ``CᵀC`` (BLAS
-    ``syrk``) with the thread count :class:`clipgeo.streaming.threads.AdaptiveThreads` chooses
-    block by block, and merges them (Chan et al.). So the decode of block k+1 overlaps the
-    product of block k. A zero vector or a NaN/inf raises ``ValueError`` naming the modality and
-    row (import rejects both, so a stored run holds neither). Memory: 3 blocks per modality
-    (6 when raw and normalised differ), 100 MB each at 16,384 × 768. Takes and returns only
-    small objects (O(d²)): a Dask task."""
-    from clipgeo.streaming.threads import AdaptiveThreads, prefetch
+    mean, all in place. The scatter products ``CᵀC`` (BLAS ``syrk``) and their merges (Chan et
+    al.) run on two :class:`clipgeo.streaming.threads.Lanes`, one per modality, each product on
+    one BLAS thread on a 2-core machine: the image and the caption block of a step are
+    accumulated side by side while the reader decodes the next step. Each accumulator receives
+    its blocks in scan order, so the result is the one of a single thread. A zero vector or a
+    NaN/inf raises ``ValueError`` naming the modality and row (import rejects both, so a stored
+    run holds neither). Memory: 3 blocks per modality (6 when raw and normalised differ), 50 MB
+    each at 8,192 × 768. Takes and returns only small objects (O(d²)): a Dask task."""
+    from clipgeo.streaming.threads import Lanes, prefetch
 
     run = LanceRun(uri) if batch_rows is None else LanceRun(uri, batch_rows=batch_rows)
     if normalized_only is None:
@@ -284,24 +287,38 @@ def moment_partial(uri: str, fragment_ids: Sequence[int] | None = None, *, batch
     pair = fragment_ids is None
     paired = PairedSums()
     rows = {"image": 0, "text": 0}
-    own_tuner = tuner is None
-    tuner = AdaptiveThreads() if own_tuner else tuner
+
+    def accumulate(work) -> None:   # one modality's products of one step, in order
+        for key, c, mean, shift, lengths, usum in work:
+            out[key].add_centred(c, mean, lengths, usum, shift=shift)
+
     blocks = prefetch(_moment_blocks(run, fragment_ids, normalized_only, pair, block_rows), depth=1)
-    try:
-        for step, cos in blocks:
-            for m, (n, work) in step.items():
-                for key, c, mean, shift, lengths, usum in work:
-                    tuner.run(lambda: out[key].add_centred(c, mean, lengths, usum, shift=shift), n)
-                rows[m] += n
-            if cos is not None:
-                paired.add(cos)
-    finally:
-        blocks.close()
-        if own_tuner:
-            tuner.close()
+    with Lanes(2) as lanes:
+        pending: list = []
+        try:
+            while True:
+                # The ring (_RING = 3 buffers a modality) is safe only if a step's products are done
+                # before the next step is taken from the queue: the reader then writes step s + 2 into
+                # the buffer of step s − 1, never into one a lane still reads.
+                for f in pending:
+                    f.result()
+                pending = []
+                item = next(blocks, None)
+                if item is None:
+                    break
+                step, cos = item
+                for m, (n, work) in step.items():
+                    pending.append(lanes.submit(lambda work=work: accumulate(work)))
+                    rows[m] += n
+                if cos is not None:
+                    paired.add(cos)
+        finally:
+            for f in pending:   # never leave a lane reading a buffer the reader may rewrite
+                f.exception()
+            blocks.close()
+        out["threads"] = lanes.summary()
     if pair and paired.n == rows["image"] == rows["text"]:
         out["paired"] = paired
-    out["threads"] = tuner.summary()
     return out
 
 
@@ -438,17 +455,19 @@ def per_sample_partial(uri: str, plans: dict, out_path: str, fragment_ids: Seque
 
     A reader thread decodes each block of ``block_rows`` rows and computes, in one fused pass
     (:func:`clipgeo.streaming.kernels.per_sample_block`), every statistic but the Mahalanobis
-    radius, whose whitening product ``(x − μ) W`` (float32 by default) runs in the calling
-    thread with the BLAS thread count :class:`clipgeo.streaming.threads.AdaptiveThreads`
-    chooses. Memory: a few blocks (3 × 50 MB of float32 at 16,384 × 768, one float64 block).
+    radius, whose whitening product ``(x − μ) W`` (float32 by default) runs on two
+    :class:`clipgeo.streaming.threads.Lanes` (each half of a block on one, one BLAS thread each
+    on a 2-core machine; a row's radius does not depend on the split). Memory: a few blocks (3 × 25 MB of float32 at 8,192 × 768, one float64 block).
     Files appear whole or not at all (written under a temporary name, then renamed)."""
     import os
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    import scipy.linalg.cython_blas  # noqa: F401 - scipy's BLAS (the trmm) loaded before Lanes sets its threads
+
     from clipgeo.streaming import kernels
-    from clipgeo.streaming.threads import AdaptiveThreads, prefetch
+    from clipgeo.streaming.threads import Lanes, prefetch
 
     run = LanceRun(uri) if batch_rows is None else LanceRun(uri, batch_rows=batch_rows)
     schema = pa.schema([("modality", pa.string()), ("item_id", pa.string())]
@@ -457,7 +476,7 @@ def per_sample_partial(uri: str, plans: dict, out_path: str, fragment_ids: Seque
     raw = {(m, f): _stats_path(out_path, m, f) for m in counts for f in PER_SAMPLE_FIELDS}
     handles = {k: open(v + ".partial", "wb") for k, v in raw.items()}
     normalized = bool(plans.get("normalized", False))
-    tuner = AdaptiveThreads()
+    lanes = Lanes(2)
     try:
         # uncompressed: a scratch part DuckDB loads once and the pass deletes (encoding it cost ~3 s at 2M rows)
         with pq.ParquetWriter(f"{out_path}.partial", schema, compression="none",
@@ -467,10 +486,17 @@ def per_sample_partial(uri: str, plans: dict, out_path: str, fragment_ids: Seque
                 blocks = prefetch(_per_sample_blocks(run, modality, plan, normalized, fragment_ids, block_rows), depth=1)
                 try:
                     for n, c, stats, item in blocks:
-                        proj = tuner.run(lambda: whitening_projection(c[:n], plan), n)
-                        stats["mahalanobis"] = np.empty(n)
-                        kernels.row_sq_norms(proj, n, stats["mahalanobis"])
-                        np.sqrt(stats["mahalanobis"], out=stats["mahalanobis"])
+                        maha = stats["mahalanobis"] = np.empty(n)
+                        half = (n + 1) // 2
+
+                        def radii(lo: int, hi: int, c=c, maha=maha, plan=plan) -> None:
+                            proj = whitening_projection(c[lo:hi], plan)
+                            kernels.row_sq_norms(proj, hi - lo, maha[lo:hi])
+
+                        # the two halves of the block on the two lanes; done before the next block is taken
+                        for f in [lanes.submit(lambda lo=lo, hi=hi: radii(lo, hi)) for lo, hi in ((0, half), (half, n))]:
+                            f.result()
+                        np.sqrt(maha, out=maha)
                         cols = [pa.repeat(pa.scalar(modality, pa.string()), n), item.cast(pa.string())]
                         writer.write_batch(pa.RecordBatch.from_arrays(
                             cols + [pa.array(stats[f]) for f in PER_SAMPLE_FIELDS], schema=schema))
@@ -480,7 +506,7 @@ def per_sample_partial(uri: str, plans: dict, out_path: str, fragment_ids: Seque
                 finally:
                     blocks.close()
     finally:
-        tuner.close()
+        lanes.close()
         for fh in handles.values():
             fh.close()
     for path in raw.values():
@@ -721,22 +747,23 @@ def run_retrieval(run: LanceRun | None, rv: vectors.RunVectors, *, sample: Sampl
         statement = (f"sub-galleries: {k} disjoint galleries of {sub_gallery_images:,} images (with all their captions) "
                      f"drawn by blake2b(seed={seed}:image_id) key from {n_img:,} images; each query ranked exactly "
                      "within its own gallery; recall = mean over galleries")
-    from clipgeo.streaming.threads import AdaptiveThreads
+    from clipgeo.streaming.threads import Lanes
 
     frames = []
-    tuner = AdaptiveThreads(explore_every=4)
-    for gv, g in galleries:
-        with_ties = tuner.run(lambda: retrieval_ranks(gv.images, gv.texts, gv.text_image_index),  # noqa: B023
-                              gv.images.shape[0] + gv.texts.shape[0])
-        rr = with_ties   # strict ranks + exact-tie counts
+    # galleries side by side on two lanes (numpy releases the GIL in the products and the masks);
+    # each gallery's ranks are those of one call, whatever the lanes
+    with Lanes(2 if len(galleries) > 1 else 1) as lanes:
+        ranked = lanes.map(lambda gv_g: retrieval_ranks(gv_g[0].images, gv_g[0].texts, gv_g[0].text_image_index),
+                           galleries)
+        threads = lanes.summary()
+    for (gv, g), rr in zip(galleries, ranked):   # rr: strict ranks + exact-tie counts
         frames += [pl.DataFrame({"direction": "text_to_image", "query_id": gv.sample_ids.tolist(),
                                  "rank": rr.t2i.astype(np.int32), "ties": rr.t2i_ties.astype(np.int32), "gallery": g}),
                    pl.DataFrame({"direction": "image_to_text", "query_id": gv.image_ids.tolist(),
                                  "rank": rr.i2t.astype(np.int32), "ties": rr.i2t_ties.astype(np.int32), "gallery": g})]
     info = {"definition": definition, "statement": statement, "n_galleries": len(galleries),
             "gallery_images": max(gv.images.shape[0] for gv, _ in galleries),
-            "gallery_texts": max(gv.texts.shape[0] for gv, _ in galleries), "threads": tuner.summary()}
-    tuner.close()
+            "gallery_texts": max(gv.texts.shape[0] for gv, _ in galleries), "threads": threads}
     return pl.concat(frames), info
 
 

@@ -8,6 +8,13 @@
   a busy process, where 2 spinning OpenBLAS threads are slower than 1
   (``benchmarks/bench_threads.py``), on 1. ``$CLIPGEO_THREADS`` (or ``$OPENBLAS_NUM_THREADS``,
   ``$OMP_NUM_THREADS``) fixes the count instead.
+* :class:`Lanes` — independent BLAS products side by side: one Python thread per lane (the two
+  modalities of a pass, the halves of a block), each product on ``cores // lanes`` BLAS threads
+  (one on 2 cores). A single product on 2 OpenBLAS threads stalls whenever another thread of the
+  process (the reader, the UMAP layout) takes one of the cores: its threads meet at barriers and
+  spin while they wait. Two single-threaded products do not wait on each other, and a lane that
+  waits for its next block sleeps, so the reader and the layout get the core it leaves
+  (measured on the 1M × 768 moment pass: README, issue 27).
 * :func:`prefetch` — runs an iterator (a Lance scan and its float16 → float64 decode) in a
   background thread, ``depth`` items ahead, so reading and decoding overlap the accumulation
   (numpy and Lance release the GIL in both). Exceptions reach the consumer; a consumer that
@@ -24,7 +31,7 @@ from typing import TypeVar
 
 from clipgeo.core.config import _threads_env, _usable_cores
 
-__all__ = ["AdaptiveThreads", "prefetch"]
+__all__ = ["AdaptiveThreads", "Lanes", "prefetch"]
 
 T = TypeVar("T")
 _DONE = object()
@@ -121,6 +128,67 @@ class AdaptiveThreads:
                 lc.set_num_threads(n)
 
     def __enter__(self) -> "AdaptiveThreads":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Lanes:
+    """Run independent BLAS products side by side, one Python thread per lane.
+
+    >>> with Lanes(2) as lanes:
+    ...     futures = [lanes.submit(lambda k=k: k * k) for k in range(3)]
+    ...     [f.result() for f in futures]
+    [0, 1, 4]
+
+    Each product runs on ``per_lane = max(1, threads // lanes)`` BLAS threads, where ``threads``
+    is ``$CLIPGEO_THREADS`` (or ``$OPENBLAS_NUM_THREADS``, ``$OMP_NUM_THREADS``) or the usable
+    cores; the BLAS pool's count is set on entry and restored by :meth:`close` (also on ``with``
+    exit). Results do not depend on the lanes: each product is the one the caller would have
+    run, in the order the caller submitted it per accumulator.
+    """
+
+    def __init__(self, lanes: int = 2) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        fixed = _threads_env("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+        total = fixed if fixed is not None else _usable_cores()
+        self.lanes = max(1, int(lanes))
+        self.per_lane = max(1, total // self.lanes)
+        self._pool = None
+        self._before: list[int] = []
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            self._pool = ThreadpoolController().select(user_api="blas")
+            self._before = [lc.num_threads for lc in self._pool.lib_controllers]
+            for lc in self._pool.lib_controllers:
+                lc.set_num_threads(self.per_lane)
+        except Exception:  # noqa: BLE001 - no threadpoolctl / no BLAS found: run with what there is
+            self._pool = None
+        self._exec = ThreadPoolExecutor(self.lanes, thread_name_prefix="clipgeo-lane")
+
+    def submit(self, fn: Callable[[], T]):
+        """``fn()`` on a lane: a ``concurrent.futures.Future``."""
+        return self._exec.submit(fn)
+
+    def map(self, fn: Callable[..., T], items: Iterable) -> list[T]:
+        """``[fn(item) for item in items]``, the items spread over the lanes; in order."""
+        return list(self._exec.map(fn, items))
+
+    def summary(self) -> str:
+        """``"2 lanes x 1 BLAS thread"``."""
+        return f"{self.lanes} lane{'s' if self.lanes > 1 else ''} x {self.per_lane} BLAS thread{'s' if self.per_lane > 1 else ''}"
+
+    def close(self) -> None:
+        self._exec.shutdown(wait=True)
+        if self._pool is not None:
+            for lc, n in zip(self._pool.lib_controllers, self._before):
+                lc.set_num_threads(n)
+            self._pool = None
+
+    def __enter__(self) -> "Lanes":
         return self
 
     def __exit__(self, *exc) -> None:

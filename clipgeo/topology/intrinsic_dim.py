@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["twonn", "mle_levina_bickel", "library_dimension", "MLE_K", "TWONN_DISCARD"]
+__all__ = ["twonn", "mle_levina_bickel", "knn_distances", "library_dimension", "MLE_K", "TWONN_DISCARD"]
 
 #: Neighbours of the Levina–Bickel MLE (skdim's default ``n_neighbors``).
 MLE_K = 20
@@ -58,7 +58,38 @@ def _knn(x: np.ndarray, k: int) -> np.ndarray:
     return dist[keep].reshape(x.shape[0], k)
 
 
-def twonn(x: np.ndarray, *, discard: float = TWONN_DISCARD) -> dict[str, float]:
+def knn_distances(x: np.ndarray, k: int = MLE_K) -> np.ndarray:
+    """Euclidean distances from each point to its ``k`` nearest other points, ascending: what
+    both estimators read (exact, scikit-learn's brute-force ``NearestNeighbors``), computed once
+    for both.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N > k, D)
+    k : int
+        Neighbours per point.
+
+    Returns
+    -------
+    ndarray, shape (N, k)
+
+    Examples
+    --------
+    >>> knn_distances(np.array([[0.0], [1.0], [3.0]]), 2).tolist()
+    [[1.0, 3.0], [1.0, 2.0], [2.0, 3.0]]
+    """
+    x = _check(x, k + 1)
+    return _knn(x, k)
+
+
+def _given_knn(knn: np.ndarray, n: int, k: int) -> np.ndarray:
+    t = np.asarray(knn, dtype=np.float64)
+    if t.ndim != 2 or t.shape[0] != n or t.shape[1] < k:
+        raise ValueError(f"knn: expected distances of shape ({n}, >= {k}), got {t.shape}")
+    return t[:, :k]
+
+
+def twonn(x: np.ndarray, *, discard: float = TWONN_DISCARD, knn: np.ndarray | None = None) -> dict[str, float]:
     """TwoNN intrinsic dimension (formula in the module docstring).
 
     Parameters
@@ -66,6 +97,10 @@ def twonn(x: np.ndarray, *, discard: float = TWONN_DISCARD) -> dict[str, float]:
     x : ndarray, shape (N >= 3, D)
     discard : float
         Fraction of the largest ratios μ left out of the fit.
+    knn : ndarray, shape (N, k >= 2), optional
+        The points' distances to their nearest other points, ascending (:func:`knn_distances`),
+        when already computed (e.g. for :func:`mle_levina_bickel` on the same points): its
+        first two columns are used.
 
     Returns
     -------
@@ -80,7 +115,7 @@ def twonn(x: np.ndarray, *, discard: float = TWONN_DISCARD) -> dict[str, float]:
     3
     """
     x = _check(x, 3)
-    d = _knn(x, 2)
+    d = _given_knn(knn, x.shape[0], 2) if knn is not None else _knn(x, 2)
     ok = d[:, 0] > 0
     mu = np.sort(d[ok, 1] / d[ok, 0])
     n = mu.size
@@ -92,7 +127,7 @@ def twonn(x: np.ndarray, *, discard: float = TWONN_DISCARD) -> dict[str, float]:
     return {"dimension": float(xs @ ys / (xs @ xs)), "n_points": float(n), "n_dropped": float((~ok).sum())}
 
 
-def mle_levina_bickel(x: np.ndarray, *, k: int = MLE_K) -> dict[str, float]:
+def mle_levina_bickel(x: np.ndarray, *, k: int = MLE_K, knn: np.ndarray | None = None) -> dict[str, float]:
     """Levina–Bickel MLE of the intrinsic dimension, pooled by the harmonic mean (module docstring).
 
     Parameters
@@ -100,6 +135,9 @@ def mle_levina_bickel(x: np.ndarray, *, k: int = MLE_K) -> dict[str, float]:
     x : ndarray, shape (N > k, D)
     k : int
         Neighbours per point (>= 3).
+    knn : ndarray, shape (N, >= k), optional
+        The points' distances to their nearest other points, ascending (:func:`knn_distances`),
+        when already computed: its first ``k`` columns are used.
 
     Returns
     -------
@@ -117,7 +155,7 @@ def mle_levina_bickel(x: np.ndarray, *, k: int = MLE_K) -> dict[str, float]:
     if k < 3:
         raise ValueError(f"k must be at least 3, got {k}")
     x = _check(x, k + 1)
-    t = _knn(x, k)
+    t = _given_knn(knn, x.shape[0], k) if knn is not None else _knn(x, k)
     ok = t[:, 0] > 0
     t = t[ok]
     logs = np.log(t[:, -1:] / t[:, :-1]).sum(axis=1)
