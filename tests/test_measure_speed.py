@@ -1,5 +1,5 @@
 """Issue 27: the one streamed moment pass (raw = normalised for normalised-only runs), exact cosine
-moments from the modality sums, adaptive BLAS threads and the reader thread, one recall
+moments from the modality sums, BLAS lanes and the reader thread, one recall
 definition for galleries, exact blocked query ranks, and the summary table at 1M rows. Oracles:
 brute-force numpy from the definitions."""
 
@@ -18,7 +18,7 @@ from clipgeo.stages import measure
 from clipgeo.store import catalog, vectors
 from clipgeo.streaming.partials import blocked_query_ranks, gallery_summary, merge_partials, moment_partial, unit_is_raw
 from clipgeo.streaming.reader import LanceRun, fragment_ranges
-from clipgeo.streaming.threads import AdaptiveThreads, prefetch
+from clipgeo.streaming.threads import Lanes, prefetch
 from clipgeo.topology.cosines import cosine_distributions, cosine_moments, cosine_sums
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,22 +142,55 @@ def test_moment_pass_names_a_zero_row(home):
         moment_partial(uri)
 
 
-def test_adaptive_threads_try_each_count_then_keep_the_fastest(monkeypatch):
+def test_lanes_split_the_blas_threads_and_restore_them(monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    def blas_counts():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
     for var in ("CLIPGEO_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
         monkeypatch.delenv(var, raising=False)
-    tuner = AdaptiveThreads(max_threads=2, explore_every=4)
-    assert tuner.choices == [1, 2]
-    tuner.rate = {1: 2.0, 2: 1.0}                # 2 threads measured faster
-    picks = [tuner.pick() for _ in range(4 + 8 + 16)]
-    # re-tries the slower count after 4 blocks, then after 8, then 16 (it kept losing)
-    assert [i for i, p in enumerate(picks) if p == 1] == [3, 11, 27]
-    tuner.rate = {1: 0.5, 2: 1.0}                # the load changed: 1 thread is now the faster
-    assert tuner.pick() == 1
-    tuner.run(lambda: None, rows=10)
-    assert sum(tuner.blocks.values()) == 1
-    tuner.close()
+    before = blas_counts()
+    monkeypatch.setenv("CLIPGEO_THREADS", "4")
+    with Lanes(2) as lanes:
+        assert lanes.per_lane == 2 and lanes.summary() == "2 lanes x 2 BLAS threads"
+        assert set(blas_counts()) == {2}
+        assert lanes.map(lambda k: k * k, range(7)) == [k * k for k in range(7)]   # in order
+        boom = lanes.submit(lambda: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            boom.result()
+    assert blas_counts() == before
     monkeypatch.setenv("CLIPGEO_THREADS", "1")
-    assert AdaptiveThreads(max_threads=2).choices == [1]
+    with Lanes(2) as lanes:
+        assert lanes.per_lane == 1 and set(blas_counts()) == {1}
+    assert blas_counts() == before
+
+
+def test_trmm_without_the_gil_equals_scipys_wrapper():
+    """The per-sample pass's Mahalanobis product, called through ctypes (GIL released), is scipy's
+    ``strmm``/``dtrmm`` to the bit, and ‖Rᵀc‖² is cᵀΣ⁻¹c (numpy from the definition)."""
+    from scipy.linalg.blas import dtrmm, strmm
+
+    from clipgeo.geometry.ellipsoid import _trmm_nogil
+
+    rng = np.random.default_rng(3)
+    d = 24
+    a = rng.normal(size=(200, d))
+    cov = np.cov(a, rowvar=False, bias=True)
+    r64 = np.asfortranarray(np.linalg.cholesky(np.linalg.inv(cov)))
+    c = rng.normal(size=(57, d))
+    for dt, wrapper in ((np.float32, strmm), (np.float64, dtrmm)):
+        tri, cc = np.asfortranarray(r64.astype(dt)), np.ascontiguousarray(c.astype(dt))
+        want = wrapper(1.0, tri, cc.T, side=0, lower=1, trans_a=1).T
+        got = cc.copy()
+        _trmm_nogil(tri, got)
+        assert np.array_equal(got, want)
+    got = c.copy()
+    _trmm_nogil(r64, got)
+    maha = np.einsum("ij,jk,ik->i", c, np.linalg.inv(cov), c)
+    assert np.allclose((got ** 2).sum(axis=1), maha, rtol=1e-10)
+    with pytest.raises(ValueError, match="triangular factor"):
+        _trmm_nogil(r64, np.zeros((3, d + 1)))
 
 
 def test_prefetch_keeps_order_raises_and_stops():

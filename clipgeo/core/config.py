@@ -70,9 +70,9 @@ def blas_threads() -> int:
     """BLAS threads for measuring: ``$CLIPGEO_THREADS`` (or ``$OPENBLAS_NUM_THREADS``,
     ``$OMP_NUM_THREADS``), else the count that ran a probe fastest on this machine now
     (:func:`measured_blas_threads`: every usable core on an idle machine, fewer beside busy
-    processes). The streamed passes go further and re-choose per block
-    (:class:`clipgeo.streaming.threads.AdaptiveThreads`), so a load that changes during a run is
-    followed. (Until issue 27 this was always one less than the cores: measured beside one busy
+    processes). The streamed passes and the retrieval galleries do not use it: they run their
+    products side by side on :class:`clipgeo.streaming.threads.Lanes`, one BLAS thread each on
+    2 cores. (Until issue 27 this was always one less than the cores: measured beside one busy
     process, 2 spinning OpenBLAS threads on 2 cores were slower than 1, benchmarks/bench_threads.py;
     on an idle machine that left a core unused.)"""
     n = _threads_env("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")

@@ -402,43 +402,59 @@ def _stats_path(part: str, modality: str, field: str) -> str:
     return f"{part}.{modality}.{field}.f64"
 
 
-def _per_sample_blocks(run: LanceRun, modality: str, plan, normalized: bool, fragment_ids, block_rows: int):
+def _per_sample_reads(run: LanceRun, modality: str, fragment_ids, block_rows: int):
     """The producer of :func:`per_sample_partial` (its reader thread): per block of one modality,
-    the Lance rows passed once through :func:`clipgeo.streaming.kernels.per_sample_block`; yields
-    ``(rows, centred rows in the whitening dtype, {field: (rows,) float64}, item ids)`` without
-    ``mahalanobis`` (the caller's whitening product). A ring of :data:`_RING` buffers (prefetch
-    depth 1)."""
-    from clipgeo.geometry.conformity import conformity_from_dots
-    from clipgeo.streaming import kernels
-
+    ``(rows, the rows in the stored dtype, item ids)``, copied from Lance into a ring of
+    :data:`_RING` buffers (safe with a prefetch depth of 1: the consumer has finished a block
+    before its buffer is written again)."""
     rows, d = max(int(block_rows), run.batch_rows), run.dim
     filler = _BlockFiller(run.batches(modality, ["vector", "item_id"], fragment_ids), "item_id")
-    src = np.empty((rows, d), dtype=run.dtype)
-    x = np.empty((rows, d))
-    ring = [np.empty((rows, d), dtype=plan.whiten.dtype) for _ in range(_RING)]
-    vecs = np.ascontiguousarray(np.stack([plan.unit_sum, plan.mu_hat, plan.m_hat]), dtype=np.float64)
-    mean = np.ascontiguousarray(plan.mean, dtype=np.float64)
-    decode = src.dtype == np.float16
-    bits = src.view(np.uint16) if decode else np.empty((0, d), dtype=np.uint16)
-    seen, step = 0, 0
+    ring = [np.empty((rows, d), dtype=run.dtype) for _ in range(_RING)]
+    step = 0
     while True:
+        src = ring[step % _RING]
         n, item = filler.fill(src)
         if n == 0:
             return
-        if not decode:
-            np.copyto(x[:n], src[:n], casting="unsafe")
-        c = ring[step % _RING]
-        length, radius, dots = np.empty(n), np.empty(n), np.empty((n, 3))
-        bad = kernels.per_sample_block(bits, kernels.F16_TABLE, x, n, decode, normalized, mean, vecs, c,
-                                       length, radius, dots)
-        if bad >= 0:
-            raise _bad_row(modality, seen + bad, run.uri, src[bad])
-        stats = {"radius": radius, "length": length,
-                 "conformity": conformity_from_dots(dots[:, 0], length, plan.n),
-                 "cos_to_raw_mean": dots[:, 1] / length, "cos_to_unit_mean": dots[:, 2] / length}
-        yield n, c, stats, item
-        seen += n
+        yield n, src, item
         step += 1
+
+
+class _PerSampleRows:
+    """One modality's arithmetic of the per-sample pass over rows ``lo:hi`` of a block (a lane's
+    half): the fused kernel (:func:`clipgeo.streaming.kernels.per_sample_block`: decode, ``x̂``,
+    ``‖x‖``, the three dot products, ``‖x − μ‖``, ``c = x − μ`` in the whitening dtype) and the
+    Mahalanobis radius ``‖Rᵀc‖`` (:func:`clipgeo.geometry.ellipsoid.whitening_projection`). The
+    scratch rows (``x`` float64, ``c``) are the caller's block, each half writing its own rows."""
+
+    def __init__(self, plan, normalized: bool, rows: int, d: int, dtype) -> None:
+        self.plan, self.normalized = plan, normalized
+        self.x = np.empty((rows, d))
+        self.c = np.empty((rows, d), dtype=plan.whiten.dtype)
+        self.vecs = np.ascontiguousarray(np.stack([plan.unit_sum, plan.mu_hat, plan.m_hat]), dtype=np.float64)
+        self.mean = np.ascontiguousarray(plan.mean, dtype=np.float64)
+        self.decode = np.dtype(dtype) == np.float16
+        self.no_bits = np.empty((0, d), dtype=np.uint16)
+
+    def run(self, src: np.ndarray, lo: int, hi: int, out: dict) -> int:
+        """Fill ``out``'s rows ``lo:hi``; returns −1, or the block row of the first zero/non-finite row."""
+        from clipgeo.streaming import kernels
+
+        if hi <= lo:
+            return -1
+        x, c = self.x[lo:hi], self.c[lo:hi]
+        if self.decode:
+            bits = src[lo:hi].view(np.uint16)
+        else:
+            bits = self.no_bits
+            np.copyto(x, src[lo:hi], casting="unsafe")
+        bad = kernels.per_sample_block(bits, kernels.F16_TABLE, x, hi - lo, self.decode, self.normalized, self.mean,
+                                       self.vecs, c, out["length"][lo:hi], out["radius"][lo:hi], out["dots"][lo:hi])
+        if bad >= 0:
+            return lo + bad
+        proj = whitening_projection(c, self.plan)
+        kernels.row_sq_norms(proj, hi - lo, out["mahalanobis"][lo:hi])
+        return -1
 
 
 def per_sample_partial(uri: str, plans: dict, out_path: str, fragment_ids: Sequence | None = None, *,
@@ -453,20 +469,22 @@ def per_sample_partial(uri: str, plans: dict, out_path: str, fragment_ids: Seque
     "text": PerSamplePlan}`` from the *merged* moments of the whole run
     (:func:`clipgeo.geometry.ellipsoid.per_sample_plan`). Returns rows per modality.
 
-    A reader thread decodes each block of ``block_rows`` rows and computes, in one fused pass
-    (:func:`clipgeo.streaming.kernels.per_sample_block`), every statistic but the Mahalanobis
-    radius, whose whitening product ``(x − μ) W`` (float32 by default) runs on two
-    :class:`clipgeo.streaming.threads.Lanes` (each half of a block on one, one BLAS thread each
-    on a 2-core machine; a row's radius does not depend on the split). Memory: a few blocks (3 × 25 MB of float32 at 8,192 × 768, one float64 block).
-    Files appear whole or not at all (written under a temporary name, then renamed)."""
+    A reader thread copies each block of ``block_rows`` rows out of Lance; the two halves of the
+    block then run side by side on two :class:`clipgeo.streaming.threads.Lanes` (one BLAS thread
+    each on a 2-core machine): the fused kernel (:func:`clipgeo.streaming.kernels.per_sample_block`:
+    every statistic but the Mahalanobis radius, in one pass over the rows) and the whitening
+    product ``Rᵀ(x − μ)`` (float32 by default) of the radius. No row's statistics depend on the
+    split. Memory: three stored-dtype blocks, one float64 and one float32 block (13 + 50 + 25 MB
+    at 8,192 × 768 float16). Files appear whole or not at all (written under a temporary name,
+    then renamed)."""
     import os
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    import scipy.linalg.cython_blas  # noqa: F401 - scipy's BLAS (the trmm) loaded before Lanes sets its threads
+    import scipy.linalg.cython_blas  # noqa: F401  scipy's BLAS (the trmm) loaded before Lanes sets its threads
 
-    from clipgeo.streaming import kernels
+    from clipgeo.geometry.conformity import conformity_from_dots
     from clipgeo.streaming.threads import Lanes, prefetch
 
     run = LanceRun(uri) if batch_rows is None else LanceRun(uri, batch_rows=batch_rows)
@@ -483,20 +501,26 @@ def per_sample_partial(uri: str, plans: dict, out_path: str, fragment_ids: Seque
                               use_dictionary=["modality"]) as writer:
             for modality in ("image", "text"):
                 plan = plans[modality]
-                blocks = prefetch(_per_sample_blocks(run, modality, plan, normalized, fragment_ids, block_rows), depth=1)
+                work = _PerSampleRows(plan, normalized, max(int(block_rows), run.batch_rows), run.dim, run.dtype)
+                blocks = prefetch(_per_sample_reads(run, modality, fragment_ids, block_rows), depth=1)
                 try:
-                    for n, c, stats, item in blocks:
-                        maha = stats["mahalanobis"] = np.empty(n)
+                    for n, src, item in blocks:
+                        out = {"length": np.empty(n), "radius": np.empty(n), "dots": np.empty((n, 3)),
+                               "mahalanobis": np.empty(n)}
                         half = (n + 1) // 2
-
-                        def radii(lo: int, hi: int, c=c, maha=maha, plan=plan) -> None:
-                            proj = whitening_projection(c[lo:hi], plan)
-                            kernels.row_sq_norms(proj, hi - lo, maha[lo:hi])
-
-                        # the two halves of the block on the two lanes; done before the next block is taken
-                        for f in [lanes.submit(lambda lo=lo, hi=hi: radii(lo, hi)) for lo, hi in ((0, half), (half, n))]:
-                            f.result()
-                        np.sqrt(maha, out=maha)
+                        # the two halves of the block on the two lanes; both done before the next block
+                        # is taken from the reader (its ring buffer is then free to be refilled)
+                        futures = [lanes.submit(lambda lo=lo, hi=hi: work.run(src, lo, hi, out))  # noqa: B023
+                                   for lo, hi in ((0, half), (half, n))]
+                        bad = [f.result() for f in futures]
+                        bad = [b for b in bad if b >= 0]
+                        if bad:
+                            raise _bad_row(modality, counts[modality] + bad[0], run.uri, src[bad[0]])
+                        length, dots = out["length"], out["dots"]
+                        stats = {"radius": out["radius"], "length": length,
+                                 "mahalanobis": np.sqrt(out["mahalanobis"], out=out["mahalanobis"]),
+                                 "conformity": conformity_from_dots(dots[:, 0], length, plan.n),
+                                 "cos_to_raw_mean": dots[:, 1] / length, "cos_to_unit_mean": dots[:, 2] / length}
                         cols = [pa.repeat(pa.scalar(modality, pa.string()), n), item.cast(pa.string())]
                         writer.write_batch(pa.RecordBatch.from_arrays(
                             cols + [pa.array(stats[f]) for f in PER_SAMPLE_FIELDS], schema=schema))

@@ -1,13 +1,5 @@
-"""BLAS threads chosen from what the machine does now, and a reader thread beside the arithmetic.
+"""BLAS products side by side, and a reader thread beside the arithmetic.
 
-* :class:`AdaptiveThreads` — per block of a streamed pass, runs the block's BLAS work with a
-  thread count chosen from the measured seconds per row of the recent blocks at each count
-  (an exponentially weighted mean per count; every count is tried first, then the fastest is
-  used and the others are re-tried every ``explore_every`` blocks, so a machine whose load
-  changes during the pass is followed). On an idle 2-core machine it settles on 2 threads; beside
-  a busy process, where 2 spinning OpenBLAS threads are slower than 1
-  (``benchmarks/bench_threads.py``), on 1. ``$CLIPGEO_THREADS`` (or ``$OPENBLAS_NUM_THREADS``,
-  ``$OMP_NUM_THREADS``) fixes the count instead.
 * :class:`Lanes` — independent BLAS products side by side: one Python thread per lane (the two
   modalities of a pass, the halves of a block), each product on ``cores // lanes`` BLAS threads
   (one on 2 cores). A single product on 2 OpenBLAS threads stalls whenever another thread of the
@@ -25,113 +17,15 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from clipgeo.core.config import _threads_env, _usable_cores
 
-__all__ = ["AdaptiveThreads", "Lanes", "prefetch"]
+__all__ = ["Lanes", "prefetch"]
 
 T = TypeVar("T")
 _DONE = object()
-
-
-class AdaptiveThreads:
-    """Choose the BLAS thread count block by block from measured throughput.
-
-    >>> tuner = AdaptiveThreads(max_threads=1)
-    >>> tuner.run(lambda: 2 + 2, rows=1)
-    4
-    >>> tuner.choices
-    [1]
-
-    ``run(fn, rows)`` sets the BLAS pool to the chosen count, calls ``fn`` and records
-    ``seconds / rows`` for that count. :meth:`summary` says what was used. The pool's count
-    before the first block is restored by :meth:`close` (also on ``with`` exit).
-    """
-
-    def __init__(self, max_threads: int | None = None, *, explore_every: int = 8, weight: float = 0.3) -> None:
-        fixed = _threads_env("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
-        top = max(1, max_threads or _usable_cores())
-        self.choices = [fixed] if fixed is not None else list(range(1, top + 1))
-        self.explore_every = max(2, explore_every)
-        self.weight = weight
-        self.switch_margin = 0.1
-        self.rate: dict[int, float] = {}
-        self.blocks: dict[int, int] = {}
-        self._i = 0
-        self._best: int | None = None
-        self._every = self.explore_every
-        self._since = 0
-        self._turn = -1
-        self._pool = None
-        self._before: list[int] = []
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            self._pool = ThreadpoolController().select(user_api="blas")
-            self._before = [lc.num_threads for lc in self._pool.lib_controllers]
-        except Exception:  # noqa: BLE001 - no threadpoolctl / no BLAS found: run with what there is
-            self._pool = None
-
-    def pick(self) -> int:
-        """The count for the next block: untried counts first, then the fastest, the others
-        re-tried every ``explore_every`` blocks; each time a re-tried count loses again that
-        interval doubles (up to 8×), so a busy machine pays for few slow blocks, and it resets
-        when the fastest count changes. Another count replaces the current fastest only when its
-        rate is at least ``switch_margin`` (10 %) better, so timing noise does not flip it."""
-        untried = [c for c in self.choices if c not in self.rate]
-        if untried:
-            return untried[0]
-        best = min(self.rate, key=self.rate.get)
-        if (self._best is not None and best != self._best
-                and self.rate[best] > (1.0 - self.switch_margin) * self.rate[self._best]):
-            best = self._best   # not clearly faster: per-block timings are noisy beside a reader thread
-        if best != self._best:
-            self._best, self._every = best, self.explore_every
-        if len(self.choices) > 1 and self._since >= self._every - 1:
-            self._since = 0
-            self._every = min(2 * self._every, 8 * self.explore_every)
-            others = [c for c in self.choices if c != best]
-            self._turn += 1
-            return others[self._turn % len(others)]
-        self._since += 1
-        return best
-
-    def _set(self, n: int) -> None:
-        if self._pool is not None:
-            for lc in self._pool.lib_controllers:
-                lc.set_num_threads(n)
-
-    def run(self, fn: Callable[[], T], rows: int) -> T:
-        """``fn()`` with the chosen BLAS thread count; its time per row updates that count's rate."""
-        n = self.pick()
-        self._set(n)
-        t0 = time.perf_counter()
-        out = fn()
-        per_row = (time.perf_counter() - t0) / max(rows, 1)
-        old = self.rate.get(n)
-        self.rate[n] = per_row if old is None else (1 - self.weight) * old + self.weight * per_row
-        self.blocks[n] = self.blocks.get(n, 0) + 1
-        self._i += 1
-        return out
-
-    def summary(self) -> str:
-        """``"threads 2: 118 blocks, 1: 16 blocks"`` (most used first)."""
-        return ", ".join(f"{n} thread{'s' if n > 1 else ''}: {k} blocks"
-                         for n, k in sorted(self.blocks.items(), key=lambda kv: -kv[1])) or "no blocks"
-
-    def close(self) -> None:
-        if self._pool is not None:
-            for lc, n in zip(self._pool.lib_controllers, self._before):
-                lc.set_num_threads(n)
-
-    def __enter__(self) -> "AdaptiveThreads":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 class Lanes:
