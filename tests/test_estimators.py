@@ -86,6 +86,23 @@ def test_twonn_and_mle_agree_with_scikit_dimension_and_the_known_dimension(name,
         assert abs(lib - dim) <= 0.15 * dim, (name, est, lib)
 
 
+def test_one_neighbour_search_serves_both_estimators():
+    """The measure stage computes the k = 20 distances once (``knn_distances``) and hands them to
+    both estimators: the same dimensions as each estimator's own search, and both still agree with
+    scikit-dimension, whose own search is independent."""
+    from clipgeo.topology.intrinsic_dim import MLE_K, knn_distances
+
+    x = _sphere(np.random.default_rng(11), 1500, 64, 4)
+    knn = knn_distances(x, MLE_K)
+    assert knn.shape == (1500, MLE_K) and np.all(np.diff(knn, axis=1) >= 0)
+    for est, fn in (("twonn", twonn), ("mle", mle_levina_bickel)):
+        shared = fn(x, knn=knn)
+        assert shared == fn(x)
+        assert shared["dimension"] == pytest.approx(library_dimension(x, est), rel=1e-9)
+    with pytest.raises(ValueError, match="knn: expected distances of shape"):
+        mle_levina_bickel(x, knn=knn[:, :5])
+
+
 def test_estimators_refuse_too_few_points():
     with pytest.raises(ValueError, match="at least 21"):
         mle_levina_bickel(np.random.default_rng(0).normal(size=(10, 4)))

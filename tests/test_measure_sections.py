@@ -61,3 +61,17 @@ def test_unknown_section_names_are_refused(home):
     run_id = _register_run(home)
     with pytest.raises(ValueError, match="unknown sections"):
         measure.measure_run(home, run_id, sections=["nope"])
+
+
+def test_the_run_order_moves_what_does_not_read_the_layout_before_its_wait():
+    """Every section runs once; gap_estimators and bootstrap run just before umap (whose section
+    waits for the background layout) and keep their own order; the separability fits run before
+    the moment pass (modality_gap); without umap the order is all_sections'."""
+    secs = measure.all_sections()
+    names = [s.name for s in measure.run_order(secs)]
+    assert sorted(names) == sorted(s.name for s in secs)
+    at = names.index("umap")
+    assert names[at - 2:at] == ["gap_estimators", "bootstrap"]
+    assert names.index("separability") < names.index("modality_gap")
+    no_umap = [s for s in secs if s.name != "umap"]
+    assert measure.run_order(no_umap) == no_umap

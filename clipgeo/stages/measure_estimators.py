@@ -33,8 +33,8 @@ ID_PAIRS = 2500
 #: A cluster needs this many points for a per-cluster estimate (MLE: k + 1 at the least).
 ID_MIN_POINTS = 2 * MLE_K
 #: Images (with their captions) the effective-rank bootstrap resamples, and its resample count: a d x d
-#: scatter of all their rows and an eigendecomposition per resample (d = 512, 1,000 images with 5 captions:
-#: about 0.15 CPU-s per resample).
+#: weighted scatter of the rows a resample drew (one syrk) and an eigendecomposition per resample
+#: (d = 768, 1,000 images with one caption each: about 0.1 CPU-s per resample).
 BOOT_SPECTRUM_IMAGES = 1000
 BOOT_SPECTRUM_RESAMPLES = 100
 

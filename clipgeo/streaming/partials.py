@@ -529,6 +529,7 @@ def per_sample_partial(uri: str, plans: dict, out_path: str, fragment_ids: Seque
                         counts[modality] += n
                 finally:
                     blocks.close()
+                    work = None   # this modality's scratch blocks go before the next one's are made
     finally:
         lanes.close()
         for fh in handles.values():
