@@ -21,6 +21,9 @@
    pass) + ``spectra`` + ``cosines``) over the baseline's; and the largest relative difference
    of each shared figure. Nothing is asserted (``tests/test_bench_measure.py`` runs a tiny one).
 
+``--repeat-moments K`` (with ``--home``/``--run-id``) instead runs K moment passes in one process and
+prints the resident set after each: what the allocator keeps must not grow with the rows scanned.
+
 The last line: ``pairs=N measure_s=… shared_s=… numpy_s=… ratio=… peak_rss_gb=… (clipgeo's) numpy_rss_gb=… load=…``.
 """
 
@@ -154,6 +157,24 @@ def stage_main(args: argparse.Namespace) -> None:
     print(json.dumps(out))
 
 
+def repeat_moments(home: Path, run_id: str, k: int) -> None:
+    """``k`` moment passes in this process (as the measure stage runs them), with the resident set
+    after each and the peak: what the allocator keeps must not grow with the rows scanned."""
+    from clipgeo.core.config import DataHome
+    from clipgeo.streaming.partials import moment_partial
+    from clipgeo.streaming.reader import LanceRun
+
+    run = LanceRun.open(DataHome.resolve(home), run_id)
+    n = run.count("image") + run.count("text")
+    for i in range(k):
+        t0 = time.perf_counter()
+        moment_partial(run.uri)
+        with open("/proc/self/status") as fh:
+            rss = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 2 ** 20
+        print(f"pass {i + 1}: {(i + 1) * n:,} rows scanned, {time.perf_counter() - t0:.1f} s, "
+              f"resident after {rss:.2f} GiB, peak {_peak_rss_gb():.2f} GiB", flush=True)
+
+
 def run_stage(stage: str, **kw) -> dict:
     return _stages.run_stage(__file__, stage, **kw)[0]
 
@@ -207,10 +228,18 @@ def main() -> None:
     ap.add_argument("--run-id", default=None)
     ap.add_argument("--busy", type=int, default=0, help="busy processes (`while 1: pass`) beside both runs")
     ap.add_argument("--sections", default=None, help="comma-separated measure sections (default: every one)")
+    ap.add_argument("--repeat-moments", type=int, default=0, metavar="K",
+                    help="instead: K moment passes over the imported run in one process, printing the resident set "
+                         "after each and the peak (does memory grow with the rows scanned?)")
     ap.add_argument("--stage", choices=("import", "measure", "numpy"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.stage:
         stage_main(args)
+        return
+    if args.repeat_moments:
+        if not (args.home and args.run_id):
+            ap.error("--repeat-moments needs --home and --run-id of an imported run")
+        repeat_moments(Path(args.home), args.run_id, args.repeat_moments)
         return
     work = Path(args.work or tempfile.mkdtemp(prefix="clipgeo-bench-measure-"))
     dump = Path(args.dump) if args.dump else work / f"dump{args.pairs}"

@@ -160,9 +160,10 @@ def test_lanes_split_the_blas_threads_and_restore_them(monkeypatch):
         with pytest.raises(ZeroDivisionError):
             boom.result()
     assert blas_counts() == before
-    monkeypatch.setenv("CLIPGEO_THREADS", "1")
+    monkeypatch.setenv("CLIPGEO_THREADS", "1")             # one thread allowed: one lane
     with Lanes(2) as lanes:
-        assert lanes.per_lane == 1 and set(blas_counts()) == {1}
+        assert (lanes.lanes, lanes.per_lane) == (1, 1) and set(blas_counts()) == {1}
+        assert lanes.map(lambda k: -k, range(3)) == [0, -1, -2]
     assert blas_counts() == before
 
 
@@ -263,3 +264,15 @@ def test_bench_measure_tiny(tmp_path):
     assert last.startswith("pairs=600 ") and "ratio=" in last and "peak_rss_gb=" in last
     worst = float(last.split("max_rel_diff=")[1].split()[0])
     assert worst < 1e-9, out.stdout
+    # --repeat-moments: passes over the imported run, the resident set after each
+    import duckdb
+
+    home = tmp_path / "home600"
+    with duckdb.connect(str(home / "catalog.duckdb"), read_only=True) as con:
+        run_id = con.execute("SELECT run_id FROM runs").fetchall()[0][0]
+    rep = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_measure.py"), "--home", str(home),
+                          "--run-id", run_id, "--repeat-moments", "2"], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    lines = [x for x in rep.stdout.splitlines() if x.startswith("pass ")]
+    assert [x.split(":")[0] for x in lines] == ["pass 1", "pass 2"] and "1,200 rows scanned" in lines[0], rep.stdout

@@ -38,7 +38,7 @@ class Lanes:
 
     Each product runs on ``per_lane = max(1, threads // lanes)`` BLAS threads, where ``threads``
     is ``$CLIPGEO_THREADS`` (or ``$OPENBLAS_NUM_THREADS``, ``$OMP_NUM_THREADS``) or the usable
-    cores; the BLAS pool's count is set on entry and restored by :meth:`close` (also on ``with``
+    cores, and there are at most ``threads`` lanes (one on a 1-core machine); the BLAS pool's count is set on entry and restored by :meth:`close` (also on ``with``
     exit). Results do not depend on the lanes: each product is the one the caller would have
     run, in the order the caller submitted it per accumulator.
     """
@@ -48,7 +48,7 @@ class Lanes:
 
         fixed = _threads_env("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
         total = fixed if fixed is not None else _usable_cores()
-        self.lanes = max(1, int(lanes))
+        self.lanes = max(1, min(int(lanes), total))   # never more lanes than the threads allowed
         self.per_lane = max(1, total // self.lanes)
         self._pool = None
         self._before: list[int] = []
