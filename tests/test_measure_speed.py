@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -156,9 +157,16 @@ def test_lanes_split_the_blas_threads_and_restore_them(monkeypatch):
         assert lanes.per_lane == 2 and lanes.summary() == "2 lanes x 2 BLAS threads"
         assert set(blas_counts()) == {2}
         assert lanes.map(lambda k: k * k, range(7)) == [k * k for k in range(7)]   # in order
-        boom = lanes.submit(lambda: 1 / 0)
+        done = []
+
+        def slow_then_record(k):
+            if k == 0:
+                raise ZeroDivisionError("item 0 failed")
+            time.sleep(0.2)
+            done.append(k)
         with pytest.raises(ZeroDivisionError):
-            boom.result()
+            lanes.map(slow_then_record, [0, 1])
+        assert done == [1]          # the error is raised only once every item has finished
     assert blas_counts() == before
     monkeypatch.setenv("CLIPGEO_THREADS", "1")             # one thread allowed: one lane
     with Lanes(2) as lanes:

@@ -294,27 +294,17 @@ def moment_partial(uri: str, fragment_ids: Sequence[int] | None = None, *, batch
 
     blocks = prefetch(_moment_blocks(run, fragment_ids, normalized_only, pair, block_rows), depth=1)
     with Lanes(2) as lanes:
-        pending: list = []
         try:
-            while True:
-                # The ring (_RING = 3 buffers a modality) is safe only if a step's products are done
-                # before the next step is taken from the queue: the reader then writes step s + 2 into
-                # the buffer of step s − 1, never into one a lane still reads.
-                for f in pending:
-                    f.result()
-                pending = []
-                item = next(blocks, None)
-                if item is None:
-                    break
-                step, cos = item
-                for m, (n, work) in step.items():
-                    pending.append(lanes.submit(lambda work=work: accumulate(work)))
+            for step, cos in blocks:
+                # Lanes.map returns once both modalities' products are done, before the next step is
+                # taken from the queue: the reader then writes step s + 2 into the buffer of step s − 1
+                # (_RING = 3 a modality), never into one a lane still reads.
+                lanes.map(accumulate, [work for _, work in step.values()])
+                for m, (n, _) in step.items():
                     rows[m] += n
                 if cos is not None:
                     paired.add(cos)
         finally:
-            for f in pending:   # never leave a lane reading a buffer the reader may rewrite
-                f.exception()
             blocks.close()
         out["threads"] = lanes.summary()
     if pair and paired.n == rows["image"] == rows["text"]:
@@ -510,10 +500,8 @@ def per_sample_partial(uri: str, plans: dict, out_path: str, fragment_ids: Seque
                         half = (n + 1) // 2
                         # the two halves of the block on the two lanes; both done before the next block
                         # is taken from the reader (its ring buffer is then free to be refilled)
-                        futures = [lanes.submit(lambda lo=lo, hi=hi: work.run(src, lo, hi, out))  # noqa: B023
-                                   for lo, hi in ((0, half), (half, n))]
-                        bad = [f.result() for f in futures]
-                        bad = [b for b in bad if b >= 0]
+                        bad = [b for b in lanes.map(lambda span: work.run(src, *span, out),  # noqa: B023
+                                                    ((0, half), (half, n))) if b >= 0]
                         if bad:
                             raise _bad_row(modality, counts[modality] + bad[0], run.uri, src[bad[0]])
                         length, dots = out["length"], out["dots"]

@@ -32,14 +32,13 @@ class Lanes:
     """Run independent BLAS products side by side, one Python thread per lane.
 
     >>> with Lanes(2) as lanes:
-    ...     futures = [lanes.submit(lambda k=k: k * k) for k in range(3)]
-    ...     [f.result() for f in futures]
+    ...     lanes.map(lambda k: k * k, range(3))
     [0, 1, 4]
 
     Each product runs on ``per_lane = max(1, threads // lanes)`` BLAS threads, where ``threads``
     is ``$CLIPGEO_THREADS`` (or ``$OPENBLAS_NUM_THREADS``, ``$OMP_NUM_THREADS``) or the usable
-    cores, and there are at most ``threads`` lanes (one on a 1-core machine); the BLAS pool's count is set on entry and restored by :meth:`close` (also on ``with``
-    exit). Results do not depend on the lanes: each product is the one the caller would have
+    cores, and there are at most ``threads`` lanes (one on a 1-core machine); the BLAS pool's
+    count is set on entry and restored by :meth:`close` (also on ``with`` exit). Results do not depend on the lanes: each product is the one the caller would have
     run, in the order the caller submitted it per accumulator.
     """
 
@@ -63,13 +62,15 @@ class Lanes:
             self._pool = None
         self._exec = ThreadPoolExecutor(self.lanes, thread_name_prefix="clipgeo-lane")
 
-    def submit(self, fn: Callable[[], T]):
-        """``fn()`` on a lane: a ``concurrent.futures.Future``."""
-        return self._exec.submit(fn)
-
     def map(self, fn: Callable[..., T], items: Iterable) -> list[T]:
-        """``[fn(item) for item in items]``, the items spread over the lanes; in order."""
-        return list(self._exec.map(fn, items))
+        """``[fn(item) for item in items]``, the items spread over the lanes; in order. Returns (or
+        raises the first item's error) only once every item has finished, so the caller may reuse
+        or refill whatever buffers the items read (the streamed passes' rings)."""
+        from concurrent.futures import wait
+
+        futures = [self._exec.submit(fn, item) for item in items]
+        wait(futures)
+        return [f.result() for f in futures]
 
     def summary(self) -> str:
         """``"2 lanes x 1 BLAS thread"``."""
