@@ -314,13 +314,9 @@ def whitening_projection(c: np.ndarray, plan: PerSamplePlan) -> np.ndarray:
     blocks' products at once (:class:`clipgeo.streaming.threads.Lanes`)."""
     if plan.tri is None:
         return c @ plan.whiten
-    if c.flags.c_contiguous and c.dtype == plan.tri.dtype and plan.tri.flags.f_contiguous:
-        _trmm_nogil(plan.tri, c)
-        return c
-    from scipy.linalg.blas import dtrmm, strmm
-
-    trmm = strmm if plan.tri.dtype == np.float32 else dtrmm
-    return trmm(1.0, plan.tri, c.T, side=0, lower=1, trans_a=1, overwrite_b=1).T
+    c = np.ascontiguousarray(c, dtype=plan.tri.dtype)   # the caller's scratch as it is (no copy)
+    _trmm_nogil(np.asfortranarray(plan.tri), c)
+    return c
 
 
 _TRMM: dict = {}
