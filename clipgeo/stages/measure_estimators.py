@@ -50,15 +50,6 @@ def _gap_estimators(d: RunData) -> dict:
 
 
 def _id_rows(x: np.ndarray, *, scope: str, cluster: int, modality: str, library: bool) -> list[dict]:
-    import sklearn
-
-    # scikit-learn's kNN computes distances in row chunks of up to `working_memory` MiB (1,024 by
-    # default, the stage's peak at 1M pairs); smaller chunks give the same neighbours
-    with sklearn.config_context(working_memory=128):
-        return _id_rows_of(x, scope=scope, cluster=cluster, modality=modality, library=library)
-
-
-def _id_rows_of(x: np.ndarray, *, scope: str, cluster: int, modality: str, library: bool) -> list[dict]:
     rows = []
     # one exact kNN (k = MLE_K) serves both estimators: TwoNN reads its first two columns
     knn = knn_distances(x, MLE_K) if x.shape[0] >= ID_MIN_POINTS else None
@@ -88,37 +79,43 @@ def _corr(a: np.ndarray, b: np.ndarray) -> tuple[float | None, float | None, int
 
 
 def _intrinsic_dim(d: RunData) -> dict:
+    import sklearn
+
     from clipgeo.stages.measure_topology import _pairs
 
-    im, tx, _, _ = _pairs(d)
-    n = min(ID_PAIRS, im.shape[0])
-    rows = []
-    for modality, x in (("image", im[:n]), ("text", tx[:n]), ("joint", np.concatenate([im[:n], tx[:n]]))):
-        rows += _id_rows(np.asarray(x, dtype=np.float64), scope="global", cluster=-1, modality=modality, library=True)
-    corr_rows = []
-    assignment = d.cache.get("cluster_assignment")
-    if assignment is not None:
-        clusters, per_cluster = assignment
-        dims: dict[int, dict[str, float]] = {}
-        for c in sorted(set(clusters["cluster"].to_list()) - {-1}):
-            sub = clusters.filter(pl.col("cluster") == c)
-            parts = [im[sub.filter(pl.col("modality") == "image")["item_index"].to_numpy()],
-                     tx[sub.filter(pl.col("modality") == "text")["item_index"].to_numpy()]]
-            got = _id_rows(np.concatenate(parts).astype(np.float64), scope="cluster", cluster=int(c),
-                           modality="joint", library=False)
-            rows += got
-            dims[int(c)] = {r["estimator"]: (r["dimension"] if r["dimension"] is not None else np.nan) for r in got}
-        pc = per_cluster.filter(pl.col("cluster") >= 0) if "cluster" in per_cluster.columns else per_cluster
-        ids = pc["cluster"].to_numpy()
-        top1 = pc["top1"].to_numpy().astype(np.float64)
-        for name, values in (("spectrum_auc", pc["auc_joint"].to_numpy().astype(np.float64)),
-                             ("twonn", np.array([dims.get(int(i), {}).get("twonn", np.nan) for i in ids], dtype=float)),
-                             ("mle", np.array([dims.get(int(i), {}).get("mle", np.nan) for i in ids], dtype=float))):
-            r, rho, used = _corr(values, top1)
-            corr_rows.append({"run_id": d.run_id, "local_dimension": name, "modality": "joint", "n_clusters_used": used,
-                              "pearson_r": r, "spearman_rho": rho,
-                              "message": None if r is not None else f"{used} clusters with a value: too few to correlate"})
-    return {"intrinsic_dim": [{"run_id": d.run_id, **r} for r in rows], "intrinsic_dim_correlation": corr_rows}
+    # scikit-learn's kNN (ours and scikit-dimension's) computes distances in row chunks of up to
+    # `working_memory` MiB (1,024 by default: the stage's peak at 1M pairs); smaller chunks give
+    # the same neighbours
+    with sklearn.config_context(working_memory=128):
+        im, tx, _, _ = _pairs(d)
+        n = min(ID_PAIRS, im.shape[0])
+        rows = []
+        for modality, x in (("image", im[:n]), ("text", tx[:n]), ("joint", np.concatenate([im[:n], tx[:n]]))):
+            rows += _id_rows(np.asarray(x, dtype=np.float64), scope="global", cluster=-1, modality=modality, library=True)
+        corr_rows = []
+        assignment = d.cache.get("cluster_assignment")
+        if assignment is not None:
+            clusters, per_cluster = assignment
+            dims: dict[int, dict[str, float]] = {}
+            for c in sorted(set(clusters["cluster"].to_list()) - {-1}):
+                sub = clusters.filter(pl.col("cluster") == c)
+                parts = [im[sub.filter(pl.col("modality") == "image")["item_index"].to_numpy()],
+                         tx[sub.filter(pl.col("modality") == "text")["item_index"].to_numpy()]]
+                got = _id_rows(np.concatenate(parts).astype(np.float64), scope="cluster", cluster=int(c),
+                               modality="joint", library=False)
+                rows += got
+                dims[int(c)] = {r["estimator"]: (r["dimension"] if r["dimension"] is not None else np.nan) for r in got}
+            pc = per_cluster.filter(pl.col("cluster") >= 0) if "cluster" in per_cluster.columns else per_cluster
+            ids = pc["cluster"].to_numpy()
+            top1 = pc["top1"].to_numpy().astype(np.float64)
+            for name, values in (("spectrum_auc", pc["auc_joint"].to_numpy().astype(np.float64)),
+                                 ("twonn", np.array([dims.get(int(i), {}).get("twonn", np.nan) for i in ids], dtype=float)),
+                                 ("mle", np.array([dims.get(int(i), {}).get("mle", np.nan) for i in ids], dtype=float))):
+                r, rho, used = _corr(values, top1)
+                corr_rows.append({"run_id": d.run_id, "local_dimension": name, "modality": "joint", "n_clusters_used": used,
+                                  "pearson_r": r, "spearman_rho": rho,
+                                  "message": None if r is not None else f"{used} clusters with a value: too few to correlate"})
+        return {"intrinsic_dim": [{"run_id": d.run_id, **r} for r in rows], "intrinsic_dim_correlation": corr_rows}
 
 
 def _weighted_pearson(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
