@@ -62,12 +62,66 @@ app.command("flows.serve:main", name="serve",
             help="Serve every deployment to the Prefect server at PREFECT_API_URL.")
 
 
+#: Between the items of a list (or fixed-size array) in a CSV cell; a list inside a list is ``[a, b]``.
+CSV_LIST_SEPARATOR = "; "
+
+
+def _csv_cell(expr, dtype):
+    """``expr`` (of polars ``dtype``) as text a CSV cell holds, for what CSV cannot write: a list or
+    array as its items joined by :data:`CSV_LIST_SEPARATOR` (a null list: an empty cell; an empty
+    list: ``""``; a null item: nothing between two separators), a struct as JSON, a map as its
+    ``{"key": .., "value": ..}`` entries, binary as hex."""
+    import polars as pl
+
+    if isinstance(dtype, (pl.List, pl.Array, pl.Map)):
+        items, inner = _as_list(expr, dtype)
+        return items.list.eval(_csv_item(pl.element(), inner)).list.join(CSV_LIST_SEPARATOR)
+    if isinstance(dtype, pl.Struct):
+        return pl.when(expr.is_not_null()).then(expr.struct.json_encode())
+    if dtype == pl.Binary:
+        return expr.bin.encode("hex")
+    return expr
+
+
+def _as_list(expr, dtype):
+    """A list, fixed-size array or map column as ``(list expression, item dtype)``; a map's items
+    are its ``{key, value}`` entries."""
+    import polars as pl
+
+    if isinstance(dtype, pl.Map):
+        return expr.map.entries(), pl.Struct({"key": dtype.key, "value": dtype.value})
+    return (expr.arr.to_list() if isinstance(dtype, pl.Array) else expr), dtype.inner
+
+
+def _csv_item(expr, dtype):
+    """One item of a list in a CSV cell: a list inside it as ``[a, b]``, anything else as its text."""
+    import polars as pl
+
+    if isinstance(dtype, (pl.List, pl.Array, pl.Map)):
+        items, inner = _as_list(expr, dtype)
+        text = pl.concat_str(pl.lit("["), items.list.eval(_csv_item(pl.element(), inner)).list.join(", "), pl.lit("]"))
+    elif isinstance(dtype, pl.Struct) or dtype == pl.Binary:
+        text = _csv_cell(expr, dtype)
+    else:
+        text = expr.cast(pl.String)
+    return text.fill_null("")
+
+
+def _csv(df, *, header: bool = True) -> str:
+    """``df`` as CSV, nested and binary columns written as text (:func:`_csv_cell`)."""
+    import polars as pl
+
+    flat = df.with_columns(_csv_cell(pl.col(c), t).alias(c) for c, t in df.schema.items()
+                           if t.is_nested() or t == pl.Binary)
+    return flat.write_csv(include_header=header)
+
+
 def _print_table(table, more: bool, max_rows: int, fmt: str) -> None:
     import polars as pl
 
     df = pl.from_arrow(table)
     if fmt == "csv":
-        sys.stdout.write(df.write_csv())
+        sys.stdout.write(_csv(df))
     elif fmt == "json":
         sys.stdout.write(json.dumps(df.to_dicts(), default=str, indent=1) + "\n")
     else:
@@ -87,7 +141,8 @@ def sql(query: str, *, home: str | None = None, format: Literal["table", "csv", 
     Args:
         query: the SQL; each run's vectors are the table ``vectors_<run_id>``.
         home: data home (default ``$CLIPGEO_HOME`` or ``./clipgeo-data``).
-        format: output format.
+        format: output format; csv writes a list as its items joined by "; ", a struct as JSON,
+            a blob as hex.
         max_rows: rows fetched at most (0: all, streamed in batches for csv and json).
         timeout: seconds the statement may run, fetching included (default 300 = 5 minutes;
             0: no limit); past it the statement is cancelled and one line says so.
@@ -115,7 +170,7 @@ def _stream(h, query: str, fmt: str, timeout: float = 300.0) -> None:
     for batch in q.stream(h, query, timeout=timeout or None):
         df = pl.from_arrow(batch)
         if fmt == "csv":
-            sys.stdout.write(df.write_csv(include_header=first))
+            sys.stdout.write(_csv(df, header=first))
         else:
             for row in df.to_dicts():
                 sys.stdout.write(json.dumps(row, default=str) + "\n")

@@ -122,6 +122,30 @@ def test_matching_runs_show_the_pair_and_the_difference_and_differing_runs_say_w
                                     "('renamed-liang', 'tag-val', 'laion-val', 'tiny-liang')") == [(0,)]
 
 
+@pytest.mark.parametrize("max_rows", ["1000", "0"])   # capped, and streamed in batches
+def test_sql_csv_writes_the_differs_list_as_its_conditions(home, capsys, max_rows):
+    """``clipgeo sql --format csv`` on the view: the list column ``differs`` is one cell, its
+    conditions joined by ``; `` (the view's own ``differs_text``); an empty list is ``""``."""
+    from flows.cli import main
+
+    with catalog.session(home) as con:
+        _catalog(con)
+    q = ("SELECT run_id, differs, differs_text FROM v_reference_comparison "
+         "WHERE reference_id = 'liang2022-gap-vitb32-openai' ORDER BY run_id")
+    assert main(["sql", q, "--home", str(home.root), "--format", "csv", "--max-rows", max_rows]) == 0
+    out = capsys.readouterr()
+    assert out.err == ""
+    rows = list(csv.DictReader(out.out.splitlines()))
+    by_run = {r["run_id"]: r for r in rows}
+    assert by_run["tag-val"]["differs"] == ("protocol none, reference liang-gap; "
+                                            "25,014 captions, reference 5,000 (first caption per image)")
+    assert by_run["tag-liang"]["differs"] == ""
+    assert all(r["differs"] == r["differs_text"] for r in rows), rows
+    assert '"",' in out.out.splitlines()[1 + [r["run_id"] for r in rows].index("tag-liang")]   # [] is ""
+    assert main(["sql", "SELECT * FROM v_reference_comparison", "--home", str(home.root), "--format", "csv",
+                 "--max-rows", max_rows]) == 0
+    assert capsys.readouterr().err == ""
+
 def test_reproduction_block_pairs_values_or_says_no_reference_applies(home):
     from dashboards.reproduction import index_rows, reproduction_block
 

@@ -152,6 +152,27 @@ def test_duplicate_column_names_come_back_in_every_format(homes, tmp_path):
     assert "a_1" in outs["table", "1000"] and "2" in outs["table", "1000"]
 
 
+def test_csv_writes_lists_structs_and_blobs_as_text(homes, capsys):
+    """What CSV cannot hold is written as text, the same capped and streamed: a list's (or a
+    fixed-size array's) items joined by ``; `` (a null item empty, an empty list ``""``, a null
+    list an empty cell, a list in a list ``[a, b]``), a struct or a map as JSON, a blob as hex."""
+    from flows.cli import main
+
+    mine, _ = homes
+    q = ("SELECT * FROM (VALUES (1, ['a', NULL, 'b'], [1.5, 2]::DOUBLE[2], [[1, 2], NULL, [3]], {'x': 1, 'y': 'q'}, "
+         "MAP {'k': 2}, 'ab'::BLOB), (2, [], NULL, [], NULL, NULL, NULL), (3, NULL, NULL, NULL, NULL, NULL, ''::BLOB)) "
+         "t(n, l, a, ll, s, m, b) ORDER BY n")
+    outs = []
+    for rows in ("1000", "0"):
+        assert main(["sql", q, "--home", str(mine.root), "--format", "csv", "--max-rows", rows]) == 0
+        out = capsys.readouterr()
+        assert out.err == ""
+        outs.append(out.out)
+    assert outs[0] == outs[1] == ('n,l,a,ll,s,m,b\n'
+                                  '1,a; ; b,1.5; 2.0,"[1, 2]; ; [3]","{""x"":1,""y"":""q""}","{""key"":""k"",""value"":2}",6162\n'
+                                  '2,"",,"",,,\n'
+                                  '3,,,,,,""\n')
+
 def test_a_statement_past_its_time_limit_is_cancelled_and_the_catalog_stays_usable(homes):
     import time
 
