@@ -33,19 +33,17 @@ import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from clipgeo.core.arrays import normalize_rows
 from clipgeo.core.config import ANALYSIS_VERSION, DataHome
 from clipgeo.core.memory import release_memory, rss_mb
 from clipgeo.geometry.gap import modality_gap
 from clipgeo.geometry.separability import linear_separability, pca_project
-from clipgeo.stages.sections import Rows, Section, Skip
+from clipgeo.stages.sections import Rows, RunData, Section, Skip
 from clipgeo.store import catalog, vectors
 from clipgeo.streaming.reader import LanceRun, SampleInfo, sample_statement
 
@@ -61,81 +59,6 @@ SUB_GALLERY_IMAGES = 5_000       # CLIP_benchmark's COCO 5k test convention
 SUB_GALLERY_DRAWS = 10
 #: Sections computed from every vector (streamed); the others run on the sample.
 STREAMED_SECTIONS = frozenset({"retrieval", "modality_gap", "double_ellipsoid", "spectra"})
-
-
-@dataclass
-class RunData:
-    """What every section receives: the run's streamed table, an in-memory sample, and the
-    derived arrays they share.
-
-    ``rv`` is the hash sample (all of the run when it has at most ``SAMPLE_IMAGES`` images; its
-    images are in hash-key order, so "the first n pairs" of it are the hash sample of n);
-    ``sample`` says what it is. ``stream`` reads every vector in batches (None for a run given
-    as arrays only).
-    """
-
-    run_id: str
-    dataset_id: str
-    rv: vectors.RunVectors
-    normalized_only: bool
-    logit_scale: float | None
-    seed: int = 0
-    reference: "RunData | None" = None   # the same model on the training-like dataset
-    options: dict = field(default_factory=dict)  # e.g. umap_grid=True
-    cache: dict = field(default_factory=dict)    # results one section hands to a later one
-    stream: LanceRun | None = None
-    sample: SampleInfo | None = None
-
-    @cached_property
-    def img_n(self) -> np.ndarray:
-        return normalize_rows(self.rv.images, "images", np.float32)
-
-    @cached_property
-    def txt_n(self) -> np.ndarray:
-        return normalize_rows(self.rv.texts, "texts", np.float32)
-
-    @cached_property
-    def idx(self) -> np.ndarray:
-        return self.rv.text_image_index
-
-    @cached_property
-    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        """Each image with its first caption: row indices (image rows, text rows)."""
-        pi, pt, _ = self.rv.first_pairs()
-        return pi, pt
-
-    def moments(self) -> dict:
-        """Streamed moments of every vector (raw and normalised, per modality), computed once:
-        :func:`clipgeo.streaming.partials.moment_partial`."""
-        if "moments" not in self.cache and self.options.get("moments") is not None:
-            self.cache["moments"] = self.options["moments"]   # merged from per-fragment partials
-        if "moments" not in self.cache:
-            from clipgeo.streaming.partials import moment_partial
-
-            self.cache["moments"] = moment_partial(self.stream.uri, batch_rows=self.stream.batch_rows,
-                                                   normalized_only=self.normalized_only)
-        return self.cache["moments"]
-
-    def per_sample_parts(self) -> tuple[list[str], dict]:
-        """The per-sample pass over every vector, as Parquet parts in table order, and the plans
-        (from the merged moments) they were made with: given in ``options["per_sample_parts"]``
-        (written elsewhere, e.g. by Dask workers: ``flows/measure_dist.py``) or written now into
-        ``options["work_dir"]`` (:func:`clipgeo.streaming.partials.per_sample_partial`), computed once."""
-        if "per_sample" not in self.cache:
-            from clipgeo.streaming.partials import per_sample_partial, per_sample_plans
-
-            plans = per_sample_plans(self.moments())
-            parts = self.options.get("per_sample_parts")
-            if parts is None:
-                out = Path(self.options["work_dir"]) / "per_sample-00000.parquet"
-                per_sample_partial(self.stream.uri, plans, str(out), batch_rows=self.stream.batch_rows)
-                parts = [str(out)]
-            self.cache["per_sample"] = (list(parts), plans)
-        return self.cache["per_sample"]
-
-    def require_raw(self, what: str) -> None:
-        if self.normalized_only:
-            raise Skip(f"{what} needs raw (pre-normalisation) vectors; this run only has L2-normalised ones")
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import polars as pl
 
@@ -22,10 +20,8 @@ from clipgeo.core.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES, bootstrap_c
 from clipgeo.core.config import _usable_cores
 from clipgeo.core.stats import effective_rank_lambda_entropy, effective_rank_sigma_entropy
 from clipgeo.geometry.gap_estimators import l2i, relative_modality_gap
-from clipgeo.stages.sections import Section, Skip
-
-if TYPE_CHECKING:  # pragma: no cover
-    from clipgeo.stages.measure import RunData
+from clipgeo.stages.measure_topology import run_ranks, umap_pairs
+from clipgeo.stages.sections import RunData, Section, Skip
 from clipgeo.topology.intrinsic_dim import MLE_K, knn_distances, library_dimension, mle_levina_bickel, twonn
 
 #: Pairs (image, first caption) the global intrinsic dimension is estimated on.
@@ -81,13 +77,11 @@ def _corr(a: np.ndarray, b: np.ndarray) -> tuple[float | None, float | None, int
 def _intrinsic_dim(d: RunData) -> dict:
     import sklearn
 
-    from clipgeo.stages.measure_topology import _pairs
-
     # scikit-learn's kNN (ours and scikit-dimension's) computes distances in row chunks of up to
     # `working_memory` MiB (1,024 by default: the stage's peak at 1M pairs); smaller chunks give
     # the same neighbours
     with sklearn.config_context(working_memory=128):
-        im, tx, _, _ = _pairs(d)
+        im, tx, _, _ = umap_pairs(d)
         n = min(ID_PAIRS, im.shape[0])
         rows = []
         for modality, x in (("image", im[:n]), ("text", tx[:n]), ("joint", np.concatenate([im[:n], tx[:n]]))):
@@ -148,8 +142,6 @@ def _conformity_stat(x: np.ndarray, unit_of_row: np.ndarray):
 
 
 def _bootstrap(d: RunData) -> dict:
-    from clipgeo.stages.measure_topology import _run_ranks
-
     n_img = d.rv.images.shape[0]
     idx = d.idx
     seed, b = d.seed, DEFAULT_RESAMPLES
@@ -170,7 +162,7 @@ def _bootstrap(d: RunData) -> dict:
         return np.linalg.norm(mi - mt, axis=1)
     add("modality_gap.gap", gap_stat, n_img, unit)
 
-    t2i, i2t = _run_ranks(d)
+    t2i, i2t = run_ranks(d)
     hit_t, hit_i = (t2i < 1).astype(np.float64), (i2t < 1).astype(np.float64)
     add("retrieval.text_to_image.recall@1", lambda w: (w[:, idx] @ hit_t) / w[:, idx].sum(axis=1), n_img, unit,
         "; queries resampled, gallery fixed (ranks from the retrieval section)")

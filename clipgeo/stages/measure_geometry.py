@@ -4,17 +4,12 @@ normalised vectors they are computed on those and labelled ``vectors = 'normaliz
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import polars as pl
 
 from clipgeo.geometry.ellipsoid import double_ellipsoid_suite
 from clipgeo.geometry.shift import origin_shift
-from clipgeo.stages.sections import Section
-
-if TYPE_CHECKING:  # pragma: no cover - annotations only (measure imports this module)
-    from clipgeo.stages.measure import RunData
+from clipgeo.stages.sections import RunData, Section
 
 # CLIP's maximum logit scale, used when a run's model has none recorded (imported vectors).
 FALLBACK_LOGIT_SCALE = 100.0

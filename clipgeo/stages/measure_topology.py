@@ -11,22 +11,17 @@ hyperparameter grid (Figs. 16–17) when asked for.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import polars as pl
 
 from clipgeo.retrieval import retrieval_ranks
-from clipgeo.stages.sections import Section, Skip
+from clipgeo.stages.sections import RunData, Section, Skip
 from clipgeo.topology.clusters import cluster_local_dimension, cluster_points, default_min_cluster_size
 from clipgeo.topology.cosines import cosine_distributions
 from clipgeo.topology.mixing import modality_mixing
 from clipgeo.topology.separability_matrix import separability_matrix
 from clipgeo.topology.spectra import spectra
 from clipgeo.topology.umap_layout import first_pairs, paired_lines, umap_grid, umap_layout
-
-if TYPE_CHECKING:  # pragma: no cover - annotations only (measure imports this module)
-    from clipgeo.stages.measure import RunData
 
 UMAP_PAIRS = 5000
 UMAP_GRID_PAIRS = 2000
@@ -37,7 +32,7 @@ def _tag(df: pl.DataFrame, run_id: str) -> pl.DataFrame:
     return df.with_columns(pl.lit(run_id).alias("run_id"))
 
 
-def _pairs(d: RunData) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def umap_pairs(d: RunData) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The first pairs as the UMAP uses them: (images, texts, image rows, text rows)."""
     key = "first_pairs"
     if key not in d.cache:
@@ -87,7 +82,7 @@ def start_umap(d: RunData, executor) -> None:
 
 
 def _umap(d: RunData) -> dict:
-    im, tx, img_rows, txt_rows = _pairs(d)
+    im, tx, img_rows, txt_rows = umap_pairs(d)
     try:
         fut = d.cache.pop("umap_future", None)
         layout = (fut.result() if fut is not None
@@ -110,7 +105,7 @@ def _umap(d: RunData) -> dict:
     }
 
 
-def _run_ranks(d: RunData) -> tuple[np.ndarray, np.ndarray]:
+def run_ranks(d: RunData) -> tuple[np.ndarray, np.ndarray]:
     """The retrieval section's strict ranks (full gallery, or each query's sub-gallery) in the
     row order of ``d.rv``: ``(t2i per caption, i2t per image)``. Without that section's ranks
     (it failed or was not run) the ranks are computed on ``d.rv`` as the gallery."""
@@ -141,9 +136,9 @@ def _clusters(d: RunData) -> dict:
         raise Skip(f"{n_points} laid-out points: HDBSCAN needs at least 2 x min_cluster_size = {2 * mcs} "
                    "to find more than one cluster, so no per-cluster figure would mean anything")
     clusters = cluster_points(layout, min_cluster_size=mcs)
-    im, tx, img_rows, txt_rows = _pairs(d)
+    im, tx, img_rows, txt_rows = umap_pairs(d)
     # per-cluster top-1 from the run's one ranking (the retrieval section's: full gallery)
-    t2i, i2t = _run_ranks(d)
+    t2i, i2t = run_ranks(d)
     per_cluster, cluster_spectra, corr = cluster_local_dimension(
         im, tx, clusters, t2i_ranks=t2i[txt_rows], i2t_ranks=i2t[img_rows], seed=d.seed)
     d.cache["cluster_assignment"] = (clusters, per_cluster)   # for the intrinsic-dimension section
