@@ -175,7 +175,7 @@ def test_thread_defaults(monkeypatch):
 
     for var in ("CLIPGEO_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(config, "_usable_cores", lambda: 2)
+    monkeypatch.setattr(config, "usable_cores", lambda: 2)
     # BLAS: the count a probe measured fastest now (issue 27), here pretended to be 2 (an idle machine)
     monkeypatch.setattr(config, "measured_blas_threads", lambda: 2)
     assert (config.torch_threads(), config.blas_threads()) == (1, 2)  # spinning OpenMP: leave a core free

@@ -29,15 +29,46 @@ SQL_DIR = Path(os.environ.get("CLIPGEO_SQL_DIR", REPO_ROOT / "sql"))
 THREADS_ENV = "CLIPGEO_THREADS"
 
 
-def _usable_cores() -> int:
+def usable_cores() -> int:
+    """The CPU cores this process may run on.
+
+    Returns
+    -------
+    int
+        The cores of its affinity mask (``os.sched_getaffinity``; ``os.cpu_count()`` where that
+        does not exist), at least 1.
+
+    Examples
+    --------
+    >>> usable_cores() >= 1
+    True
+    """
     try:
         return len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
 
 
-def _threads_env(*fallbacks: str) -> int | None:
-    """``$CLIPGEO_THREADS``, else the first of ``fallbacks`` (e.g. ``OMP_NUM_THREADS``) that is set."""
+def threads_env(*fallbacks: str) -> int | None:
+    """The thread count the environment fixes: ``$CLIPGEO_THREADS``, else the first of
+    ``fallbacks`` that is set.
+
+    Parameters
+    ----------
+    *fallbacks : str
+        Further variables read in order when ``CLIPGEO_THREADS`` is unset or empty, e.g.
+        ``"OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"``.
+
+    Returns
+    -------
+    int or None
+        The count, or None when none of the variables is set.
+
+    Raises
+    ------
+    ValueError
+        Naming the variable, when its value is not a whole number >= 1.
+    """
     name = next((n for n in (THREADS_ENV, *fallbacks) if os.environ.get(n)), None)
     if name is None:
         return None
@@ -59,10 +90,10 @@ def torch_threads() -> int:
     Measured on a shared 2-core machine beside one busy process (benchmarks/bench_threads.py):
     2 spinning threads trained 3-6x slower than 1 thread; 2 passive threads were faster than 1.
     """
-    n = _threads_env("OMP_NUM_THREADS")
+    n = threads_env("OMP_NUM_THREADS")
     if n is not None:
         return n
-    cores = _usable_cores()
+    cores = usable_cores()
     return cores if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE" else max(1, cores - 1)
 
 
@@ -75,7 +106,7 @@ def blas_threads() -> int:
     2 cores. (Until issue 27 this was always one less than the cores: measured beside one busy
     process, 2 spinning OpenBLAS threads on 2 cores were slower than 1, benchmarks/bench_threads.py;
     on an idle machine that left a core unused.)"""
-    n = _threads_env("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+    n = threads_env("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
     return n if n is not None else measured_blas_threads()
 
 
@@ -87,7 +118,7 @@ def measured_blas_threads(rows: int = 4096, d: int = 768, reps: int = 5, margin:
     ``XᵀX`` fastest (best of ``reps`` at each count, about 0.5 s in all: a smaller probe let one
     slow repetition pick 1 thread on an idle machine); more threads win only
     when at least ``1 − margin`` faster than the best fewer. Measured once per process."""
-    cores = _usable_cores()
+    cores = usable_cores()
     if cores <= 1:
         return 1
     if cores in _PROBED:

@@ -42,6 +42,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from clipgeo.core.config import usable_cores
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -369,13 +371,6 @@ def _preload_images(refs: Sequence[str], preprocess: Any, progress: bool) -> tor
     return torch.stack(out)
 
 
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def _lr_lambda(warmup: int, total: int):
     def f(step: int) -> float:  # step = number of optimiser steps already taken
         if step < warmup:
@@ -532,7 +527,7 @@ def train_tiny(
         )
 
     prev_threads = torch.get_num_threads()
-    threads = num_threads or _usable_cores()
+    threads = num_threads or usable_cores()
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     try:

@@ -17,7 +17,7 @@ import polars as pl
 
 from clipgeo.core.arrays import normalize_rows
 from clipgeo.core.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES, bootstrap_ci, bootstrap_cis
-from clipgeo.core.config import _usable_cores
+from clipgeo.core.config import usable_cores
 from clipgeo.core.stats import effective_rank_lambda_entropy, effective_rank_sigma_entropy
 from clipgeo.geometry.gap_estimators import l2i, relative_modality_gap
 from clipgeo.stages.measure_topology import run_ranks, umap_pairs
@@ -188,7 +188,7 @@ def _bootstrap(d: RunData) -> dict:
     def erank_stat(w: np.ndarray) -> np.ndarray:
         # one resample per worker thread, each on one BLAS thread (numpy releases the GIL in the
         # products and eigvalsh): both cores when they are free, in resample order whatever the timing
-        with ThreadPoolExecutor(max_workers=max(1, min(len(w), _usable_cores()))) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, min(len(w), usable_cores()))) as pool:
             return np.array(list(pool.map(erank_one, w)))
     sub_unit = unit if m == n_img else f"the first {m:,} images of the run's sample (hash order), each with all its captions"
     why = "; basic interval: resampling duplicates points, which lowers an effective rank"

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
-from clipgeo.core.config import _threads_env, _usable_cores
+from clipgeo.core.config import threads_env, usable_cores
 
 __all__ = ["Lanes", "prefetch"]
 
@@ -45,8 +45,8 @@ class Lanes:
     def __init__(self, lanes: int = 2) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        fixed = _threads_env("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
-        total = fixed if fixed is not None else _usable_cores()
+        fixed = threads_env("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+        total = fixed if fixed is not None else usable_cores()
         self.lanes = max(1, min(int(lanes), total))   # never more lanes than the threads allowed
         self.per_lane = max(1, total // self.lanes)
         self._pool = None
