@@ -66,8 +66,27 @@ DEFAULT_QUERY_BLOCK = 1024
 DEFAULT_GALLERY_BLOCK = 8192
 
 
-def _band(dtype, d: int) -> float:
-    """Rounding band of a ``dtype`` cosine between unit vectors of dimension ``d``."""
+def rounding_band(dtype, d: int) -> float:
+    """Rounding band of a ``dtype`` cosine between unit vectors of dimension ``d``: scores
+    closer than this to the correct item's are re-scored in float64 before ranking.
+
+    Parameters
+    ----------
+    dtype : numpy dtype
+        The floating type the cosines are computed in.
+    d : int
+        The vectors' dimension.
+
+    Returns
+    -------
+    float
+        ``4 (d + 2) u / 2``, with ``u`` the dtype's machine epsilon.
+
+    Examples
+    --------
+    >>> rounding_band(np.float32, 510) == 4 * 512 * float(np.finfo(np.float32).eps) / 2
+    True
+    """
     return 4.0 * (d + 2) * float(np.finfo(dtype).eps) / 2.0
 
 
@@ -177,7 +196,7 @@ def _ranks(img, txt, txt_image_index, want_i2t, dtype, query_block, gallery_bloc
             f"{missing.size} image(s) have no caption in txt_image_index "
             f"(first: image row {int(missing[0])}); image->text ranks are undefined for them"
         )
-    band = _band(dtype, img.shape[1])
+    band = rounding_band(dtype, img.shape[1])
 
     imgn = normalize_rows(img, "img", dtype)
     txtn = normalize_rows(txt, "txt", dtype)

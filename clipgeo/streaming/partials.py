@@ -37,7 +37,7 @@ import polars as pl
 from clipgeo.core.arrays import first_caption_pairs, normalize_rows
 from clipgeo.geometry.ellipsoid import (PER_SAMPLE_FIELDS, MomentAccumulator, PerSample,
                                         per_sample_plan, whitening_projection)
-from clipgeo.retrieval import retrieval_ranks
+from clipgeo.retrieval import retrieval_ranks, rounding_band
 from clipgeo.store import vectors
 from clipgeo.streaming.reader import LanceRun, SampleInfo
 
@@ -869,17 +869,15 @@ def query_band(dtype: str, d: int) -> float:
     products are summed in float32 (numpy on CPU; torch on CUDA with reduced-precision fp16
     reductions switched off, as :func:`blocked_query_ranks` does).
 
-    ``float32``: :func:`clipgeo.retrieval._band` (``4 (d + 2) u₃₂ / 2``, the one used by
+    ``float32``: :func:`clipgeo.retrieval.rounding_band` (``4 (d + 2) u₃₂ / 2``, the one used by
     :func:`clipgeo.retrieval.retrieval_ranks`). ``float16``: rounding both inputs moves a cosine
     of unit vectors by at most ``2 u₁₆ + u₁₆²`` (Cauchy–Schwarz), the float32 sum by
     ``(d + 2) u₃₂``, a float16 result by ``u₁₆``; twice their sum. (``u`` = unit roundoff.)
     """
-    from clipgeo.retrieval import _band
-
     if dtype == "float16":
         u16, u32 = float(np.finfo(np.float16).eps) / 2, float(np.finfo(np.float32).eps) / 2
         return 2.0 * (3 * u16 + u16 * u16 + (d + 2) * u32)
-    return _band(np.float32, d)
+    return rounding_band(np.float32, d)
 
 
 def blocked_query_ranks(queries: np.ndarray, correct: np.ndarray, gallery_blocks, *, device: str = "cpu",
