@@ -128,8 +128,35 @@ def mixing_share(neighbors: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.mean(lab[nb] != lab[:, None], axis=1)
 
 
-def _layout_coords(layout, n_img: int, n_txt: int) -> np.ndarray:
-    """Coordinates of the layout's points ordered as [images 0..n_img−1; texts 0..n_txt−1]."""
+def layout_coords(layout, n_img: int, n_txt: int) -> np.ndarray:
+    """Coordinates of a layout's points ordered as [images 0..n_img−1; texts 0..n_txt−1].
+
+    Parameters
+    ----------
+    layout : polars.DataFrame or array_like of shape (n_img + n_txt, k)
+        A frame with ``modality`` (``image`` / ``text``) and ``item_index`` columns and either
+        ``x, y, z`` (used when present and complete) or ``x2d, y2d`` (as
+        :func:`clipgeo.topology.umap_layout.umap_layout` writes), each item exactly once; or
+        the coordinates themselves, images then texts.
+    n_img, n_txt : int
+        Images and texts laid out.
+
+    Returns
+    -------
+    numpy.ndarray of shape (n_img + n_txt, k), float64 (a frame) or as given (an array)
+
+    Raises
+    ------
+    ValueError
+        When columns are missing, an item is missing or repeated, or the row count is wrong.
+
+    Examples
+    --------
+    >>> frame = pl.DataFrame({"modality": ["text", "image"], "item_index": [0, 0],
+    ...                       "x2d": [3.0, 1.0], "y2d": [4.0, 2.0]})
+    >>> layout_coords(frame, 1, 1).tolist()
+    [[1.0, 2.0], [3.0, 4.0]]
+    """
     if isinstance(layout, pl.DataFrame):
         need = {"modality", "item_index"}
         if not need <= set(layout.columns):
@@ -226,7 +253,7 @@ def modality_mixing(
     nb, _ = knn_cosine(joint, k, normalize=False, query_block=query_block)
     shares = {"original": mixing_share(nb, labels)}
     if layout is not None:
-        coords = _layout_coords(layout, n_img, n_txt)
+        coords = layout_coords(layout, n_img, n_txt)
         shares["layout"] = mixing_share(knn_euclidean(coords, k), labels)
 
     exp = np.where(labels == 0, n_txt / (N - 1), n_img / (N - 1))

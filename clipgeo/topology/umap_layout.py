@@ -63,7 +63,7 @@ import polars as pl
 
 from clipgeo.core.arrays import check_index, check_modalities, first_caption_pairs, normalize_rows
 from clipgeo.geometry.separability import pca_project
-from clipgeo.topology.mixing import knn_cosine
+from clipgeo.topology.mixing import knn_cosine, knn_euclidean, layout_coords, mixing_share
 
 __all__ = [
     "LAYOUT_COLUMNS",
@@ -672,9 +672,7 @@ def umap_grid(
 
 
 def _layout_mixing_only(rows: pl.DataFrame, n: int, k: int):
-    from clipgeo.topology.mixing import _layout_coords, knn_euclidean, mixing_share
-
-    coords = _layout_coords(rows, n, n)
+    coords = layout_coords(rows, n, n)
     labels = np.concatenate([np.zeros(n, np.int8), np.ones(n, np.int8)])
     sh = mixing_share(knn_euclidean(coords, k), labels)
     exp = n / (2 * n - 1)
@@ -755,9 +753,7 @@ def paired_lines(
         z = pca_project(joint, 2)
         zi, zt = z[:n], z[n:]
     else:
-        from clipgeo.topology.mixing import _layout_coords
-
-        z = _layout_coords(layout.select(["modality", "item_index", "x2d", "y2d"]), n, n)
+        z = layout_coords(layout.select(["modality", "item_index", "x2d", "y2d"]), n, n)
         zi, zt = z[:n], z[n:]
     a, b = zi[pick], zt[pick]
     return pl.DataFrame(
