@@ -130,12 +130,42 @@ def parse_ref(ref: str) -> tuple[str | None, str]:
     return body[: m.end() - 1], body[m.end():]
 
 
-def _is_url(path: str) -> bool:
+def is_url(path: str) -> bool:
+    """Whether ``path`` names a remote object (``s3://``, ``https://``, ...) read through fsspec.
+
+    Parameters
+    ----------
+    path : str
+        A local path, a ``file://`` URL or a remote URL.
+
+    Returns
+    -------
+    bool
+        True for a URL with a scheme other than ``file``.
+
+    Examples
+    --------
+    >>> is_url("s3://bucket/shard-000.tar"), is_url("file:///data/shard.tar"), is_url("shard.tar")
+    (True, False, False)
+    """
     return "://" in path and not path.startswith("file://")
 
 
-def _open_binary(path: str) -> IO[bytes]:
-    if _is_url(path):
+def open_binary(path: str) -> IO[bytes]:
+    """Open ``path`` for reading bytes: a remote URL through fsspec (:func:`is_url`), a local
+    path or ``file://`` URL with :func:`open`.
+
+    Parameters
+    ----------
+    path : str
+        What to open.
+
+    Returns
+    -------
+    file object
+        Opened in binary mode; the caller closes it.
+    """
+    if is_url(path):
         import fsspec  # optional: only for object-store shards
 
         return fsspec.open(path, "rb").open()
@@ -151,7 +181,7 @@ _INDEX_CACHE_SIZE = 256  # tars; an index of 10,000 members is ~1 MB
 
 
 def _index_key(tar_path: str) -> tuple:
-    if _is_url(tar_path):
+    if is_url(tar_path):
         return (tar_path,)
     st = os.stat(tar_path)
     return (os.path.abspath(tar_path), st.st_size, st.st_mtime_ns)
@@ -159,7 +189,7 @@ def _index_key(tar_path: str) -> tuple:
 
 def _scan_tar(tar_path: str) -> _TarIndex | None:
     """``{name: (offset of data, size)}`` of the regular members; None for a compressed tar."""
-    with _open_binary(tar_path) as fh:
+    with open_binary(tar_path) as fh:
         try:
             tf = tarfile.open(fileobj=fh, mode="r:")
         except tarfile.ReadError:
@@ -206,7 +236,7 @@ def _read_member(tar_path: str, member: str, ref: str) -> bytes:
     except OSError as exc:
         raise ImageRejected(f"unreadable file: {exc.strerror or exc}", stage="read", ref=ref) from None
     if index is None:  # compressed: no offsets
-        with _open_binary(tar_path) as fh, tarfile.open(fileobj=fh, mode="r:*") as tf:
+        with open_binary(tar_path) as fh, tarfile.open(fileobj=fh, mode="r:*") as tf:
             try:
                 f = tf.extractfile(member)
             except KeyError:
@@ -219,7 +249,7 @@ def _read_member(tar_path: str, member: str, ref: str) -> bytes:
     offset, size = index[member]
     if size == 0:
         return b""
-    with _open_binary(tar_path) as fh:
+    with open_binary(tar_path) as fh:
         fh.seek(offset)
         data = fh.read(size)
     if len(data) != size:
@@ -242,7 +272,7 @@ def read_image_bytes(ref: str) -> bytes:
         data = _read_member(tar_path, name, ref)
     else:
         try:
-            with _open_binary(name) as fh:
+            with open_binary(name) as fh:
                 data = fh.read()
         except FileNotFoundError:
             raise ImageRejected("missing file", stage="read", ref=ref) from None

@@ -45,7 +45,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from clipgeo.sources.base import Reject, Sample, SourceError, SourceRead, check_caption, dedupe_samples, snippet
-from clipgeo.sources.images import _is_url, _open_binary, prime_tar_index, tar_ref
+from clipgeo.sources.images import is_url, open_binary, prime_tar_index, tar_ref
 
 __all__ = ["IMAGE_EXTENSIONS", "expand_braces", "expand_urls", "read_webdataset"]
 
@@ -140,7 +140,7 @@ def _split_name(name: str) -> tuple[str, str]:
 
 
 def _read_shard(shard: str, out: SourceRead, samples: list[Sample]) -> None:
-    local = not _is_url(shard)
+    local = not is_url(shard)
     if local and not os.path.isfile(shard):
         raise SourceError(f"webdataset shard not found: {shard}")
     tar_path = os.path.abspath(shard) if local else shard
@@ -149,7 +149,7 @@ def _read_shard(shard: str, out: SourceRead, samples: list[Sample]) -> None:
     index: dict[str, tuple[int, int]] | None = {}
     n_read = 0
     try:
-        fh = _open_binary(tar_path)
+        fh = open_binary(tar_path)
     except OSError as exc:
         raise SourceError(f"webdataset shard {shard} cannot be opened: {exc}") from exc
     with fh:
@@ -228,7 +228,7 @@ def read_webdataset(urls: str | list[str]) -> SourceRead:
     shards = expand_urls(urls)
     if not shards:
         raise SourceError(f"no webdataset shard in {urls!r}")
-    missing = [s for s in shards if not _is_url(s) and not os.path.isfile(s)]
+    missing = [s for s in shards if not is_url(s) and not os.path.isfile(s)]
     if missing:  # fail before reading anything, naming them all (the first few)
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise SourceError(
@@ -238,6 +238,6 @@ def read_webdataset(urls: str | list[str]) -> SourceRead:
     out = SourceRead()
     samples: list[Sample] = []
     for shard in shards:
-        _read_shard(str(Path(shard)) if not _is_url(shard) else shard, out, samples)
+        _read_shard(str(Path(shard)) if not is_url(shard) else shard, out, samples)
     out.samples = dedupe_samples(samples, out.rejects)
     return out
