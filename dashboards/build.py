@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import html
-import os
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
 
-from clipgeo.core.config import ANALYSIS_VERSION, SQL_DIR, DataHome
+from clipgeo.core.config import ANALYSIS_VERSION, DataHome
 from clipgeo.store import catalog
 from dashboards import charts
+from dashboards.output import generated_at, use_current_views, write_page
 from dashboards.page import STATUS_OK, Page, Section
+from dashboards.trajectory import index_section
 
 RECALL_CURVE_KS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100)  # as in the view v_report_recall_curve
 
@@ -70,10 +70,6 @@ DATASET_VIEWS: dict[str, tuple[str, str]] = {
     "counts": ("v_report_dataset_counts", "dataset_id"),
 }
 TEXT_COLUMNS_KEPT = {"caption"}  # dataset text shown as it is (escaped), never rewritten as a path
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 class Paths:
@@ -139,20 +135,6 @@ def view_query(view: str, run_ids: list[str], extra: str = "", key: str = "run_i
 def load_view(con, view: str, order: str, ids: list[str], paths: Paths, key: str = "run_id") -> pl.DataFrame:
     """The rows of one view for the given run (or dataset) ids, paths made shareable."""
     return paths.frame(catalog.query(con, f"SELECT * FROM {view} WHERE list_contains($ids, {key}) ORDER BY {order}", {"ids": ids}))
-
-
-def use_current_views(con) -> None:
-    """This code's views (sql/views), as temporary views of a read-only connection: a catalog
-    last migrated by older code still gets today's report views (they shadow the stored ones
-    for this connection only; the next writable session stores them)."""
-    import duckdb
-
-    for f in sorted((SQL_DIR / "views").glob("*.sql")):
-        try:
-            catalog.execute(con, f.read_text().replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW")
-                            .replace("CREATE OR REPLACE MACRO", "CREATE OR REPLACE TEMP MACRO"))
-        except duckdb.CatalogException:  # over a table a newer migration adds (e.g. v_trajectory): not there yet
-            continue
 
 
 def _load(con, run_ids: list[str], paths: Paths) -> dict[str, pl.DataFrame]:
@@ -735,7 +717,7 @@ def run_page(data: dict[str, pl.DataFrame], run_id: str, paths: Paths) -> Page:
     run = f["runs"].to_dicts()[0]
     f["counts"] = data["counts"].filter(pl.col("dataset_id") == run["dataset_id"]) if data["counts"].height else data["counts"]
     label = run["label"]
-    page = Page(title=f"clipgeo report — {label}", provenance=_provenance(run, f["counts"], paths) + [("generated", _now())],
+    page = Page(title=f"clipgeo report — {label}", provenance=_provenance(run, f["counts"], paths) + [("generated", generated_at())],
                 meta={"kind": "run", "runs": run_id})
     head = f["headline"].to_dicts()
     page.add(Section(
@@ -774,7 +756,7 @@ def compare_page(data: dict[str, pl.DataFrame], run_ids: list[str]) -> Page:
         title=f"clipgeo comparison — {len(run_ids)} runs",
         provenance=[("runs", "; ".join(f"{r['run_id']}: {r['label']} (ckpt sha256 {(r['checkpoint_sha256'] or 'n/a')[:12]})"
                                        for r in runs.to_dicts())),
-                    ("datasets", ", ".join(datasets)), ("analysis version", ANALYSIS_VERSION), ("generated", _now())],
+                    ("datasets", ", ".join(datasets)), ("analysis version", ANALYSIS_VERSION), ("generated", generated_at())],
         meta={"kind": "compare", "runs": ",".join(run_ids)},
     )
     head = data["headline"]
@@ -807,13 +789,6 @@ def compare_headline(head: pl.DataFrame, runs: pl.DataFrame) -> list[dict]:
             row[name] = f"{value} ({ref})" if ref.startswith(("chance", "of d")) else value
         out.append(row)
     return out
-
-
-def _write(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # unique: concurrent flows may write the same report
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
 
 
 def export_charts(page: Page, folder: Path, fmt: str) -> list[Path]:
@@ -852,7 +827,7 @@ def index_page(con, reports: Path, paths: Paths) -> Page:
     e = html.escape
     head = paths.frame(catalog.query(con, "SELECT * FROM v_report_run_index ORDER BY dataset_id, label"))
     counts = paths.frame(catalog.query(con, "SELECT * FROM v_report_dataset_counts ORDER BY dataset_id"))
-    page = Page(title="clipgeo reports", provenance=[("generated", _now()), ("analysis version", ANALYSIS_VERSION)],
+    page = Page(title="clipgeo reports", provenance=[("generated", generated_at()), ("analysis version", ANALYSIS_VERSION)],
                 meta={"kind": "index"}, toc=False)
 
     def link(name: str, text: str) -> str:
@@ -891,8 +866,6 @@ def index_page(con, reports: Path, paths: Paths) -> Page:
         m = re.search(r'<meta name="clipgeo-runs" content="([^"]*)">', f.read_text(encoding="utf-8", errors="replace")[:4000])
         ids = html.unescape(m.group(1)).split(",") if m else []
         comp_rows.append(f"<tr><td>{link(f.name, f.stem)}</td><td>{e('; '.join(labels.get(i, i) for i in ids))}</td></tr>")
-    from dashboards.trajectory import index_section
-
     if (traj := index_section(reports)) is not None:
         page.add(traj)
     page.add(Section("Comparisons", "Pages comparing runs side by side.",
@@ -925,7 +898,7 @@ def write_reports(home: DataHome, run_ids: list[str], *, export: str | None = No
     if len(run_ids) > 1:
         digest = hashlib.sha1("|".join(sorted(run_ids)).encode()).hexdigest()[:8]
         pages.append((f"compare-{digest}", compare_page(data, run_ids)))
-    out = [_write(home.reports / f"{name}.html", page.render()) for name, page in pages]
+    out = [write_page(home.reports / f"{name}.html", page.render()) for name, page in pages]
     if export:
         for name, page in pages:
             export_charts(page, home.reports / name, export)
@@ -938,4 +911,4 @@ def write_index(home: DataHome, paths_: Paths | None = None) -> Path:
     home.reports.mkdir(parents=True, exist_ok=True)
     with catalog.session(home, read_only=True) as con:
         use_current_views(con)
-        return _write(home.reports / "index.html", index_page(con, home.reports, paths_ or Paths(home.root)).render())
+        return write_page(home.reports / "index.html", index_page(con, home.reports, paths_ or Paths(home.root)).render())

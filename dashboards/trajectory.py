@@ -18,6 +18,7 @@ import polars as pl
 
 from clipgeo.core.config import ANALYSIS_VERSION, DataHome
 from clipgeo.store import catalog
+from dashboards.output import generated_at, use_current_views, write_page
 from dashboards.page import STATUS_OK, Page, Section
 
 PAGE = "trajectory.html"
@@ -86,14 +87,12 @@ def trajectory_page(con) -> Page:
         " count(*) FILTER (WHERE tc.status = 'rejected') AS n_rejected"
         " FROM trainings t LEFT JOIN training_checkpoints tc USING (training_id)"
         " GROUP BY ALL ORDER BY t.label")
-    from dashboards.build import _now
-
     prov = [(f"training {r['label']}",
              f"{r['training_id']}: folder {Path(r['checkpoint_dir']).name}, model {r['model_name']}, evaluation set "
              f"{r['dataset_id']}; {r['n_measured']} checkpoints measured ({r['n_full']} with the full suite), "
              f"{r['n_rejected']} rejected")
             for r in tr.to_dicts()]
-    prov += [("analysis version", ANALYSIS_VERSION), ("generated", _now())]
+    prov += [("analysis version", ANALYSIS_VERSION), ("generated", generated_at())]
     page = Page(title=f"clipgeo trajectories — {tr.height} trainings", provenance=prov,
                 meta={"kind": "trajectory", "trainings": ",".join(tr["training_id"].to_list()) if tr.height else ""})
     n = df["training_id"].n_unique() if df.height else 0
@@ -119,13 +118,11 @@ def trajectory_page(con) -> Page:
 
 def write_trajectory(home: DataHome) -> Path:
     """Write ``reports/trajectory.html``; returns its path."""
-    from dashboards.build import _write, use_current_views
-
     home.reports.mkdir(parents=True, exist_ok=True)
     with catalog.session(home, read_only=True) as con:
         use_current_views(con)
         text = trajectory_page(con).render()
-    return _write(home.reports / PAGE, text)
+    return write_page(home.reports / PAGE, text)
 
 
 def index_section(reports: Path) -> Section | None:
