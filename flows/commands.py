@@ -13,11 +13,12 @@ from collections.abc import Callable
 from typing import Any
 
 import flows  # noqa: F401  (Prefect environment defaults)
-from flows import checks, precheck, serverlife
+from flows import checks, serverlife
 from flows.analyse import analyse_flow
 from flows.dataset import dataset_pipeline
 from flows.embed import embed_flow, task_runner_for
 from flows.pipeline import ablation, pipeline
+from flows.signature import EMBED_OPTIONS, command_signature
 from flows.track import check_track, track_flow
 
 
@@ -27,7 +28,7 @@ def as_command(fl: Any, check: Callable[..., Any], *, extra: dict[str, tuple[Any
     CLI options ``{name: (type, default, help)}``; ``check(**arguments)`` runs first.
     ``positional``: optional parameters that may also be given positionally."""
     fn = fl.fn
-    full, doc = precheck.command_signature(fn, extra, positional)
+    full, doc = command_signature(fn, extra, positional)
 
     def command(*args: Any, **kwargs: Any) -> Any:
         bound = full.bind(*args, **kwargs)
@@ -62,10 +63,7 @@ run = as_command(pipeline, checks.check_pipeline)
 ablation_command = as_command(ablation, checks.check_pipeline)
 dataset = as_command(dataset_pipeline, checks.check_dataset)
 analyse = as_command(analyse_flow, checks.check_home_only, call=_analyse)
-embed = as_command(embed_flow, checks.check_embed, call=_embed, extra={
-    "cluster_address": (str | None, None, "a Dask scheduler address (tcp://host:8786) to run the shards on "
-                                          "(default: this process)"),
-})
+embed = as_command(embed_flow, checks.check_embed, call=_embed, extra=EMBED_OPTIONS)
 
 track = as_command(track_flow, check_track, positional=("checkpoint_dir",))
 

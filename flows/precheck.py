@@ -17,46 +17,24 @@ import __future__
 import ast
 import functools
 import importlib.util
-import inspect
 import typing
 from collections.abc import Callable
 from typing import Any
 
 from flows import checks
+from flows.signature import EMBED_OPTIONS, command_signature
 
 #: CLI name -> (flow module, flow function, check, extra CLI options, attribute in flows.commands).
 FLOWS: dict[str, tuple[str, str, Callable[..., Any], dict[str, tuple[Any, Any, str]], str]] = {
     "run": ("flows.pipeline", "pipeline", checks.check_pipeline, {}, "run"),
     "ablation": ("flows.pipeline", "ablation", checks.check_pipeline, {}, "ablation_command"),
     "dataset": ("flows.dataset", "dataset_pipeline", checks.check_dataset, {}, "dataset"),
-    "embed": ("flows.embed", "embed_flow", checks.check_embed, {
-        "cluster_address": (str | None, None, "a Dask scheduler address (tcp://host:8786) to run the shards on "
-                                              "(default: this process)"),
-    }, "embed"),
+    "embed": ("flows.embed", "embed_flow", checks.check_embed, EMBED_OPTIONS, "embed"),
     "analyse": ("flows.analyse", "analyse_flow", checks.check_home_only, {}, "analyse"),
 }
 
 _SAFE_IMPORTS = ("typing", "collections.abc", "pathlib")
 _FLAGS = __future__.annotations.compiler_flag
-
-
-def command_signature(fn: Callable[..., Any], extra: dict[str, tuple[Any, Any, str]] | None = None,
-                      positional: tuple[str, ...] = ()) -> tuple[inspect.Signature, str]:
-    """The CLI signature and help of flow function ``fn``: its parameters with resolved type
-    hints, required ones (and the optional ones named in ``positional``) positional-or-keyword
-    and the others keyword-only, plus ``extra`` keyword-only options ``{name: (type, default,
-    help)}``; the docstring with their help added."""
-    hints = typing.get_type_hints(fn)
-    sig = inspect.signature(fn)
-    params = [p.replace(annotation=hints.get(p.name, p.annotation),
-                        kind=p.kind if p.default is inspect.Parameter.empty or p.name in positional
-                        else inspect.Parameter.KEYWORD_ONLY)
-              for p in sig.parameters.values()]
-    doc = inspect.getdoc(fn) or ""
-    for name, (typ, default, help_) in (extra or {}).items():
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=typ))
-        doc += f"\n    {name}: {help_}" if "Args:" in doc else f"\n\nArgs:\n    {name}: {help_}"
-    return sig.replace(parameters=params, return_annotation=inspect.Signature.empty), doc
 
 
 @functools.lru_cache(maxsize=None)
