@@ -125,19 +125,12 @@ def as_vectors(x: Any, name: str, *, min_rows: int = 2) -> np.ndarray:
         raise ValueError(f"{name}: vectors have dimension 0")
     if n < min_rows:
         raise ValueError(f"{name}: at least {min_rows} vectors are needed, got {n}")
-    from clipgeo.core.arrays import row_blocks
+    from clipgeo.core.arrays import check_finite, row_norms64
 
-    nonfinite, zero = [], []
-    for sl in row_blocks(n, CHUNK_ROWS):      # block by block: a memory-mapped file stays on disk
-        block = arr[sl]
-        nonfinite.append(sl.start + np.flatnonzero(~np.isfinite(block).all(axis=1)))
-        zero.append(sl.start + np.flatnonzero(~block.any(axis=1)))
-    bad = np.concatenate(nonfinite)
-    if bad.size:
-        raise ValueError(f"{name}: {bad.size} row(s) contain NaN or infinite values (first: row {int(bad[0])})")
-    bad = np.concatenate(zero)
-    if bad.size:
-        raise ValueError(f"{name}: {bad.size} row(s) are all zeros (first: row {int(bad[0])}); a zero vector has "
+    check_finite(arr, name)               # block by block: a memory-mapped file stays on disk
+    zero = np.flatnonzero(row_norms64(arr) == 0)
+    if zero.size:
+        raise ValueError(f"{name}: {zero.size} row(s) are all zeros (first: row {int(zero[0])}); a zero vector has "
                          "no direction")
     return arr
 
