@@ -47,6 +47,20 @@ def test_rmg_and_l2i_equal_the_two_effects_one_trigger_definitions():
     assert mean_pairwise_cos(txt) == pytest.approx(ttt.sum() / (ttt.size - ttt.shape[0]), rel=1e-12)
 
 
+def test_the_within_modality_mean_cosine_has_one_definition():
+    """The cosine distributions' exact within-modality mean (from the modality's sums, as a
+    streamed run gives them) is the gap estimators' (:func:`mean_cos_from_unit_sum`)."""
+    from clipgeo.geometry.gap_estimators import mean_cos_from_unit_sum
+    from clipgeo.topology import cosines
+
+    img, txt, idx = _coco_like(np.random.default_rng(1))
+    sums = cosines.cosine_sums(img, txt, idx)
+    moments = cosines.cosine_moments(*sums)
+    for kind, x, m in (("image_image", img, sums[0]), ("text_text", txt, sums[1])):
+        assert moments[kind][0] == mean_cos_from_unit_sum(m.s, m.n, m.q2)
+        assert moments[kind][0] == pytest.approx(mean_pairwise_cos(x), rel=1e-12)
+
+
 def _subspace(rng, n, d, dim):
     """Gaussian points on a random dim-dimensional linear subspace of R^d."""
     q, _ = np.linalg.qr(rng.normal(size=(d, dim)))

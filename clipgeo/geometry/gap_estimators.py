@@ -25,12 +25,44 @@ import numpy as np
 from clipgeo.core.arrays import check_index, check_modalities, nonzero_row_norms, row_blocks
 from clipgeo.geometry.conformity import unit_sum
 
-__all__ = ["mean_pairwise_cos", "relative_modality_gap", "l2i"]
+__all__ = ["mean_cos_from_unit_sum", "mean_pairwise_cos", "relative_modality_gap", "l2i"]
+
+
+def mean_cos_from_unit_sum(s: np.ndarray, n: int, q2: float | None = None) -> float:
+    """The within-modality mean cosine, from the modality's sum of unit vectors: the mean of
+    ``x̂_i·x̂_j`` over the ``n (n − 1)`` ordered pairs ``i ≠ j`` is ``(‖s‖² − q2) / (n (n − 1))``.
+
+    The one definition of that mean: :func:`mean_pairwise_cos` (from the rows) and
+    :func:`clipgeo.topology.cosines.cosine_moments` (from sums, also streamed ones) return it.
+
+    Parameters
+    ----------
+    s : ndarray, shape (d,)
+        ``Σ_i x̂_i``, in float64.
+    n : int
+        Rows summed (>= 2).
+    q2 : float, optional
+        ``Σ_i ‖x̂_i‖²``, the diagonal terms of ``‖s‖²``: ``n`` for unit rows (the default); the
+        sum of the rounded squares when ``s`` was summed from rounded unit rows.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> round(mean_cos_from_unit_sum(np.array([1.0, 1.0]), 2), 6)    # (1, 0) and (0, 1)
+    0.0
+    """
+    if n < 2:
+        raise ValueError(f"n: the mean over pairs needs at least 2 rows, got {n}")
+    s = np.asarray(s, dtype=np.float64)
+    return float((s @ s - (n if q2 is None else q2)) / (n * (n - 1)))
 
 
 def mean_pairwise_cos(x: np.ndarray) -> float:
     """Mean cosine over the ordered pairs ``i ≠ j`` of the rows of ``x``, exactly, in O(N·d):
-    ``(‖Σ x̂_i‖² − N) / (N (N − 1))``.
+    ``(‖Σ x̂_i‖² − N) / (N (N − 1))`` (:func:`mean_cos_from_unit_sum`).
 
     Parameters
     ----------
@@ -49,8 +81,7 @@ def mean_pairwise_cos(x: np.ndarray) -> float:
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[0] < 2:
         raise ValueError(f"x: expected an (N >= 2, d) array, got shape {x.shape}")
-    s, n = unit_sum(x)
-    return float((s @ s - n) / (n * (n - 1)))
+    return mean_cos_from_unit_sum(*unit_sum(x))
 
 
 def relative_modality_gap(img: np.ndarray, txt: np.ndarray, txt_image_index: np.ndarray | None = None

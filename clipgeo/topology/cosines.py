@@ -48,6 +48,7 @@ import numpy as np
 import polars as pl
 
 from clipgeo.core.arrays import check_modalities, normalize_rows, resolve_index, row_blocks
+from clipgeo.geometry.gap_estimators import mean_cos_from_unit_sum
 
 __all__ = ["COSINE_KINDS", "QUANTILES", "CosineSums", "cosine_distributions", "cosine_moments", "cosine_sums"]
 
@@ -165,22 +166,24 @@ def cosine_moments(img: CosineSums, txt: CosineSums, paired: tuple[float, float,
     True
     """
     out: dict[str, tuple[float, float, int]] = {}
+    nan = float("nan")
 
-    def finish(s1: float, s2: float, pop: int) -> tuple[float, float, int]:
+    def finish(mean: float, s2: float, pop: int) -> tuple[float, float, int]:
         if pop <= 0:
-            return float("nan"), float("nan"), 0
-        mean = s1 / pop
+            return nan, nan, 0
         return float(mean), float(np.sqrt(max(s2 / pop - mean * mean, 0.0))), int(pop)
 
     for kind, m in (("image_image", img), ("text_text", txt)):
         pop = m.n * (m.n - 1)   # ordered pairs; the mean and std equal those over the unordered ones
-        mean, std, _ = finish(float(m.s @ m.s) - m.q2, float(np.sum(m.g * m.g)) - m.q4, pop)
+        mean = mean_cos_from_unit_sum(m.s, m.n, m.q2) if pop > 0 else nan   # the one definition of it
+        mean, std, _ = finish(mean, float(np.sum(m.g * m.g)) - m.q4, pop)
         out[kind] = (mean, std, pop // 2)
     if paired is not None:
         p1, p2, n_pairs = paired
-        out["unpaired_image_text"] = finish(float(txt.s @ img.s) - p1, float(np.sum(txt.g * img.g)) - p2,
-                                            txt.n * img.n - n_pairs)
-        out["paired_image_text"] = finish(p1, p2, n_pairs)
+        pop = txt.n * img.n - n_pairs
+        out["unpaired_image_text"] = finish((float(txt.s @ img.s) - p1) / pop if pop > 0 else nan,
+                                            float(np.sum(txt.g * img.g)) - p2, pop)
+        out["paired_image_text"] = finish(p1 / n_pairs if n_pairs > 0 else nan, p2, n_pairs)
     return out
 
 
