@@ -238,8 +238,27 @@ def table_version(home: DataHome, run_id: str) -> int | None:
     return db.open_table(name).version if has_table(db, name) else None
 
 
-def _matrix(col: pa.ChunkedArray | pa.Array, dtype: type = np.float32) -> np.ndarray:
-    """A FixedSizeList column as a ``(n, d)`` array of ``dtype`` (one copy at most)."""
+def vector_matrix(col: pa.ChunkedArray | pa.Array, dtype: type = np.float32) -> np.ndarray:
+    """A FixedSizeList column (a vectors table's ``vector``) as an ``(n, d)`` array.
+
+    Parameters
+    ----------
+    col : pyarrow.ChunkedArray or pyarrow.Array
+        Fixed-size lists of ``d`` numbers.
+    dtype : numpy dtype
+        The result's dtype (float32 by default).
+
+    Returns
+    -------
+    numpy.ndarray of shape (n, d)
+        A view of the column's values when it is one chunk of ``dtype`` values, else a copy.
+
+    Examples
+    --------
+    >>> col = pa.array([[1.0, 2.0], [3.0, 4.0]], type=pa.list_(pa.float16(), 2))
+    >>> vector_matrix(col).tolist()
+    [[1.0, 2.0], [3.0, 4.0]]
+    """
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     d = arr.type.list_size
     return arr.flatten().to_numpy(zero_copy_only=False).reshape(-1, d).astype(dtype, copy=False)
@@ -268,7 +287,7 @@ def read_run(home: DataHome, run_id: str, *, normalized: bool = False) -> RunVec
     mods = np.array(t.column("modality").to_pylist())
     item = np.array(t.column("item_id").to_pylist())
     img_of = np.array(t.column("image_id").to_pylist())
-    mat = _matrix(t.column(col))
+    mat = vector_matrix(t.column(col))
     if normalized and fmt == 2:
         mat = normalize_rows(mat, "vectors", np.float32, norms=t.column("norm").to_numpy())
     del t
@@ -326,13 +345,13 @@ def migrate_run(home: DataHome, run_id: str, *, batch_rows: int = 65536) -> bool
     if table_format(ds) != 1:
         return False
     cols = ["modality", "item_id", "image_id", "vector"]
-    exact16 = all(_exact_in_float16(_matrix(b.column("vector"))) for b in ds.to_batches(columns=["vector"], batch_size=batch_rows))
+    exact16 = all(_exact_in_float16(vector_matrix(b.column("vector"))) for b in ds.to_batches(columns=["vector"], batch_size=batch_rows))
     dt = np.dtype(np.float16 if exact16 else np.float32)
     d = ds.schema.field("vector").type.list_size
 
     def batches() -> Iterator[pa.RecordBatch]:
         for b in ds.to_batches(columns=cols, batch_size=batch_rows):
-            mat = _matrix(b.column("vector"))
+            mat = vector_matrix(b.column("vector"))
             stored = mat.astype(dt)
             yield pa.RecordBatch.from_arrays(
                 [pa.array([run_id] * b.num_rows), b.column("modality"), b.column("item_id"), b.column("image_id"),

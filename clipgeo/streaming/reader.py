@@ -215,7 +215,7 @@ class LanceRun:
         with ``with_ids`` also the batch's item_id and image_id arrays."""
         cols = self._vector_cols(normalized) + (["item_id", "image_id"] if with_ids else [])
         for b in self.batches(modality, cols, fragment_ids):
-            mat = vectors._matrix(b.column(cols[0]), np.float64 if dtype == np.float64 else np.float32)
+            mat = vectors.vector_matrix(b.column(cols[0]), np.float64 if dtype == np.float64 else np.float32)
             if normalized and self.format == 2:
                 # the stored float32 norm serves float32 output; float64 output gets float64 norms
                 norms = b.column("norm").to_numpy() if dtype != np.float64 else None
@@ -305,7 +305,7 @@ class LanceRun:
                 return np.empty((0, self.dim), np.float32)
             srt = np.argsort(pos, kind="stable")
             tb = self.ds.take(pos[srt].tolist(), columns=cols)
-            mat = vectors._matrix(tb.column(cols[0]))
+            mat = vectors.vector_matrix(tb.column(cols[0]))
             if normalized and self.format == 2:
                 mat = normalize_rows(mat, "vectors", np.float32, norms=tb.column("norm").to_numpy())
             out = np.empty_like(mat)
