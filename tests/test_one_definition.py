@@ -1,18 +1,26 @@
-"""Static checks of clipgeo's source (AST, no imports of the checked code): one definition of row
-normalisation, and an import graph without circles.
+"""Static checks of the source (AST, no imports of the checked code): one definition of row
+normalisation, an import graph without circles, and no module using another's private names.
 
 * Row normalisation lives in :mod:`clipgeo.core.arrays` (``normalize_rows``, with the zero-row
   policy; ``nonzero_row_norms`` for formulas that divide by ``‖x‖`` inside a product). Anywhere
   else, a division whose divisor is a row norm computed on the spot (``np.linalg.norm(.., axis=..)``,
   ``row_norms``, ``row_norms64``, ``np.sqrt(np.einsum(..))``, directly or through a name assigned
   from one in the same function) is a normalisation of its own, without the zero-row check.
-* Every ``import`` anywhere in a module (also inside functions; not under ``if TYPE_CHECKING:``)
-  is an edge; the graph over ``clipgeo``'s modules must have no cycle.
+* Every ``import`` anywhere in a module is an edge: at the top, inside functions (deferred) and
+  under ``if TYPE_CHECKING:`` (an annotation-only import is a circle broken by hand too); only a
+  package ``__init__``'s ``TYPE_CHECKING`` imports of its own submodules are not (they declare
+  its lazily loaded names for type checkers, and nothing runs them). The graph over the modules
+  of ``clipgeo/``, ``flows/`` and ``dashboards/`` must have no cycle.
+* No module imports another project module's private name (``from m import _x``) or reads one
+  off an imported project module (``m._x``): a helper two modules share is public in the lower
+  one. Private names of third-party packages (torchvision's ``_compute_resized_output_size``)
+  are outside this rule: only the project's own modules are checked as the source of a name.
 """
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +30,8 @@ from clipgeo.core.arrays import first_caption_pairs, normalize_rows, row_norms64
 
 REPO = Path(__file__).resolve().parents[1]
 PKG = REPO / "clipgeo"
+#: The project's packages whose modules the import checks cover.
+ROOTS = ("clipgeo", "flows", "dashboards")
 HOME_OF_NORMALISATION = "clipgeo/core/arrays.py"
 #: Known divisions by unchecked row norms outside the one helper, with the reason they stay.
 ALLOWED: dict[tuple[str, str], str] = {}
@@ -30,10 +40,11 @@ _NORM_FUNCS = {"row_norms", "row_norms64"}
 
 def _modules() -> dict[str, Path]:
     out = {}
-    for f in PKG.rglob("*.py"):
-        rel = f.relative_to(REPO).with_suffix("")
-        parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
-        out[".".join(parts)] = f
+    for root in ROOTS:
+        for f in (REPO / root).rglob("*.py"):
+            rel = f.relative_to(REPO).with_suffix("")
+            parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+            out[".".join(parts)] = f
     return out
 
 
@@ -107,40 +118,98 @@ def test_no_module_normalises_rows_itself():
                        f"inside a product): {found}")
 
 
-def _imports(path: Path, name: str, modules: dict[str, Path]) -> set[str]:
-    tree = ast.parse(path.read_text())
-    out: set[str] = set()
+def _import_targets(node: ast.Import | ast.ImportFrom, name: str, is_package: bool,
+                    modules: Collection[str]) -> list[tuple[ast.alias, str, bool]]:
+    """``(alias, project module, the name is that module)`` for each name of one import statement
+    that is, or comes from, a project module (relative imports resolved; a name imported from a
+    module gives that module)."""
+    if isinstance(node, ast.Import):
+        return [(a, a.name, True) for a in node.names if a.name in modules]
+    base = node.module or ""
+    if node.level:
+        pkg = name.split(".") if is_package else name.split(".")[:-1]
+        pkg = pkg[: len(pkg) - (node.level - 1)]
+        base = ".".join(pkg + ([node.module] if node.module else []))
+    out = []
+    for a in node.names:
+        if f"{base}.{a.name}" in modules:
+            out.append((a, f"{base}.{a.name}", True))
+        elif base in modules:
+            out.append((a, base, False))
+    return out
 
-    def type_checking(node: ast.If) -> bool:
-        return _name(node.test) == "TYPE_CHECKING"
 
-    def visit(node: ast.AST) -> None:
-        for ch in ast.iter_child_nodes(node):
-            if isinstance(ch, ast.If) and type_checking(ch):
-                for c in ch.orelse:
-                    visit_one(c)
+def _import_nodes(tree: ast.AST):
+    """``(import statement, under TYPE_CHECKING)`` for every import anywhere in ``tree``."""
+    def visit(nodes, typing_only: bool):
+        for node in nodes:
+            if isinstance(node, ast.If) and _name(node.test) == "TYPE_CHECKING":
+                yield from visit(node.body, True)
+                yield from visit(node.orelse, typing_only)
                 continue
-            visit_one(ch)
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                yield node, typing_only
+            yield from visit(ast.iter_child_nodes(node), typing_only)
 
-    def visit_one(ch: ast.AST) -> None:
-        if isinstance(ch, ast.Import):
-            out.update(a.name for a in ch.names if a.name in modules)
-        elif isinstance(ch, ast.ImportFrom):
-            base = ch.module or ""
-            if ch.level:
-                pkg = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
-                pkg = pkg[: len(pkg) - (ch.level - 1)]
-                base = ".".join(pkg + ([ch.module] if ch.module else []))
-            for a in ch.names:
-                if f"{base}.{a.name}" in modules:
-                    out.add(f"{base}.{a.name}")
-                elif base in modules:
-                    out.add(base)
-        visit(ch)
+    yield from visit(ast.iter_child_nodes(tree), False)
 
-    visit(tree)
+
+def imports_of(source: str, name: str, modules: Collection[str], *, is_package: bool = False) -> set[str]:
+    """The project modules module ``name`` imports (module doc): top-level, deferred and
+    annotation-only imports, less a package's ``TYPE_CHECKING`` imports of its own submodules."""
+    out: set[str] = set()
+    for node, typing_only in _import_nodes(ast.parse(source)):
+        found = {module for _, module, _ in _import_targets(node, name, is_package, modules)}
+        if typing_only and is_package:
+            found = {m for m in found if not m.startswith(name + ".")}
+        out |= found
     out.discard(name)
     return out
+
+
+def private_uses(source: str, name: str, modules: Collection[str], *, is_package: bool = False
+                 ) -> list[tuple[int, str]]:
+    """``(line, "module._name")`` for each private name of another project module that module
+    ``name`` imports (``from m import _x``, relative or not) or reads off an imported project
+    module (``m._x``, ``pkg.m._x``). Dunder names are not private; names of modules outside
+    ``modules`` (third-party ones) are not checked."""
+    tree = ast.parse(source)
+    bound: dict[str, str] = {}          # local name -> the project module it is
+    hits = []
+    for node, _ in _import_nodes(tree):
+        for a, home, is_module in _import_targets(node, name, is_package, modules):
+            local = a.asname or a.name.split(".")[0]
+            if isinstance(node, ast.Import):
+                bound[local] = a.name if a.asname else local     # `import p.a` binds p
+                continue
+            if is_module:                                        # `from p import a`: a is a module
+                bound[local] = home
+                home = home.rpartition(".")[0]
+            if home != name and _private(a.name):
+                hits.append((node.lineno, f"{home}.{a.name}"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _private(node.attr):
+            owner = _dotted(node.value)
+            head, _, rest = (owner or "").partition(".")
+            if head not in bound:
+                continue
+            module = bound[head] + ("." + rest if rest else "")
+            if module in modules and module != name:
+                hits.append((node.lineno, f"{module}.{node.attr}"))
+    return sorted(hits)
+
+
+def _private(attr: str) -> bool:
+    return attr.startswith("_") and not (attr.startswith("__") and attr.endswith("__"))
+
+
+def _dotted(node: ast.expr) -> str | None:
+    """``a.b.c`` for a chain of attributes on a name, else None."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    return ".".join([node.id, *reversed(parts)]) if isinstance(node, ast.Name) else None
 
 
 def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -183,11 +252,57 @@ def test_import_cycles_are_found():
     assert import_cycles({"a": {"b"}, "b": set()}) == []
 
 
-def test_clipgeo_imports_have_no_cycle():
+def test_the_import_checker_sees_deferred_and_annotation_only_imports():
+    mods = {"p", "p.a", "p.b", "p.c", "p.d", "p.e"}
+    src = ("from typing import TYPE_CHECKING\n"
+           "import p.a, p.e, os\n"
+           "if TYPE_CHECKING:\n    from p.b import B\nelse:\n    from p import c\n"
+           "def f():\n    from .d import x\n    import numpy\n")
+    assert imports_of(src, "p.e", mods) == {"p.a", "p.b", "p.c", "p.d"}
+    # a package's lazily loaded names, declared for type checkers: no edge; a real import is one
+    lazy = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from p.a import A\n"
+    assert imports_of(lazy, "p", mods, is_package=True) == set()
+    assert imports_of(lazy + "from p.b import B\n", "p", mods, is_package=True) == {"p.b"}
+    # the three circles of issue 33, as they were: each is found
+    assert import_cycles({"m": imports_of("def f():\n    from s import sec\n", "m", {"m", "s"}),
+                          "s": imports_of("if TYPE_CHECKING:\n    from m import RunData\n", "s", {"m", "s"})}
+                         ) == [["m", "s"]]
+    assert import_cycles({"b": imports_of("def f():\n    from t import x\n", "b", {"b", "t"}),
+                          "t": imports_of("def g():\n    from b import _now\n", "t", {"b", "t"})}) == [["b", "t"]]
+
+
+def test_imports_have_no_cycle():
+    """Over clipgeo/, flows/ and dashboards/, deferred and annotation-only imports included: a
+    shared type or helper lives in the lower module, so every import runs one way."""
     modules = _modules()
-    graph = {m: _imports(f, m, modules) for m, f in modules.items()}
+    graph = {m: imports_of(f.read_text(), m, modules, is_package=f.name == "__init__.py") for m, f in modules.items()}
     assert graph["clipgeo.stages.measure"] >= {"clipgeo.stages.measure_topology", "clipgeo.stages.sections"}
+    assert "flows.commands" in graph["flows.precheck"]            # imported inside a function
+    assert "dashboards.output" in graph["dashboards.trajectory"]
     assert import_cycles(graph) == []
+
+
+def test_the_private_name_checker_finds_each_form():
+    mods = {"p", "p.a", "p.e"}
+    src = ("from p.a import _x, y\n"
+           "from .a import _z as z\n"
+           "import p.a as pa\n"
+           "from p import a\n"
+           "import p.a\n"
+           "from torchvision.transforms.functional import _compute_resized_output_size\n"
+           "from p.a import import_arrays as _import, a as obj\n"      # an alias; an object named a
+           "def f():\n    from p.e import _mine\n"
+           "    return pa._w, a._v, a.ok, a.__doc__, p.a._u, _import, obj._fine\n")
+    assert private_uses(src, "p.e", mods) == [(1, "p.a._x"), (2, "p.a._z"), (10, "p.a._u"), (10, "p.a._v"),
+                                              (10, "p.a._w")]
+
+
+def test_no_module_uses_another_modules_private_names():
+    modules = _modules()
+    found = [f"{f.relative_to(REPO).as_posix()}:{line} {what}" for m, f in sorted(modules.items())
+             for line, what in private_uses(f.read_text(), m, modules, is_package=f.name == "__init__.py")]
+    assert not found, ("private names used outside their module (make the shared helper public in the lower "
+                       f"module, or move it down a layer): {found}")
 
 
 # ------------------------------------------------------------------------ the helpers themselves
