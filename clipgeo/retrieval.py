@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numba
 import numpy as np
 
 from clipgeo.core.arrays import (
@@ -219,42 +220,74 @@ def _ranks(img, txt, txt_image_index, want_i2t, dtype, query_block, gallery_bloc
     i2t = np.zeros(n_img, dtype=np.int64)
     t2i_ties = np.zeros(n_txt, dtype=np.int64)
     i2t_ties = np.zeros(n_img, dtype=np.int64)
+    cap = 1 << 16      # near-band candidates a block records before the kernel asks for room
+    cand = np.empty((4, cap), dtype=np.int64)
     for qs in row_blocks(n_txt, query_block):
         q = txtn[qs]
         q_idx = idx[qs]
         for gs in row_blocks(n_img, gallery_block):
             scores = q @ imgn[gs].T  # (nq, ng), bounded block
-            own = (q_idx >= gs.start) & (q_idx < gs.stop)
-            own_r = np.flatnonzero(own)
-            own_c = q_idx[own] - gs.start
-            # text -> image: the caption's own image never competes with itself
-            above = scores > hi_t[qs, None]
-            near = scores >= lo_t[qs, None]
-            near &= ~above
-            near[own_r, own_c] = False
-            t2i[qs] += np.count_nonzero(above, axis=1)
-            r, c = np.nonzero(near)
-            if r.size:
+            # one pass over the block (numba): the counts above the band, the in-band candidates
+            while True:
+                kept = t2i[qs].copy(), i2t[gs].copy()
+                n_t, n_i = _count_block(scores, q_idx, gs.start, hi_t[qs], lo_t[qs], hi_i[gs], lo_i[gs], want_i2t,
+                                        t2i[qs], i2t[gs], cand)
+                if max(n_t, n_i) <= cand.shape[1]:
+                    break
+                t2i[qs], i2t[gs] = kept        # more candidates than room: undo this block, redo it with room
+                cand = np.empty((4, max(n_t, n_i)), dtype=np.int64)
+            if n_t:     # text -> image candidates, decided by the exact float64 cosine
+                r, c = cand[0, :n_t], cand[1, :n_t]
                 s64 = _pair_cos(txt, img, t_norm, i_norm, qs.start + r, gs.start + c)
                 ref = correct[qs.start + r]
                 np.add.at(t2i, qs.start + r[s64 > ref], 1)
                 np.add.at(t2i_ties, qs.start + r[s64 == ref], 1)
-            if not want_i2t:
-                continue
-            above = scores > hi_i[None, gs]
-            near = scores >= lo_i[None, gs]
-            near &= ~above
-            above[own_r, own_c] = False  # a caption never counts against its own image
-            near[own_r, own_c] = False
-            i2t[gs] += np.count_nonzero(above, axis=0)
-            r, c = np.nonzero(near)
-            if r.size:
+            if n_i:
+                r, c = cand[2, :n_i], cand[3, :n_i]
                 s64 = _pair_cos(txt, img, t_norm, i_norm, qs.start + r, gs.start + c)
                 ref = best[gs.start + c]
                 np.add.at(i2t, gs.start + c[s64 > ref], 1)
                 np.add.at(i2t_ties, gs.start + c[s64 == ref], 1)
     return RetrievalRanks(t2i, i2t, t2i_ties, i2t_ties)
 
+
+@numba.njit(nogil=True, cache=True)
+def _count_block(scores, q_idx, g0, hi_t, lo_t, hi_i, lo_i, want_i2t, t2i, i2t, cand):  # pragma: no cover - numba
+    """One pass over a ``(nq, ng)`` block of scores (query rows; gallery columns from gallery item
+    ``g0``), the query's own item (column ``q_idx[r] − g0``) left out: ``t2i[r] += #{c : s > hi_t[r]}``
+    and ``i2t[c] += #{r : s > hi_i[c]}``; the entries inside ``[lo, hi]`` (the rounding band) are
+    recorded as candidates ``cand[0:2]`` (text -> image: row, column) and ``cand[2:4]`` (image ->
+    text) for the exact comparison. Returns both candidate counts; when one exceeds ``cand``'s
+    width, only the first ``width`` were recorded (the caller undoes the counts and retries)."""
+    nq, ng = scores.shape
+    cap = cand.shape[1]
+    n_t = 0
+    n_i = 0
+    for r in range(nq):
+        own = q_idx[r] - g0
+        h, lo = hi_t[r], lo_t[r]
+        k = 0
+        for c in range(ng):
+            v = scores[r, c]
+            if c == own:
+                continue
+            if v > h:
+                k += 1
+            elif v >= lo:
+                if n_t < cap:
+                    cand[0, n_t] = r
+                    cand[1, n_t] = c
+                n_t += 1
+            if want_i2t:
+                if v > hi_i[c]:
+                    i2t[c] += 1
+                elif v >= lo_i[c]:
+                    if n_i < cap:
+                        cand[2, n_i] = r
+                        cand[3, n_i] = c
+                    n_i += 1
+        t2i[r] += k
+    return n_t, n_i
 
 def text_to_image_ranks(
     img: np.ndarray,

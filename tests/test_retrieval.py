@@ -162,6 +162,35 @@ def test_exact_duplicates_are_counted_ties():
         image_to_text_ranks(img, txt, idx)
 
 
+def test_a_block_with_more_band_candidates_than_room_is_redone_exactly():
+    """400 identical images and 400 identical captions: every entry of the one 400 x 400 block
+    lies in the rounding band (160,000 candidates per direction, over the kernel's 65,536 of
+    room), so the block is undone and redone; every other item is an exact tie (numpy, float64)."""
+    rng = np.random.default_rng(7)
+    v = rng.standard_normal(16)
+    img = np.tile(v, (400, 1)).astype(np.float32)
+    txt = np.tile(v + 0.5 * rng.standard_normal(16), (400, 1)).astype(np.float32)
+    rr = retrieval_ranks(img, txt, query_block=400, gallery_block=400)
+    assert not rr.t2i.any() and not rr.i2t.any()
+    assert (rr.t2i_ties == 399).all() and (rr.i2t_ties == 399).all()
+    # a mixed case against the full float64 matrix: ranks and ties counted from it directly
+    img = rng.standard_normal((300, 8)).round(1)
+    img[150:] = img[:150]
+    idx = np.repeat(np.arange(300), 2)
+    txt = img[idx].copy()
+    txt[::3] = txt[0]
+    rr = retrieval_ranks(img, txt, idx, query_block=300, gallery_block=300)
+    imgn = img / np.linalg.norm(img, axis=1, keepdims=True)
+    txtn = txt / np.linalg.norm(txt, axis=1, keepdims=True)
+    s = np.einsum("ik,jk->ij", txtn, imgn)
+    own = s[np.arange(600), idx]
+    others = np.ones_like(s, dtype=bool)
+    others[np.arange(600), idx] = False
+    # ties at the float64 rounding level count as exact ties here; this data has none in between
+    close = np.isclose(s, own[:, None], rtol=0, atol=1e-12) & others
+    assert (rr.t2i == ((s > own[:, None] + 1e-12) & others).sum(axis=1)).all()
+    assert (rr.t2i_ties == close.sum(axis=1)).all()
+
 def _reference(img, txt, idx, k):
     """CLIP_benchmark-style: full score matrix, top-k by argsort, hit if the positive is inside."""
     imgn = img / np.linalg.norm(img, axis=1, keepdims=True)
