@@ -52,13 +52,15 @@ def _item_ids(d: RunData, df: pl.DataFrame) -> pl.Series:
 
 
 def _cosines(d: RunData) -> dict:
-    exact = None
+    exact = sums = None
     if d.stream is not None:
         # mean and std over every vector of the run, from the moment pass (histograms: the sample)
-        from clipgeo.streaming.partials import cosine_moments_from_moments
+        from clipgeo.streaming.partials import cosine_moments_from_moments, cosine_sums_from_moments
 
         exact = cosine_moments_from_moments(d.moments())
-    hist, summary = cosine_distributions(d.img_n, d.txt_n, d.idx, seed=d.seed, exact_moments=exact)
+        if d.sample is not None and d.sample.complete:   # the sample is the run: its sums are the pass's
+            sums = cosine_sums_from_moments(d.moments())
+    hist, summary = cosine_distributions(d.img_n, d.txt_n, d.idx, seed=d.seed, exact_moments=exact, sums=sums)
     return {"topo_cosine_hist": _tag(hist, d.run_id), "topo_cosine_summary": _tag(summary, d.run_id)}
 
 

@@ -366,15 +366,23 @@ def cosine_moments_from_moments(moms: dict) -> dict[str, tuple[float, float, int
     (:func:`clipgeo.topology.cosines.cosine_moments`) from its merged moments: the normalised
     scatters give ``S`` and ``G``; the unpaired and paired image–text kinds need the paired sums
     of a row-aligned table (``moms["paired"]``) and are left out without them."""
-    from clipgeo.topology.cosines import CosineSums, cosine_moments
+    from clipgeo.topology.cosines import cosine_moments
+
+    p = moms.get("paired")
+    return cosine_moments(*cosine_sums_from_moments(moms), None if p is None else (p.cos_sum, p.cos_sq_sum, p.n))
+
+
+def cosine_sums_from_moments(moms: dict) -> tuple:
+    """The :class:`clipgeo.topology.cosines.CosineSums` (image, text) of every vector of the run,
+    from its merged moments (the normalised scatters: ``S = n μ``, ``G = M2 + n μ μᵀ``)."""
+    from clipgeo.topology.cosines import CosineSums
 
     sums = []
     for m in ("image", "text"):
         acc = moms[f"unit_{m}"]
         sc = acc.scatter_accumulator
         sums.append(CosineSums.from_scatter(sc.n, sc.mean, sc.scatter, acc.length_sq_sum))
-    p = moms.get("paired")
-    return cosine_moments(sums[0], sums[1], None if p is None else (p.cos_sum, p.cos_sq_sum, p.n))
+    return sums[0], sums[1]
 
 
 # ------------------------------------------------------------------------- per-sample pass

@@ -50,7 +50,8 @@ import polars as pl
 from clipgeo.core.arrays import check_modalities, normalize_rows, resolve_index, row_blocks
 from clipgeo.geometry.gap_estimators import mean_cos_from_unit_sum
 
-__all__ = ["COSINE_KINDS", "QUANTILES", "CosineSums", "cosine_distributions", "cosine_moments", "cosine_sums"]
+__all__ = ["COSINE_KINDS", "QUANTILES", "CosineSums", "cosine_distributions", "cosine_moments", "cosine_sums",
+           "paired_cosine_sums"]
 
 COSINE_KINDS = ("paired_image_text", "unpaired_image_text", "image_image", "text_text")
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -71,17 +72,19 @@ class _Accumulator:
         self.hi = -np.inf
 
     def add(self, v: np.ndarray) -> None:
-        v = np.asarray(v, dtype=np.float64).ravel()
+        """Bin the values (clipped into [−1, 1]) and add them to the sums: one pass of
+        :func:`_bin_values` over them, in float64, whatever their float dtype."""
+        v = np.ascontiguousarray(v).ravel()
         if v.size == 0:
             return
-        v = np.clip(v, -1.0, 1.0)
-        idx = np.minimum(((v + 1.0) * (self.fine / 2.0)).astype(np.int64), self.fine - 1)
-        self.counts += np.bincount(idx, minlength=self.fine)
+        if v.dtype not in (np.float32, np.float64):
+            v = v.astype(np.float64)
+        s1, s2, lo, hi = _bin_values(v, self.counts, self.fine / 2.0)
         self.n += v.size
-        self.s1 += float(v.sum())
-        self.s2 += float(np.dot(v, v))
-        self.lo = min(self.lo, float(v.min()))
-        self.hi = max(self.hi, float(v.max()))
+        self.s1 += s1
+        self.s2 += s2
+        self.lo = min(self.lo, lo)
+        self.hi = max(self.hi, hi)
 
     def quantile(self, q: float) -> float:
         cum = np.cumsum(self.counts)
@@ -108,6 +111,28 @@ class _Accumulator:
         out = {"mean": mean, "std": float(np.sqrt(var)), "min": self.lo, "max": self.hi}
         out.update({_qname(q): self.quantile(q) for q in QUANTILES})
         return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _bin_values(v, counts, half):  # pragma: no cover - numba
+    """``x = clip(float64(v_i), −1, 1)`` into fine bin ``min(⌊(x + 1)·half⌋, len(counts) − 1)``;
+    returns ``(Σ x, Σ x², min x, max x)``: what numpy's clip / bincount / sum / dot / min / max
+    made of the values in six passes, in one (the sums in row order, not pairwise)."""
+    last = counts.shape[0] - 1
+    s1 = 0.0
+    s2 = 0.0
+    lo = np.inf
+    hi = -np.inf
+    for i in range(v.shape[0]):
+        x = np.float64(v[i])
+        x = min(max(x, -1.0), 1.0)
+        k = min(np.int64((x + 1.0) * half), last)
+        counts[k] += 1
+        s1 += x
+        s2 += x * x
+        lo = min(lo, x)
+        hi = max(hi, x)
+    return s1, s2, lo, hi
 
 
 class CosineSums:
@@ -144,12 +169,18 @@ def cosine_sums(img: np.ndarray, txt: np.ndarray, txt_image_index: np.ndarray
     """:class:`CosineSums` of both modalities and the paired terms ``(P_1, P_2, n_pairs)``, in
     float64 from the rows ``img`` / ``txt`` (normalised here; caption ``c`` describes image
     ``txt_image_index[c]``). Rows must be non-zero (the callers validated them)."""
+    return CosineSums.of(img), CosineSums.of(txt), paired_cosine_sums(img, txt, txt_image_index)
+
+
+def paired_cosine_sums(img: np.ndarray, txt: np.ndarray, txt_image_index: np.ndarray) -> tuple[float, float, int]:
+    """The paired terms ``(P_1, P_2, n_pairs)`` of :func:`cosine_moments`: ``P_1 = Σ_c t̂_c·x̂_{g(c)}``,
+    ``P_2 = Σ_c (t̂_c·x̂_{g(c)})²`` over every caption ``c``, in float64 (rows normalised here)."""
     p1 = p2 = 0.0
     for sl in row_blocks(txt.shape[0], 8192):
         c = np.einsum("ij,ij->i", normalize_rows(txt[sl], "txt"), normalize_rows(img[txt_image_index[sl]], "img"))
         p1 += float(c.sum())
         p2 += float(c @ c)
-    return CosineSums.of(img), CosineSums.of(txt), (p1, p2, int(txt.shape[0]))
+    return p1, p2, int(txt.shape[0])
 
 
 def cosine_moments(img: CosineSums, txt: CosineSums, paired: tuple[float, float, int] | None
@@ -257,6 +288,7 @@ def cosine_distributions(
     block: int = 2048,
     dtype: type = np.float32,
     exact_moments: dict[str, tuple[float, float, int]] | None = None,
+    sums: tuple[CosineSums, CosineSums] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Histograms and summaries of the four cosine populations (definitions in the module doc).
 
@@ -271,7 +303,9 @@ def cosine_distributions(
 
     ``exact_moments``: ``{kind: (mean, std, population)}`` over a larger set than the arrays
     given (the whole run, from its streamed sums); a kind it lacks gets the exact moments of the
-    arrays given (:func:`cosine_sums`).
+    arrays given (:func:`cosine_sums`). ``sums``: the arrays' own :class:`CosineSums` (image,
+    text) when already known (the measure stage's moment pass over a run the arrays are all of);
+    then only the paired terms are computed here (:func:`paired_cosine_sums`), not two d × d products.
 
     Scores are computed in ``dtype`` (float32: cosine error ~1e-7, far below the bin width).
     A population with no pairs (a single image) gets zero counts and NaN summaries.
@@ -371,7 +405,8 @@ def cosine_distributions(
 
     moments = dict(exact_moments or {})
     if any(k not in moments for k in COSINE_KINDS):   # the arrays' own exact sums for the kinds not given
-        moments = {**cosine_moments(*cosine_sums(img, txt, idx)), **moments}
+        own = (*sums, paired_cosine_sums(img, txt, idx)) if sums is not None else cosine_sums(img, txt, idx)
+        moments = {**cosine_moments(*own), **moments}
     hist_parts = []
     rows = []
     for kind in COSINE_KINDS:
