@@ -37,6 +37,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "import_arrays": ("clipgeo.api", "import_arrays"),
     "as_vectors": ("clipgeo.api", "as_vectors"),
     "run_tables": ("clipgeo.api", "run_tables"),
+    "default_sections": ("clipgeo.api", "default_sections"),
     "measure_if_stale": ("clipgeo.stages.freshness", "measure_if_stale"),
     "DataHome": ("clipgeo.core.config", "DataHome"),
     # the double-ellipsoid geometry (raw vectors) and the modality gap
@@ -69,7 +70,8 @@ _LAZY: dict[str, tuple[str, str]] = {
 __all__ = ["__version__", *sorted(_LAZY)]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from clipgeo.api import Measurement, as_vectors, import_arrays, measure, run_tables
+    from clipgeo.api import (Measurement, as_vectors, default_sections, import_arrays, measure,
+                             run_tables)
     from clipgeo.core.config import DataHome
     from clipgeo.core.stats import effective_rank, l2_normalize
     from clipgeo.geometry.conformity import conformity, conformity_fit

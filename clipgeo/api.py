@@ -20,14 +20,29 @@ import shutil
 import tempfile
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Measurement", "as_vectors", "import_arrays", "measure"]
+__all__ = ["ON_DEMAND_SECTIONS", "Measurement", "MeasuredTables", "as_vectors", "default_sections",
+           "import_arrays", "measure"]
+
+#: Sections :func:`measure` leaves out by default: each costs more than the rest of the suite on
+#: a notebook-sized run (7,000 images x 3 captions, d = 1024: bootstrap ~20 s, UMAP ~10 s,
+#: intrinsic dimension ~7 s on 2 cores). Reading one of their tables from ``Measurement.tables``
+#: (or :meth:`Measurement.compute`) measures them then, on the stored run.
+ON_DEMAND_SECTIONS = ("umap", "clusters", "intrinsic_dim", "bootstrap", "umap_grid")
+#: What a section reads from sections measured in the same call (the UMAP layout, the cluster
+#: assignment, the retrieval ranks): they are measured with it, so its rows equal a full run's.
+SECTION_NEEDS = {
+    "clusters": ("retrieval", "umap"),
+    "intrinsic_dim": ("retrieval", "umap", "clusters"),
+    "bootstrap": ("retrieval",),
+    "umap_grid": ("umap",),
+}
 
 #: |‖v‖ − 1| at most this for every row: the vectors count as already L2-normalised.
 NORMALIZED_TOL = 1e-2
@@ -305,6 +320,79 @@ def import_arrays(home: Any, images: Any, texts: Any, text_image: Any = None, *,
     return run_id
 
 
+def default_sections() -> list[str]:
+    """The sections :func:`measure` runs when ``sections`` is not given: every section of the
+    measure stage except :data:`ON_DEMAND_SECTIONS`, in the order they run.
+
+    Returns
+    -------
+    list of str
+        Section names (as in ``measure_sections``).
+
+    Examples
+    --------
+    >>> names = default_sections()
+    >>> names[:4], "bootstrap" in names, "double_ellipsoid" in names
+    (['retrieval', 'separability', 'pca', 'modality_gap'], False, True)
+    """
+    from clipgeo.stages.measure import all_sections
+
+    return [s.name for s in all_sections() if s.name not in ON_DEMAND_SECTIONS]
+
+
+def _with_needs(names: Sequence[str]) -> list[str]:
+    """``names`` and what they read from sections measured in the same call (:data:`SECTION_NEEDS`)."""
+    out: list[str] = []
+    for n in names:
+        for m in (*SECTION_NEEDS.get(n, ()), n):
+            if m not in out:
+                out.append(m)
+    return out
+
+
+class MeasuredTables(Mapping):
+    """Catalog table → the run's rows (a :class:`polars.DataFrame` with the table's columns).
+
+    Every table of every section is a key. A table whose section has not been measured for the
+    run yet (one of :data:`ON_DEMAND_SECTIONS` under :func:`measure`'s default) is measured when
+    first read, stored in the run's data home and kept: ``m.tables["bootstrap_ci"]`` computes the
+    bootstrap intervals once. :meth:`computed` lists what is held without measuring anything.
+    """
+
+    def __init__(self, owner: "Measurement", rows: dict, table_section: dict[str, str]) -> None:
+        self._owner = weakref.ref(owner)   # the owner holds this mapping (no reference cycle)
+        self._rows = dict(rows)
+        self._section = table_section   # table -> the section that fills it
+
+    def __getitem__(self, table: str) -> Any:
+        if table not in self._rows:
+            sec = self._section.get(table)
+            if sec is None:
+                raise KeyError(f"{table!r} is not a table of a measurement; tables: {sorted(self)}")
+            owner = self._owner()
+            if owner is None:
+                raise KeyError(f"{table!r}: its measurement is gone (the Measurement was deleted)")
+            owner.compute(sec)
+        return self._rows[table]
+
+    def __iter__(self):
+        return iter(sorted(set(self._rows) | set(self._section)))
+
+    def __len__(self) -> int:
+        return len(set(self._rows) | set(self._section))
+
+    def computed(self) -> list[str]:
+        """The tables held now (measured, and read from the catalog), sorted."""
+        return sorted(self._rows)
+
+    def _update(self, rows: dict) -> None:
+        self._rows.update(rows)
+
+    def __repr__(self) -> str:
+        pending = sorted(set(self._section) - set(self._rows))
+        return f"MeasuredTables(computed={self.computed()}, on_demand={pending})"
+
+
 @dataclass
 class Measurement:
     """The measured tables of one run, its headline and its report page.
@@ -315,12 +403,15 @@ class Measurement:
         The run in ``home``.
     home : DataHome
         The data home holding it (a temporary one, removed with this object, unless given).
-    tables : dict of str to polars.DataFrame
-        Catalog table name → that run's rows, with exactly the table's columns.
+    tables : MeasuredTables
+        Catalog table name → that run's rows, with exactly the table's columns; a table of a
+        section not measured yet is measured when first read (:class:`MeasuredTables`).
     headline : polars.DataFrame
-        One row: ``v_headline`` for the run (the one definition of the headline figures).
+        One row: ``v_headline`` for the run (the one definition of the headline figures). Figures
+        of sections not measured yet (clusters, mixing) are null until they are.
     sections : dict of str to str
-        Section → ``ok`` / ``skipped`` / ``failed`` (the reason is in ``tables["measure_sections"]``).
+        Section → ``ok`` / ``skipped`` / ``failed`` (the reason is in ``tables["measure_sections"]``),
+        for the sections measured so far.
     reused : str or None
         Why the stored measurement was reused, when it was.
 
@@ -335,17 +426,66 @@ class Measurement:
                 sections={'modality_gap': 'ok'})
     >>> m.tables["modality_gap"].height, m.headline.height
     (1, 1)
+    >>> "spectra" in m.not_run
+    True
+    >>> m.tables["topo_spectra_summary"].height > 0     # measured now, on first read
+    True
+    >>> m.sections
+    {'modality_gap': 'ok', 'spectra': 'ok'}
     """
 
     run_id: str
     home: Any
-    tables: dict
+    tables: Any
     headline: Any
     sections: dict = field(default_factory=dict)
     reused: str | None = None
+    umap_grid: bool = False
+
+    @property
+    def not_run(self) -> list[str]:
+        """Sections not measured for this run yet (each measured when one of its tables is read)."""
+        from clipgeo.stages.measure import all_sections
+
+        return [s.name for s in all_sections() if s.name not in self.sections]
+
+    def compute(self, *sections: str, umap_grid: bool | None = None) -> "Measurement":
+        """Measure these sections of the run now (and what they read: :data:`SECTION_NEEDS`),
+        store them in the data home, and refresh :attr:`tables`, :attr:`sections` and
+        :attr:`headline`. No names: every section not measured yet (:attr:`not_run`) that a
+        full run measures (``umap_grid`` only when the measurement was asked for it).
+
+        Parameters
+        ----------
+        *sections : str
+            Section names (``measure_sections``); e.g. ``m.compute("bootstrap")``.
+        umap_grid : bool, optional
+            Fit the UMAP hyperparameter grid in section ``umap_grid`` (default: as
+            :func:`measure` was asked; without it the section is ``skipped``, as in the pipeline).
+
+        Returns
+        -------
+        Measurement
+            This object, updated.
+        """
+        from clipgeo.stages.freshness import measure_if_stale
+
+        grid = self.umap_grid if umap_grid is None else bool(umap_grid)
+        names = list(sections) or [s for s in self.not_run if s != "umap_grid" or grid]
+        if not names:
+            return self
+        todo = _with_needs(names)
+        measure_if_stale(self.home, self.run_id, sections=todo, umap_grid=grid)
+        self.umap_grid = grid
+        tables = run_tables(self.home, self.run_id, todo)
+        self.tables._update(tables)
+        self.sections = _statuses(tables["measure_sections"])
+        self.headline = _headline(self.home, self.run_id)
+        return self
 
     def report(self, path: str | Path | None = None) -> Path:
-        """Write the run's HTML page (the pipeline's own, offline) and return its path.
+        """Write the run's HTML page (the pipeline's own, offline) and return its path. Sections
+        not measured yet say so on the page, with how to measure them.
 
         Parameters
         ----------
@@ -372,12 +512,33 @@ class Measurement:
         head = "".join(f"<th>{c}</th>" for c in cols)
         row = self.headline.row(0, named=True) if self.headline.height else {}
         cells = "".join(f"<td>{_fmt(row.get(c))}</td>" for c in cols)
+        later = [s for s in self.not_run if s in ON_DEMAND_SECTIONS]
+        note = (f"<p>Not run yet: {', '.join(later)} &mdash; <code>m.compute()</code> (or reading one of "
+                f"their tables, e.g. <code>m.tables[\"bootstrap_ci\"]</code>) measures them.</p>" if later else "")
         return (f"<div><b>clipgeo measurement</b> of run <code>{self.run_id}</code> "
                 f"({', '.join(f'{k}: {v}' for k, v in self.sections.items())})"
-                f"<table><tr>{head}</tr><tr>{cells}</tr></table></div>")
+                f"<table><tr>{head}</tr><tr>{cells}</tr></table>{note}</div>")
 
     def __repr__(self) -> str:
-        return f"Measurement(run_id={self.run_id!r}, tables={sorted(self.tables)}, sections={self.sections})"
+        held = self.tables.computed() if isinstance(self.tables, MeasuredTables) else sorted(self.tables)
+        return f"Measurement(run_id={self.run_id!r}, tables={held}, sections={self.sections})"
+
+
+def _statuses(measure_sections: Any) -> dict:
+    """Section → status, in the order the stage lists its sections."""
+    from clipgeo.stages.measure import all_sections
+
+    order = {s.name: k for k, s in enumerate(all_sections())}
+    ms = measure_sections
+    return dict(sorted(zip(ms["section"].to_list(), ms["status"].to_list()), key=lambda kv: order.get(kv[0], -1)))
+
+
+def _headline(home: Any, run_id: str) -> Any:
+    from clipgeo.core.config import DataHome
+    from clipgeo.store import catalog
+
+    with catalog.session(DataHome.resolve(home), read_only=True) as con:
+        return catalog.query(con, "SELECT * FROM v_headline WHERE run_id = ?", [run_id])
 
 
 def _fmt(v: Any) -> str:
@@ -433,13 +594,23 @@ def run_tables(home: Any, run_id: str, sections: Sequence[str] | None = None) ->
 
 
 def measure(images: Any, texts: Any, text_image: Any = None, *, captions: Sequence[str] | None = None,
-            sections: Sequence[str] | None = None, home: Any = None, force: bool = False, umap_grid: bool = False,
-            **identity: Any) -> Measurement:
-    """Run the whole suite (or ``sections``) on image and text vectors of any model.
+            sections: Sequence[str] | str | None = None, home: Any = None, force: bool = False,
+            umap_grid: bool = False, **identity: Any) -> Measurement:
+    """Measure image and text vectors of any model: the suite's default sections now, the costly
+    ones when first read.
 
     The arrays become a run of ``home`` (:func:`import_arrays`; a temporary data home, removed
     with the result, when None), which is measured under the one rule
     (:func:`clipgeo.stages.freshness.measure_if_stale`) and read back from the catalog.
+
+    **The default** (``sections=None``) is :func:`default_sections`: every section except
+    :data:`ON_DEMAND_SECTIONS` (``umap``, ``clusters``, ``intrinsic_dim``, ``bootstrap``,
+    ``umap_grid``). It covers the headline's retrieval, gap, separability, spectra and conformity
+    figures and every streamed table (retrieval, modality gap, double ellipsoid, spectra). The
+    on-demand sections are measured, stored and kept when one of their tables is first read
+    (``m.tables["bootstrap_ci"]``), or by ``m.compute("bootstrap")`` / ``m.compute()`` (all of
+    them); ``sections="all"`` measures everything at once, like the pipeline. ``m.not_run`` and
+    the report page name the sections not measured yet.
 
     Parameters
     ----------
@@ -451,14 +622,15 @@ def measure(images: Any, texts: Any, text_image: Any = None, *, captions: Sequen
         The image row of each caption; omitted: row-aligned pairs.
     captions : sequence of str, optional
         Each caption's text.
-    sections : sequence of str, optional
-        Only these sections (names as in ``measure_sections``; default all).
+    sections : sequence of str or "all", optional
+        The sections to measure now (names as in ``measure_sections``); default
+        :func:`default_sections`; ``"all"``: every section.
     home : DataHome, str or Path, optional
         Keep the run in this data home (then ``clipgeo sql`` and ``clipgeo report`` see it).
     force : bool
         Measure again even when ``home`` holds a current measurement of the same arrays.
     umap_grid : bool
-        Also fit the UMAP hyperparameter grid.
+        Also fit the UMAP hyperparameter grid (with ``sections="all"``, or when read).
     **identity
         Passed to :func:`import_arrays`: ``model``, ``pretrained``, ``checkpoint_sha256``,
         ``logit_scale``, ``objective``, ``dataset``, ``split``, ``image_ids``, ``sample_ids``, ``image_refs``,
@@ -467,8 +639,9 @@ def measure(images: Any, texts: Any, text_image: Any = None, *, captions: Sequen
     Returns
     -------
     Measurement
-        ``.tables`` (catalog table → that run's rows), ``.headline`` (one ``v_headline`` row),
-        ``.report(path)`` (the HTML page); shows its headline in a notebook.
+        ``.tables`` (catalog table → that run's rows; on-demand tables measured when read),
+        ``.headline`` (one ``v_headline`` row), ``.report(path)`` (the HTML page); shows its
+        headline in a notebook.
 
     Examples
     --------
@@ -484,8 +657,14 @@ def measure(images: Any, texts: Any, text_image: Any = None, *, captions: Sequen
     """
     from clipgeo.core.config import DataHome
     from clipgeo.stages.freshness import measure_if_stale
-    from clipgeo.store import catalog
+    from clipgeo.stages.measure import all_sections
 
+    if isinstance(sections, str):
+        if sections != "all":
+            raise ValueError(f"sections: {sections!r} is not a list of section names or 'all'")
+        sections = None
+    elif sections is None:
+        sections = default_sections()
     tmp = None
     if home is None:
         tmp = tempfile.mkdtemp(prefix="clipgeo-measure-")
@@ -494,19 +673,17 @@ def measure(images: Any, texts: Any, text_image: Any = None, *, captions: Sequen
     try:
         run_id = import_arrays(h, images, texts, text_image, captions=captions, **identity)
         res, why = measure_if_stale(h, run_id, force=force, umap_grid=umap_grid, sections=sections)
-        tables = run_tables(h, run_id, sections)
-        with catalog.session(h, read_only=True) as con:
-            headline = catalog.query(con, "SELECT * FROM v_headline WHERE run_id = ?", [run_id])
+        tables = run_tables(h, run_id)
+        headline = _headline(h, run_id)
     except BaseException:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
-    from clipgeo.stages.measure import all_sections
-
-    ms = tables["measure_sections"]
-    order = {s.name: k for k, s in enumerate(all_sections())}
-    statuses = dict(sorted(zip(ms["section"].to_list(), ms["status"].to_list()), key=lambda kv: order.get(kv[0], -1)))
-    out = Measurement(run_id, h, tables, headline, statuses, None if res is not None else why)
+    statuses = _statuses(tables["measure_sections"])
+    owner = {t: sec.name for sec in all_sections() for t in sec.tables}
+    held = {t: rows for t, rows in tables.items() if t not in owner or owner[t] in statuses}
+    out = Measurement(run_id, h, None, headline, statuses, None if res is not None else why, umap_grid)
+    out.tables = MeasuredTables(out, held, owner)
     if tmp:
         weakref.finalize(out, shutil.rmtree, tmp, True)
     return out

@@ -171,7 +171,10 @@ def _state(df: pl.DataFrame, sections: pl.DataFrame | None, section: str | None,
         if hit.height and hit["status"][0] != "ok":
             return hit["status"][0], f"section '{section}' {hit['status'][0]}: {hit['message'][0]}"
         if not hit.height:
-            return "not measured", f"section '{section}' has not been measured for this run (run `clipgeo analyse`)"
+            return "not measured", (f"section '{section}' has not been measured for this run: `clipgeo analyse` measures "
+                                    f"every section of a pipeline's runs; on a `clipgeo.measure(...)` result, "
+                                    f"`m.compute(\"{section}\")` (or reading one of its tables from `m.tables`) "
+                                    "measures it, then `m.report()` shows it")
     return "empty", f"no {what} rows stored for this run"
 
 
@@ -735,13 +738,23 @@ def run_page(data: dict[str, pl.DataFrame], run_id: str, paths: Paths) -> Page:
     for sec in reproduction.estimator_sections(f, run_id):
         page.add(sec)
     sections = f["sections"]
+    rows = sections.select("section", "status", "ran_on", "message", "seconds", "analysis_version").to_dicts()
+    if sections.height:
+        from clipgeo.stages.measure import all_sections
+
+        done = set(sections["section"].to_list())
+        rows += [{"section": s.name, "status": "not measured", "ran_on": None, "seconds": None, "analysis_version": None,
+                  "message": f"not asked for yet: `m.compute(\"{s.name}\")` on a `clipgeo.measure(...)` result (or "
+                             "reading one of its tables from `m.tables`), or `clipgeo analyse`, measures it"}
+                 for s in all_sections() if s.name not in done]
     page.add(Section(
         "Measurement status",
         "What each measurement section did for this run: ok, skipped (not applicable, with the reason) or failed "
         "(with the error), and what it was computed on (every vector streamed, all of a small run, or a stated "
-        "deterministic hash sample; table measure_samples). Sections that are not ok have no rows above.",
-        table=sections.select("section", "status", "ran_on", "message", "seconds", "analysis_version").to_dicts()
-        if sections.height else None,
+        "deterministic hash sample; table measure_samples); 'not measured': not asked for yet (clipgeo.measure "
+        "leaves the costly sections for when they are read), with how to measure it. Sections that are not ok "
+        "have no rows above.",
+        table=rows if sections.height else None,
         missing=None if sections.height else "no measurement has been recorded for this run",
         status=STATUS_OK if sections.height else "not measured",
         views=("v_report_sections",), query=view_query("v_report_sections", [run_id]),

@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 import clipgeo
+from clipgeo.api import ON_DEMAND_SECTIONS
 from clipgeo.store import catalog, vectors
 from tests.tables import assert_columns_close
 
@@ -109,15 +110,18 @@ def test_measure_on_a_pipeline_runs_arrays_gives_its_catalog_rows(pipeline_run, 
     m = from_arrays
     stored = clipgeo.run_tables(home, run_id)
     assert sorted(m.tables) == sorted(stored)
-    assert m.sections == {s: st for s, st in zip(stored["measure_sections"]["section"],
-                                                 stored["measure_sections"]["status"])}
-    assert {"retrieval", "double_ellipsoid", "umap", "clusters"} <= {s for s, st in m.sections.items() if st == "ok"}
+    # the default measured all but the costly sections; reading their tables below measures them
+    assert set(m.not_run) == {"umap", "clusters", "intrinsic_dim", "bootstrap", "umap_grid"}
+    assert {"retrieval", "double_ellipsoid"} <= {s for s, st in m.sections.items() if st == "ok"}
     filled = 0
-    for table, rows in stored.items():
+    for table, rows in stored.items():   # measure_sections and measure_samples come last
         when = [c for c in ("seconds", "cpu_seconds", "measured_at") if c in rows.columns]   # when and how long
         _assert_same_table(rows.drop(when), m.tables[table].drop(when), table)
         filled += rows.height > 0
     assert filled >= 25
+    assert m.not_run == [] and m.sections == {s: st for s, st in zip(stored["measure_sections"]["section"],
+                                                                     stored["measure_sections"]["status"])}
+    assert {"umap", "clusters", "bootstrap", "intrinsic_dim"} <= {s for s, st in m.sections.items() if st == "ok"}
     with catalog.session(home, read_only=True) as con:
         head = catalog.query(con, "SELECT * FROM v_headline WHERE run_id = ?", [run_id])
     assert m.headline.columns == head.columns and m.headline.height == 1
@@ -132,7 +136,7 @@ def test_measure_report_renders_the_pipelines_charts(pipeline_run, from_arrays, 
 
     home, run_id = pipeline_run
     theirs = next(p for p in write_reports(home, [run_id]) if p.name.startswith("run-"))
-    ours = from_arrays.report(tmp_path / "mine.html")
+    ours = from_arrays.compute().report(tmp_path / "mine.html")   # every section, as the pipeline's
     s_theirs, dom_theirs = render(theirs)
     s_ours, dom_ours = render(ours)
     assert s_ours["jsErrors"] == [] and s_ours["chartErrors"] == []
@@ -277,3 +281,26 @@ def test_the_prefect_task_reuses_a_library_measurement_and_force_redoes_it(f16, 
     assert stamp() == first
     assert measure_task(str(home.root), run, force=True) == run
     assert stamp() > first
+
+
+def test_the_default_leaves_the_costly_sections_for_later_and_says_so(f16, tmp_path):
+    """clipgeo.measure's default: every section but the on-demand ones; the page names those as
+    not measured, with how to measure them; reading one of their tables measures that section
+    (and what it reads) and nothing else; a second read is the stored rows."""
+    m = clipgeo.measure(*f16, home=tmp_path / "home")
+    assert set(m.sections) == set(clipgeo.default_sections())
+    assert not set(m.sections) & set(ON_DEMAND_SECTIONS)
+    assert m.not_run == [s for s in ("umap", "clusters", "umap_grid", "intrinsic_dim", "bootstrap")]
+    page = m.report(tmp_path / "page.html").read_text()
+    assert "has not been measured for this run" in page and 'm.compute(&quot;umap&quot;)' in page
+    assert 'm.compute(&quot;bootstrap&quot;)' in page    # the status table lists every section not measured
+    assert "Not run yet: umap, clusters, umap_grid, intrinsic_dim, bootstrap" in m._repr_html_()
+    ci = m.tables["bootstrap_ci"]
+    assert ci.height > 0 and m.sections["bootstrap"] == "ok" and "umap" not in m.sections
+    assert m.tables["bootstrap_ci"] is ci
+    again = clipgeo.run_tables(m.home, m.run_id, ["bootstrap"])["bootstrap_ci"]
+    assert again.drop("run_id").equals(ci.drop("run_id"))
+    with pytest.raises(KeyError, match="not a table of a measurement"):
+        m.tables["no_such_table"]
+    with pytest.raises(ValueError, match="'some'"):
+        clipgeo.measure(*f16, sections="some")
