@@ -255,10 +255,16 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     return refs
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_rejects_parity_bad_jpeg_inside_a_batch(lm, bad_files, workers, monkeypatch):
+@pytest.mark.parametrize(("workers", "start"), [(0, None), (2, None), (2, "forkserver")])
+def test_rejects_parity_bad_jpeg_inside_a_batch(lm, bad_files, workers, start, monkeypatch):
+    """In the main loop, on the decode thread (a small job) and in worker processes (asked for
+    by naming a start method)."""
+    if start:
+        monkeypatch.setenv("CLIPGEO_WORKER_START", start)
+    prof = EmbedProfile()
     fast, ok_f, fail_f = embed_image_refs(lm, bad_files, batch_size=len(bad_files), num_workers=workers,
-                                          decode="tensor", progress=False)
+                                          decode="tensor", progress=False, profile=prof)
+    assert prof.worker_threads == (workers > 0 and start is None)
     ref, ok_r, fail_r = embed_image_refs(lm, bad_files, batch_size=7, num_workers=0, decode="pil", progress=False)
     named = lambda fails: [(Path(bad_files[i]).name, stage, reason) for i, stage, reason in fails]  # noqa: E731
     assert named(fail_f) == named(fail_r)
@@ -299,6 +305,90 @@ def test_worker_sizing():
     assert resolve_num_workers(0, 100) == 0 and resolve_num_workers(5, 1) == 5
     with pytest.raises(ValueError, match="num_workers"):
         resolve_num_workers(-1, 4)
+
+
+def test_decode_in_thread_policy(monkeypatch):
+    from clipgeo.embedding import workers
+
+    monkeypatch.delenv("CLIPGEO_WORKER_START", raising=False)
+    monkeypatch.setattr(workers, "_server_started", False)
+    assert workers.decode_in_thread(10**6, 1)  # one worker: a thread, whatever the size
+    assert workers.decode_in_thread(workers.THREADS_BELOW_IMAGES - 1, 7)  # small job, server not running
+    assert not workers.decode_in_thread(workers.THREADS_BELOW_IMAGES, 7)  # large: worker processes
+    assert not workers.decode_in_thread(100, 0)  # num_workers=0: the main loop decodes
+    monkeypatch.setattr(workers, "_server_started", True)  # processes start cheaply now
+    assert not workers.decode_in_thread(100, 7) and workers.decode_in_thread(100, 1)
+    monkeypatch.setattr(workers, "_server_started", False)
+    monkeypatch.setenv("CLIPGEO_WORKER_START", "forkserver")  # worker processes asked for
+    assert not workers.decode_in_thread(100, 1)
+    workers.worker_context()
+    assert workers.fork_server_started()
+
+
+def test_cpu_decode_thread_starts_no_process(lm, bad_files, monkeypatch):
+    """The default CPU call with one worker (or a small job) asks for no multiprocessing context
+    (nothing forked, no fork server started: issue 33) and gives the main loop's exact result."""
+    import clipgeo.embedding.image_path as fp
+    from clipgeo.embedding import workers as wk
+
+    def no_processes():
+        raise AssertionError("a worker process was asked for")
+
+    monkeypatch.delenv("CLIPGEO_WORKER_START", raising=False)
+    monkeypatch.setattr(wk, "_server_started", False)  # as in a fresh process (3 workers, a small job)
+    monkeypatch.setattr(fp, "worker_context", no_processes)
+    ref, ok_r, fail_r = embed_image_refs(lm, bad_files, batch_size=5, num_workers=0, decode="tensor", progress=False)
+    for workers in (1, 3):
+        prof, seen = EmbedProfile(), []
+        got, ok, fails = embed_image_refs(lm, bad_files, batch_size=5, num_workers=workers, decode="tensor",
+                                          progress=False, profile=prof, sink=lambda i, r: seen.extend(i.tolist()))
+        assert fails == fail_r and np.array_equal(ok, ok_r)
+        np.testing.assert_array_equal(got, ref)
+        assert seen == np.flatnonzero(ok).tolist()
+        assert prof.worker_threads and prof.workers == 1 and "1 decode thread" in prof.line()
+
+
+def test_cpu_decode_thread_errors_and_early_stop(lm, good_files, monkeypatch):
+    """An error on the decode thread reaches the caller; an error in the main loop (here the
+    sink) stops the decode thread."""
+    import threading
+
+    import clipgeo.embedding.image_path as fp
+
+    refs = list(good_files.values())
+
+    def sink_fails(idx, rows):
+        raise ValueError("sink failed")
+
+    with pytest.raises(ValueError, match="sink failed"):
+        fp.embed_image_refs_fast(lm, refs, batch_size=2, num_workers=1, progress=False, sink=sink_fails,
+                                 worker_threads=True)
+    assert not [t for t in threading.enumerate() if t.name == "clipgeo-prefetch"]
+
+    def boom(*a, **k):
+        raise RuntimeError("decoder exploded")
+
+    monkeypatch.setattr(fp, "preprocess_uint8", boom)
+    with pytest.raises(RuntimeError, match="decoder exploded"):
+        fp.embed_image_refs_fast(lm, refs, batch_size=4, num_workers=1, progress=False, worker_threads=True)
+
+
+def test_decoder_warning_filters_name_the_decoders_modules():
+    """The filters a decode thread sets act on Pillow's and torchvision's warnings only, so the
+    main thread's own warnings are handled as usual meanwhile (not raised, not hidden)."""
+    import warnings
+
+    import clipgeo.embedding.image_path as fp
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        fp._decoder_filters()
+        warnings.filterwarnings("ignore", module=fp._PIL_MODULES)
+        warnings.warn("the main thread's own", UserWarning)  # module tests.test_embed_fast: shown
+        with pytest.raises(UserWarning):
+            warnings.warn_explicit("decoder", UserWarning, "image.py", 1, module="torchvision.io.image")
+        warnings.warn_explicit("bomb", UserWarning, "Image.py", 1, module="PIL.Image")  # ignored
+    assert [str(w.message) for w in seen] == ["the main thread's own"]
 
 
 def test_precision(good_files):

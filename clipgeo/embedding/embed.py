@@ -13,8 +13,10 @@ Images take one of two paths (``decode=``):
 * ``"pil"``: the reference, ``lm.preprocess`` on each Pillow image.
 
 Both read and decode in DataLoader workers sized to the machine by default
-(``num_workers=None``; 0 = in the main process) and reject the same bad images with the same
-reasons. The model's dtype (see :func:`clipgeo.embedding.precision.prepare_model`) sets the inputs'.
+(``num_workers=None``; 0 = in the main process; on CPU the fast path's workers may be one
+decode thread of this process, see :mod:`clipgeo.embedding.workers`) and reject the same bad
+images with the same reasons.
+The model's dtype (see :func:`clipgeo.embedding.precision.prepare_model`) sets the inputs'.
 """
 
 from __future__ import annotations
@@ -87,7 +89,10 @@ def embed_image_refs(
 
     Args:
         num_workers: DataLoader worker processes; None = sized to the machine (cores - 1,
-            capped by memory; 0 for a single batch), 0 = in the main process.
+            capped by memory; 0 for a single batch), 0 = in the main process. On the fast
+            path on CPU, one worker (or a small job while the fork server is not running)
+            is one decode thread of this process instead
+            (:func:`clipgeo.embedding.workers.decode_in_thread`).
         decode: ``"auto"`` (the tensor fast path when the model's preprocess allows it, else
             Pillow), ``"tensor"`` (fast path or ``ValueError``), ``"pil"`` (the reference).
         overlap: fast path on CUDA: prepare the next batch while the current one encodes.

@@ -22,6 +22,12 @@ On CUDA a producer thread decodes and preprocesses batch k+1 on its own stream w
 main thread encodes batch k; results come back through pinned buffers with non-blocking
 copies, synchronised one batch later.
 
+On CPU "workers" are one decode thread of this process instead of worker processes when
+:func:`clipgeo.embedding.workers.decode_in_thread` says so (one worker, or a small job while
+the fork server is not running): the same read / probe / decode / preprocess functions, run one
+batch ahead of the encode, with nothing started or forked (issue 33: the fork server's start
+cost more than a small call's whole work).
+
 Rejects hold exactly as on the reference path: a read error is the reader's; a JPEG whose
 probe fails, that does not end with an EOI marker (truncated), or that the batched decoder
 refuses is decoded again alone by :func:`clipgeo.sources.images.decode_image`, which either
@@ -47,7 +53,7 @@ import numpy as np
 
 from clipgeo.embedding.precision import model_dtype
 from clipgeo.embedding.preprocess import PreprocessSpec, apply_orientation, preprocess_uint8, spec_from_transform
-from clipgeo.embedding.workers import resolve_num_workers, worker_context
+from clipgeo.embedding.workers import decode_in_thread, resolve_num_workers, worker_context
 
 if TYPE_CHECKING:  # pragma: no cover
     from clipgeo.models.loader import LoadedModel
@@ -72,17 +78,22 @@ class EmbedProfile:
     ``read``, ``probe``, ``decode_worker`` and ``preprocess_worker`` are worker-seconds
     (summed over workers); ``input_wait`` is the main loop waiting for its next batch,
     ``decode_device`` / ``preprocess_device`` the producer's work on the device,
-    ``encode`` the model, ``wall`` the whole call; ``texts`` / ``text_seconds`` the captions
-    of the same shards (filled by the embed stage).
+    ``encode`` the model, ``wall`` the whole call; ``start`` the main loop starting its
+    workers (with worker processes: a fork server started cold imports torch, torchvision
+    and open_clip first); ``worker_threads`` whether the CPU workers were one decode thread
+    of this process; ``texts`` / ``text_seconds`` the captions of the same shards (filled by
+    the embed stage).
     """
 
     images: int = 0
     rejects: int = 0
     fallback: int = 0
     workers: int = 0
+    worker_threads: bool = False
     device: str = "cpu"
     precision: str = "fp32"
     wall: float = 0.0
+    start: float = 0.0
     read: float = 0.0
     probe: float = 0.0
     decode_worker: float = 0.0
@@ -96,11 +107,12 @@ class EmbedProfile:
     text_seconds: float = 0.0
 
     def add(self, other: EmbedProfile) -> EmbedProfile:
-        for k in ("images", "rejects", "fallback", "wall", "read", "probe", "decode_worker", "preprocess_worker",
-                  "input_wait", "producer_wait", "decode_device", "preprocess_device", "encode", "texts",
-                  "text_seconds"):
+        for k in ("images", "rejects", "fallback", "wall", "start", "read", "probe", "decode_worker",
+                  "preprocess_worker", "input_wait", "producer_wait", "decode_device", "preprocess_device", "encode",
+                  "texts", "text_seconds"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         self.workers = max(self.workers, other.workers)
+        self.worker_threads = self.worker_threads or other.worker_threads
         self.device, self.precision = other.device, other.precision
         return self
 
@@ -130,13 +142,19 @@ class EmbedProfile:
             return "encode (model)"
         if device_work > 0 and device_work >= self.producer_wait:
             return "device decode + preprocess"
-        return f"workers: read + decode + preprocess ({self.workers} workers)"
+        return f"workers: read + decode + preprocess ({self._workers_text()})"
+
+    def _workers_text(self) -> str:
+        if self.worker_threads:
+            return f"{self.workers} decode thread{'s' if self.workers != 1 else ''}"
+        return f"{self.workers} workers"
 
     def line(self) -> str:
         w = max(self.workers, 1)
         parts = [
             f"embed profile: {self.images} images in {self.wall:.2f} s ({self.images_per_second:.1f} img/s)",
-            f"{self.device} {self.precision}, {self.workers} workers",
+            f"{self.device} {self.precision}, {self._workers_text()}"
+            + (f" (started in {self.start:.2f} s)" if self.workers and not self.worker_threads else ""),
             f"rejects {self.rejects}, Pillow fallback {self.fallback}",
             f"worker-s read {self.read:.2f} probe {self.probe:.2f} decode {self.decode_worker:.2f} "
             f"preprocess {self.preprocess_worker:.2f} (/{w} workers = {(self.read + self.probe + self.decode_worker + self.preprocess_worker) / w:.2f} s)",
@@ -181,7 +199,7 @@ def probe_jpeg(data: bytes, max_pixels: int) -> int | None:
         return None
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            warnings.filterwarnings("ignore", module=_PIL_MODULES)  # Pillow's only (decode threads)
             im = Image.open(io.BytesIO(data))
             if im.format != "JPEG" or im.mode not in ("RGB", "L") or getattr(im, "bits", 8) != 8:
                 return None
@@ -287,6 +305,15 @@ def _pack(tensors: list[Any]) -> tuple[Any, list[int]]:
     return flat, offsets
 
 
+_PIL_MODULES = r"PIL(\.|$)"
+_TORCHVISION_MODULES = r"torchvision(\.|$)"
+
+
+def _decoder_filters() -> None:
+    warnings.filterwarnings("error", category=UserWarning, module=_TORCHVISION_MODULES)
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=_TORCHVISION_MODULES)
+
+
 def decode_jpegs(datas: list[Any], device: Any) -> list[Any]:
     """``decode_jpeg(list, mode=RGB, device=...)``; when the batch fails, each image alone,
     None for the ones the decoder refuses (they go to the reference decoder)."""
@@ -297,9 +324,10 @@ def decode_jpegs(datas: list[Any], device: Any) -> list[Any]:
     try:
         with warnings.catch_warnings():
             # a decoder warning means "let Pillow decide"; torchvision 0.29's notice that its
-            # decoders move to TorchCodec is no such warning
-            warnings.simplefilter("error", UserWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
+            # decoders move to TorchCodec is no such warning. Both filters name torchvision's
+            # modules (its decoder's warnings are raised from them), so while a decode thread
+            # holds them the main thread's own warnings are handled as usual.
+            _decoder_filters()
             out = decode_jpeg(datas, mode=ImageReadMode.RGB, device=device)
         return list(out) if isinstance(out, (list, tuple)) else [out]
     except (RuntimeError, UserWarning, ValueError):
@@ -308,8 +336,7 @@ def decode_jpegs(datas: list[Any], device: Any) -> list[Any]:
     for d in datas:
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("error", UserWarning)
-                warnings.simplefilter("ignore", DeprecationWarning)
+                _decoder_filters()
                 single.append(decode_jpeg(d, mode=ImageReadMode.RGB, device=device))
         except (RuntimeError, UserWarning, ValueError):
             single.append(None)
@@ -371,6 +398,18 @@ class _Collate:
         empty = torch.empty(0, dtype=torch.uint8)
         return _Batch([], empty, [0], [], [], [], empty, [], [i for i, _ in px], x, rejects, fallback,
                       (read, probe, dec + t1 - t0, pre + t2 - t1))
+
+
+def _thread_batches(dataset: _ImageBytes, collate: _Collate, batch_size: int) -> Iterator[_Batch]:
+    """What DataLoader workers hand over, made on one thread of this process: batch ``k`` is
+    ``collate([dataset[i] for i in batch k])``, in order, two batches ahead of the consumer
+    (:func:`clipgeo.streaming.threads.prefetch`; an error is raised in the consumer, a consumer
+    that stops early stops the thread)."""
+    from clipgeo.streaming.threads import prefetch
+
+    n = len(dataset)
+    return prefetch((collate([dataset[i] for i in range(s, min(s + batch_size, n))]) for s in range(0, n, batch_size)),
+                    depth=2)
 
 
 # --------------------------------------------------------------------------- main side
@@ -479,6 +518,7 @@ def embed_image_refs_fast(
     profile: EmbedProfile | None = None,
     sink: Callable[[np.ndarray, np.ndarray], None] | None = None,
     device_decode: bool | None = None,
+    worker_threads: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str, str]]]:
     """Raw image embeddings through the fast path; same contract as
     :func:`clipgeo.embedding.embed.embed_image_refs` (``(vectors, ok, failures)``, input order).
@@ -497,6 +537,10 @@ def embed_image_refs_fast(
         device_decode: decode and preprocess in the main process on ``lm.device`` (workers
             ship bytes) rather than in the workers; default: on CUDA only. On CPU it runs
             the CUDA path's logic without streams (tests cover it that way).
+        worker_threads: with decoding in the workers (CPU) and at least one worker: True runs
+            them as one decode thread of this process, False as worker processes from the fork
+            server; None (default) asks :func:`clipgeo.embedding.workers.decode_in_thread`
+            (one worker, or a small job while the fork server is not running: the thread).
     """
     import torch
     from torch.utils.data import DataLoader
@@ -520,17 +564,23 @@ def embed_image_refs_fast(
     on_device = cuda if device_decode is None else bool(device_decode)
     n_batches = -(-n // batch_size)
     workers = resolve_num_workers(num_workers, n_batches)
-    prof.workers = workers
-    loader = DataLoader(
-        _ImageBytes(refs, max_pixels),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=_Collate(refs, max_pixels, None if on_device else spec, dtype),
-        pin_memory=cuda,
-        prefetch_factor=2 if workers else None,
-        multiprocessing_context=worker_context() if workers else None,  # not fork (clipgeo.embedding.workers)
-    )
+    threaded = not on_device and workers > 0 and (decode_in_thread(n, workers) if worker_threads is None
+                                                  else bool(worker_threads))
+    prof.workers, prof.worker_threads = (1, True) if threaded else (workers, False)
+    collate = _Collate(refs, max_pixels, None if on_device else spec, dtype)
+    if threaded:
+        loader: Any = None
+    else:
+        loader = DataLoader(
+            _ImageBytes(refs, max_pixels),
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=workers,
+            collate_fn=collate,
+            pin_memory=cuda,
+            prefetch_factor=2 if workers else None,
+            multiprocessing_context=worker_context() if workers else None,  # not fork (clipgeo.embedding.workers)
+        )
     rows = np.zeros((n, lm.embed_dim), dtype=np.float32)
     failures: list[tuple[int, str, str]] = []
     bar = tqdm(total=n_batches, desc="embed images", unit="batch", disable=not progress)
@@ -544,10 +594,13 @@ def embed_image_refs_fast(
         prof.fallback += b.fallback
         bar.update(1)
 
+    it: Any = None
     try:
         with torch.inference_mode():
             if not on_device:
-                it = iter(loader)
+                t0 = time.perf_counter()
+                it = _thread_batches(_ImageBytes(refs, max_pixels), collate, batch_size) if threaded else iter(loader)
+                prof.start += time.perf_counter() - t0  # worker processes: their start (and the server's)
                 while True:
                     t0 = time.perf_counter()
                     try:
@@ -568,6 +621,8 @@ def embed_image_refs_fast(
             else:
                 _embed_cuda(lm, loader, spec, dtype, max_pixels, overlap, prof, rows, ok, failures, account, sink)
     finally:
+        if threaded and it is not None:
+            it.close()  # stops the decode thread when the loop ended early (an error)
         bar.close()
     failures.sort()
     prof.images += int(ok.sum())

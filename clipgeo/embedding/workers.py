@@ -12,6 +12,16 @@ fresh (not forked) the first time workers are needed, imports torch and the embe
 once (:data:`PRELOAD`) and forks each worker from itself, so starting a worker stays cheap and
 nothing is copied from the busy parent. ``CLIPGEO_WORKER_START`` (``forkserver``, ``spawn`` or
 ``fork``) overrides it, e.g. to measure the difference (``benchmarks/bench_embed.py``).
+
+The fork server's own start is not cheap: a fresh interpreter imports torch, torchvision and
+open_clip, 3.4-4.5 CPU s on the 2-core machine of issue 33, paid by the first call of a process
+that starts workers, while one core decodes and preprocesses a 640x480 JPEG in about 2.5 ms.
+So the CPU fast path decodes on **one thread of this process** (beside the main thread's
+encode, as one worker process would: the decoder and torch's kernels release the GIL) when
+:func:`decode_in_thread` says so: one decode worker (a 2-core machine), or a small job
+(fewer than :data:`THREADS_BELOW_IMAGES` images) while the fork server is not running yet.
+Nothing is forked or started then. Larger jobs with several workers, the reference (Pillow)
+path, the caption batches and the CUDA path keep worker processes from the fork server.
 """
 
 from __future__ import annotations
@@ -20,8 +30,8 @@ import multiprocessing
 import os
 from typing import Any
 
-__all__ = ["PRELOAD", "START_METHODS", "WORKER_MEMORY_BYTES", "default_num_workers", "resolve_num_workers",
-           "start_method", "worker_context"]
+__all__ = ["PRELOAD", "START_METHODS", "THREADS_BELOW_IMAGES", "WORKER_MEMORY_BYTES", "decode_in_thread",
+           "default_num_workers", "fork_server_started", "resolve_num_workers", "start_method", "worker_context"]
 
 #: Memory one decode worker may need: its share of torch (copy-on-write pages touched) plus
 #: ``prefetch_factor`` batches of decoded 640x480 images (256 x 0.9 MB) in flight.
@@ -91,8 +101,43 @@ def start_method() -> str:
 def worker_context() -> Any:
     """The multiprocessing context DataLoader workers start in (``multiprocessing_context=``):
     :func:`start_method`'s, the fork server preloading :data:`PRELOAD`."""
+    global _server_started
     method = start_method()
     ctx = multiprocessing.get_context(method)
     if method == "forkserver":
         ctx.set_forkserver_preload(PRELOAD)
+        _server_started = True  # the loader about to use it starts the server (once per process)
     return ctx
+
+
+#: Fewer images than this in one CPU call decode on one thread of this process even when
+#: several workers are allowed, unless the fork server is already running: its start (3.4-4.5
+#: CPU s) is the decode of 1,400-1,800 images on one core (2.5 ms each), and several worker
+#: processes only gain back (1 - 1/workers) of the decode time.
+THREADS_BELOW_IMAGES = 2048
+
+_server_started = False
+
+
+def fork_server_started() -> bool:
+    """Whether :func:`worker_context` has handed out the fork server's context in this process
+    (its first loader starts the server, which then serves every later one)."""
+    return _server_started
+
+
+def decode_in_thread(n_images: int, workers: int) -> bool:
+    """Whether the CPU fast path decodes ``n_images`` on one thread of this process instead of
+    ``workers`` worker processes (see the module docstring).
+
+    True for one worker, or for fewer than :data:`THREADS_BELOW_IMAGES` images while the fork
+    server is not running; False for ``workers == 0`` (decoded in the main loop, no overlap)
+    and whenever ``$CLIPGEO_WORKER_START`` names a start method (worker processes asked for).
+
+    Examples
+    --------
+    >>> decode_in_thread(100, 0)  # num_workers=0: no thread, no process
+    False
+    """
+    if workers < 1 or os.environ.get("CLIPGEO_WORKER_START", "").strip():
+        return False
+    return workers == 1 or (n_images < THREADS_BELOW_IMAGES and not fork_server_started())
