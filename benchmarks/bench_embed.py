@@ -12,9 +12,16 @@ hard-linked up to ``--n`` files, or packed into webdataset-style tars with ``--t
   which counts in the fast figure (the baseline writes nothing);
 * the minimum per-sample cosine between the two (random weights: preprocessing equality is
   what is compared), the fast path's profile line (bound stage), captions/s through
-  :func:`clipgeo.embedding.embed.embed_texts`, and on CUDA the model alone and the GPU utilisation.
+  :func:`clipgeo.embedding.embed.embed_texts`, and on CUDA the model alone and the GPU utilisation;
+* on CPU, when the fast path decoded on one thread of this process (one decode worker, or a
+  small job: :func:`clipgeo.embedding.workers.decode_in_thread`), the same call as it ran before
+  issue 33, in worker processes from a fork server that this call starts cold (the server
+  imports torch, torchvision and open_clip first), and both as ratios to this run's baseline:
+  the line ``fast path before / after issue 33 ...`` just above the last one;
+* the worker processes started with ``fork`` (before issue 24) and by the fork server (since),
+  the server then warm.
 
-The last line is ``fast_img_s=<x> baseline_img_s=<y> ratio=<r> min_cos=<c>``.
+The last line is ``fast_img_s=<x> baseline_img_s=<y> ratio=<r> min_cos=<c>`` (fast: the default call).
 
     python benchmarks/bench_embed.py                                   # CPU, small (< 2 min)
     python benchmarks/bench_embed.py --device cuda --model ViT-B-16    # the GPU figure
@@ -202,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "clipgeo-bench-jpegs"))
     ap.add_argument("--no-lance", action="store_true", help="do not commit the fast path's vectors to LanceDB")
     ap.add_argument("--quick", action="store_true", help="skip the model-only measurement and the warm-up")
-    ap.add_argument("--no-start-compare", action="store_true", help="skip the worker start-method comparison")
+    ap.add_argument("--no-start-compare", action="store_true", help="skip the worker start-method comparison "
+                    "(fork vs fork server)")
     a = ap.parse_args(argv)
 
     import torch
@@ -255,46 +263,49 @@ def main(argv: list[str] | None = None) -> int:
     base_vecs, base_s = run_baseline(base_model, lm.preprocess, refs, a.device, bs, workers)
     print(f"baseline: {n / base_s:.1f} img/s ({base_s:.2f} s; PIL in {workers} workers, open_clip preprocess)")
 
-    from clipgeo.core.config import DataHome
-    from clipgeo.embedding.image_path import BackgroundStream
-    from clipgeo.store import vectors
+    from clipgeo.embedding.image_path import embed_image_refs_fast
+    from clipgeo.embedding.workers import fork_server_started
 
     util = GpuUtil() if cuda else None
     if util:
         util.start()
     prof = EmbedProfile()
-    with tempfile.TemporaryDirectory(prefix="clipgeo-bench-lance-") as tmp:
-        home = DataHome.resolve(tmp)
-        vectors.connect(home)
-        dim = fast_lm.embed_dim
-        empty = np.zeros((0, dim), dtype=np.float32)
-
-        def lance_batches(items):  # (indices, rows) -> record batches of the run's table
-            for idx, rows in items:
-                yield from vectors.record_batches("rbench", image_ids=[f"{k:08d}" for k in idx], images=rows,
-                                                  sample_ids=[], text_image_ids=[], texts=empty)
-
-        t1 = time.perf_counter()
-        stream = None if a.no_lance else BackgroundStream(
-            lambda items: vectors.write_run_batches(home, "rbench", dim, lance_batches(items)))
-        fast_vecs, ok, fails = embed_image_refs(fast_lm, refs, batch_size=bs, num_workers=workers, decode="tensor",
-                                                progress=False, profile=prof,
-                                                sink=None if stream is None else (lambda i, r: stream.put((i, r))))
-        t2 = time.perf_counter()
-        written = stream.close() if stream is not None else 0
-        fast_s = time.perf_counter() - t1
-        lance_s = fast_s - (t2 - t1)
-        if stream is not None and (written != n or vectors.count_rows(home, "rbench").get("image") != n):
-            print(f"LanceDB table has {written} rows, expected {n}", file=sys.stderr)
-            return 1
-    gpu_util = util.stop() if util else None
-    if fails or not ok.all():
-        print(f"fast path rejected {len(fails)} images: {fails[:3]}", file=sys.stderr)
+    try:
+        fast_vecs, fast_s, embed_s = run_fast(
+            lambda sink: embed_image_refs(fast_lm, refs, batch_size=bs, num_workers=workers, decode="tensor",
+                                          progress=False, profile=prof, sink=sink), n, fast_lm.embed_dim,
+            not a.no_lance)
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
         return 1
-    print(f"fast: {n / fast_s:.1f} img/s end to end ({fast_s:.2f} s: embed {t2 - t1:.2f} s, then LanceDB commit "
-          f"{lance_s:.2f} s more, written while embedding); embed alone {n / (t2 - t1):.1f} img/s"
+    gpu_util = util.stop() if util else None
+    print(f"fast: {n / fast_s:.1f} img/s end to end ({fast_s:.2f} s: embed {embed_s:.2f} s, then LanceDB commit "
+          f"{fast_s - embed_s:.2f} s more, written while embedding); embed alone {n / embed_s:.1f} img/s"
           + (f"; GPU utilisation {gpu_util:.0f}%" if gpu_util is not None else ""))
     print(prof.line())
+
+    before_line = None
+    if not cuda and workers and prof.worker_threads:
+        # Issue 33, the same call as it ran before: worker processes from the fork server. The
+        # "now" call above started nothing, so unless something else in this process did, the
+        # server starts cold here, as it did in the first call of every process before.
+        cold = not fork_server_started()
+        prof_b = EmbedProfile()
+        try:
+            _, before_s, _ = run_fast(
+                lambda sink: embed_image_refs_fast(fast_lm, refs, batch_size=bs, num_workers=workers, progress=False,
+                                                   profile=prof_b, sink=sink, worker_threads=False), n,
+                fast_lm.embed_dim, not a.no_lance)
+        except RuntimeError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        base = n / base_s
+        server = "started cold by the call" if cold else "already running"
+        before_line = (f"fast path before / after issue 33 (this run, baseline {base:.1f} img/s): before "
+                       f"{n / before_s:.1f} img/s = {n / before_s / base:.2f} x baseline ({workers} worker "
+                       f"process{'es' if workers > 1 else ''}, fork server {server}: {prof_b.start:.2f} s before "
+                       f"the first batch); now {n / fast_s:.1f} img/s = {n / fast_s / base:.2f} x baseline "
+                       f"(1 decode thread, nothing started)")
 
     cos = (fast_vecs * base_vecs).sum(1) / (np.linalg.norm(fast_vecs, axis=1) * np.linalg.norm(base_vecs, axis=1))
     print(f"cosine fast vs baseline: min {cos.min():.6f}, mean {cos.mean():.6f}")
@@ -321,15 +332,53 @@ def main(argv: list[str] | None = None) -> int:
         print(f"captions: {n_caps / (time.perf_counter() - t3):.1f} captions/s ({n_caps} captions, batch {tb}, "
               f"tokenised in {workers} workers)")
 
+    if before_line:
+        print(before_line)
     ratio = (n / fast_s) / (n / base_s)
     print(f"fast_img_s={n / fast_s:.1f} baseline_img_s={n / base_s:.1f} ratio={ratio:.2f} min_cos={cos.min():.6f}")
     return 0
 
 
+def run_fast(call, n: int, dim: int, lance: bool) -> tuple[np.ndarray, float, float]:
+    """``call(sink)`` (one fast-path embed of the ``n`` refs) with its ``dim``-wide vectors
+    streamed into a LanceDB table of a fresh data home while it embeds (``lance``).
+    Returns the vectors, the seconds to the committed table and the seconds of the embed alone;
+    raises RuntimeError when an image was rejected or the table is short."""
+    from clipgeo.core.config import DataHome
+    from clipgeo.embedding.image_path import BackgroundStream
+    from clipgeo.store import vectors
+
+    with tempfile.TemporaryDirectory(prefix="clipgeo-bench-lance-") as tmp:
+        home = DataHome.resolve(tmp)
+        vectors.connect(home)
+        stream = None
+        t1 = time.perf_counter()
+        if lance:
+            empty = np.zeros((0, dim), dtype=np.float32)
+
+            def lance_batches(items):  # (indices, rows) -> record batches of the run's table
+                for idx, rows in items:
+                    yield from vectors.record_batches("rbench", image_ids=[f"{k:08d}" for k in idx], images=rows,
+                                                      sample_ids=[], text_image_ids=[], texts=empty)
+
+            stream = BackgroundStream(lambda items: vectors.write_run_batches(home, "rbench", dim,
+                                                                              lance_batches(items)))
+        vecs, ok, fails = call(None if stream is None else (lambda i, r: stream.put((i, r))))
+        t2 = time.perf_counter()
+        written = stream.close() if stream is not None else 0
+        total = time.perf_counter() - t1
+        if stream is not None and (written != n or vectors.count_rows(home, "rbench").get("image") != n):
+            raise RuntimeError(f"LanceDB table has {written} rows, expected {n}")
+    if fails or not ok.all():
+        raise RuntimeError(f"fast path rejected {len(fails)} images: {fails[:3]}")
+    return vecs, total, t2 - t1
+
+
 def start_method_line(lm, refs, bs: int, workers: int, n_caps: int) -> str:
-    """The worker path before and after issue 24 in this run: images/s and captions/s with the
-    workers forked from this process (``fork``, before) and started by the fork server (now;
-    the server was already started by the fast path above), alternating twice to even out load."""
+    """Worker processes before and after issue 24 in this run: images/s and captions/s with the
+    workers forked from this process (``fork``, before) and started by the fork server (since;
+    the server already running), alternating twice to even out load. ``CLIPGEO_WORKER_START``
+    being set makes the image path use worker processes (not its decode thread)."""
     from clipgeo.embedding.embed import embed_image_refs, embed_texts
 
     rng = np.random.default_rng(1)
@@ -353,9 +402,9 @@ def start_method_line(lm, refs, bs: int, workers: int, n_caps: int) -> str:
         else:
             os.environ["CLIPGEO_WORKER_START"] = saved
     (fi, fc), (si, sc) = best["fork"], best["forkserver"]
-    return (f"worker start ({workers} workers, best of 2 each): fork (before) {fi:.1f} img/s, {fc:.1f} captions/s; "
-            f"forkserver (now) {si:.1f} img/s, {sc:.1f} captions/s; ratio now/before {si / fi:.2f} (images), "
-            f"{sc / fc:.2f} (captions)")
+    return (f"worker processes ({workers} workers, best of 2 each): fork (before issue 24) {fi:.1f} img/s, "
+            f"{fc:.1f} captions/s; forkserver, server running (since) {si:.1f} img/s, {sc:.1f} captions/s; ratio "
+            f"since/before {si / fi:.2f} (images), {sc / fc:.2f} (captions)")
 
 
 if __name__ == "__main__":
