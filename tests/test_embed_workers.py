@@ -1,6 +1,6 @@
 """DataLoader workers are never forked from a process that has loaded LanceDB (its thread pools
-make fork unsafe): they start from a fork server, and embedding after LanceDB is open prints
-no fork warning."""
+make fork unsafe): they start from a fork server (or, on the CPU fast path, are one decode
+thread of this process), and embedding after LanceDB is open prints no fork warning."""
 
 from __future__ import annotations
 
@@ -33,6 +33,9 @@ for decode in ("pil", "tensor"):
     a = embed_images(lm, paths, batch_size=4, num_workers=2, progress=False, decode=decode)
     b = embed_images(lm, paths, batch_size=4, num_workers=0, progress=False, decode=decode)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+from clipgeo.embedding.image_path import embed_image_refs_fast  # the tensor path in worker processes too
+c, _, _ = embed_image_refs_fast(lm, paths, batch_size=4, num_workers=2, progress=False, worker_threads=False)
+np.testing.assert_allclose(c, b, rtol=1e-5, atol=1e-6)
 caps = [f"caption number {i}" for i in range(40)]
 np.testing.assert_allclose(embed_texts(lm, caps, batch_size=8, num_workers=2, progress=False),
                            embed_texts(lm, caps, batch_size=8, num_workers=0, progress=False), rtol=1e-5, atol=1e-6)
