@@ -68,6 +68,7 @@ def fit_modality_classifier(
     seed: int = 0,
     C: float = 1.0,
     max_iter: int = 10_000,
+    overwrite_x: bool = False,
 ) -> Pipeline:
     """Fit ``[PCA(pca_components) →] StandardScaler → LinearSVC(C)`` on ``(X, y)``; return the Pipeline.
 
@@ -75,8 +76,11 @@ def fit_modality_classifier(
     ``LinearSVC`` default squared hinge, ``y' = ±1``) over standardised features ``z``. The
     PCA (``svd_solver="covariance_eigh"``, exact) and the scaler are fitted on ``X`` only, so
     pass training data here and evaluate on held-out data with :func:`evaluate_classifier`.
+    ``overwrite_x``: ``X`` is the caller's scratch float64 copy, standardised in place (the same
+    fit without a second ``n × d`` float64 copy: the separability section's peak memory).
     """
     X, y = _check_xy(X, y, need_both=True)
+    in_place = overwrite_x and pca_components is None and X.dtype == np.float64 and X.flags.c_contiguous
     steps: list[tuple[str, object]] = []
     if pca_components is not None:
         k = int(pca_components)
@@ -85,7 +89,7 @@ def fit_modality_classifier(
                 f"pca_components must be in [1, min(n, d) = {min(X.shape)}], got {pca_components}"
             )
         steps.append(("pca", PCA(n_components=k, svd_solver="covariance_eigh", random_state=seed)))
-    steps.append(("scaler", StandardScaler()))
+    steps.append(("scaler", StandardScaler(copy=not in_place)))
     steps.append(("svm", LinearSVC(C=C, random_state=seed, max_iter=max_iter)))
     return Pipeline(steps).fit(X, y)
 
@@ -201,23 +205,26 @@ def linear_separability(
     if paired is None:
         paired = img.shape[0] == txt.shape[0]
     split = modality_split(img.shape[0], txt.shape[0], test_fraction=test_fraction, paired=paired, seed=seed)
-    X_train, y_train = _stack(img[split["img_train"]], txt[split["txt_train"]])
+    # the training rows stacked once into float64, this function's own copy: standardised in place
+    X_train, y_train = _stack(img[split["img_train"]], txt[split["txt_train"]], np.float64)
+    n_train = y_train.shape[0]
+    clf = fit_modality_classifier(X_train, y_train, pca_components=pca_components, seed=seed, C=C, overwrite_x=True)
+    del X_train, y_train
     X_test, y_test = _stack(img[split["img_test"]], txt[split["txt_test"]])
-    clf = fit_modality_classifier(X_train, y_train, pca_components=pca_components, seed=seed, C=C)
     res = evaluate_classifier(clf, X_test, y_test)
     return {
         "accuracy": res["accuracy"],
         "precision": res["precision"],
         "recall": res["recall"],
-        "n_train": float(y_train.shape[0]),
+        "n_train": float(n_train),
         "n_test": res["n"],
         "n_features": float(pca_components if pca_components is not None else img.shape[1]),
         "paired_split": 1.0 if paired else 0.0,
     }
 
 
-def _stack(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    X = np.concatenate([a, b], axis=0)
+def _stack(a: np.ndarray, b: np.ndarray, dtype: type | None = None) -> tuple[np.ndarray, np.ndarray]:
+    X = np.concatenate([a, b], axis=0, dtype=dtype)
     y = np.concatenate([np.ones(a.shape[0], dtype=np.int64), np.zeros(b.shape[0], dtype=np.int64)])
     return X, y
 

@@ -68,25 +68,21 @@ class MeasureResult:
     sections: dict[str, str] = field(default_factory=dict)  # section -> ok | skipped | failed
 
 
-def _separability_rows(run_id: str, dataset_id: str, img: np.ndarray, txt: np.ndarray, kind: str, seed: int) -> list[dict]:
-    rows = []
-    for features, comps in (("full", None), ("pca2", 2)):
-        res = linear_separability(img, txt, pca_components=comps, seed=seed)
-        rows.append(
-            {
-                "run_id": run_id,
-                "vectors": kind,
-                "features": features,
-                "train_dataset_id": dataset_id,
-                "eval_dataset_id": dataset_id,
-                "accuracy": res["accuracy"],
-                "precision": res["precision"],
-                "recall": res["recall"],
-                "n_train": int(res["n_train"]),
-                "n_test": int(res["n_test"]),
-            }
-        )
-    return rows
+def _separability_row(run_id: str, dataset_id: str, img: np.ndarray, txt: np.ndarray, kind: str,
+                      comps: int | None, seed: int) -> dict:
+    res = linear_separability(img, txt, pca_components=comps, seed=seed)
+    return {
+        "run_id": run_id,
+        "vectors": kind,
+        "features": "full" if comps is None else f"pca{comps}",
+        "train_dataset_id": dataset_id,
+        "eval_dataset_id": dataset_id,
+        "accuracy": res["accuracy"],
+        "precision": res["precision"],
+        "recall": res["recall"],
+        "n_train": int(res["n_train"]),
+        "n_test": int(res["n_test"]),
+    }
 
 
 def _pca_rows(run_id: str, rv: vectors.RunVectors, img_n: np.ndarray, txt_n: np.ndarray, seed: int) -> pl.DataFrame:
@@ -160,11 +156,35 @@ def _gap(d: RunData) -> dict[str, Rows]:
     }]}
 
 
+#: Two separability fits run side by side only while both fit in this many bytes (a fit holds
+#: about 32 bytes a training value: its float64 input and scaled copy, and liblinear's 16-byte
+#: nodes): at 1M pairs (a 20,000-image sample at d = 768, 0.7 GB a fit) they run one at a time,
+#: since two at once pushed the stage's peak from 1.6 to 2.1 GB.
+SEPARABILITY_PARALLEL_BYTES = 1 << 30
+
+
 def _separability(d: RunData) -> dict[str, Rows]:
+    """The fits (normalised and raw vectors, full and PCA-2 features), side by side on two
+    :class:`~clipgeo.streaming.threads.Lanes` when two fit in :data:`SEPARABILITY_PARALLEL_BYTES`
+    (liblinear is single-threaded and releases the GIL); each fit is the one a single thread
+    makes, the rows in the same order."""
+    from clipgeo.streaming.threads import Lanes
+
     pi, pt = d.pairs
-    rows = _separability_rows(d.run_id, d.dataset_id, d.img_n[pi], d.txt_n[pt], "normalized", d.seed)
-    if not d.normalized_only:
-        rows += _separability_rows(d.run_id, d.dataset_id, d.rv.images[pi], d.rv.texts[pt], "raw", d.seed)
+    kinds = ["normalized"] if d.normalized_only else ["normalized", "raw"]
+    fits = [(kind, comps) for kind in kinds for comps in (None, 2)]
+
+    def fit(f) -> dict:   # the pairs' rows gathered here, so no fit's copy outlives it
+        img, txt = (d.img_n, d.txt_n) if f[0] == "normalized" else (d.rv.images, d.rv.texts)
+        return _separability_row(d.run_id, d.dataset_id, img[pi], txt[pt], f[0], f[1], d.seed)
+
+    if 2 * 32 * (len(pi) + len(pt)) * d.img_n.shape[1] <= SEPARABILITY_PARALLEL_BYTES:
+        with Lanes(2) as lanes:
+            return {"separability": lanes.map(fit, fits)}
+    rows = []
+    for f in fits:      # one at a time, what a fit freed given back before the next (glibc keeps it otherwise)
+        rows.append(fit(f))
+        release_memory()
     return {"separability": rows}
 
 
