@@ -268,9 +268,9 @@ def moment_partial(uri: str, fragment_ids: Sequence[int] | None = None, *, batch
     lockstep and, per block of ``block_rows`` rows, decodes (float16 → float64 straight into a
     reused buffer), checks, normalises, sums the paired cosines and centres the block on its
     mean, all in place. The scatter products ``CᵀC`` (BLAS ``syrk``) and their merges (Chan et
-    al.) run on two :class:`clipgeo.streaming.threads.Lanes`, one per modality, each product on
-    one BLAS thread on a 2-core machine: the image and the caption block of a step are
-    accumulated side by side while the reader decodes the next step. Each accumulator receives
+    al.) run on two :class:`clipgeo.streaming.threads.Lanes`, each product on one BLAS thread on
+    a 2-core machine: the products of a step (raw and normalised, image and caption block) are
+    spread over the lanes while the reader decodes the next step. Each accumulator receives
     its blocks in scan order, so the result is the one of a single thread. A zero vector or a
     NaN/inf raises ``ValueError`` naming the modality and row (import rejects both, so a stored
     run holds neither). Memory: 3 blocks per modality (6 when raw and normalised differ), 50 MB
@@ -288,9 +288,9 @@ def moment_partial(uri: str, fragment_ids: Sequence[int] | None = None, *, batch
     paired = PairedSums()
     rows = {"image": 0, "text": 0}
 
-    def accumulate(work) -> None:   # one modality's products of one step, in order
-        for key, c, mean, shift, lengths, usum in work:
-            out[key].add_centred(c, mean, lengths, usum, shift=shift)
+    def accumulate(item) -> None:   # one accumulator's product of one step
+        key, c, mean, shift, lengths, usum = item
+        out[key].add_centred(c, mean, lengths, usum, shift=shift)
 
     blocks = prefetch(_moment_blocks(run, fragment_ids, normalized_only, pair, block_rows), depth=1)
     with Lanes(2) as lanes:
@@ -299,7 +299,9 @@ def moment_partial(uri: str, fragment_ids: Sequence[int] | None = None, *, batch
                 # Lanes.map returns once both modalities' products are done, before the next step is
                 # taken from the queue: the reader then writes step s + 2 into the buffer of step s − 1
                 # (_RING = 3 a modality), never into one a lane still reads.
-                lanes.map(accumulate, [work for _, work in step.values()])
+                # every accumulator's product of the step is one item (2 to 4), spread over the lanes,
+                # so a step with only captions (more captions than images) still fills both
+                lanes.map(accumulate, [item for _, work in step.values() for item in work])
                 for m, (n, _) in step.items():
                     rows[m] += n
                 if cos is not None:

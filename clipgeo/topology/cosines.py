@@ -258,12 +258,16 @@ def _exact_within(a: np.ndarray, acc: _Accumulator, block: int) -> None:
 def _sampled(a: np.ndarray, b: np.ndarray, ia: np.ndarray, ib: np.ndarray,
              acc: _Accumulator, block: int) -> None:
     """``a[ia[p]] · b[ib[p]]`` for the sampled pairs, accumulated in float64 by one kernel that
-    reads the two rows in place (no gathered copies of them), ``block`` pairs at a time."""
-    out = np.empty(min(block, ia.shape[0]))
-    for sl in row_blocks(ia.shape[0], block):
-        n = sl.stop - sl.start
-        _pair_dots(a, b, ia[sl], ib[sl], out)
-        acc.add(out[:n])
+    reads the two rows in place (no gathered copies of them), ``block`` pairs at a time, the
+    blocks spread over two :class:`~clipgeo.streaming.threads.Lanes` (the kernel releases the
+    GIL); each pair's value is the kernel's whatever the lane, and they are binned in order."""
+    from clipgeo.streaming.threads import Lanes
+
+    out = np.empty(ia.shape[0])
+    spans = list(row_blocks(ia.shape[0], block))
+    with Lanes(2 if len(spans) > 1 else 1) as lanes:
+        lanes.map(lambda sl: _pair_dots(a, b, ia[sl], ib[sl], out[sl]), spans)
+    acc.add(out)
 
 
 @numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
