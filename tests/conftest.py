@@ -1,8 +1,15 @@
-"""Shared fixtures. Prefect runs against a temporary test server (one per session)."""
+"""Shared fixtures. Prefect runs against a temporary test server (one per session); the tests of
+served deployments share one real local ``prefect server start`` (one per session, too)."""
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -41,3 +48,91 @@ def make_prepared_home(root, *, n_train: int = 64, n_val: int = 40, steps: int =
     res = train_tiny(load_samples(home, splits["train"].dataset_id), TrainSpec(steps=steps, batch_size=32, seed=seed),
                      home.checkpoints, splits["train"].dataset_id, progress=False)
     return home, splits["val"].dataset_id, str(res.checkpoint)
+
+
+# ---- a real Prefect server for the served deployments (tests/test_deployments.py, test_track_served.py) ----
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop a process started with ``start_new_session=True`` (SIGINT to its group, then SIGKILL)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def wait_for(pred, timeout: float, what: str, step: float = 1.0):
+    """``pred()``'s first truthy value, polled every ``step`` s; an AssertionError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """One real local Prefect server (``prefect server start``: API and scheduler) for the
+    whole session: ``(api url, environment for processes that talk to it, its folder)``.
+    Use :func:`served_prefect`, which gives each test a server without deployments."""
+    import httpx
+
+    tmp = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = dict(os.environ)
+    env.update({"PREFECT_HOME": str(tmp / "prefect-home"), "PREFECT_API_URL": api,
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false",
+                "PYTHONUNBUFFERED": "1"})
+    log = open(tmp / "server.log", "w")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
+                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def healthy():
+        if proc.poll() is not None:
+            raise AssertionError(f"prefect server exited: {(tmp / 'server.log').read_text()[-2000:]}")
+        try:
+            return httpx.get(f"{api}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(healthy, 240, "the Prefect server's /api/health")
+        yield api, env, tmp
+    finally:
+        stop(proc)
+        log.close()
+
+
+def _delete_deployments(api: str) -> None:
+    """Every deployment on the server deleted (with its scheduled runs, Prefect deletes those)."""
+    import httpx
+
+    r = httpx.post(f"{api}/deployments/filter", json={}, timeout=30)
+    r.raise_for_status()
+    for d in r.json():
+        httpx.delete(f"{api}/deployments/{d['id']}", timeout=30).raise_for_status()
+    left = httpx.post(f"{api}/deployments/filter", json={}, timeout=30).json()
+    assert left == [], [d["name"] for d in left]
+
+
+@pytest.fixture()
+def served_prefect(prefect_server):
+    """The session's Prefect server with no deployment on it, before and after the test: the
+    deployments a test's ``clipgeo serve`` registers are new ones (new ids, no runs scheduled
+    by an earlier test's), so its flow-run filters by deployment id see its own runs only."""
+    api = prefect_server[0]
+    _delete_deployments(api)
+    yield prefect_server
+    _delete_deployments(api)
+

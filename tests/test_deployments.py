@@ -1,11 +1,8 @@
-"""Deployments against a real local Prefect server started by the test itself."""
+"""Deployments against a real local Prefect server (the session's, ``served_prefect`` in conftest)."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,64 +14,11 @@ import pytest
 from clipgeo.core.config import DataHome
 from clipgeo.store import catalog, vectors
 from flows.serve import DEPLOYMENTS, prefect_yaml
+from tests.conftest import stop as _stop
+from tests.conftest import wait_for as _wait
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"n_train": 96, "n_val": 40, "train_steps": 4, "seed": 7}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def _wait(pred, timeout: float, what: str, step: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = dict(os.environ)
-    env.update({"PREFECT_HOME": str(tmp / "prefect-home"), "PREFECT_API_URL": api,
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false",
-                "PYTHONUNBUFFERED": "1"})
-    log = open(tmp / "server.log", "w")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def healthy():
-        if proc.poll() is not None:
-            raise AssertionError(f"prefect server exited: {(tmp / 'server.log').read_text()[-2000:]}")
-        try:
-            return httpx.get(f"{api}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        _wait(healthy, 240, "the Prefect server's /api/health")
-        yield api, env, tmp
-    finally:
-        _stop(proc)
-        log.close()
 
 
 def _run_deployment(api: str, deployment_id: str, parameters: dict, timeout: float = 600) -> dict:
@@ -101,8 +45,8 @@ def _task_states(api: str, flow_run_id: str) -> list[tuple[str, str]]:
 
 
 @pytest.mark.slow
-def test_served_pipeline_run_and_cached_rerun_from_the_api(server, tmp_path):
-    api, env, tmp = server
+def test_served_pipeline_run_and_cached_rerun_from_the_api(served_prefect, tmp_path):
+    api, env, _ = served_prefect
     home = DataHome.resolve(tmp_path / "home")
     serve_log = open(tmp_path / "serve.log", "w")
     serve = subprocess.Popen([sys.executable, "-m", "flows.serve", "--home", str(home.root)], cwd=REPO, env=env,

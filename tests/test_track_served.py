@@ -1,6 +1,8 @@
 """The ``track`` deployment against a real local Prefect server, on a short interval: a
 checkpoint copied into a tracked folder is measured by the next scheduled run, and only once;
-a checkpoint written slowly is skipped until it is complete. One test, one server."""
+a checkpoint written slowly is skipped until it is complete. The session's Prefect server
+(``served_prefect``: no deployment left from another test, so the ``track`` deployment and its
+runs counted below are this test's own)."""
 
 from __future__ import annotations
 
@@ -11,13 +13,16 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
 from clipgeo.store import catalog
-from tests.test_deployments import REPO, _stop, _wait
-from tests.test_deployments import server  # noqa: F401  (the module's own Prefect server)
+from tests.conftest import stop as _stop
+from tests.conftest import wait_for as _wait
+
+REPO = Path(__file__).resolve().parents[1]
 
 INTERVAL = 6  # seconds between two scheduled runs of the track deployment
 
@@ -46,13 +51,13 @@ def _finished_runs(api: str, deployment_id: str, after: dt.datetime) -> list[dic
 
 
 @pytest.mark.slow
-def test_served_track_deployment_measures_each_new_checkpoint_once(server, tmp_path):  # noqa: F811
+def test_served_track_deployment_measures_each_new_checkpoint_once(served_prefect, tmp_path):
     from clipgeo.models.train import TrainSpec, intermediate_dir, train_tiny
     from clipgeo.stages.ingest import load_samples
     from clipgeo.stages.track import register_training
     from tests.conftest import make_prepared_home
 
-    api, env, _ = server
+    api, env, _ = served_prefect
     home, val, _ = make_prepared_home(tmp_path / "home", steps=1)
     train_id = val.replace(":val", ":train")
     res = train_tiny(load_samples(home, train_id), TrainSpec(steps=4, batch_size=32, seed=5), home.checkpoints,
