@@ -24,7 +24,8 @@ lock:
 	{ sed -n '1,3p' requirements.lock; .venv/bin/pip freeze --all --exclude-editable | grep -v '^pip=='; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
 
-# Three pipelines at once on one data home, ROUNDS times (default 5).
+# Three pipelines at once on one data home, ROUNDS times (default 5): the five rounds of this
+# concurrency check live here; `make test` runs it once (CLIPGEO_CONCURRENCY_ROUNDS unset = 1).
 stress: setup-test
 	CLIPGEO_CONCURRENCY_ROUNDS=$${ROUNDS:-5} .venv/bin/python -m pytest -q tests/test_operations.py -k three_pipelines_on_one_home
 
