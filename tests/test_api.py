@@ -111,7 +111,7 @@ def test_measure_on_a_pipeline_runs_arrays_gives_its_catalog_rows(pipeline_run, 
     stored = clipgeo.run_tables(home, run_id)
     assert sorted(m.tables) == sorted(stored)
     # the default measured all but the costly sections; reading their tables below measures them
-    assert set(m.not_run) == {"umap", "clusters", "intrinsic_dim", "bootstrap", "umap_grid"}
+    assert set(m.not_run) == set(ON_DEMAND_SECTIONS)
     assert {"retrieval", "double_ellipsoid"} <= {s for s, st in m.sections.items() if st == "ok"}
     filled = 0
     for table, rows in stored.items():   # measure_sections and measure_samples come last
@@ -290,11 +290,11 @@ def test_the_default_leaves_the_costly_sections_for_later_and_says_so(f16, tmp_p
     m = clipgeo.measure(*f16, home=tmp_path / "home")
     assert set(m.sections) == set(clipgeo.default_sections())
     assert not set(m.sections) & set(ON_DEMAND_SECTIONS)
-    assert m.not_run == [s for s in ("umap", "clusters", "umap_grid", "intrinsic_dim", "bootstrap")]
+    assert m.not_run == ["pca", "origin_shift", "cosines", "umap", "clusters", "umap_grid", "intrinsic_dim", "bootstrap"]
     page = m.report(tmp_path / "page.html").read_text()
     assert "has not been measured for this run" in page and 'm.compute(&quot;umap&quot;)' in page
     assert 'm.compute(&quot;bootstrap&quot;)' in page    # the status table lists every section not measured
-    assert "Not run yet: umap, clusters, umap_grid, intrinsic_dim, bootstrap" in m._repr_html_()
+    assert "Not run yet: pca, origin_shift, cosines, umap, clusters, umap_grid, intrinsic_dim, bootstrap" in m._repr_html_()
     ci = m.tables["bootstrap_ci"]
     assert ci.height > 0 and m.sections["bootstrap"] == "ok" and "umap" not in m.sections
     assert m.tables["bootstrap_ci"] is ci
