@@ -1,5 +1,6 @@
 """Shared fixtures. Prefect runs against a temporary test server (one per session); the tests of
-served deployments share one real local ``prefect server start`` (one per session, too)."""
+served deployments share one real local ``prefect server start`` (one per session, too); three
+main jobs started at once on one home run once per session for the tests that read them."""
 
 from __future__ import annotations
 
@@ -8,13 +9,18 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("LANCEDB_LOG", "error")
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "flows.cli"]
 
 
 @pytest.fixture(scope="session")
@@ -136,3 +142,79 @@ def served_prefect(prefect_server):
     yield prefect_server
     _delete_deployments(api)
 
+
+# ---- the main job, three at once on one home (tests/test_operations.py, test_embed_workers.py) ----
+
+#: ``clipgeo run`` small: shapes 96 + 40 images, two tiny models of 4 steps, one decode worker, reports made.
+PIPELINE_ARGS = ["--n-train", "96", "--n-val", "40", "--train-steps", "4", "--seed", "5", "--num-workers", "1"]
+
+
+@dataclass
+class PipelinesAtOnce:
+    home: object            # the shared DataHome
+    outs: list[str]         # each command's whole output (stdout and stderr: its user's terminal)
+    returncodes: list[int]
+    answers: list[int]      # what the reader got from `SELECT count(*) FROM runs` meanwhile
+    errors: list[str]       # the reader's failures
+
+
+def terminal_env(root: Path, name: str) -> dict[str, str]:
+    """A user's environment for one command: its own Prefect home and temporary server (no
+    ``PREFECT_API_URL``), LanceDB's log as it is by default (``LANCEDB_LOG`` unset)."""
+    env = dict(os.environ)
+    env.update({
+        "PYTHONPATH": str(REPO),
+        "PREFECT_HOME": str(root / f"prefect-{name}"),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.pop("PREFECT_API_URL", None)
+    env.pop("LANCEDB_LOG", None)
+    return env
+
+
+def run_pipelines_at_once(root: Path, n: int = 3) -> PipelinesAtOnce:
+    """``n`` main jobs (``clipgeo run`` with :data:`PIPELINE_ARGS`) started at once on one fresh
+    home under ``root``, each as a user would (:func:`terminal_env`), and a reader querying the
+    catalog every 0.2 s meanwhile. Returns what they printed and what the reader saw; checks nothing."""
+    from clipgeo.core.config import DataHome
+    from clipgeo.store.query import read_only_query
+
+    home_dir = root / "shared-home"
+    args = ["run", "--home", str(home_dir), *PIPELINE_ARGS]
+    procs = [subprocess.Popen(CLI + args, cwd=REPO, env=terminal_env(root, f"p{i}"), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(n)]
+    home = DataHome.resolve(home_dir)
+    answers, errors = [], []
+    stop_reading = threading.Event()
+
+    def reader():
+        while not stop_reading.is_set():
+            if home.catalog.exists():
+                try:
+                    answers.append(read_only_query(home, "SELECT count(*) AS n FROM runs")["n"][0])
+                except Exception as exc:  # any failure to answer is a test failure
+                    if "no catalog" not in str(exc):
+                        errors.append(repr(exc))
+            time.sleep(0.2)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        outs = [p.communicate(timeout=1800)[0] for p in procs]
+    finally:
+        stop_reading.set()
+        t.join()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return PipelinesAtOnce(home, outs, [p.returncode for p in procs], answers, errors)
+
+
+@pytest.fixture(scope="session")
+def pipelines_at_once(tmp_path_factory) -> PipelinesAtOnce:
+    """Three main jobs at once on one home (:func:`run_pipelines_at_once`), once per session:
+    the concurrency check (test_operations.py, its first round) and the check of what a user's
+    terminal shows (test_embed_workers.py) read the same three runs."""
+    return run_pipelines_at_once(tmp_path_factory.mktemp("pipelines-at-once"), 3)

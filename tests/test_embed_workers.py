@@ -78,18 +78,17 @@ def test_start_method_setting_is_checked(monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_pipeline_run_prints_no_fork_or_random_init_warning(tmp_path):
-    """The main job, small, with decode workers: its whole output (the user's terminal) holds no
-    fork warning and no "initialized randomly" notice for the tiny models it trains on purpose."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_HOME": str(tmp_path / "prefect")}
-    env.pop("PREFECT_API_URL", None)
-    env.pop("LANCEDB_LOG", None)
-    out = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--home", str(tmp_path / "home"), "--n-train", "96",
-                          "--n-val", "64", "--train-steps", "4", "--num-workers", "1"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=1800)
-    text = out.stdout + out.stderr
-    assert out.returncode == 0, text[-3000:]
-    assert "embedded 64 images + 192 captions" in text
+def test_a_pipeline_run_prints_no_fork_or_random_init_warning(pipelines_at_once):
+    """The main job, small, with decode workers and its reports: the whole output of each command
+    (the user's terminal; LanceDB's log as by default) holds no fork warning and no "initialized
+    randomly" notice for the tiny models it trains on purpose. The commands are the session's
+    three main jobs on one home (conftest.pipelines_at_once; test_operations checks their concurrency)."""
+    res = pipelines_at_once
+    for rc, text in zip(res.returncodes, res.outs):
+        assert rc == 0, text[-3000:]
+    text = "\n".join(res.outs)
+    assert "embedded 40 images + 120 captions" in text   # the embed stage ran (with --num-workers 1)
+    assert "model trained in" in text and "report    : " in text   # so did the training and the reports
     low = text.lower()
     assert "fork" not in low, [line for line in text.splitlines() if "fork" in line.lower()][:3]
     assert "initialized randomly" not in low, [line for line in text.splitlines() if "randomly" in line][:3]

@@ -15,8 +15,7 @@ import pytest
 
 from clipgeo.stages.embedding import ModelRef, model_identity, run_id_for, shard_file, staging_dir
 from clipgeo.store import catalog, vectors
-from clipgeo.store.query import read_only_query
-from tests.conftest import make_prepared_home
+from tests.conftest import make_prepared_home, run_pipelines_at_once
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "flows.cli"]
@@ -120,42 +119,12 @@ def test_resume_reuses_staged_shards(tmp_path, monkeypatch):
     assert mtime and not first.exists()  # staged files are removed after the commit
 
 
-def _pipelines_at_once(tmp_path: Path, n: int = 3) -> None:
+def _check_pipelines_at_once(res, n: int = 3) -> None:
     """``n`` pipelines started at once on one fresh home, and a reader querying meanwhile: all
     complete; each spec is trained once, each run embedded once (one Lance version) and measured once."""
-    home_dir = tmp_path / "shared-home"
-    args = ["run", "--home", str(home_dir), "--n-train", "96", "--n-val", "40", "--train-steps", "4", "--seed", "5",
-            "--no-make-report"]
-    procs = [subprocess.Popen(CLI + args, cwd=REPO, env=_env(tmp_path, f"p{i}"), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for i in range(n)]
-    from clipgeo.core.config import DataHome
-
-    home = DataHome.resolve(home_dir)
-    answers, errors = [], []
-    stop = threading.Event()
-
-    def reader():
-        while not stop.is_set():
-            if home.catalog.exists():
-                try:
-                    answers.append(read_only_query(home, "SELECT count(*) AS n FROM runs")["n"][0])
-                except Exception as exc:  # any failure to answer is a test failure
-                    if "no catalog" not in str(exc):
-                        errors.append(repr(exc))
-            time.sleep(0.2)
-
-    t = threading.Thread(target=reader)
-    t.start()
-    try:
-        outs = [p.communicate(timeout=1800)[0] for p in procs]
-    finally:
-        stop.set()
-        t.join()
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, out in zip(procs, outs):
-        assert p.returncode == 0, out[-3000:]
+    home, outs, errors, answers = res.home, res.outs, res.errors, res.answers
+    for rc, out in zip(res.returncodes, outs):
+        assert rc == 0, out[-3000:]
     assert not errors, errors[:3]
     assert answers, "the reader never got an answer"
     log = "\n".join(outs)
@@ -183,8 +152,11 @@ ROUNDS = int(os.environ.get("CLIPGEO_CONCURRENCY_ROUNDS", "1"))
 
 
 @pytest.mark.parametrize("round_", range(ROUNDS))
-def test_three_pipelines_on_one_home_at_once_and_a_reader(tmp_path, round_):
-    _pipelines_at_once(tmp_path, 3)
+def test_three_pipelines_on_one_home_at_once_and_a_reader(request, tmp_path, round_):
+    # round 0: the session's three main jobs (conftest.pipelines_at_once, whose output
+    # test_embed_workers also reads); every further round starts three fresh ones
+    res = request.getfixturevalue("pipelines_at_once") if round_ == 0 else run_pipelines_at_once(tmp_path, 3)
+    _check_pipelines_at_once(res, 3)
 
 
 def test_a_unit_has_one_holder_and_a_killed_holders_lock_is_free(tmp_path):
