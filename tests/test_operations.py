@@ -21,7 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "flows.cli"]
 
 
-def _env(tmp_path: Path, name: str) -> dict[str, str]:
+def _env(tmp_path: Path, name: str, api_url: str | None = None) -> dict[str, str]:
+    """A command's environment: its own Prefect home; the API at ``api_url``, or (None) none, so
+    that the command starts its own temporary server as a user's does."""
     env = dict(os.environ)
     env.update({
         "PREFECT_HOME": str(tmp_path / f"prefect-{name}"),
@@ -30,6 +32,8 @@ def _env(tmp_path: Path, name: str) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
     })
     env.pop("PREFECT_API_URL", None)
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
     return env
 
 
@@ -69,12 +73,17 @@ def test_shard_failure_fails_the_run_naming_the_shard_and_commits_nothing(prepar
     assert vectors.count_rows(home, run_id) == {}  # nothing half-written
 
 
-def test_sigkill_mid_embedding_then_rerun_gives_each_vector_exactly_once(tmp_path):
+def test_sigkill_mid_embedding_then_rerun_gives_each_vector_exactly_once(tmp_path, prefect_harness):
+    # both commands talk to the session's test server: the crash and its recovery are the data
+    # home's, not Prefect's (a killed command's own temporary server: test_kill_9_... below)
+    from prefect.settings import PREFECT_API_URL
+
+    api = PREFECT_API_URL.value()
     home, dataset_id, ckpt = make_prepared_home(tmp_path / "home", n_val=400)
     run_id = run_id_for(model_identity(ModelRef("clipgeo-tiny-vit", ckpt))[0], dataset_id)
     cmd = CLI + ["embed", "clipgeo-tiny-vit", dataset_id, "--pretrained", ckpt, "--home", str(home.root),
                  "--shard-images", "8"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(tmp_path, "a"), start_new_session=True,
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(tmp_path, "a", api), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     stage = staging_dir(home, run_id)
     deadline = time.monotonic() + 240
@@ -89,7 +98,7 @@ def test_sigkill_mid_embedding_then_rerun_gives_each_vector_exactly_once(tmp_pat
     assert 3 <= len(staged) < 50
     assert vectors.count_rows(home, run_id) == {}  # killed before the commit: no table at all
 
-    subprocess.run(cmd, cwd=REPO, env=_env(tmp_path, "a"), check=True, timeout=600,
+    subprocess.run(cmd, cwd=REPO, env=_env(tmp_path, "a", api), check=True, timeout=600,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _exactly_once(home, run_id, 400, 1200)
     with catalog.session(home, read_only=True) as con:
