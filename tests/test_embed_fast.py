@@ -259,8 +259,13 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 def test_rejects_parity_bad_jpeg_inside_a_batch(lm, bad_files, workers, start, monkeypatch):
     """In the main loop, on the decode thread (a small job) and in worker processes (asked for
     by naming a start method)."""
+    from clipgeo.embedding import workers as worker_mod
+
     if start:
         monkeypatch.setenv("CLIPGEO_WORKER_START", start)
+    # a small job decodes on the thread only while the fork server is not running: an earlier test
+    # of this process may have started it, so this one says it is not (the server stays as it is)
+    monkeypatch.setattr(worker_mod, "_server_started", False)
     prof = EmbedProfile()
     fast, ok_f, fail_f = embed_image_refs(lm, bad_files, batch_size=len(bad_files), num_workers=workers,
                                           decode="tensor", progress=False, profile=prof)
