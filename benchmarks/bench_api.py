@@ -17,7 +17,9 @@ a fresh interpreter that has imported torch and made the tensors (what a noteboo
 * ``numpy``: a plain numpy cell of the headline's gap, joint effective rank and exact
   recall@1 both ways (float32 scores, full matrix in blocks), for scale.
 
-It prints each figure and its ratio to the numpy cell, the ten slowest sections of the first
+``--code DIR`` measures another checkout's clipgeo with the same call (the code before issue 33
+has no on-demand sections: its first and second calls measure every section). It prints each
+figure and its ratio to the numpy cell, the ten slowest sections of the first
 call, and checks the numbers agree with numpy (gap, effective rank, recall@1). No assertion on
 time: a report.
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -120,26 +123,29 @@ def child(args) -> None:
     out["first call"] = time.perf_counter() - t0
     ms = m.tables["measure_sections"].sort("seconds", descending=True)
     out["sections"] = list(zip(ms["section"].to_list(), ms["status"].to_list(), ms["seconds"].to_list()))
-    out["not_run"] = m.not_run
+    out["not_run"] = getattr(m, "not_run", [])   # code before issue 33 (--code): every section, no on-demand
     streamed = ("retrieval_ranks", "modality_gap", "geo_modality", "geo_per_sample", "topo_spectra")
     out["streamed rows"] = {t: m.tables[t].height for t in streamed}
     head = m.headline.row(0, named=True)
     out["clipgeo"] = {"gap": head["gap"], "joint_erank": head["joint_effective_rank_lambda_entropy"],
                       "t2i_r1": head["t2i_r1"], "i2t_r1": head["i2t_r1"]}
-    t0 = time.perf_counter()
-    m.tables["bootstrap_ci"]
-    out["on demand: bootstrap_ci"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    m.compute()
-    out["on demand: the rest (m.compute())"] = time.perf_counter() - t0
-    out["after compute"] = m.sections
+    on_demand = hasattr(m, "compute")
+    if on_demand:
+        t0 = time.perf_counter()
+        m.tables["bootstrap_ci"]
+        out["on demand: bootstrap_ci"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        m.compute()
+        out["on demand: the rest (m.compute())"] = time.perf_counter() - t0
+        out["after compute"] = m.sections
     img2, txt2, idx2 = _tensors(args.images, args.captions, args.dim, 1)
     t0 = time.perf_counter()
     clipgeo.measure(img2, txt2, text_image=idx2)
     out["second call"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    clipgeo.measure(img2, txt2, text_image=idx2, sections="all", force=True)
-    out['sections="all"'] = time.perf_counter() - t0
+    if on_demand:
+        t0 = time.perf_counter()
+        clipgeo.measure(img2, txt2, text_image=idx2, sections="all", force=True)
+        out['sections="all"'] = time.perf_counter() - t0
     t0 = time.perf_counter()
     out["numpy values"] = _numpy_cell(img.numpy(), txt.numpy(), idx.numpy())
     out["numpy cell"] = time.perf_counter() - t0
@@ -147,14 +153,16 @@ def child(args) -> None:
 
 
 def measure_part(args) -> None:
-    import os
-
     cmd = [sys.executable, __file__, "--child", "--images", str(args.images), "--captions", str(args.captions),
            "--dim", str(args.dim)]
     load = os.getloadavg()
     print(f"clipgeo.measure on {args.images:,} images x {args.captions} captions, d = {args.dim}, float16 torch "
           f"tensors; {len(os.sched_getaffinity(0))} cores, load average {load[0]:.2f}")
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    env = dict(os.environ)
+    if args.code:   # measure another checkout's clipgeo (e.g. the code before issue 33) with this script
+        env["PYTHONPATH"] = str(Path(args.code).resolve())
+        print(f"clipgeo from {args.code}")
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if proc.returncode or line is None:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
@@ -164,7 +172,8 @@ def measure_part(args) -> None:
     print(f"{'case':<38} {'seconds':>8} {'x numpy cell':>13}")
     for case in ("numpy cell", "first call", "second call", "on demand: bootstrap_ci",
                  "on demand: the rest (m.compute())", 'sections="all"'):
-        print(f"{case:<38} {r[case]:8.2f} {r[case] / base:13.2f}")
+        if case in r:
+            print(f"{case:<38} {r[case]:8.2f} {r[case] / base:13.2f}")
     print("slowest sections of the first call: "
           + ", ".join(f"{s} {sec:.2f} s" for s, st, sec in r["sections"][:10]))
     print(f"not run by the default (on demand): {', '.join(r['not_run'])}")
@@ -172,7 +181,7 @@ def measure_part(args) -> None:
     worst = max(abs(r["clipgeo"][k] - r["numpy values"][k]) / max(abs(r["numpy values"][k]), 1e-300)
                 for k in r["numpy values"])
     print(f"clipgeo vs numpy: {r['clipgeo']} vs {r['numpy values']} (largest relative difference {worst:.1e})")
-    every = r['sections="all"']
+    every = r.get('sections="all"', float("nan"))
     print(f"measure_first_s={r['first call']:.2f} measure_second_s={r['second call']:.2f} "
           f"numpy_cell_s={base:.2f} all_sections_s={every:.2f}")
 
@@ -184,6 +193,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=7000)
     ap.add_argument("--captions", type=int, default=3, help="captions per image")
     ap.add_argument("--dim", type=int, default=1024)
+    ap.add_argument("--code", default=None, help="a checkout whose clipgeo to measure (e.g. `git worktree add "
+                    "../before e61de6d`: the code before issue 33, which measures every section at once)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
