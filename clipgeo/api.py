@@ -31,11 +31,10 @@ __all__ = ["ON_DEMAND_SECTIONS", "Measurement", "MeasuredTables", "as_vectors", 
            "import_arrays", "measure"]
 
 #: Sections :func:`measure` leaves out by default, measured when one of their tables is first read
-#: from ``Measurement.tables`` (or by :meth:`Measurement.compute`), on the stored run. On a
-#: notebook-sized run (7,000 images x 3 captions, d = 1024, 2 cores) the default sections (the
-#: headline's and every streamed table) take about as long as these three sampled ones
-#: (cosine histograms, origin shift, the PCA points: ~4 CPU s) and the costly ones (bootstrap
-#: intervals ~20 s, the UMAP layout and its clusters ~10 s, intrinsic dimension ~7 s).
+#: from ``Measurement.tables`` (or by :meth:`Measurement.compute`), on the stored run. Measured
+#: on a notebook-sized run (7,000 images x 3 captions, d = 1024, 2 cores): the sampled pca,
+#: origin_shift and cosines cost about 4 CPU s together, bootstrap ~20 s, the UMAP layout and its
+#: clusters ~10 s, intrinsic dimension ~7 s, against about 7 s for all the default sections.
 ON_DEMAND_SECTIONS = ("pca", "origin_shift", "cosines", "umap", "clusters", "intrinsic_dim", "bootstrap", "umap_grid")
 #: What a section reads from sections measured in the same call (the UMAP layout, the cluster
 #: assignment, the retrieval ranks): they are measured with it, so its rows equal a full run's.
@@ -611,8 +610,8 @@ def measure(images: Any, texts: Any, text_image: Any = None, *, captions: Sequen
     headline's retrieval, gap, separability, spectra and conformity figures and every streamed
     table (retrieval, modality gap, double ellipsoid, spectra). :data:`ON_DEMAND_SECTIONS`
     (``pca``, ``origin_shift``, ``cosines``, ``umap``, ``clusters``, ``intrinsic_dim``,
-    ``bootstrap``, ``umap_grid``) are left out. The
-    on-demand sections are measured, stored and kept when one of their tables is first read
+    ``bootstrap``, ``umap_grid``) are left out: they are measured, stored and kept when one of
+    their tables is first read
     (``m.tables["bootstrap_ci"]``), or by ``m.compute("bootstrap")`` / ``m.compute()`` (all of
     them); ``sections="all"`` measures everything at once, like the pipeline. ``m.not_run`` and
     the report page name the sections not measured yet.
