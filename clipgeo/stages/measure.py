@@ -156,10 +156,11 @@ def _gap(d: RunData) -> dict[str, Rows]:
     }]}
 
 
-#: Two separability fits run side by side only while both fit in this many bytes (a fit holds
-#: about 32 bytes a training value: its float64 input and scaled copy, and liblinear's 16-byte
-#: nodes): at 1M pairs (a 20,000-image sample at d = 768, 0.7 GB a fit) they run one at a time,
-#: since two at once pushed the stage's peak from 1.6 to 2.1 GB.
+#: Two separability fits run side by side only while both fit in this many bytes, at an
+#: estimated 32 bytes per value of the pairs' rows (a fit holds its float64 training rows and
+#: liblinear's 16-byte nodes, then the test rows: measured alone, 500 MB above the baseline at
+#: 20,000 pairs x 768). At 1M pairs (a 20,000-image sample) they run one at a time: the stage's
+#: peak is in its first fit, and two at once would add a second fit's memory to it.
 SEPARABILITY_PARALLEL_BYTES = 1 << 30
 
 
