@@ -190,6 +190,31 @@ def test_suite_principal_angles_p1(suite):
     assert set(suite.subspaces["setting"]) == {"k90", "k99", "fixed"}
 
 
+@pytest.mark.parametrize("d", [12, 48])
+def test_subspace_settings_with_k_over_half_d_match_scipy(d):
+    """k90 / k99 above d / 2 take their angles from the complements (and the shares from
+    tr Σ − the complement's part): every setting's angles and shares equal scipy's
+    ``subspace_angles`` and numpy's traces on the top-k eigenvectors."""
+    rng = np.random.default_rng(d)
+    sig = 1.0 + 0.05 * rng.random(d)                       # near-isotropic: k90, k99 > d/2
+    x = rng.normal(size=(4000, d)) * sig
+    y = (rng.normal(size=(4000, d)) * sig) @ np.linalg.qr(rng.normal(size=(d, d)))[0] * 0.3 + x * 0.7
+    mi, mt = moments(x, "image"), moments(y, "text")
+    summ, angles = subspace_comparison(mi, mt, fixed_k=d - 1)
+    assert (summ["k"] > d // 2).all()
+    for row in summ.to_dicts():
+        k = row["k"]
+        ua, ub = mi.eigenvectors[:, :k], mt.eigenvectors[:, :k]
+        want = np.sort(np.degrees(subspace_angles(ua, ub)))
+        got = angles.filter(pl.col("setting") == row["setting"])["angle_deg"].to_numpy()
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
+        assert row["share_text_in_image"] == pytest.approx(np.trace(ua.T @ mt.cov @ ua) / np.trace(mt.cov), abs=1e-12)
+        assert row["share_image_in_text"] == pytest.approx(np.trace(ub.T @ mi.cov @ ub) / np.trace(mi.cov), abs=1e-12)
+    whole, whole_angles = subspace_comparison(mi, mt, fixed_k=d)      # k = d: one space, every angle 0
+    assert whole.filter(pl.col("setting") == "fixed")["max_angle_deg"][0] == 0.0
+    assert whole.filter(pl.col("setting") == "fixed")["share_text_in_image"][0] == pytest.approx(1.0, abs=1e-12)
+
+
 def test_separate_and_shared_subspaces_p1():
     sig = np.r_[2.0 * 0.8 ** np.arange(8), np.zeros(8)]
     img = sample_ellipsoid_shell(3000, 3 * np.eye(1, D)[0], sig, seed=3)

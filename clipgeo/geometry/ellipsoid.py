@@ -605,6 +605,11 @@ def principal_angles(qa: np.ndarray, qb: np.ndarray) -> np.ndarray:
     return angles[::-1]
 
 
+def _quadratic_trace(cov: np.ndarray, u: np.ndarray) -> float:
+    """``tr(Uᵀ Σ U)`` as ``Σ_ij (Σ U)_ij U_ij`` (one product, not two)."""
+    return float(np.einsum("ij,ij->", cov @ u, u))
+
+
 def subspace_comparison(
     a: Moments,
     b: Moments,
@@ -618,7 +623,13 @@ def subspace_comparison(
     both subspaces hold at least that share of their variance) and ``fixed`` (``fixed_k``, at
     most d). With orthonormal bases ``U_a, U_b`` (top-k eigenvectors), the principal angles are
     ``θ_i = arccos σ_i(U_aᵀ U_b)`` (computed as ``scipy.linalg.subspace_angles`` does, on the
-    eigenvectors, which are orthonormal already: :func:`principal_angles`).
+    eigenvectors, which are orthonormal already: :func:`principal_angles`). When ``2k > d`` and
+    the eigenbases are complete, the angles come from the complements ``U_a⊥, U_b⊥`` (the other
+    ``d − k`` eigenvectors): for two subspaces of one dimension ``k`` the nonzero principal angles
+    are those of their orthogonal complements, and the other ``2k − d`` are 0 (the CS
+    decomposition), so the SVDs are of ``(d − k)``-column matrices instead of ``k``-column ones
+    (at d = 1024 and k = 900: 0.9 s → under 0.05 s); likewise ``tr(U_aᵀ Σ_b U_a) = tr Σ_b −
+    tr(U_a⊥ᵀ Σ_b U_a⊥)``.
 
     Returns ``(summary, angles)``: ``summary`` has one row per setting with ``k``,
     ``mean/min/median/max_angle_deg`` and ``share_b_in_a = tr(U_aᵀ Σ_b U_a)/tr Σ_b`` (and
@@ -632,9 +643,17 @@ def subspace_comparison(
     settings.append(("fixed", int(min(max(fixed_k, 1), a.d))))
     rows, angle_rows = [], []
     tr_a, tr_b = float(np.trace(a.cov)), float(np.trace(b.cov))
+    full = a.eigenvectors.shape == (a.d, a.d) and b.eigenvectors.shape == (b.d, b.d)
     for name, k in settings:
         ua, ub = a.eigenvectors[:, :k], b.eigenvectors[:, :k]
-        ang = np.sort(np.degrees(principal_angles(ua, ub)))
+        if full and 2 * k > a.d:    # the complements are the smaller bases: same nonzero angles
+            comp = principal_angles(a.eigenvectors[:, k:], b.eigenvectors[:, k:]) if k < a.d else np.empty(0)
+            ang = np.sort(np.degrees(np.concatenate([comp, np.zeros(2 * k - a.d)])))
+            share_b = tr_b - _quadratic_trace(b.cov, a.eigenvectors[:, k:])
+            share_a = tr_a - _quadratic_trace(a.cov, b.eigenvectors[:, k:])
+        else:
+            ang = np.sort(np.degrees(principal_angles(ua, ub)))
+            share_b, share_a = _quadratic_trace(b.cov, ua), _quadratic_trace(a.cov, ub)
         rows.append(
             {
                 "setting": name,
@@ -643,8 +662,8 @@ def subspace_comparison(
                 "min_angle_deg": float(ang.min()),
                 "median_angle_deg": float(np.median(ang)),
                 "max_angle_deg": float(ang.max()),
-                f"share_{b.name}_in_{a.name}": float(np.trace(ua.T @ b.cov @ ua) / tr_b) if tr_b > 0 else float("nan"),
-                f"share_{a.name}_in_{b.name}": float(np.trace(ub.T @ a.cov @ ub) / tr_a) if tr_a > 0 else float("nan"),
+                f"share_{b.name}_in_{a.name}": float(share_b / tr_b) if tr_b > 0 else float("nan"),
+                f"share_{a.name}_in_{b.name}": float(share_a / tr_a) if tr_a > 0 else float("nan"),
             }
         )
         angle_rows.append(
