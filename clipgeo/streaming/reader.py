@@ -140,11 +140,10 @@ class LanceRun:
 
     @classmethod
     def open(cls, home, run_id: str, **kw) -> "LanceRun":
-        db = vectors.connect(home)
-        name = vectors.table_name(run_id)
-        if not vectors.has_table(db, name):
-            raise KeyError(f"run {run_id} has no vectors in {home.lance} (table {name}); embed it first")
-        return cls(db.open_table(name).to_lance().uri, run_id, **kw)
+        if vectors.open_dataset(home, run_id) is None:
+            raise KeyError(f"run {run_id} has no vectors in {home.lance} (table {vectors.table_name(run_id)}); "
+                           "embed it first")
+        return cls(str(vectors.dataset_path(home, run_id)), run_id, **kw)
 
     @property
     def version(self) -> int:
