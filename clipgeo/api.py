@@ -15,6 +15,7 @@ stored as float32 (the store keeps float16 or float32).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import tempfile
@@ -662,6 +663,7 @@ def measure(images: Any, texts: Any, text_image: Any = None, *, captions: Sequen
     from clipgeo.core.config import DataHome
     from clipgeo.stages.freshness import measure_if_stale
     from clipgeo.stages.measure import all_sections
+    from clipgeo.store import catalog
 
     if isinstance(sections, str):
         if sections != "all":
@@ -675,10 +677,12 @@ def measure(images: Any, texts: Any, text_image: Any = None, *, captions: Sequen
         home = tmp
     h = DataHome.resolve(home)
     try:
-        run_id = import_arrays(h, images, texts, text_image, captions=captions, **identity)
-        res, why = measure_if_stale(h, run_id, force=force, umap_grid=umap_grid, sections=sections)
-        tables = run_tables(h, run_id)
-        headline = _headline(h, run_id)
+        # a temporary home is this call's alone: its catalog stays open throughout (catalog.pinned)
+        with catalog.pinned(h) if tmp else contextlib.nullcontext():
+            run_id = import_arrays(h, images, texts, text_image, captions=captions, **identity)
+            res, why = measure_if_stale(h, run_id, force=force, umap_grid=umap_grid, sections=sections)
+            tables = run_tables(h, run_id)
+            headline = _headline(h, run_id)
     except BaseException:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -80,6 +80,50 @@ def _open(path: Path, read_only: bool, wait_seconds: float,
             delay = min(delay * 2, 2.0)
 
 
+#: Catalogs held open by :func:`pinned` in this process (path → the open connection).
+_PINNED: dict[str, duckdb.DuckDBPyConnection] = {}
+
+
+@contextlib.contextmanager
+def pinned(home: DataHome) -> Iterator[None]:
+    """Hold a catalog no other process uses open for the block: every :func:`session` of it
+    inside is a cursor of one migrated connection instead of an open, a migration check and a
+    close (about 30 ms each; ``clipgeo.measure`` on a temporary home opened ten).
+
+    Only for a home private to this process (the file stays locked against others meanwhile).
+
+    Parameters
+    ----------
+    home : DataHome
+        The data home whose catalog to hold.
+
+    Examples
+    --------
+    >>> import shutil, tempfile
+    >>> home = DataHome.resolve(tempfile.mkdtemp())
+    >>> with pinned(home):
+    ...     with session(home) as a:
+    ...         _ = a.execute("CREATE TABLE t AS SELECT 1 AS x")
+    ...     with session(home, read_only=True) as b:
+    ...         b.execute("SELECT x FROM t").fetchall()
+    [(1,)]
+    >>> shutil.rmtree(home.root)
+    """
+    key = str(home.catalog)
+    if key in _PINNED:      # nested: the outer block holds it
+        yield
+        return
+    home.ensure()
+    con = _open(home.catalog, False, LOCK_WAIT_SECONDS)
+    try:
+        migrate(con)
+        _PINNED[key] = con
+        yield
+    finally:
+        _PINNED.pop(key, None)
+        con.close()
+
+
 @contextlib.contextmanager
 def session(
     home: DataHome, *, read_only: bool = False, wait_seconds: float = LOCK_WAIT_SECONDS,
@@ -88,7 +132,16 @@ def session(
     """A short-lived connection to the home's catalog (migrated when writable).
 
     ``config``: DuckDB settings fixed when the database opens (see :mod:`clipgeo.store.query`).
+    Inside :func:`pinned` (and without ``config``) a cursor of the held connection.
     """
+    held = _PINNED.get(str(home.catalog)) if config is None else None
+    if held is not None:
+        cur = held.cursor()
+        try:
+            yield cur
+        finally:
+            cur.close()
+        return
     if read_only and not home.catalog.exists():
         raise CatalogError(
             f"no catalog at {home.catalog}: run the pipeline first (`make run`) "
