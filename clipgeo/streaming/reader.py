@@ -303,10 +303,13 @@ class LanceRun:
             if pos.size == 0:
                 return np.empty((0, self.dim), np.float32)
             srt = np.argsort(pos, kind="stable")
-            tb = self.ds.take(pos[srt].tolist(), columns=cols)
+            in_order = bool((srt == np.arange(srt.size)).all())   # e.g. a whole run in table order
+            tb = self.ds.take(pos if in_order else pos[srt], columns=cols)
             mat = vectors.vector_matrix(tb.column(cols[0]))
             if normalized and self.format == 2:
                 mat = normalize_rows(mat, "vectors", np.float32, norms=tb.column("norm").to_numpy())
+            if in_order:     # the rows as they came (a copy when they are Arrow's read-only buffer)
+                return mat if mat.flags.writeable else mat.copy()
             out = np.empty_like(mat)
             out[srt] = mat
             return out
