@@ -7,7 +7,7 @@ run: setup
 	.venv/bin/clipgeo run
 
 test: setup-test
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q -n 2 --dist loadgroup
 
 setup:
 	scripts/setup.sh

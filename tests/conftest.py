@@ -23,6 +23,26 @@ REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "flows.cli"]
 
 
+#: Test files that mostly wait (on a real Prefect server's schedule, on subprocesses that each
+#: start a temporary server, on three pipelines at once), longest first: `make test` runs on two
+#: workers (pytest-xdist, ``--dist loadgroup``), and starting these first lets the CPU-bound
+#: files fill the other worker meanwhile instead of one of them running alone at the end.
+SLOW_FIRST = ("test_track_served.py", "test_operations.py", "test_embed_workers.py", "test_deployments.py",
+              "test_track.py", "test_pipeline_flow.py", "test_api.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Order :data:`SLOW_FIRST` first (the rest as collected), and give every test its file's
+    ``xdist_group`` unless it has one: a file's module and session fixtures are made once, on one
+    worker (``loadgroup`` keeps a group together). The tests reading :func:`pipelines_at_once`
+    share one group across their files, so the three pipelines run once per session."""
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda it: rank.get(it.path.name, len(rank)))
+    for it in items:
+        if it.get_closest_marker("xdist_group") is None:
+            it.add_marker(pytest.mark.xdist_group(it.path.name))
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
     """Prefect's test harness: a throwaway database and API server for flow tests."""
@@ -212,9 +232,14 @@ def run_pipelines_at_once(root: Path, n: int = 3) -> PipelinesAtOnce:
     return PipelinesAtOnce(home, outs, [p.returncode for p in procs], answers, errors)
 
 
+#: The ``xdist_group`` of the tests that read :func:`pipelines_at_once` (one worker makes it once).
+PIPELINES_GROUP = pytest.mark.xdist_group("pipelines_at_once")
+
+
 @pytest.fixture(scope="session")
 def pipelines_at_once(tmp_path_factory) -> PipelinesAtOnce:
     """Three main jobs at once on one home (:func:`run_pipelines_at_once`), once per session:
     the concurrency check (test_operations.py, its first round) and the check of what a user's
-    terminal shows (test_embed_workers.py) read the same three runs."""
+    terminal shows (test_embed_workers.py) read the same three runs (both marked
+    :data:`PIPELINES_GROUP`, so that under pytest-xdist they run on the worker that made them)."""
     return run_pipelines_at_once(tmp_path_factory.mktemp("pipelines-at-once"), 3)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import PIPELINES_GROUP
+
 REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = r"""
@@ -78,6 +80,7 @@ def test_start_method_setting_is_checked(monkeypatch):
 
 
 @pytest.mark.slow
+@PIPELINES_GROUP
 def test_a_pipeline_run_prints_no_fork_or_random_init_warning(pipelines_at_once):
     """The main job, small, with decode workers and its reports: the whole output of each command
     (the user's terminal; LanceDB's log as by default) holds no fork warning and no "initialized

@@ -15,7 +15,7 @@ import pytest
 
 from clipgeo.stages.embedding import ModelRef, model_identity, run_id_for, shard_file, staging_dir
 from clipgeo.store import catalog, vectors
-from tests.conftest import make_prepared_home, run_pipelines_at_once
+from tests.conftest import PIPELINES_GROUP, make_prepared_home, run_pipelines_at_once
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "flows.cli"]
@@ -160,6 +160,7 @@ def _check_pipelines_at_once(res, n: int = 3) -> None:
 ROUNDS = int(os.environ.get("CLIPGEO_CONCURRENCY_ROUNDS", "1"))
 
 
+@PIPELINES_GROUP
 @pytest.mark.parametrize("round_", range(ROUNDS))
 def test_three_pipelines_on_one_home_at_once_and_a_reader(request, tmp_path, round_):
     # round 0: the session's three main jobs (conftest.pipelines_at_once, whose output
