@@ -170,6 +170,29 @@ def test_commands_without_a_flow_import_no_prefect(tmp_path):
     assert _no_server_started(tmp_path)
 
 
+def test_the_blas_probe_is_skipped_only_when_nothing_else_runs(monkeypatch, tmp_path):
+    from clipgeo.core import config
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  10 0 5 100\nprocs_running 1\nprocs_blocked 0\n")
+    assert config.nothing_else_runs(samples=3, gap=0.0, stat=str(stat))
+    stat.write_text("cpu  10 0 5 100\nprocs_running 2\nprocs_blocked 0\n")   # one other runnable thread
+    assert not config.nothing_else_runs(samples=3, gap=0.0, stat=str(stat))
+    stat.write_text("cpu  10 0 5 100\n")                                      # no such line: not known idle
+    assert not config.nothing_else_runs(samples=1, gap=0.0, stat=str(stat))
+
+    probes = []
+    real_limits = __import__("threadpoolctl").threadpool_limits
+    monkeypatch.setattr("threadpoolctl.threadpool_limits", lambda n, **kw: probes.append(n) or real_limits(n, **kw))
+    monkeypatch.setattr(config, "usable_cores", lambda: 3)
+    monkeypatch.setattr(config, "_PROBED", {})
+    monkeypatch.setattr(config, "nothing_else_runs", lambda: True)
+    assert config.measured_blas_threads() == 3 and probes == []     # idle: every core, no probe
+    monkeypatch.setattr(config, "_PROBED", {})
+    monkeypatch.setattr(config, "nothing_else_runs", lambda: False)
+    assert 1 <= config.measured_blas_threads(rows=256, d=32, reps=1) <= 3 and probes == [1, 2, 3]   # busy: timed
+
+
 def test_thread_defaults(monkeypatch):
     from clipgeo.core import config
 
