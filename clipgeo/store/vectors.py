@@ -102,10 +102,17 @@ def open_dataset(home: DataHome, run_id: str) -> "lance.LanceDataset | None":
     import lance
 
     path = dataset_path(home, run_id)
-    return lance.dataset(str(path)) if (path / "_versions").is_dir() else None
+    return lance.dataset(str(path)) if _committed(path) else None
 
 
-def _dataset(home: DataHome, run_id: str) -> "lance.LanceDataset":
+def _committed(path: Path) -> bool:
+    """Whether a Lance dataset has been committed at ``path`` (it has a version)."""
+    return (path / "_versions").is_dir()
+
+
+def require_dataset(home: DataHome, run_id: str) -> "lance.LanceDataset":
+    """:func:`open_dataset`, raising ``KeyError`` (naming the run and the folder) when the run
+    has no vectors table."""
     ds = open_dataset(home, run_id)
     if ds is None:
         raise KeyError(f"run {run_id} has no vectors in {home.lance} (table {table_name(run_id)}); embed it first")
@@ -275,7 +282,7 @@ def write_run_batches(home: DataHome, run_id: str, dim: int, batches: Iterable[p
     path = dataset_path(home, run_id)
     home.lance.mkdir(parents=True, exist_ok=True)
     # "create" on a new path: "overwrite" there makes lance warn that no dataset exists yet
-    lance.write_dataset(reader, str(path), mode="overwrite" if (path / "_versions").is_dir() else "create")
+    lance.write_dataset(reader, str(path), mode="overwrite" if _committed(path) else "create")
     return counter[0]
 
 
@@ -339,7 +346,7 @@ def read_run(home: DataHome, run_id: str, *, normalized: bool = False) -> RunVec
     by sample_id. ``normalized``: ``vector / ‖vector‖``, derived here (format 1 tables: their
     stored ``vector_norm``). Holds the whole run in memory: for large runs use
     :class:`clipgeo.streaming.reader.LanceRun`, which reads in batches."""
-    ds = _dataset(home, run_id)
+    ds = require_dataset(home, run_id)
     fmt = table_format(ds)
     col = "vector_norm" if (normalized and fmt == 1) else "vector"
     cols = ["modality", "item_id", "image_id", col] + (["norm"] if fmt == 2 else [])
@@ -396,7 +403,7 @@ def migrate_run(home: DataHome, run_id: str, *, batch_rows: int = 65536) -> bool
     are stored as float16; the others stay float32. Streamed batch by batch from the table's
     current version, written in one commit; the old version's files are then removed.
     """
-    ds = _dataset(home, run_id)
+    ds = require_dataset(home, run_id)
     if table_format(ds) != 1:
         return False
     cols = ["modality", "item_id", "image_id", "vector"]
@@ -416,7 +423,7 @@ def migrate_run(home: DataHome, run_id: str, *, batch_rows: int = 65536) -> bool
     write_run_batches(home, run_id, d, batches())
     from datetime import timedelta
 
-    _dataset(home, run_id).cleanup_old_versions(older_than=timedelta(0))
+    require_dataset(home, run_id).cleanup_old_versions(older_than=timedelta(0))
     return True
 
 

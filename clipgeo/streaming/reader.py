@@ -140,10 +140,7 @@ class LanceRun:
 
     @classmethod
     def open(cls, home, run_id: str, **kw) -> "LanceRun":
-        if vectors.open_dataset(home, run_id) is None:
-            raise KeyError(f"run {run_id} has no vectors in {home.lance} (table {vectors.table_name(run_id)}); "
-                           "embed it first")
-        return cls(str(vectors.dataset_path(home, run_id)), run_id, **kw)
+        return cls(vectors.require_dataset(home, run_id).uri, run_id, **kw)
 
     @property
     def version(self) -> int:
