@@ -113,15 +113,12 @@ def pinned(home: DataHome) -> Iterator[None]:
     if key in _PINNED:      # nested: the outer block holds it
         yield
         return
-    home.ensure()
-    con = _open(home.catalog, False, LOCK_WAIT_SECONDS)
-    try:
-        migrate(con)
+    with session(home) as con:      # opened and migrated as any writable session, closed at the end
         _PINNED[key] = con
-        yield
-    finally:
-        _PINNED.pop(key, None)
-        con.close()
+        try:
+            yield
+        finally:
+            _PINNED.pop(key, None)
 
 
 @contextlib.contextmanager
