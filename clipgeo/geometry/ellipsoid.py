@@ -645,13 +645,13 @@ def subspace_comparison(
     tr_a, tr_b = float(np.trace(a.cov)), float(np.trace(b.cov))
     full = a.eigenvectors.shape == (a.d, a.d) and b.eigenvectors.shape == (b.d, b.d)
     for name, k in settings:
-        ua, ub = a.eigenvectors[:, :k], b.eigenvectors[:, :k]
         if full and 2 * k > a.d:    # the complements are the smaller bases: same nonzero angles
             comp = principal_angles(a.eigenvectors[:, k:], b.eigenvectors[:, k:]) if k < a.d else np.empty(0)
             ang = np.sort(np.degrees(np.concatenate([comp, np.zeros(2 * k - a.d)])))
             share_b = tr_b - _quadratic_trace(b.cov, a.eigenvectors[:, k:])
             share_a = tr_a - _quadratic_trace(a.cov, b.eigenvectors[:, k:])
         else:
+            ua, ub = a.eigenvectors[:, :k], b.eigenvectors[:, :k]
             ang = np.sort(np.degrees(principal_angles(ua, ub)))
             share_b, share_a = _quadratic_trace(b.cov, ua), _quadratic_trace(a.cov, ub)
         rows.append(
